@@ -1,0 +1,126 @@
+//! The control plane: health, metrics, status and reload, on a listener of
+//! its own (loopback by default).
+//!
+//! `/healthz` and `/metrics` are open; everything under `/v1` needs the
+//! admin bearer token.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::reload::Reloader;
+use crate::snapshot::GatewaySnapshot;
+use crate::telemetry::Metrics;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub live: Arc<ArcSwap<GatewaySnapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .merge(v1)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+/// A JSON error in the same shape the proxy uses.
+pub fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": kind, "message": message.into()})),
+    )
+        .into_response()
+}
+
+/// The bearer token from a request, if any.
+pub fn bearer(req_headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = req_headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+async fn require_admin(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let snap = state.live.load();
+    let Some(expected) = snap.config.admin.token_sha256 else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "no `admin.token` is configured, so the admin API is closed",
+        );
+    };
+    match bearer(req.headers()) {
+        Some(t) if constant_time_eq(&crate::config::sha256(t.as_bytes()), &expected) => {
+            next.run(req).await
+        }
+        _ => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "send `Authorization: Bearer <admin token>`",
+        ),
+    }
+}
+
+/// Compares two digests without an early exit.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<AdminState>) -> Response {
+    let snap = state.live.load();
+    let reload = state.reloader.status();
+    Json(json!({
+        "version": snap.policy.version().as_ref(),
+        "loaded_at": crate::audit::rfc3339(snap.policy.loaded_at()),
+        "policies": snap.policy.policy_count(),
+        "agents": snap.config.agents.len(),
+        "routes": snap.config.routes.iter().map(|r| json!({"name": r.name, "prefix": r.prefix})).collect::<Vec<_>>(),
+        "last_error": reload.last_error,
+        "last_reload_attempt": reload.last_attempt,
+        "restart_required": reload.restart_required,
+    }))
+    .into_response()
+}
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    match state.reloader.reload().await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": "reload_failed",
+                "message": "the new configuration or policies did not load; the last good snapshot keeps serving",
+                "problems": problems,
+            })),
+        )
+            .into_response(),
+    }
+}

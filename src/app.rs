@@ -1,0 +1,157 @@
+//! Wiring: builds every part from the configuration, binds the listeners,
+//! and runs until SIGTERM or Ctrl-C, then drains and flushes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+
+use crate::admin::{self, AdminState};
+use crate::audit::AuditSink;
+use crate::config::{Config, ConfigError};
+use crate::policy::PolicyProblem;
+use crate::proxy::{self, ProxyState, ServeOptions};
+use crate::reload::Reloader;
+use crate::snapshot::GatewaySnapshot;
+use crate::telemetry::Metrics;
+use crate::upstream::UpstreamClients;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the policies did not load:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Policy(Vec<PolicyProblem>),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("cannot listen on `{addr}`: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// Loads the configuration and compiles the first snapshot: what `serve`,
+/// `check` and `explain` all start from.
+pub fn load_snapshot(
+    config_path: &Path,
+    clients: &UpstreamClients,
+) -> Result<GatewaySnapshot, AppError> {
+    let config = Config::load(config_path)?;
+    GatewaySnapshot::build(Arc::new(config), clients).map_err(AppError::Policy)
+}
+
+/// Runs Airlock until a shutdown signal.
+pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
+    let metrics = Arc::new(Metrics::new());
+    let config = Config::load(&config_path)?;
+    let clients = UpstreamClients::new(config.timeouts.upstream_idle);
+    let snapshot =
+        GatewaySnapshot::build(Arc::new(config.clone()), &clients).map_err(AppError::Policy)?;
+    let live = Arc::new(ArcSwap::from_pointee(snapshot));
+    let (audit, audit_writer) = AuditSink::start(&config.audit, metrics.clone())?;
+
+    let reloader = Reloader::new(config_path, live.clone(), clients, metrics.clone());
+    reloader.watch_sighup();
+
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })
+    };
+    let proxy_listener = bind(config.listen).await?;
+    let admin_listener = bind(config.admin.listen).await?;
+    let tls = match &config.tls {
+        Some(t) => Some(proxy::server_tls(&t.cert, &t.key).map_err(AppError::Tls)?),
+        None => None,
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(demo) = &config.demo {
+        let demo_listener = bind(demo.listen).await?;
+        eprintln!(
+            "airlock: demo tools listening on http://{}",
+            local(&demo_listener)
+        );
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(demo_listener, crate::demo::router())
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        }));
+    }
+
+    let admin_state = AdminState {
+        live: live.clone(),
+        metrics: metrics.clone(),
+        reloader: reloader.clone(),
+    };
+    eprintln!(
+        "airlock: admin listening on http://{}",
+        local(&admin_listener)
+    );
+    let mut stop = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let _ = axum::serve(admin_listener, admin::router(admin_state))
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+    }));
+
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!(
+        "airlock: proxy listening on {scheme}://{} (policy snapshot {})",
+        local(&proxy_listener),
+        live.load().policy.version()
+    );
+    let state = Arc::new(ProxyState {
+        live,
+        audit,
+        metrics,
+    });
+    let opts = ServeOptions {
+        header_read: config.timeouts.header_read,
+        shutdown_grace: config.timeouts.shutdown_grace,
+        tls,
+    };
+    proxy::serve(proxy_listener, state, opts, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Every sink clone lived in the proxy state, which is gone now; the
+    // writer drains what is queued and exits.
+    audit_writer.finish();
+    eprintln!("airlock: stopped");
+    Ok(())
+}
+
+fn local(l: &TcpListener) -> String {
+    l.local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+    eprintln!("airlock: shutting down");
+}

@@ -1,0 +1,473 @@
+//! YAML configuration to validated types.
+//!
+//! This module reads files and nothing else of ours: it knows nothing of
+//! Cedar, sockets or storage. Loading happens in two steps. `serde-saphyr`
+//! parses the text into `raw` structs (rejecting duplicate keys and
+//! remembering where each value was written), then [`Config::from_raw`] checks
+//! every value and turns it into the types the rest of Airlock uses. Every
+//! problem found is reported as a [`ConfigProblem`] with `file:line:col`.
+//!
+//! `${NAME}` inside any string value expands from the environment; a missing
+//! variable is a load error, never an empty string.
+
+mod raw;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+pub use crate::duration::parse_duration;
+
+/// One problem found while loading the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl ConfigError {
+    /// Every problem as `file:line:col: message`.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        match self {
+            ConfigError::Read { path, source } => vec![ConfigProblem {
+                file: path.clone(),
+                line: 1,
+                column: 1,
+                message: format!("cannot read file: {source}"),
+            }],
+            ConfigError::Invalid(p) => p.clone(),
+        }
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from; relative paths inside it are resolved
+    /// against its directory.
+    pub source: PathBuf,
+    /// SHA-256 of the file's bytes, so reloads can tell "nothing changed".
+    pub content_hash: String,
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    pub admin: AdminConfig,
+    pub policies: PathBuf,
+    pub store: StoreLocation,
+    pub audit: AuditTarget,
+    pub agents: Vec<AgentConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub approvals: ApprovalSettings,
+    pub approvers: Vec<ApproverConfig>,
+    pub webhooks: Vec<WebhookConfig>,
+    pub demo: Option<DemoConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// SHA-256 of the admin bearer token; `None` means the admin API only
+    /// answers `/healthz` and `/metrics`.
+    pub token_sha256: Option<[u8; 32]>,
+    /// The URL approvers are sent to (webhook payloads); defaults to
+    /// `http://<admin.listen>`.
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+    /// `sqlite::memory:` keeps holds only for the life of the process.
+    SqliteMemory,
+    Postgres(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub id: String,
+    pub key_sha256: [u8; 32],
+    pub groups: Vec<String>,
+    /// Attribute values as JSON; the policy module maps them to Cedar.
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Mcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Normalized: starts with `/`, no trailing `/` (except the root `/`).
+    pub prefix: String,
+    pub upstream: http::Uri,
+    pub protocol: Protocol,
+    /// Headers added to every upstream request (credentials the agent never
+    /// sees). Values never appear in audit records.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Time allowed for an agent to send request headers; also the idle
+    /// time allowed between requests on a keep-alive connection.
+    pub header_read: Duration,
+    pub body_read: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+    pub upstream_idle: Duration,
+    /// How long SIGTERM waits for in-flight requests before giving up.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalSettings {
+    pub wait: Duration,
+    pub expire: Duration,
+    pub replay_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApproverConfig {
+    pub id: String,
+    pub token_sha256: [u8; 32],
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Decoded key bytes of a `whsec_` secret.
+    pub secret: Vec<u8>,
+    /// `None` means every event.
+    pub events: Option<Vec<String>>,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub listen: SocketAddr,
+}
+
+/// SHA-256 of a secret, as stored for keys and tokens.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(path, &text)
+    }
+
+    /// Parses and validates configuration text; `path` names it in errors
+    /// and anchors relative paths.
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            ConfigError::Invalid(vec![ConfigProblem {
+                file: path.to_path_buf(),
+                line,
+                column,
+                message: first_line(&e.to_string()),
+            }])
+        })?;
+        let content_hash = hex::encode(sha256(text.as_bytes()));
+        Self::from_raw(path, content_hash, raw)
+    }
+
+    fn from_raw(
+        path: &Path,
+        content_hash: String,
+        raw: raw::RawConfig,
+    ) -> Result<Config, ConfigError> {
+        let mut v = raw::Validator::new(path);
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let resolve = |p: &str| -> PathBuf {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        };
+
+        let listen = v.socket_addr(&raw.listen);
+        let admin_listen = raw
+            .admin
+            .as_ref()
+            .and_then(|a| a.listen.as_ref())
+            .map(|l| v.socket_addr(l))
+            .unwrap_or_else(|| Some(SocketAddr::from(([127, 0, 0, 1], 9090))));
+        let admin_token = raw
+            .admin
+            .as_ref()
+            .and_then(|a| a.token.as_ref())
+            .map(|t| sha256(t.value.0.as_bytes()));
+        let public_url = raw
+            .admin
+            .as_ref()
+            .and_then(|a| a.public_url.as_ref())
+            .map(|u| u.value.0.trim_end_matches('/').to_string());
+
+        let store = match raw.store.as_ref() {
+            None => StoreLocation::Sqlite(resolve("airlock.db")),
+            Some(s) => v.store(s, &resolve),
+        };
+        let audit = match raw.audit.as_ref().map(|a| a.value.0.as_str()) {
+            None | Some("stdout") | Some("-") => AuditTarget::Stdout,
+            Some(p) => AuditTarget::File(resolve(p)),
+        };
+
+        let mut agents = Vec::new();
+        let mut seen_agents = HashSet::new();
+        for a in raw.agents.unwrap_or_default() {
+            if let Some(agent) = v.agent(a, &mut seen_agents) {
+                agents.push(agent);
+            }
+        }
+        let mut seen_keys = HashSet::new();
+        for a in &agents {
+            if !seen_keys.insert(a.key_sha256) {
+                v.problem_at_start(format!(
+                    "agents `{}` and another agent share one key; every agent needs its own",
+                    a.id
+                ));
+            }
+        }
+
+        let timeouts = v.timeouts(raw.timeouts.as_ref());
+        let mut routes = Vec::new();
+        let mut seen_routes = HashSet::new();
+        let mut seen_prefixes = HashSet::new();
+        for r in raw.routes.unwrap_or_default() {
+            if let Some(route) =
+                v.route(r, &timeouts, &resolve, &mut seen_routes, &mut seen_prefixes)
+            {
+                routes.push(route);
+            }
+        }
+
+        let limits = Limits {
+            max_body: raw
+                .limits
+                .as_ref()
+                .and_then(|l| l.max_body.as_ref())
+                .and_then(|m| v.byte_size(m))
+                .unwrap_or(1024 * 1024),
+        };
+        let approvals = v.approvals(raw.approvals.as_ref());
+        let approvers = raw
+            .approvers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|a| v.approver(a))
+            .collect();
+        let webhooks = raw
+            .webhooks
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|w| v.webhook(w))
+            .collect();
+        let demo = raw
+            .demo
+            .as_ref()
+            .and_then(|d| v.socket_addr(&d.listen).map(|listen| DemoConfig { listen }));
+        let tls = raw.tls.map(|t| TlsConfig {
+            cert: resolve(&t.cert.0),
+            key: resolve(&t.key.0),
+        });
+        let policies = resolve(
+            raw.policies
+                .as_ref()
+                .map(|p| p.value.0.as_str())
+                .unwrap_or("policies"),
+        );
+
+        let problems = v.finish();
+        match (listen, admin_listen) {
+            (Some(listen), Some(admin_listen)) if problems.is_empty() => Ok(Config {
+                source: path.to_path_buf(),
+                content_hash,
+                listen,
+                tls,
+                admin: AdminConfig {
+                    listen: admin_listen,
+                    token_sha256: admin_token,
+                    public_url: public_url.unwrap_or_else(|| format!("http://{admin_listen}")),
+                },
+                policies,
+                store,
+                audit,
+                agents,
+                routes,
+                limits,
+                timeouts,
+                approvals,
+                approvers,
+                webhooks,
+                demo,
+            }),
+            _ => Err(ConfigError::Invalid(problems)),
+        }
+    }
+
+    /// The settings that a reload cannot change, for telling the operator
+    /// that a restart is needed.
+    pub fn restart_only_differences(&self, other: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.listen != other.listen {
+            out.push("listen");
+        }
+        if self.admin.listen != other.admin.listen {
+            out.push("admin.listen");
+        }
+        if self.store != other.store {
+            out.push("store");
+        }
+        if self.audit != other.audit {
+            out.push("audit");
+        }
+        if self.policies != other.policies {
+            out.push("policies");
+        }
+        if self.tls.as_ref().map(|t| (&t.cert, &t.key))
+            != other.tls.as_ref().map(|t| (&t.cert, &t.key))
+        {
+            out.push("tls");
+        }
+        out
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(Path::new("/etc/airlock/airlock.yaml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = load("listen: 127.0.0.1:8080\n").unwrap();
+        assert_eq!(c.limits.max_body, 1024 * 1024);
+        assert_eq!(c.admin.listen.port(), 9090);
+        assert_eq!(c.policies, PathBuf::from("/etc/airlock/policies"));
+        assert_eq!(c.approvals.wait, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn env_expansion_and_missing_variable() {
+        std::env::set_var("AIRLOCK_TEST_KEY", "s3cret");
+        let c =
+            load("listen: 127.0.0.1:8080\nagents:\n  - id: bot\n    key: ${AIRLOCK_TEST_KEY}\n")
+                .unwrap();
+        assert_eq!(c.agents[0].key_sha256, sha256(b"s3cret"));
+
+        let err =
+            load("listen: 127.0.0.1:8080\nadmin:\n  token: ${AIRLOCK_NOPE_NOT_SET}\n").unwrap_err();
+        let p = &err.problems()[0];
+        assert_eq!(p.line, 3);
+        assert!(p.message.contains("AIRLOCK_NOPE_NOT_SET"), "{}", p.message);
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected_with_a_location() {
+        let err = load("listen: 127.0.0.1:8080\nlisten: 127.0.0.1:8081\n").unwrap_err();
+        assert_eq!(err.problems()[0].line, 2, "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_each_reported() {
+        let err = load(
+            "listen: nowhere\nroutes:\n  - name: a\n    prefix: /a\n    upstream: ftp://x\n  - name: a\n    prefix: /b\n    upstream: http://127.0.0.1:1\n",
+        )
+        .unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 3, "{err}");
+        assert_eq!(problems[0].line, 1);
+        assert!(problems[1].message.contains("ftp"), "{err}");
+        assert!(problems[2].message.contains("`a`"), "{err}");
+    }
+
+    #[test]
+    fn route_prefix_is_normalized() {
+        let c = load(
+            "listen: 127.0.0.1:8080\nroutes:\n  - name: crm\n    prefix: crm/\n    upstream: http://127.0.0.1:9000/mcp\n    protocol: mcp\n",
+        )
+        .unwrap();
+        assert_eq!(c.routes[0].prefix, "/crm");
+        assert_eq!(c.routes[0].protocol, Protocol::Mcp);
+    }
+}

@@ -1,0 +1,524 @@
+//! The YAML shape of the configuration, and the checks that turn it into
+//! validated types.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
+
+use super::{
+    parse_duration, sha256, AgentConfig, ApprovalSettings, ApproverConfig, ConfigProblem, Protocol,
+    RouteConfig, StoreLocation, Timeouts, WebhookConfig,
+};
+
+/// A string whose `${NAME}` references have been expanded from the
+/// environment while parsing, so that errors point at the value.
+#[derive(Debug, Clone)]
+pub struct Env(pub String);
+
+impl<'de> Deserialize<'de> for Env {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        expand_env(&s).map(Env).map_err(serde::de::Error::custom)
+    }
+}
+
+fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+        let name = &after[..end];
+        if name.is_empty() {
+            return Err(format!("empty `${{}}` in `{s}`"));
+        }
+        let value =
+            std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Spanned<Env>,
+    pub tls: Option<RawTls>,
+    pub admin: Option<RawAdmin>,
+    pub policies: Option<Spanned<Env>>,
+    pub store: Option<Spanned<Env>>,
+    pub audit: Option<Spanned<Env>>,
+    pub agents: Option<Vec<RawAgent>>,
+    pub routes: Option<Vec<RawRoute>>,
+    pub limits: Option<RawLimits>,
+    pub timeouts: Option<RawTimeouts>,
+    pub approvals: Option<RawApprovals>,
+    pub approvers: Option<Vec<RawApprover>>,
+    pub webhooks: Option<Vec<RawWebhook>>,
+    pub demo: Option<RawDemo>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Env,
+    pub key: Env,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Spanned<Env>>,
+    pub token: Option<Spanned<Env>>,
+    pub public_url: Option<Spanned<Env>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub id: Spanned<Env>,
+    pub key: Option<Env>,
+    pub key_sha256: Option<Spanned<Env>>,
+    #[serde(default)]
+    pub groups: Vec<Env>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Spanned<Env>,
+    pub prefix: Spanned<Env>,
+    pub upstream: Spanned<Env>,
+    pub protocol: Option<Spanned<Env>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Env>,
+    pub ca_file: Option<Env>,
+    pub connect_timeout: Option<Spanned<Env>>,
+    pub timeout: Option<Spanned<Env>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_body: Option<Spanned<Env>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub header_read: Option<Spanned<Env>>,
+    pub body_read: Option<Spanned<Env>>,
+    pub upstream_connect: Option<Spanned<Env>>,
+    pub upstream_response: Option<Spanned<Env>>,
+    pub upstream_idle: Option<Spanned<Env>>,
+    pub shutdown_grace: Option<Spanned<Env>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovals {
+    pub wait: Option<Spanned<Env>>,
+    pub expire: Option<Spanned<Env>>,
+    pub replay_window: Option<Spanned<Env>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprover {
+    pub id: Spanned<Env>,
+    pub token: Option<Env>,
+    pub token_sha256: Option<Spanned<Env>>,
+    #[serde(default)]
+    pub groups: Vec<Env>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: Spanned<Env>,
+    pub secret: Spanned<Env>,
+    pub events: Option<Vec<Env>>,
+    pub max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemo {
+    pub listen: Spanned<Env>,
+}
+
+/// Collects every problem instead of stopping at the first, so that one
+/// `airlock check` run shows them all.
+pub struct Validator {
+    file: PathBuf,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Validator {
+    pub fn new(file: &Path) -> Self {
+        Validator {
+            file: file.to_path_buf(),
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn finish(self) -> Vec<ConfigProblem> {
+        self.problems
+    }
+
+    fn problem<T>(&mut self, at: &Spanned<T>, message: String) {
+        self.problems.push(ConfigProblem {
+            file: self.file.clone(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            message,
+        });
+    }
+
+    pub fn problem_at_start(&mut self, message: String) {
+        self.problems.push(ConfigProblem {
+            file: self.file.clone(),
+            line: 1,
+            column: 1,
+            message,
+        });
+    }
+
+    pub fn socket_addr(&mut self, s: &Spanned<Env>) -> Option<SocketAddr> {
+        match s.value.0.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let msg = format!(
+                    "`{}` is not a socket address; write e.g. `127.0.0.1:8080`",
+                    s.value.0
+                );
+                self.problem(s, msg);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, s: &Spanned<Env>) -> Option<Duration> {
+        match parse_duration(&s.value.0) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(s, e);
+                None
+            }
+        }
+    }
+
+    fn duration_or(&mut self, s: Option<&Spanned<Env>>, default: Duration) -> Duration {
+        s.and_then(|s| self.duration(s)).unwrap_or(default)
+    }
+
+    pub fn byte_size(&mut self, s: &Spanned<Env>) -> Option<usize> {
+        let t = s.value.0.trim();
+        let (num, mult) = if let Some(n) = t.strip_suffix("MiB") {
+            (n, 1024 * 1024)
+        } else if let Some(n) = t.strip_suffix("KiB") {
+            (n, 1024)
+        } else if let Some(n) = t.strip_suffix('B') {
+            (n, 1)
+        } else {
+            (t, 1)
+        };
+        match num
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+        {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                let msg = format!("`{t}` is not a size; write e.g. `1MiB`, `64KiB` or `4096`");
+                self.problem(s, msg);
+                None
+            }
+        }
+    }
+
+    fn sha256_hex(&mut self, s: &Spanned<Env>) -> Option<[u8; 32]> {
+        let mut out = [0u8; 32];
+        match hex::decode_to_slice(s.value.0.trim(), &mut out) {
+            Ok(()) => Some(out),
+            Err(_) => {
+                self.problem(s, "expected 64 hexadecimal digits (a SHA-256)".to_string());
+                None
+            }
+        }
+    }
+
+    pub fn store(&mut self, s: &Spanned<Env>, resolve: &dyn Fn(&str) -> PathBuf) -> StoreLocation {
+        let url = s.value.0.as_str();
+        if url == "sqlite::memory:" {
+            StoreLocation::SqliteMemory
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            StoreLocation::Sqlite(resolve(path))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            StoreLocation::Postgres(url.to_string())
+        } else {
+            let msg = format!(
+                "`{url}` is not a store; write `sqlite://PATH`, `sqlite::memory:` or `postgres://...`"
+            );
+            self.problem(s, msg);
+            StoreLocation::SqliteMemory
+        }
+    }
+
+    pub fn agent(&mut self, a: RawAgent, seen: &mut HashSet<String>) -> Option<AgentConfig> {
+        let id = a.id.value.0.clone();
+        let mut ok = valid_entity_id(&mut *self, &a.id, "agent id");
+        if !seen.insert(id.clone()) {
+            self.problem(&a.id, format!("agent `{id}` is defined twice"));
+            ok = false;
+        }
+        let key = match (&a.key, &a.key_sha256) {
+            (Some(k), None) if !k.0.is_empty() => Some(sha256(k.0.as_bytes())),
+            (None, Some(h)) => self.sha256_hex(h),
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &a.id,
+                    format!("agent `{id}` has both `key` and `key_sha256`; keep one"),
+                );
+                None
+            }
+            _ => {
+                self.problem(
+                    &a.id,
+                    format!("agent `{id}` needs a non-empty `key` or a `key_sha256`"),
+                );
+                None
+            }
+        };
+        match key {
+            Some(key_sha256) if ok => Some(AgentConfig {
+                id,
+                key_sha256,
+                groups: a.groups.into_iter().map(|g| g.0).collect(),
+                attributes: a.attributes,
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn timeouts(&mut self, t: Option<&RawTimeouts>) -> Timeouts {
+        fn get<'a>(
+            t: Option<&'a RawTimeouts>,
+            f: fn(&'a RawTimeouts) -> Option<&'a Spanned<Env>>,
+        ) -> Option<&'a Spanned<Env>> {
+            t.and_then(f)
+        }
+        Timeouts {
+            header_read: self.duration_or(get(t, |t| t.header_read.as_ref()), secs(10)),
+            body_read: self.duration_or(get(t, |t| t.body_read.as_ref()), secs(30)),
+            upstream_connect: self.duration_or(get(t, |t| t.upstream_connect.as_ref()), secs(5)),
+            upstream_response: self.duration_or(get(t, |t| t.upstream_response.as_ref()), secs(60)),
+            upstream_idle: self.duration_or(get(t, |t| t.upstream_idle.as_ref()), secs(90)),
+            shutdown_grace: self.duration_or(get(t, |t| t.shutdown_grace.as_ref()), secs(30)),
+        }
+    }
+
+    pub fn route(
+        &mut self,
+        r: RawRoute,
+        timeouts: &Timeouts,
+        resolve: &dyn Fn(&str) -> PathBuf,
+        seen_names: &mut HashSet<String>,
+        seen_prefixes: &mut HashSet<String>,
+    ) -> Option<RouteConfig> {
+        let name = r.name.value.0.clone();
+        let mut ok = valid_entity_id(&mut *self, &r.name, "route name");
+        if name.contains('/') {
+            self.problem(&r.name, format!("route name `{name}` must not contain `/`"));
+            ok = false;
+        }
+        if !seen_names.insert(name.clone()) {
+            self.problem(&r.name, format!("route `{name}` is defined twice"));
+            ok = false;
+        }
+        let prefix = normalize_prefix(&r.prefix.value.0);
+        if prefix.contains("..") || prefix.contains('%') || prefix.contains("//") {
+            self.problem(
+                &r.prefix,
+                format!("prefix `{prefix}` must be a plain path without `..`, `%` or `//`"),
+            );
+            ok = false;
+        }
+        if !seen_prefixes.insert(prefix.clone()) {
+            self.problem(
+                &r.prefix,
+                format!("prefix `{prefix}` is used by two routes"),
+            );
+            ok = false;
+        }
+        let upstream = match r.upstream.value.0.parse::<http::Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http") | Some("https"))
+                    && u.authority().is_some()
+                    && u.query().is_none() =>
+            {
+                Some(u)
+            }
+            _ => {
+                let msg = format!(
+                    "upstream `{}` must be an `http://` or `https://` URL with a host and no query",
+                    r.upstream.value.0
+                );
+                self.problem(&r.upstream, msg);
+                None
+            }
+        };
+        let protocol = match r.protocol.as_ref().map(|p| p.value.0.as_str()) {
+            None | Some("http") => Protocol::Http,
+            Some("mcp") => Protocol::Mcp,
+            Some(other) => {
+                let msg = format!("protocol `{other}` is unknown; use `http` or `mcp`");
+                if let Some(p) = r.protocol.as_ref() {
+                    self.problem(p, msg);
+                }
+                ok = false;
+                Protocol::Http
+            }
+        };
+        let mut headers = Vec::new();
+        for (k, v) in &r.headers {
+            match (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_str(&v.0),
+            ) {
+                (Ok(n), Ok(mut val)) => {
+                    val.set_sensitive(true);
+                    headers.push((n, val));
+                }
+                _ => {
+                    self.problem(
+                        &r.name,
+                        format!("route `{name}`: header `{k}` has an invalid name or value"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let connect_timeout =
+            self.duration_or(r.connect_timeout.as_ref(), timeouts.upstream_connect);
+        let response_timeout = self.duration_or(r.timeout.as_ref(), timeouts.upstream_response);
+        match upstream {
+            Some(upstream) if ok => Some(RouteConfig {
+                name,
+                prefix,
+                upstream,
+                protocol,
+                headers,
+                ca_file: r.ca_file.map(|c| resolve(&c.0)),
+                connect_timeout,
+                response_timeout,
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn approvals(&mut self, a: Option<&RawApprovals>) -> ApprovalSettings {
+        ApprovalSettings {
+            wait: self.duration_or(a.and_then(|a| a.wait.as_ref()), secs(25)),
+            expire: self.duration_or(a.and_then(|a| a.expire.as_ref()), secs(3600)),
+            replay_window: self.duration_or(a.and_then(|a| a.replay_window.as_ref()), secs(300)),
+        }
+    }
+
+    pub fn approver(&mut self, a: RawApprover) -> Option<ApproverConfig> {
+        let id = a.id.value.0.clone();
+        let token = match (&a.token, &a.token_sha256) {
+            (Some(t), None) if !t.0.is_empty() => Some(sha256(t.0.as_bytes())),
+            (None, Some(h)) => self.sha256_hex(h),
+            _ => {
+                self.problem(
+                    &a.id,
+                    format!("approver `{id}` needs exactly one of `token` or `token_sha256`"),
+                );
+                None
+            }
+        };
+        token.map(|token_sha256| ApproverConfig {
+            id,
+            token_sha256,
+            groups: a.groups.into_iter().map(|g| g.0).collect(),
+        })
+    }
+
+    pub fn webhook(&mut self, w: RawWebhook) -> Option<WebhookConfig> {
+        let url_ok = w.url.value.0.starts_with("http://") || w.url.value.0.starts_with("https://");
+        if !url_ok {
+            let msg = format!(
+                "webhook url `{}` must be http:// or https://",
+                w.url.value.0
+            );
+            self.problem(&w.url, msg);
+        }
+        let secret = match w
+            .secret
+            .value
+            .0
+            .strip_prefix("whsec_")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        {
+            Some(s) if !s.is_empty() => Some(s),
+            _ => {
+                self.problem(
+                    &w.secret,
+                    "webhook secret must be `whsec_` followed by base64 key bytes".to_string(),
+                );
+                None
+            }
+        };
+        match secret {
+            Some(secret) if url_ok => Some(WebhookConfig {
+                url: w.url.value.0,
+                secret,
+                events: w.events.map(|e| e.into_iter().map(|e| e.0).collect()),
+                max_attempts: w.max_attempts.unwrap_or(12).max(1),
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn valid_entity_id(v: &mut Validator, s: &Spanned<Env>, what: &str) -> bool {
+    let id = &s.value.0;
+    if id.is_empty() || id.chars().any(|c| c.is_control() || c == '"') {
+        v.problem(
+            s,
+            format!("{what} `{id}` must be non-empty, without quotes or control characters"),
+        );
+        false
+    } else {
+        true
+    }
+}
+
+fn normalize_prefix(p: &str) -> String {
+    let trimmed = p.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else if trimmed.starts_with('/') {
+        trimmed.to_string()
+    } else {
+        format!("/{trimmed}")
+    }
+}

@@ -1,0 +1,87 @@
+//! `airlock explain`: the verdict a call would get, computed by the same
+//! code the proxy runs, without sending anything anywhere.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::policy::Verdict;
+use crate::proxy::call::http_call;
+use crate::proxy::error::ProxyError;
+use crate::proxy::path::NormalizedPath;
+use crate::snapshot::GatewaySnapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("agent `{0}` is not configured")]
+    UnknownAgent(String),
+    #[error("`{0}` is not an HTTP method")]
+    BadMethod(String),
+    #[error("the call would be refused before any policy runs: {0}")]
+    Refused(#[from] ProxyError),
+}
+
+/// A REST call to explain.
+pub struct HttpCallSpec<'a> {
+    pub agent: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub body: Option<&'a str>,
+}
+
+/// Decides a REST call against `snap` and describes the result as JSON.
+pub fn explain_http(snap: &GatewaySnapshot, spec: &HttpCallSpec) -> Result<Value, ExplainError> {
+    if snap.agent(spec.agent).is_none() {
+        return Err(ExplainError::UnknownAgent(spec.agent.to_string()));
+    }
+    let method: http::Method = spec
+        .method
+        .to_ascii_uppercase()
+        .parse()
+        .map_err(|_| ExplainError::BadMethod(spec.method.to_string()))?;
+    let mut builder = http::Request::builder().method(method).uri(spec.path);
+    if spec.body.is_some() {
+        builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let (parts, ()) = builder
+        .body(())
+        .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?
+        .into_parts();
+    let path = NormalizedPath::parse(parts.uri.path())
+        .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?;
+    let decoded = path.decoded();
+    let (route, _) = snap
+        .route_for(&path)
+        .ok_or_else(|| ProxyError::NoRoute(decoded.clone()))?;
+    let body = Bytes::from(spec.body.unwrap_or("").to_string());
+    let (call, _) = http_call(spec.agent, &route.config.name, &parts, decoded, &body)?;
+    let decision = snap
+        .policy
+        .decide(&call)
+        .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    let (reasons, gates) = match &decision.verdict {
+        Verdict::Allow => (Vec::new(), Vec::new()),
+        Verdict::Deny { reasons } => (reasons.clone(), Vec::new()),
+        Verdict::Hold { gates } => (
+            gates
+                .iter()
+                .map(|g| format!("`{}` requires human approval: {}", g.policy, g.reason))
+                .collect(),
+            gates.clone(),
+        ),
+    };
+    Ok(json!({
+        "verdict": decision.verdict.name(),
+        "policies": decision.policies,
+        "reasons": reasons,
+        "gates": gates,
+        "errors": decision.errors,
+        "shadow": decision.shadow,
+        "agent": call.agent,
+        "route": route.config.name,
+        "action": format!("Action::\"{}\"", call.action),
+        "resource": call.resource.to_string(),
+        "context": Value::Object(call.context),
+        "snapshot": decision.snapshot.as_ref(),
+        "eval_micros": decision.eval_micros,
+    }))
+}

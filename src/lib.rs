@@ -1,0 +1,49 @@
+//! # Airlock
+//!
+//! A policy-as-code gateway that puts humans in the loop of AI agents. It is
+//! a reverse proxy between agents and the tools they call; every call is
+//! judged by Cedar policies and is **allowed** (forwarded), **denied**
+//! (refused with reasons the agent can act on) or **held** (kept for a
+//! human).
+//!
+//! ## A tour
+//!
+//! - [`config`] reads YAML into validated types. It reads files and uses
+//!   nothing else of ours.
+//! - [`policy`] is the only module that speaks Cedar: it loads and validates
+//!   the policies, builds the entities, and turns Cedar's Allow/Deny into a
+//!   [`policy::Verdict`] of allow, deny or hold. It uses nothing else of ours
+//!   but [`duration`].
+//! - [`upstream`] builds pooled HTTP(S) clients for the tools.
+//! - [`snapshot`] joins config, policies and clients into one immutable
+//!   [`snapshot::GatewaySnapshot`] that a request is judged by from start to
+//!   end.
+//! - [`proxy`] is the data plane; its module docs walk the request
+//!   lifecycle phase by phase.
+//! - [`audit`] writes one JSON record per decision off the request path.
+//! - [`telemetry`] holds the Prometheus metrics and log setup.
+//! - [`reload`] compiles new snapshots away from the request path and swaps
+//!   them in atomically.
+//! - [`admin`] is the control plane (health, metrics, status, reload).
+//! - [`explain`] answers "what would happen to this call?" for the CLI.
+//! - [`demo`] is a small tool server for the quickstart.
+//! - [`app`] wires everything together; `main.rs` is only the CLI.
+//!
+//! Dependencies flow one way: `proxy` → `snapshot` → (`policy`, `config`,
+//! `upstream`); `admin` and `reload` → `snapshot`; `app` → everything.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod admin;
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod demo;
+pub mod duration;
+pub mod explain;
+pub mod policy;
+pub mod proxy;
+pub mod reload;
+pub mod snapshot;
+pub mod telemetry;
+pub mod upstream;

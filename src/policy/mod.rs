@@ -1,0 +1,475 @@
+//! Policy decisions: the only module that speaks Cedar.
+//!
+//! A [`PolicySnapshot`] is everything needed to decide a call, compiled once
+//! per (re)load: the schema, the validated policy set, the entities of every
+//! configured agent, group and route, and per-policy metadata read from
+//! annotations. Deciding never touches the file system and never blocks.
+//!
+//! Cedar only answers Allow or Deny. Airlock adds **hold**: a `forbid`
+//! annotated `@hold("why")` is a gate that a human may lift. A call is held
+//! when Cedar denies it, every determining policy is a gate, and the call is
+//! allowed once those gates are lifted. Any evaluation error is a deny
+//! (Cedar alone would skip the failing policy, so a broken forbid would let
+//! the call through).
+
+mod load;
+pub mod value;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, PolicyId, PolicySet, Request, Response,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
+
+/// A principal as configured: the policy module's view of an agent.
+#[derive(Debug, Clone)]
+pub struct PrincipalSpec {
+    pub id: String,
+    pub groups: Vec<String>,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// The entities a snapshot is built over, taken from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub agents: Vec<PrincipalSpec>,
+    pub routes: Vec<String>,
+    /// Feeds the snapshot version, so that a config change is a new version.
+    pub config_hash: String,
+}
+
+/// What a call is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    Route(String),
+}
+
+impl Resource {
+    fn uid(&self, types: &TypeNames) -> EntityUid {
+        match self {
+            Resource::Route(r) => {
+                EntityUid::from_type_name_and_id(types.route.clone(), EntityId::new(r))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Route(r) => write!(f, "Route::\"{r}\""),
+        }
+    }
+}
+
+/// One call, as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    pub agent: String,
+    /// The Cedar action id, e.g. `POST`.
+    pub action: String,
+    pub resource: Resource,
+    /// Becomes Cedar's `context` through [`value::record`].
+    pub context: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A `@hold` forbid that determined a held call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gate {
+    pub policy: String,
+    pub reason: String,
+    pub approvers: Option<String>,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The outcome of a decision, as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Deny { reasons: Vec<String> },
+    Hold { gates: Vec<Gate> },
+}
+
+impl Verdict {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny { .. } => "deny",
+            Verdict::Hold { .. } => "hold",
+        }
+    }
+}
+
+/// What shadow policies would have changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowOutcome {
+    pub verdict: &'static str,
+    pub policies: Vec<String>,
+}
+
+/// A verdict with everything the audit record and `explain` need.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// The determining policies (for a deny from errors: the failing ones).
+    pub policies: Vec<String>,
+    /// Evaluation errors; non-empty means the call was denied for them.
+    pub errors: Vec<String>,
+    /// Set when shadow policies would have given another verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowOutcome>,
+    pub snapshot: Arc<str>,
+    pub eval_micros: u64,
+}
+
+/// Why a request could not even be put to Cedar.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("agent `{0}` is not in the policy snapshot")]
+    UnknownAgent(String),
+    #[error("cannot build the Cedar request: {0}")]
+    Request(String),
+}
+
+/// Entity type names, parsed once.
+#[derive(Clone)]
+struct TypeNames {
+    agent: EntityTypeName,
+    group: EntityTypeName,
+    route: EntityTypeName,
+    action: EntityTypeName,
+}
+
+impl TypeNames {
+    fn new() -> Result<Self, String> {
+        let p = |s: &str| EntityTypeName::from_str(s).map_err(|e| e.to_string());
+        Ok(TypeNames {
+            agent: p("Agent")?,
+            group: p("Group")?,
+            route: p("Route")?,
+            action: p("Action")?,
+        })
+    }
+}
+
+/// Two policy sets that decide together: the enforced policies, and the same
+/// without any `@hold` gate, used to ask "would lifting the gates allow it?".
+struct DecisionSets {
+    main: PolicySet,
+    lifted: PolicySet,
+}
+
+/// Everything needed to decide calls, compiled once per load.
+pub struct PolicySnapshot {
+    version: Arc<str>,
+    loaded_at: SystemTime,
+    enforced: DecisionSets,
+    /// Present when some policies are `@mode("shadow")`: the sets with those
+    /// policies enforced too.
+    shadow: Option<DecisionSets>,
+    meta: HashMap<PolicyId, PolicyMeta>,
+    entities: Entities,
+    types: TypeNames,
+    agents: HashSet<String>,
+    authorizer: Authorizer,
+    policy_count: usize,
+}
+
+// === impl PolicySnapshot ===
+
+impl PolicySnapshot {
+    /// Loads, validates and compiles the policies in `dir` over `directory`.
+    /// Nothing is returned unless everything validates.
+    pub fn load(dir: &Path, directory: &Directory) -> Result<PolicySnapshot, Vec<PolicyProblem>> {
+        let loaded = load::load_dir(dir)?;
+        let at_schema = |message: String| PolicyProblem {
+            file: dir.join("schema.cedarschema"),
+            line: 1,
+            column: 1,
+            message,
+        };
+        let types = TypeNames::new().map_err(|e| vec![at_schema(e)])?;
+        let entities =
+            build_entities(&types, directory, &loaded.schema).map_err(|e| vec![at_schema(e)])?;
+
+        let mut hasher = Sha256::new();
+        for (path, text) in &loaded.sources {
+            hasher.update(
+                path.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
+            hasher.update([0]);
+            hasher.update(text.as_bytes());
+            hasher.update([0]);
+        }
+        hasher.update(directory.config_hash.as_bytes());
+        let version: Arc<str> = hex::encode(&hasher.finalize()[..8]).into();
+
+        let meta = loaded.meta;
+        let mode = |p: &cedar_policy::Policy| meta.get(p.id()).map(|m| m.mode);
+        let is_gate = |p: &cedar_policy::Policy| meta.get(p.id()).is_some_and(|m| m.hold.is_some());
+        let build = |include_shadow: bool| -> Result<DecisionSets, String> {
+            let chosen = loaded
+                .policies
+                .iter()
+                .filter(|p| include_shadow || mode(p) != Some(PolicyMode::Shadow));
+            let main =
+                PolicySet::from_policies(chosen.clone().cloned()).map_err(|e| e.to_string())?;
+            let lifted = PolicySet::from_policies(chosen.filter(|p| !is_gate(p)).cloned())
+                .map_err(|e| e.to_string())?;
+            Ok(DecisionSets { main, lifted })
+        };
+        let enforced = build(false).map_err(|e| vec![at_schema(e)])?;
+        let has_shadow = meta.values().any(|m| m.mode == PolicyMode::Shadow);
+        let shadow = if has_shadow {
+            Some(build(true).map_err(|e| vec![at_schema(e)])?)
+        } else {
+            None
+        };
+        Ok(PolicySnapshot {
+            version,
+            loaded_at: SystemTime::now(),
+            enforced,
+            shadow,
+            policy_count: loaded.policies.len(),
+            meta,
+            entities,
+            types,
+            agents: directory.agents.iter().map(|a| a.id.clone()).collect(),
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    pub fn policy_count(&self) -> usize {
+        self.policy_count
+    }
+
+    pub fn meta(&self, id: &str) -> Option<&PolicyMeta> {
+        self.meta.get(&PolicyId::new(id))
+    }
+
+    pub fn has_agent(&self, id: &str) -> bool {
+        self.agents.contains(id)
+    }
+
+    /// Decides one call.
+    pub fn decide(&self, call: &CallRequest) -> Result<Decision, DecideError> {
+        let started = Instant::now();
+        if !self.agents.contains(&call.agent) {
+            return Err(DecideError::UnknownAgent(call.agent.clone()));
+        }
+        let request = self.request(call)?;
+        let (verdict, policies, errors) = self.classify(&self.enforced, &request, call);
+        let shadow = self.shadow.as_ref().and_then(|sets| {
+            let (v, p, _) = self.classify(sets, &request, call);
+            (v.name() != verdict.name() || p != policies).then(|| ShadowOutcome {
+                verdict: v.name(),
+                policies: p,
+            })
+        });
+        Ok(Decision {
+            verdict,
+            policies,
+            errors,
+            shadow,
+            snapshot: self.version.clone(),
+            eval_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        })
+    }
+
+    fn request(&self, call: &CallRequest) -> Result<Request, DecideError> {
+        let principal =
+            EntityUid::from_type_name_and_id(self.types.agent.clone(), EntityId::new(&call.agent));
+        let action = EntityUid::from_type_name_and_id(
+            self.types.action.clone(),
+            EntityId::new(&call.action),
+        );
+        let resource = call.resource.uid(&self.types);
+        let context = Context::from_pairs(
+            call.context
+                .iter()
+                .filter_map(|(k, v)| value::to_cedar(v).map(|v| (k.clone(), v))),
+        )
+        .map_err(|e| DecideError::Request(e.to_string()))?;
+        // The context is not validated against the schema here: policies were
+        // validated at load, and a value of the wrong type makes the policy
+        // that reads it fail, which is a deny below.
+        Request::new(principal, action, resource, context, None)
+            .map_err(|e| DecideError::Request(e.to_string()))
+    }
+
+    fn classify(
+        &self,
+        sets: &DecisionSets,
+        request: &Request,
+        call: &CallRequest,
+    ) -> (Verdict, Vec<String>, Vec<String>) {
+        let resp = self
+            .authorizer
+            .is_authorized(request, &sets.main, &self.entities);
+        if let Some(denied) = self.errors_to_deny(&resp) {
+            return denied;
+        }
+        let determining: Vec<&PolicyId> = resp.diagnostics().reason().collect();
+        let ids: Vec<String> = determining.iter().map(|id| id.to_string()).collect();
+        match resp.decision() {
+            CedarDecision::Allow => (Verdict::Allow, ids, Vec::new()),
+            CedarDecision::Deny if determining.is_empty() => {
+                let reason = format!(
+                    "no policy permits agent `{}` to `{}` on `{}`",
+                    call.agent, call.action, call.resource
+                );
+                (
+                    Verdict::Deny {
+                        reasons: vec![reason],
+                    },
+                    ids,
+                    Vec::new(),
+                )
+            }
+            CedarDecision::Deny => {
+                let gates: Vec<Gate> = determining
+                    .iter()
+                    .filter_map(|id| {
+                        let m = self.meta.get(*id)?;
+                        Some(Gate {
+                            policy: m.id.clone(),
+                            reason: m.hold.clone()?,
+                            approvers: m.approvers.clone(),
+                            timeout: m.timeout,
+                        })
+                    })
+                    .collect();
+                if gates.len() == determining.len() {
+                    let lifted =
+                        self.authorizer
+                            .is_authorized(request, &sets.lifted, &self.entities);
+                    if let Some(denied) = self.errors_to_deny(&lifted) {
+                        return denied;
+                    }
+                    if lifted.decision() == CedarDecision::Allow {
+                        return (Verdict::Hold { gates }, ids, Vec::new());
+                    }
+                    let mut reasons = vec![format!(
+                        "no policy permits agent `{}` to `{}` on `{}`, even with approval",
+                        call.agent, call.action, call.resource
+                    )];
+                    reasons.extend(gates.iter().map(|g| self.deny_reason(&g.policy)));
+                    return (Verdict::Deny { reasons }, ids, Vec::new());
+                }
+                // Plain forbids first: they are the ones no approval lifts.
+                let mut sorted = ids.clone();
+                sorted.sort_by_key(|id| self.meta(id).is_some_and(|m| m.hold.is_some()));
+                let reasons = sorted.iter().map(|id| self.deny_reason(id)).collect();
+                (Verdict::Deny { reasons }, sorted, Vec::new())
+            }
+        }
+    }
+
+    fn errors_to_deny(&self, resp: &Response) -> Option<(Verdict, Vec<String>, Vec<String>)> {
+        let errs: Vec<_> = resp.diagnostics().errors().collect();
+        if errs.is_empty() {
+            return None;
+        }
+        let mut policies = Vec::new();
+        let mut errors = Vec::new();
+        for e in errs {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(pe) = e;
+            policies.push(pe.policy_id().to_string());
+            errors.push(e.to_string());
+        }
+        let reasons = policies
+            .iter()
+            .zip(&errors)
+            .map(|(id, e)| {
+                format!("policy `{id}` could not be evaluated, so the call is denied: {e}")
+            })
+            .collect();
+        Some((Verdict::Deny { reasons }, policies, errors))
+    }
+
+    fn deny_reason(&self, id: &str) -> String {
+        match self.meta(id) {
+            Some(PolicyMeta { hold: Some(h), .. }) => {
+                format!("`{id}` requires human approval: {h}")
+            }
+            Some(PolicyMeta {
+                reason: Some(r), ..
+            }) => format!("`{id}`: {r}"),
+            _ => format!("forbidden by policy `{id}`"),
+        }
+    }
+}
+
+fn build_entities(
+    types: &TypeNames,
+    directory: &Directory,
+    schema: &cedar_policy::Schema,
+) -> Result<Entities, String> {
+    let mut entities = Vec::new();
+    let mut groups = HashSet::new();
+    for a in &directory.agents {
+        let uid = EntityUid::from_type_name_and_id(types.agent.clone(), EntityId::new(&a.id));
+        let parents = a
+            .groups
+            .iter()
+            .map(|g| {
+                groups.insert(g.clone());
+                EntityUid::from_type_name_and_id(types.group.clone(), EntityId::new(g))
+            })
+            .collect();
+        let attrs = a
+            .attributes
+            .iter()
+            .filter_map(|(k, v)| value::to_cedar(v).map(|v| (k.clone(), v)))
+            .collect();
+        let e = Entity::new(uid, attrs, parents).map_err(|e| format!("agent `{}`: {e}", a.id))?;
+        entities.push(e);
+    }
+    for g in groups {
+        let uid = EntityUid::from_type_name_and_id(types.group.clone(), EntityId::new(&g));
+        entities.push(Entity::new_no_attrs(uid, HashSet::new()));
+    }
+    for r in &directory.routes {
+        let uid = EntityUid::from_type_name_and_id(types.route.clone(), EntityId::new(r));
+        entities.push(Entity::new_no_attrs(uid, HashSet::new()));
+    }
+    Entities::from_entities(entities, Some(schema)).map_err(|e| {
+        let mut msg = format!("the configured agents and routes do not fit the schema: {e}");
+        if let Some(help) = miette::Diagnostic::help(&e) {
+            msg.push_str(&format!(" (help: {help})"));
+        }
+        msg
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+//! Every way a call can fail, whose fault it is, and how the agent hears of
+//! it. [`ProxyError::status`] is the one exhaustive match from error to
+//! HTTP status; the audit record takes [`ProxyError::kind`] and
+//! [`ProxyError::fault`] from the same value.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+
+/// Who has to act for the call to succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    Agent,
+    Upstream,
+    Policy,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("missing or unknown agent key: send `Authorization: Bearer <key>`")]
+    Unauthenticated,
+    #[error("no route matches `{0}`")]
+    NoRoute(String),
+    #[error("{message}")]
+    BadRequest { kind: &'static str, message: String },
+    #[error("method `{0}` is not accepted: Airlock is a reverse proxy, not an open proxy")]
+    MethodNotAllowed(String),
+    #[error("the request body is over the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the agent took too long to send the request")]
+    RequestTimeout,
+    #[error("denied by policy: {}", reasons.join("; "))]
+    Denied {
+        reasons: Vec<String>,
+        policies: Vec<String>,
+    },
+    #[error("this call needs human approval: {}", reasons.join("; "))]
+    ApprovalRequired {
+        reasons: Vec<String>,
+        policies: Vec<String>,
+    },
+    #[error("upstream `{route}` did not answer within {seconds}s")]
+    UpstreamTimeout { route: String, seconds: u64 },
+    #[error("upstream `{route}` is unreachable: {detail}")]
+    UpstreamUnavailable { route: String, detail: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn bad_request(kind: &'static str, message: impl Into<String>) -> Self {
+        ProxyError::BadRequest {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Denied { .. } | ProxyError::ApprovalRequired { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Unauthenticated => "unauthenticated",
+            ProxyError::NoRoute(_) => "no_route",
+            ProxyError::BadRequest { kind, .. } => kind,
+            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::RequestTimeout => "request_timeout",
+            ProxyError::Denied { .. } => "denied",
+            ProxyError::ApprovalRequired { .. } => "approval_required",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::Unauthenticated
+            | ProxyError::NoRoute(_)
+            | ProxyError::BadRequest { .. }
+            | ProxyError::MethodNotAllowed(_)
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::RequestTimeout => Fault::Agent,
+            ProxyError::Denied { .. } | ProxyError::ApprovalRequired { .. } => Fault::Policy,
+            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamUnavailable { .. } => {
+                Fault::Upstream
+            }
+            ProxyError::Internal(_) => Fault::Internal,
+        }
+    }
+
+    pub fn policies(&self) -> Option<&[String]> {
+        match self {
+            ProxyError::Denied { policies, .. } | ProxyError::ApprovalRequired { policies, .. } => {
+                Some(policies)
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON error body every agent-facing error carries.
+    pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            message: String,
+            request_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            policies: Option<&'a [String]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reasons: Option<&'a [String]>,
+        }
+        let reasons = match self {
+            ProxyError::Denied { reasons, .. } | ProxyError::ApprovalRequired { reasons, .. } => {
+                Some(reasons.as_slice())
+            }
+            _ => None,
+        };
+        let body = Body {
+            error: self.kind(),
+            message: self.to_string(),
+            request_id,
+            policies: self.policies(),
+            reasons,
+        };
+        let bytes =
+            serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+        let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        if matches!(self, ProxyError::Unauthenticated) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

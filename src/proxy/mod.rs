@@ -1,0 +1,363 @@
+//! The data plane: agents' calls in, policy decision, upstream out.
+//!
+//! # Request lifecycle
+//!
+//! Each request passes these phases in order; any phase may end it with a
+//! [`ProxyError`], which becomes a JSON error for the agent and an audit
+//! record.
+//!
+//! 1. **snapshot**: load the current [`GatewaySnapshot`] once; the whole
+//!    request is judged by it, whatever reloads happen meanwhile.
+//! 2. **screen**: refuse `CONNECT` and absolute-form targets (never an open
+//!    proxy).
+//! 3. **authenticate**: `Authorization: Bearer <key>` names the agent (401).
+//! 4. **route**: normalize the path (400 on ambiguity) and pick the longest
+//!    matching prefix (404).
+//! 5. **read body**: buffer up to `limits.max_body` (413) within
+//!    `timeouts.body_read` (408); parse JSON strictly (400).
+//! 6. **decide**: map the call to Cedar and get a [`Verdict`].
+//! 7. **act**: allow forwards the exact bytes received; deny answers 403 with
+//!    the reasons; hold answers 403 `approval_required` naming the gates.
+//! 8. **forward**: send to the upstream with the route's injected headers,
+//!    without the agent's credentials; stream the response back.
+//! 9. **audit**: one record per request, written off the request path.
+
+pub mod call;
+pub mod error;
+pub mod path;
+mod server;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::audit::{rfc3339, AuditRecord, AuditSink};
+use crate::policy::Verdict;
+use crate::snapshot::{GatewaySnapshot, Route};
+use crate::telemetry::{Metrics, VerdictLabels};
+use error::ProxyError;
+use path::NormalizedPath;
+
+pub use server::{serve, tls_acceptor as server_tls, ServeOptions};
+
+/// The body of every response the proxy returns: the upstream's stream, or
+/// a body Airlock wrote itself.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// What every request handler shares.
+pub struct ProxyState {
+    /// The live snapshot; `reload` swaps it, requests only load it.
+    pub live: Arc<ArcSwap<GatewaySnapshot>>,
+    pub audit: AuditSink,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Hop-by-hop headers, never forwarded in either direction.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Handles one agent request; never fails, since every error is an answer.
+pub async fn handle(
+    state: Arc<ProxyState>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let snap = state.live.load_full();
+    let mut rec = AuditRecord {
+        time: rfc3339(std::time::SystemTime::now()),
+        request_id: request_id.clone(),
+        event: "decision",
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        snapshot: Some(snap.policy.version().to_string()),
+        ..AuditRecord::default()
+    };
+    let result = process(&state, &snap, req, &request_id, &mut rec).await;
+    let response = match result {
+        Ok(resp) => {
+            rec.status = resp.status().as_u16();
+            resp
+        }
+        Err(e) => {
+            if rec.verdict.is_empty() {
+                rec.verdict = "error";
+            }
+            rec.error = Some(e.kind());
+            rec.fault = Some(e.fault());
+            if rec.reasons.is_empty() {
+                rec.reasons = vec![e.to_string()];
+            }
+            let resp = e.to_response(&request_id);
+            rec.status = resp.status().as_u16();
+            resp.map(Either::Right)
+        }
+    };
+    rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    state
+        .metrics
+        .requests
+        .get_or_create(&VerdictLabels {
+            route: rec.route.clone().unwrap_or_default(),
+            verdict: rec.verdict.to_string(),
+        })
+        .inc();
+    state.audit.record(rec).await;
+    Ok(response)
+}
+
+async fn process(
+    state: &ProxyState,
+    snap: &GatewaySnapshot,
+    req: Request<Incoming>,
+    request_id: &str,
+    rec: &mut AuditRecord,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // Phase: screen.
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed(req.method().to_string()));
+    }
+    if req.version() < Version::HTTP_2 && req.uri().authority().is_some() {
+        return Err(ProxyError::bad_request(
+            "absolute_form",
+            "absolute-form request targets are refused: Airlock is not an open proxy",
+        ));
+    }
+
+    // Phase: authenticate.
+    let agent = authenticate(snap, req.headers())?;
+    rec.agent = Some(agent.id.clone());
+
+    // Phase: route.
+    let path = NormalizedPath::parse(req.uri().path())
+        .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?;
+    let decoded_path = path.decoded();
+    rec.path = decoded_path.clone();
+    let (route, rest) = snap
+        .route_for(&path)
+        .ok_or_else(|| ProxyError::NoRoute(decoded_path.clone()))?;
+    rec.route = Some(route.config.name.clone());
+
+    // Phase: read body.
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, snap).await?;
+
+    // Phase: decide.
+    let (call, _json) =
+        call::http_call(&agent.id, &route.config.name, &parts, decoded_path, &body)?;
+    rec.action = Some(call.action.clone());
+    rec.resource = Some(call.resource.to_string());
+    let decision = snap
+        .policy
+        .decide(&call)
+        .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    state
+        .metrics
+        .decision_seconds
+        .observe(decision.eval_micros as f64 / 1e6);
+    rec.verdict = decision.verdict.name();
+    rec.policies = decision.policies.clone();
+    rec.eval_errors = decision.errors.clone();
+    rec.decision_us = Some(decision.eval_micros);
+    if let Some(shadow) = &decision.shadow {
+        state
+            .metrics
+            .shadow_differences
+            .get_or_create(&crate::telemetry::ShadowLabels {
+                verdict: shadow.verdict.to_string(),
+            })
+            .inc();
+        rec.shadow = serde_json::to_value(shadow).ok();
+    }
+
+    // Phase: act.
+    match decision.verdict {
+        Verdict::Allow => {}
+        Verdict::Deny { reasons } => {
+            rec.reasons = reasons.clone();
+            return Err(ProxyError::Denied {
+                reasons,
+                policies: decision.policies,
+            });
+        }
+        Verdict::Hold { gates } => {
+            let reasons: Vec<String> = gates
+                .iter()
+                .map(|g| format!("`{}` requires human approval: {}", g.policy, g.reason))
+                .collect();
+            rec.reasons = reasons.clone();
+            return Err(ProxyError::ApprovalRequired {
+                reasons,
+                policies: decision.policies,
+            });
+        }
+    }
+
+    // Phase: forward.
+    let resp = forward(route, &rest, &parts, body, request_id).await?;
+    rec.upstream_status = Some(resp.status().as_u16());
+    Ok(resp)
+}
+
+fn authenticate<'a>(
+    snap: &'a GatewaySnapshot,
+    headers: &HeaderMap,
+) -> Result<&'a crate::config::AgentConfig, ProxyError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ProxyError::Unauthenticated)?;
+    let (scheme, key) = value.split_once(' ').ok_or(ProxyError::Unauthenticated)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || key.trim().is_empty() {
+        return Err(ProxyError::Unauthenticated);
+    }
+    snap.agent_by_key(&crate::config::sha256(key.trim().as_bytes()))
+        .ok_or(ProxyError::Unauthenticated)
+}
+
+async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    snap: &GatewaySnapshot,
+) -> Result<Bytes, ProxyError> {
+    let limit = snap.config.limits.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout(snap.config.timeouts.body_read, collect).await {
+        Err(_) => Err(ProxyError::RequestTimeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::BodyTooLarge { limit })
+        }
+        Ok(Err(e)) => Err(ProxyError::bad_request(
+            "bad_body",
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
+
+/// Sends the call upstream exactly as judged and streams the answer back.
+pub async fn forward(
+    route: &Route,
+    rest: &str,
+    parts: &http::request::Parts,
+    body: Bytes,
+    request_id: &str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let up = &route.config.upstream;
+    let mut path_and_query = path::upstream_path(up.path(), rest);
+    if let Some(q) = parts.uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let uri = Uri::builder()
+        .scheme(up.scheme_str().unwrap_or("http"))
+        .authority(up.authority().map(|a| a.as_str()).unwrap_or_default())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?;
+
+    let mut out = Request::new(Full::new(body.clone()));
+    *out.method_mut() = parts.method.clone();
+    *out.uri_mut() = uri;
+    let headers = out.headers_mut();
+    copy_headers(&parts.headers, headers, true);
+    for (name, value) in &route.config.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+
+    let timeout = route.config.response_timeout;
+    let resp = match tokio::time::timeout(timeout, route.client.request(out)).await {
+        Err(_) => {
+            return Err(ProxyError::UpstreamTimeout {
+                route: route.config.name.clone(),
+                seconds: timeout.as_secs(),
+            })
+        }
+        Ok(Err(e)) if e.is_connect() && is_timeout(&e) => {
+            return Err(ProxyError::UpstreamTimeout {
+                route: route.config.name.clone(),
+                seconds: route.config.connect_timeout.as_secs(),
+            })
+        }
+        Ok(Err(e)) => {
+            return Err(ProxyError::UpstreamUnavailable {
+                route: route.config.name.clone(),
+                detail: crate::upstream::describe_error(&e),
+            })
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    let mut clean = HeaderMap::with_capacity(rparts.headers.len());
+    copy_headers(&rparts.headers, &mut clean, false);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        clean.insert("x-request-id", v);
+    }
+    rparts.headers = clean;
+    Ok(Response::from_parts(rparts, Either::Left(rbody)))
+}
+
+fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.to_string().contains("timed out") {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// Copies end-to-end headers. Toward the upstream, the agent's credentials,
+/// `Host` and Airlock's own headers stay behind.
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, to_upstream: bool) {
+    let connection_listed: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in from {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || connection_listed.iter().any(|c| c == n) {
+            continue;
+        }
+        if to_upstream
+            && (n == "authorization"
+                || n == "host"
+                || n == "content-length"
+                || n.starts_with("airlock-")
+                || n == "x-request-id")
+        {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}

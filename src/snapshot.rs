@@ -1,0 +1,105 @@
+//! The gateway snapshot: one immutable value holding everything a request
+//! is judged by: the configuration, agent keys, routes with their upstream
+//! clients, and the compiled policies.
+//!
+//! A request loads the current snapshot once and uses only that value to the
+//! end, so a reload can never judge half a request by old rules and half by
+//! new ones. Snapshots are built away from the request path and swapped in
+//! whole (see `reload`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{AgentConfig, Config, RouteConfig};
+use crate::policy::{Directory, PolicyProblem, PolicySnapshot, PrincipalSpec};
+use crate::proxy::path::NormalizedPath;
+use crate::upstream::{UpstreamClient, UpstreamClients};
+
+/// A route ready to forward to.
+pub struct Route {
+    pub config: RouteConfig,
+    pub client: UpstreamClient,
+}
+
+pub struct GatewaySnapshot {
+    pub config: Arc<Config>,
+    pub policy: PolicySnapshot,
+    /// Longest prefix first, so the most specific route wins.
+    routes: Vec<Route>,
+    /// SHA-256 of each agent key, to the agent.
+    agents_by_key: HashMap<[u8; 32], AgentConfig>,
+}
+
+impl GatewaySnapshot {
+    /// Compiles a snapshot from a loaded configuration.
+    pub fn build(
+        config: Arc<Config>,
+        clients: &UpstreamClients,
+    ) -> Result<GatewaySnapshot, Vec<PolicyProblem>> {
+        let directory = Directory {
+            agents: config
+                .agents
+                .iter()
+                .map(|a| PrincipalSpec {
+                    id: a.id.clone(),
+                    groups: a.groups.clone(),
+                    attributes: a.attributes.clone(),
+                })
+                .collect(),
+            routes: config.routes.iter().map(|r| r.name.clone()).collect(),
+            config_hash: config.content_hash.clone(),
+        };
+        let policy = PolicySnapshot::load(&config.policies, &directory)?;
+        let mut routes = Vec::new();
+        let mut problems = Vec::new();
+        for r in &config.routes {
+            match clients.client(r.ca_file.as_deref(), r.connect_timeout) {
+                Ok(client) => routes.push(Route {
+                    config: r.clone(),
+                    client,
+                }),
+                Err(e) => problems.push(PolicyProblem {
+                    file: config.source.clone(),
+                    line: 1,
+                    column: 1,
+                    message: format!("route `{}`: {e}", r.name),
+                }),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.config.prefix.len()));
+        let agents_by_key = config
+            .agents
+            .iter()
+            .map(|a| (a.key_sha256, a.clone()))
+            .collect();
+        Ok(GatewaySnapshot {
+            config,
+            policy,
+            routes,
+            agents_by_key,
+        })
+    }
+
+    /// The agent whose key hashes to `key_sha256`.
+    pub fn agent_by_key(&self, key_sha256: &[u8; 32]) -> Option<&AgentConfig> {
+        self.agents_by_key.get(key_sha256)
+    }
+
+    pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
+        self.config.agents.iter().find(|a| a.id == id)
+    }
+
+    /// The most specific route for a path, with the encoded rest of the path.
+    pub fn route_for(&self, path: &NormalizedPath) -> Option<(&Route, String)> {
+        self.routes
+            .iter()
+            .find_map(|r| path.strip_prefix(&r.config.prefix).map(|rest| (r, rest)))
+    }
+
+    pub fn route_named(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.config.name == name)
+    }
+}

@@ -1,0 +1,152 @@
+//! Pooled HTTP clients for upstream tools, over plain TCP or rustls.
+//!
+//! Certificates are always verified: against the system's trust roots, plus
+//! a route's own `ca_file` for private CAs. There is no switch to skip
+//! verification. Clients are cached by (CA file, connect timeout) so that a
+//! configuration reload keeps warm connection pools.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+
+/// The client type every route forwards through.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamSetupError {
+    #[error("cannot read CA file `{path}`: {detail}")]
+    CaFile { path: PathBuf, detail: String },
+    #[error("cannot build the TLS client: {0}")]
+    Tls(String),
+}
+
+type ClientKey = (Option<PathBuf>, Duration, Duration);
+
+/// Builds and caches upstream clients.
+pub struct UpstreamClients {
+    idle: Duration,
+    // A std Mutex: it is held only to look up or insert a client, never
+    // across an await, and only while a snapshot is being built.
+    cache: Mutex<HashMap<ClientKey, UpstreamClient>>,
+}
+
+impl UpstreamClients {
+    pub fn new(idle: Duration) -> Arc<Self> {
+        Arc::new(UpstreamClients {
+            idle,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The client for a route with these settings, built once and reused.
+    pub fn client(
+        &self,
+        ca_file: Option<&Path>,
+        connect_timeout: Duration,
+    ) -> Result<UpstreamClient, UpstreamSetupError> {
+        let key = (ca_file.map(Path::to_path_buf), connect_timeout, self.idle);
+        if let Ok(cache) = self.cache.lock() {
+            if let Some(c) = cache.get(&key) {
+                return Ok(c.clone());
+            }
+        }
+        let client = build_client(ca_file, connect_timeout, self.idle)?;
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(key, client.clone());
+        }
+        Ok(client)
+    }
+}
+
+fn native_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut store = RootCertStore::empty();
+        let result = rustls_native_certs::load_native_certs();
+        for cert in result.certs {
+            // A system certificate rustls cannot parse is skipped: it could
+            // never have verified anything.
+            let _ = store.add(cert);
+        }
+        store
+    })
+}
+
+fn build_client(
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+    idle: Duration,
+) -> Result<UpstreamClient, UpstreamSetupError> {
+    let mut roots = native_roots().clone();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| UpstreamSetupError::CaFile {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| UpstreamSetupError::CaFile {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+            roots.add(cert).map_err(|e| UpstreamSetupError::CaFile {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(UpstreamSetupError::CaFile {
+                path: path.to_path_buf(),
+                detail: "no PEM certificate in it".to_string(),
+            });
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamSetupError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(idle)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector))
+}
+
+/// Describes a client error for the agent: TLS failures are named as such.
+pub fn describe_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut detail = e.to_string();
+    while let Some(s) = source {
+        detail = s.to_string();
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return format!("TLS error: {tls}");
+        }
+        if s.to_string().contains("certificate") {
+            return format!("TLS error: {s}");
+        }
+        source = s.source();
+    }
+    detail
+}
