@@ -1,0 +1,8 @@
+//! One integration-test binary: each module is a group of scenarios run
+//! against the real `airlock` binary over real sockets.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "it/proxy.rs"]
+mod proxy;
