@@ -6,3 +6,9 @@ mod support;
 
 #[path = "it/proxy.rs"]
 mod proxy;
+
+#[path = "it/tls.rs"]
+mod tls;
+
+#[path = "it/cli.rs"]
+mod cli;
