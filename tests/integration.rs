@@ -12,3 +12,6 @@ mod tls;
 
 #[path = "it/cli.rs"]
 mod cli;
+
+#[path = "it/admin.rs"]
+mod admin;
