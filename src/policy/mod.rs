@@ -12,6 +12,7 @@
 //! (Cedar alone would skip the failing policy, so a broken forbid would let
 //! the call through).
 
+mod index;
 mod load;
 pub mod value;
 
@@ -23,10 +24,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicyId, PolicySet, Request, Response,
+    EntityUid, PolicyId, Request, Response,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use index::{DecisionSets, IndexedPolicy, PolicyIndex};
 
 pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
 
@@ -171,21 +174,14 @@ impl TypeNames {
     }
 }
 
-/// Two policy sets that decide together: the enforced policies, and the same
-/// without any `@hold` gate, used to ask "would lifting the gates allow it?".
-struct DecisionSets {
-    main: PolicySet,
-    lifted: PolicySet,
-}
-
 /// Everything needed to decide calls, compiled once per load.
 pub struct PolicySnapshot {
     version: Arc<str>,
     loaded_at: SystemTime,
-    enforced: DecisionSets,
-    /// Present when some policies are `@mode("shadow")`: the sets with those
-    /// policies enforced too.
-    shadow: Option<DecisionSets>,
+    enforced: PolicyIndex,
+    /// Present when some policies are `@mode("shadow")`: the index with
+    /// those policies enforced too.
+    shadow: Option<PolicyIndex>,
     meta: HashMap<PolicyId, PolicyMeta>,
     entities: Entities,
     types: TypeNames,
@@ -228,16 +224,17 @@ impl PolicySnapshot {
         let meta = loaded.meta;
         let mode = |p: &cedar_policy::Policy| meta.get(p.id()).map(|m| m.mode);
         let is_gate = |p: &cedar_policy::Policy| meta.get(p.id()).is_some_and(|m| m.hold.is_some());
-        let build = |include_shadow: bool| -> Result<DecisionSets, String> {
+        let build = |include_shadow: bool| -> Result<PolicyIndex, String> {
             let chosen = loaded
                 .policies
                 .iter()
-                .filter(|p| include_shadow || mode(p) != Some(PolicyMode::Shadow));
-            let main =
-                PolicySet::from_policies(chosen.clone().cloned()).map_err(|e| e.to_string())?;
-            let lifted = PolicySet::from_policies(chosen.filter(|p| !is_gate(p)).cloned())
-                .map_err(|e| e.to_string())?;
-            Ok(DecisionSets { main, lifted })
+                .filter(|p| include_shadow || mode(p) != Some(PolicyMode::Shadow))
+                .map(|p| IndexedPolicy {
+                    policy: p.clone(),
+                    is_gate: is_gate(p),
+                })
+                .collect();
+            PolicyIndex::new(chosen)
         };
         let enforced = build(false).map_err(|e| vec![at_schema(e)])?;
         let has_shadow = meta.values().any(|m| m.mode == PolicyMode::Shadow);
@@ -249,9 +246,9 @@ impl PolicySnapshot {
         Ok(PolicySnapshot {
             version,
             loaded_at: SystemTime::now(),
+            policy_count: loaded.policies.len(),
             enforced,
             shadow,
-            policy_count: loaded.policies.len(),
             meta,
             entities,
             types,
@@ -280,16 +277,41 @@ impl PolicySnapshot {
         self.agents.contains(id)
     }
 
-    /// Decides one call.
+    /// Decides one call, evaluating only the policies whose scope can apply.
     pub fn decide(&self, call: &CallRequest) -> Result<Decision, DecideError> {
+        self.decide_with(call, true)
+    }
+
+    /// Decides with every policy in the set, bypassing the scope index: the
+    /// reference that the index must agree with (see the property test).
+    #[doc(hidden)]
+    pub fn decide_unindexed(&self, call: &CallRequest) -> Result<Decision, DecideError> {
+        self.decide_with(call, false)
+    }
+
+    fn decide_with(&self, call: &CallRequest, indexed: bool) -> Result<Decision, DecideError> {
         let started = Instant::now();
         if !self.agents.contains(&call.agent) {
             return Err(DecideError::UnknownAgent(call.agent.clone()));
         }
-        let request = self.request(call)?;
-        let (verdict, policies, errors) = self.classify(&self.enforced, &request, call);
-        let shadow = self.shadow.as_ref().and_then(|sets| {
-            let (v, p, _) = self.classify(sets, &request, call);
+        let (request, action, resource) = self.request(call)?;
+        let pick = |index: &PolicyIndex| -> Result<Arc<DecisionSets>, DecideError> {
+            if indexed {
+                index
+                    .sets_for(&action, &resource, &self.entities)
+                    .map_err(DecideError::Request)
+            } else {
+                Ok(index.full().clone())
+            }
+        };
+        let enforced = pick(&self.enforced)?;
+        let (verdict, policies, errors) = self.classify(&enforced, &request, call);
+        let shadow_sets = match &self.shadow {
+            Some(index) => Some(pick(index)?),
+            None => None,
+        };
+        let shadow = shadow_sets.and_then(|sets| {
+            let (v, p, _) = self.classify(&sets, &request, call);
             (v.name() != verdict.name() || p != policies).then(|| ShadowOutcome {
                 verdict: v.name(),
                 policies: p,
@@ -305,7 +327,7 @@ impl PolicySnapshot {
         })
     }
 
-    fn request(&self, call: &CallRequest) -> Result<Request, DecideError> {
+    fn request(&self, call: &CallRequest) -> Result<(Request, EntityUid, EntityUid), DecideError> {
         let principal =
             EntityUid::from_type_name_and_id(self.types.agent.clone(), EntityId::new(&call.agent));
         let action = EntityUid::from_type_name_and_id(
@@ -322,8 +344,9 @@ impl PolicySnapshot {
         // The context is not validated against the schema here: policies were
         // validated at load, and a value of the wrong type makes the policy
         // that reads it fail, which is a deny below.
-        Request::new(principal, action, resource, context, None)
-            .map_err(|e| DecideError::Request(e.to_string()))
+        let request = Request::new(principal, action.clone(), resource.clone(), context, None)
+            .map_err(|e| DecideError::Request(e.to_string()))?;
+        Ok((request, action, resource))
     }
 
     fn classify(
@@ -338,7 +361,10 @@ impl PolicySnapshot {
         if let Some(denied) = self.errors_to_deny(&resp) {
             return denied;
         }
-        let determining: Vec<&PolicyId> = resp.diagnostics().reason().collect();
+        // Sorted, so that answers and audit records do not depend on the
+        // order Cedar happens to report them in.
+        let mut determining: Vec<&PolicyId> = resp.diagnostics().reason().collect();
+        determining.sort_by(|a, b| AsRef::<str>::as_ref(*a).cmp(AsRef::<str>::as_ref(*b)));
         let ids: Vec<String> = determining.iter().map(|id| id.to_string()).collect();
         match resp.decision() {
             CedarDecision::Allow => (Verdict::Allow, ids, Vec::new()),
@@ -401,6 +427,15 @@ impl PolicySnapshot {
         }
         let mut policies = Vec::new();
         let mut errors = Vec::new();
+        let mut errs = errs;
+        errs.sort_by(|a, b| {
+            let id = |e: &&cedar_policy::AuthorizationError| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => {
+                    pe.policy_id().to_string()
+                }
+            };
+            id(a).cmp(&id(b))
+        });
         for e in errs {
             let cedar_policy::AuthorizationError::PolicyEvaluationError(pe) = e;
             policies.push(pe.policy_id().to_string());

@@ -1,0 +1,155 @@
+//! A scope index, so that a decision evaluates only the policies that can
+//! apply to its action and resource.
+//!
+//! Cedar evaluates every policy in the set it is given (about 1.7 µs each
+//! here), so 10,000 policies would cost ~29 ms per call. A policy whose
+//! action or resource scope cannot match the request is never satisfied and
+//! never errors (scope is checked before conditions), so leaving it out
+//! changes nothing. At load, each policy is filed under the action and
+//! resource its scope names (or under "any"). A request's slice is the
+//! policies filed under its action or an ancestor of it (`in` groups), and
+//! under its resource or an ancestor of it, plus the open ones. Slices are
+//! built once per (action, resource) pair and cached for the life of the
+//! snapshot. `Eq` scopes are filed like `in` scopes: a slice may be a little
+//! larger than needed, never smaller, and Cedar still decides exactly.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use cedar_policy::{ActionConstraint, Entities, EntityUid, Policy, PolicySet, ResourceConstraint};
+
+/// The two sets a decision needs: the policies, and the same without any
+/// `@hold` gate (to ask "would lifting the gates allow it?").
+pub(super) struct DecisionSets {
+    pub main: PolicySet,
+    pub lifted: PolicySet,
+}
+
+impl DecisionSets {
+    fn build<'a>(
+        policies: impl Iterator<Item = &'a IndexedPolicy> + Clone,
+    ) -> Result<Self, String> {
+        let main = PolicySet::from_policies(policies.clone().map(|p| p.policy.clone()))
+            .map_err(|e| e.to_string())?;
+        let lifted =
+            PolicySet::from_policies(policies.filter(|p| !p.is_gate).map(|p| p.policy.clone()))
+                .map_err(|e| e.to_string())?;
+        Ok(DecisionSets { main, lifted })
+    }
+}
+
+pub(super) struct IndexedPolicy {
+    pub policy: Policy,
+    pub is_gate: bool,
+}
+
+/// Where a policy is filed for one scope element.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Any,
+    Uid(EntityUid),
+}
+
+/// Caching more pairs than this stops; later pairs are sliced per call.
+const CACHE_LIMIT: usize = 16_384;
+
+pub(super) struct PolicyIndex {
+    policies: Vec<IndexedPolicy>,
+    /// Every policy together: the reference the index must agree with.
+    full: Arc<DecisionSets>,
+    by_action: HashMap<Key, Vec<usize>>,
+    resource_keys: Vec<Vec<Key>>,
+    // Read-mostly: after warm-up every request takes only the read lock;
+    // a write happens once per new (action, resource) pair. A std RwLock
+    // because no await happens while it is held.
+    cache: RwLock<HashMap<(EntityUid, EntityUid), Arc<DecisionSets>>>,
+}
+
+impl PolicyIndex {
+    pub fn new(policies: Vec<IndexedPolicy>) -> Result<PolicyIndex, String> {
+        let full = Arc::new(DecisionSets::build(policies.iter())?);
+        let mut by_action: HashMap<Key, Vec<usize>> = HashMap::new();
+        let mut resource_keys = Vec::with_capacity(policies.len());
+        for (i, p) in policies.iter().enumerate() {
+            let action_keys = match p.policy.action_constraint() {
+                ActionConstraint::Any => vec![Key::Any],
+                ActionConstraint::Eq(a) => vec![Key::Uid(a)],
+                ActionConstraint::In(list) => list.into_iter().map(Key::Uid).collect(),
+            };
+            for k in action_keys {
+                by_action.entry(k).or_default().push(i);
+            }
+            resource_keys.push(match p.policy.resource_constraint() {
+                ResourceConstraint::Eq(r) | ResourceConstraint::In(r) => vec![Key::Uid(r)],
+                ResourceConstraint::IsIn(_, r) => vec![Key::Uid(r)],
+                ResourceConstraint::Any | ResourceConstraint::Is(_) => vec![Key::Any],
+            });
+        }
+        Ok(PolicyIndex {
+            policies,
+            full,
+            by_action,
+            resource_keys,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn full(&self) -> &Arc<DecisionSets> {
+        &self.full
+    }
+
+    /// The sets holding every policy that can apply to this pair.
+    pub fn sets_for(
+        &self,
+        action: &EntityUid,
+        resource: &EntityUid,
+        entities: &Entities,
+    ) -> Result<Arc<DecisionSets>, String> {
+        let key = (action.clone(), resource.clone());
+        if let Ok(cache) = self.cache.read() {
+            if let Some(s) = cache.get(&key) {
+                return Ok(s.clone());
+            }
+        }
+        let sets = Arc::new(self.slice(action, resource, entities)?);
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() < CACHE_LIMIT {
+                cache.insert(key, sets.clone());
+            }
+        }
+        Ok(sets)
+    }
+
+    fn slice(
+        &self,
+        action: &EntityUid,
+        resource: &EntityUid,
+        entities: &Entities,
+    ) -> Result<DecisionSets, String> {
+        let with_ancestors = |uid: &EntityUid| -> HashSet<Key> {
+            let mut keys: HashSet<Key> = entities
+                .ancestors(uid)
+                .map(|it| it.cloned().map(Key::Uid).collect())
+                .unwrap_or_default();
+            keys.insert(Key::Uid(uid.clone()));
+            keys.insert(Key::Any);
+            keys
+        };
+        let action_keys = with_ancestors(action);
+        let resource_keys = with_ancestors(resource);
+        let mut chosen: Vec<usize> = action_keys
+            .iter()
+            .filter_map(|k| self.by_action.get(k))
+            .flatten()
+            .copied()
+            .filter(|&i| {
+                self.resource_keys[i]
+                    .iter()
+                    .any(|k| resource_keys.contains(k))
+            })
+            .collect();
+        chosen.sort_unstable();
+        chosen.dedup();
+        DecisionSets::build(chosen.iter().map(|&i| &self.policies[i]))
+    }
+}
