@@ -14,6 +14,7 @@
 
 mod load;
 pub mod value;
+mod visibility;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -29,6 +30,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
+pub use visibility::Visibility;
 
 /// A principal as configured: the policy module's view of an agent.
 #[derive(Debug, Clone)]
@@ -51,6 +53,9 @@ pub struct Directory {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
     Route(String),
+    /// A tool of an MCP route: `Tool::"<route>/<tool>"`, a child of the route
+    /// when the schema declares the tool.
+    Tool { route: String, tool: String },
 }
 
 impl Resource {
@@ -59,6 +64,10 @@ impl Resource {
             Resource::Route(r) => {
                 EntityUid::from_type_name_and_id(types.route.clone(), EntityId::new(r))
             }
+            Resource::Tool { route, tool } => EntityUid::from_type_name_and_id(
+                types.tool.clone(),
+                EntityId::new(format!("{route}/{tool}")),
+            ),
         }
     }
 }
@@ -67,6 +76,7 @@ impl std::fmt::Display for Resource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Resource::Route(r) => write!(f, "Route::\"{r}\""),
+            Resource::Tool { route, tool } => write!(f, "Tool::\"{route}/{tool}\""),
         }
     }
 }
@@ -156,6 +166,7 @@ struct TypeNames {
     agent: EntityTypeName,
     group: EntityTypeName,
     route: EntityTypeName,
+    tool: EntityTypeName,
     action: EntityTypeName,
 }
 
@@ -166,6 +177,7 @@ impl TypeNames {
             agent: p("Agent")?,
             group: p("Group")?,
             route: p("Route")?,
+            tool: p("Tool")?,
             action: p("Action")?,
         })
     }
@@ -190,6 +202,9 @@ pub struct PolicySnapshot {
     entities: Entities,
     types: TypeNames,
     agents: HashSet<String>,
+    /// Every action the schema declares, so that MCP calls can use a
+    /// per-tool action when one exists.
+    actions: HashSet<String>,
     authorizer: Authorizer,
     policy_count: usize,
 }
@@ -256,6 +271,11 @@ impl PolicySnapshot {
             entities,
             types,
             agents: directory.agents.iter().map(|a| a.id.clone()).collect(),
+            actions: loaded
+                .schema
+                .actions()
+                .map(|a| a.id().unescaped().to_string())
+                .collect(),
             authorizer: Authorizer::new(),
         })
     }
@@ -278,6 +298,11 @@ impl PolicySnapshot {
 
     pub fn has_agent(&self, id: &str) -> bool {
         self.agents.contains(id)
+    }
+
+    /// Whether the schema declares `Action::"<id>"`.
+    pub fn has_action(&self, id: &str) -> bool {
+        self.actions.contains(id)
     }
 
     /// Decides one call.
@@ -461,6 +486,22 @@ fn build_entities(
     for r in &directory.routes {
         let uid = EntityUid::from_type_name_and_id(types.route.clone(), EntityId::new(r));
         entities.push(Entity::new_no_attrs(uid, HashSet::new()));
+    }
+    // A tool exists as an entity, under its route, when the schema declares
+    // its per-tool action `Action::"<route>/<tool>"` (what `airlock schema
+    // pull` writes); built here once, not per request.
+    let routes: HashSet<&str> = directory.routes.iter().map(String::as_str).collect();
+    for action in schema.actions() {
+        let id = action.id().unescaped();
+        let Some((route, _tool)) = id.split_once('/') else {
+            continue;
+        };
+        if !routes.contains(route) {
+            continue;
+        }
+        let uid = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(id));
+        let parent = EntityUid::from_type_name_and_id(types.route.clone(), EntityId::new(route));
+        entities.push(Entity::new_no_attrs(uid, HashSet::from([parent])));
     }
     Entities::from_entities(entities, Some(schema)).map_err(|e| {
         let mut msg = format!("the configured agents and routes do not fit the schema: {e}");
