@@ -41,6 +41,7 @@ pub mod config;
 pub mod demo;
 pub mod duration;
 pub mod explain;
+pub mod mcp;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
