@@ -6,3 +6,6 @@ mod support;
 
 #[path = "it/proxy.rs"]
 mod proxy;
+
+#[path = "it/mcp.rs"]
+mod mcp;
