@@ -102,7 +102,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let (text, count) = rt.block_on(airlock::mcp::pull::schema_text(&cfg, &clients))?;
             let out = out.unwrap_or_else(|| cfg.policies.join("tools.cedarschema"));
-            std::fs::write(&out, text).with_context(|| format!("cannot write `{}`", out.display()))?;
+            std::fs::write(&out, text)
+                .with_context(|| format!("cannot write `{}`", out.display()))?;
             println!(
                 "wrote {count} tool declarations to {}; review them, then run `airlock check`",
                 out.display()
@@ -127,7 +128,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let out = match tool {
-                Some(tool) => airlock::explain::explain_tool(&snap, &agent, &tool, args.as_deref())?,
+                Some(tool) => {
+                    airlock::explain::explain_tool(&snap, &agent, &tool, args.as_deref())?
+                }
                 None => {
                     let spec = airlock::explain::HttpCallSpec {
                         agent: &agent,

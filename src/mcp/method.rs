@@ -106,7 +106,10 @@ pub fn call_for(
             context.insert("name".into(), json!(text("name")?));
             route_call("get_prompt", context)
         }
-        m if HOUSEKEEPING.contains(&m) || m.starts_with("notifications/") || msg.method().is_none() => {
+        m if HOUSEKEEPING.contains(&m)
+            || m.starts_with("notifications/")
+            || msg.method().is_none() =>
+        {
             route_call("protocol", context)
         }
         _ => route_call("other_method", context),

@@ -168,18 +168,28 @@ impl Session<'_> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
-        let body = tokio::time::timeout(timeout, http_body_util::Limited::new(resp.into_body(), MAX_ANSWER).collect())
-            .await
-            .map_err(|_| self.fail(format!("the answer to `{method}` did not finish within {timeout:?}")))?
-            .map_err(|e| self.fail(format!("reading the answer to `{method}`: {e}")))?
-            .to_bytes();
+        let body = tokio::time::timeout(
+            timeout,
+            http_body_util::Limited::new(resp.into_body(), MAX_ANSWER).collect(),
+        )
+        .await
+        .map_err(|_| {
+            self.fail(format!(
+                "the answer to `{method}` did not finish within {timeout:?}"
+            ))
+        })?
+        .map_err(|e| self.fail(format!("reading the answer to `{method}`: {e}")))?
+        .to_bytes();
         let Some(id) = id else {
             return Ok(Value::Null);
         };
         if !status.is_success() {
             return Err(self.fail(format!(
                 "`{method}` got HTTP {status}: {}",
-                String::from_utf8_lossy(&body).chars().take(300).collect::<String>()
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             )));
         }
         let answer = if sse {

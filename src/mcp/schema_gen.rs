@@ -201,7 +201,10 @@ mod tests {
             }),
         }];
         let text = route_section("crm", "http://x", &tools);
-        assert!(text.contains("action \"crm/issue_refund\" in [\"call_tool\"]"), "{text}");
+        assert!(
+            text.contains("action \"crm/issue_refund\" in [\"call_tool\"]"),
+            "{text}"
+        );
         assert!(text.contains("\"amount\": Long"), "{text}");
         assert!(text.contains("\"note\"?: String"), "{text}");
         assert!(text.contains("\"tags\"?: Set<String>"), "{text}");

@@ -55,7 +55,10 @@ pub enum Resource {
     Route(String),
     /// A tool of an MCP route: `Tool::"<route>/<tool>"`, a child of the route
     /// when the schema declares the tool.
-    Tool { route: String, tool: String },
+    Tool {
+        route: String,
+        tool: String,
+    },
 }
 
 impl Resource {

@@ -54,7 +54,7 @@ impl PolicySnapshot {
                 visible: false,
                 reason: format!(
                     "hidden: every call is denied, {}",
-                    self.deny_reason(&first.to_string())
+                    self.deny_reason(first.as_ref())
                 ),
                 policies: blocking.iter().map(|id| id.to_string()).collect(),
             });

@@ -346,7 +346,9 @@ fn denied(j: &Judged, request_id: &str) -> Value {
             &id,
             jsonrpc::DENIED,
             &message,
-            Some(json!({"reasons": reasons, "policies": j.decision.policies, "requestId": request_id})),
+            Some(
+                json!({"reasons": reasons, "policies": j.decision.policies, "requestId": request_id}),
+            ),
         )
     }
 }
@@ -370,12 +372,17 @@ fn held(j: &Judged, gates: &[Gate], request_id: &str) -> Value {
         );
         jsonrpc::tool_error(&id, &text, j.msg.is_modern(), meta)
     } else {
-        let message = format!("this request awaits a human's approval: {}", reasons.join("; "));
+        let message = format!(
+            "this request awaits a human's approval: {}",
+            reasons.join("; ")
+        );
         jsonrpc::error(
             &id,
             jsonrpc::APPROVAL_REQUIRED,
             &message,
-            Some(json!({"reasons": reasons, "policies": j.decision.policies, "requestId": request_id})),
+            Some(
+                json!({"reasons": reasons, "policies": j.decision.policies, "requestId": request_id}),
+            ),
         )
     }
 }
@@ -383,7 +390,11 @@ fn held(j: &Judged, gates: &[Gate], request_id: &str) -> Value {
 /// Whether `Mcp-Method` / `Mcp-Name` disagree with the body; `None` when
 /// they agree or are absent.
 fn header_mismatch(headers: &HeaderMap, messages: &[Message], batch: bool) -> Option<String> {
-    let get = |name: &str| headers.get(name).map(|v| v.to_str().ok().map(str::to_string));
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().ok().map(str::to_string))
+    };
     let h_method = get("mcp-method");
     let h_name = get("mcp-name");
     if h_method.is_none() && h_name.is_none() {
@@ -433,7 +444,10 @@ fn header_mismatch(headers: &HeaderMap, messages: &[Message], batch: bool) -> Op
 
 /// `Mcp-Name` carries non-ASCII names as `=?base64?<utf-8 bytes>?=`.
 fn decode_header_value(v: &str) -> Option<String> {
-    let Some(payload) = v.strip_prefix("=?base64?").and_then(|p| p.strip_suffix("?=")) else {
+    let Some(payload) = v
+        .strip_prefix("=?base64?")
+        .and_then(|p| p.strip_suffix("?="))
+    else {
         return Some(v.to_string());
     };
     let bytes = base64::engine::general_purpose::STANDARD
@@ -503,7 +517,9 @@ async fn filter_list_answer(
         let frame = match tokio::time::timeout(left, body.frame()).await {
             Err(_) => return Err("the server's tools/list answer did not finish in time".into()),
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(format!("the server's tools/list answer broke off: {e}")),
+            Ok(Some(Err(e))) => {
+                return Err(format!("the server's tools/list answer broke off: {e}"))
+            }
             Ok(Some(Ok(f))) => f,
         };
         let Ok(data) = frame.into_data() else {

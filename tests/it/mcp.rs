@@ -26,15 +26,20 @@ forbid (principal, action == Action::"crm/delete_customer", resource);
 
 /// Airlock in front of the Python SDK server, with the tools pulled.
 fn crm(server: &McpServer) -> Airlock {
-    let builder = AirlockBuilder::new().policy("mcp.cedar", POLICIES).route_yaml(&format!(
-        "  - name: crm\n    prefix: /mcp/crm\n    upstream: {}\n    protocol: mcp",
-        server.url()
-    ));
+    let builder = AirlockBuilder::new()
+        .policy("mcp.cedar", POLICIES)
+        .route_yaml(&format!(
+            "  - name: crm\n    prefix: /mcp/crm\n    upstream: {}\n    protocol: mcp",
+            server.url()
+        ));
     let config = builder.write();
     let (code, out, err) = run_cli(&["schema", "pull", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 0, "schema pull failed: {out}\n{err}");
     let pulled = std::fs::read_to_string(builder.dir().join("policies/tools.cedarschema")).unwrap();
-    assert!(pulled.contains("action \"crm/issue_refund\" in [\"call_tool\"]"), "{pulled}");
+    assert!(
+        pulled.contains("action \"crm/issue_refund\" in [\"call_tool\"]"),
+        "{pulled}"
+    );
     assert!(pulled.contains("\"amount\": Long"), "{pulled}");
     builder.start()
 }
@@ -73,17 +78,26 @@ async fn python_sdk_client_on_the_newest_revision_sees_allow_deny_hold_and_a_fil
 
     let allowed = call(&out, "lookup_customer");
     assert_eq!(allowed["is_error"], false, "{out}");
-    assert!(allowed["text"].as_str().unwrap().contains("Ada Lovelace"), "{out}");
+    assert!(
+        allowed["text"].as_str().unwrap().contains("Ada Lovelace"),
+        "{out}"
+    );
 
     let denied = call(&out, "delete_customer");
     assert_eq!(denied["is_error"], true, "{out}");
     let text = denied["text"].as_str().unwrap();
-    assert!(text.contains("denied") && text.contains("agents may not delete customers"), "{text}");
+    assert!(
+        text.contains("denied") && text.contains("agents may not delete customers"),
+        "{text}"
+    );
 
     let held = call(&out, "issue_refund");
     assert_eq!(held["is_error"], true, "{out}");
     let text = held["text"].as_str().unwrap();
-    assert!(text.contains("awaits a human's approval") && text.contains("refunds over 100"), "{text}");
+    assert!(
+        text.contains("awaits a human's approval") && text.contains("refunds over 100"),
+        "{text}"
+    );
 
     let records = airlock.audit();
     let verdict_of = |tool: &str| {
@@ -112,7 +126,10 @@ async fn a_small_refund_passes_and_a_streaming_tool_streams_on_the_handshake_rev
     })
     .await
     .unwrap();
-    assert_ne!(out["protocol_version"], "2026-07-28", "legacy mode uses initialize: {out}");
+    assert_ne!(
+        out["protocol_version"], "2026-07-28",
+        "legacy mode uses initialize: {out}"
+    );
     let refund = call(&out, "issue_refund");
     assert_eq!(refund["is_error"], false, "{out}");
     assert_eq!(refund["text"], "refunded 50 to c-2");
@@ -125,7 +142,10 @@ async fn a_small_refund_passes_and_a_streaming_tool_streams_on_the_handshake_rev
     // first arrives about three gaps before the last.
     let first = progress[0]["at"].as_f64().unwrap();
     let last = progress[3]["at"].as_f64().unwrap();
-    assert!(last - first > 0.8, "progress arrived in one lump: {progress:?}");
+    assert!(
+        last - first > 0.8,
+        "progress arrived in one lump: {progress:?}"
+    );
 }
 
 /// POSTs a raw body to the MCP route as the agent.
@@ -149,7 +169,12 @@ async fn malformed_json_rpc_headers_that_disagree_and_mixed_batches_are_refused(
     let server = McpServer::python();
     let airlock = crm(&server);
 
-    let (status, body) = post(&airlock, "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\":", &[]).await;
+    let (status, body) = post(
+        &airlock,
+        "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\":",
+        &[],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], -32700, "{body}");
 
@@ -163,7 +188,10 @@ async fn malformed_json_rpc_headers_that_disagree_and_mixed_batches_are_refused(
     let (status, body) = post(
         &airlock,
         smuggle,
-        &[("mcp-method", "tools/call"), ("mcp-name", "lookup_customer")],
+        &[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "lookup_customer"),
+        ],
     )
     .await;
     assert_eq!(status, 400);
@@ -183,10 +211,17 @@ async fn malformed_json_rpc_headers_that_disagree_and_mixed_batches_are_refused(
     let records = airlock.audit();
     let batch_rec = records
         .iter()
-        .find(|r| r["action"].as_str().is_some_and(|a| a.starts_with("batch[")))
+        .find(|r| {
+            r["action"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("batch["))
+        })
         .unwrap_or_else(|| panic!("{records:?}"));
     assert_eq!(batch_rec["verdict"], "hold");
-    assert!(batch_rec["upstream_status"].is_null(), "nothing of the batch may be forwarded");
+    assert!(
+        batch_rec["upstream_status"].is_null(),
+        "nothing of the batch may be forwarded"
+    );
 }
 
 #[tokio::test]
@@ -209,7 +244,13 @@ async fn explain_shows_the_argument_gate_and_why_a_tool_is_hidden() {
     assert_eq!(large["listed"]["visible"], true);
     let delete = explain("crm/delete_customer", "{}");
     assert_eq!(delete["listed"]["visible"], false, "{delete}");
-    assert!(delete["listed"]["reason"].as_str().unwrap().contains("agents may not delete"), "{delete}");
+    assert!(
+        delete["listed"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("agents may not delete"),
+        "{delete}"
+    );
 }
 
 #[tokio::test]
@@ -238,7 +279,9 @@ permit (principal in Group::"support", action in Action::"call_tool", resource i
 @reason("the environment holds secrets")
 forbid (principal, action == Action::"everything/get-env", resource);
 "#;
-    let builder = AirlockBuilder::new().policy("mcp.cedar", policies).route_yaml(&format!(
+    let builder = AirlockBuilder::new()
+        .policy("mcp.cedar", policies)
+        .route_yaml(&format!(
         "  - name: everything\n    prefix: /mcp/everything\n    upstream: {}\n    protocol: mcp",
         server.url()
     ));
@@ -257,13 +300,33 @@ forbid (principal, action == Action::"everything/get-env", resource);
     })
     .await
     .unwrap();
-    let tools: Vec<&str> = out["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    assert!(tools.contains(&"echo") && !tools.contains(&"get-env"), "{out}");
+    let tools: Vec<&str> = out["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tools.contains(&"echo") && !tools.contains(&"get-env"),
+        "{out}"
+    );
     let echo = call(&out, "echo");
-    assert!(echo["text"].as_str().unwrap().contains("hello through airlock"), "{out}");
+    assert!(
+        echo["text"]
+            .as_str()
+            .unwrap()
+            .contains("hello through airlock"),
+        "{out}"
+    );
     let env = call(&out, "get-env");
     assert_eq!(env["is_error"], true, "{out}");
-    assert!(env["text"].as_str().unwrap().contains("the environment holds secrets"), "{out}");
+    assert!(
+        env["text"]
+            .as_str()
+            .unwrap()
+            .contains("the environment holds secrets"),
+        "{out}"
+    );
     let long = call(&out, "trigger-long-running-operation");
     let progress = long["progress"].as_array().unwrap();
     assert_eq!(progress.len(), 4, "{out}");

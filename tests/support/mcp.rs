@@ -47,7 +47,10 @@ impl McpServer {
     pub fn everything() -> McpServer {
         let port = free_port();
         let child = Command::new("node")
-            .arg(peers_dir().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
+            .arg(
+                peers_dir()
+                    .join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+            )
             .arg("streamableHttp")
             .env("PORT", port.to_string())
             .stdout(Stdio::null())
@@ -63,7 +66,10 @@ impl McpServer {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("MCP server exited early: {status}");
             }
-            assert!(Instant::now() < deadline, "MCP server did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "MCP server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         McpServer { child, port }
@@ -98,6 +104,9 @@ pub fn python_client(url: &str, key: &str, plan: &Value) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("client output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "client output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
