@@ -53,7 +53,7 @@ pub fn route_section(route: &str, upstream: &str, tools: &[ToolDecl]) -> String 
             out.push_str(&format!("// `{}`: {}\n", t.name, first));
         }
         let mut notes = Vec::new();
-        let args = record(&t.input_schema, 3, "arguments", &mut notes, 0)
+        let args = record(&t.input_schema, 2, "arguments", &mut notes, 0)
             .unwrap_or_else(|| "{}".to_string());
         for n in notes {
             out.push_str(&format!("// {n}\n"));
