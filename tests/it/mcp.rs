@@ -333,3 +333,105 @@ forbid (principal, action == Action::"everything/get-env", resource);
     let spread = progress[3]["at"].as_f64().unwrap() - progress[0]["at"].as_f64().unwrap();
     assert!(spread > 0.8, "progress arrived in one lump: {progress:?}");
 }
+
+#[tokio::test]
+async fn the_get_stream_and_session_id_pass_through() {
+    let server = McpServer::everything();
+    let airlock = AirlockBuilder::new()
+        .policy(
+            "mcp.cedar",
+            "permit (principal, action == Action::\"protocol\", resource == Route::\"everything\");",
+        )
+        .route_yaml(&format!(
+            "  - name: everything\n    prefix: /mcp/everything\n    upstream: {}\n    protocol: mcp",
+            server.url()
+        ))
+        .start();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+    let resp = client()
+        .post(airlock.url("/mcp/everything"))
+        .header("authorization", bearer(AGENT_KEY))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = resp.bytes().await.unwrap();
+
+    let stream = client()
+        .get(airlock.url("/mcp/everything"))
+        .header("authorization", bearer(AGENT_KEY))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let ct = stream.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+
+    // tools/list is not permitted here: the session's request is refused
+    // in JSON-RPC, with the same id.
+    let list = client()
+        .post(airlock.url("/mcp/everything"))
+        .header("authorization", bearer(AGENT_KEY))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = list.json().await.unwrap();
+    assert_eq!(body["id"], 2);
+    assert_eq!(body["error"]["code"], -32001, "{body}");
+}
+
+#[tokio::test]
+async fn the_shipped_mcp_policies_hold_large_refunds() {
+    let server = McpServer::python();
+    let builder = AirlockBuilder::new()
+        .policy("mcp.cedar", include_str!("../../policies/mcp.cedar"))
+        .route_yaml(&format!(
+            "  - name: crm-mcp\n    prefix: /mcp/crm\n    upstream: {}\n    protocol: mcp",
+            server.url()
+        ));
+    let config = builder.write();
+    let (code, out, err) = run_cli(&["schema", "pull", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let airlock = builder.start();
+    let plan = json!({"calls": [
+        {"name": "issue_refund", "args": {"customer_id": "c-1", "amount": 100}},
+        {"name": "issue_refund", "args": {"customer_id": "c-1", "amount": 101}},
+    ]});
+    let out = tokio::task::spawn_blocking({
+        let url = airlock.url("/mcp/crm");
+        move || python_client(&url, AGENT_KEY, &plan)
+    })
+    .await
+    .unwrap();
+    let calls = out["calls"].as_array().unwrap();
+    assert_eq!(calls[0]["is_error"], false, "{out}");
+    assert_eq!(calls[1]["is_error"], true, "{out}");
+    assert!(calls[1]["text"]
+        .as_str()
+        .unwrap()
+        .contains("awaits a human's approval"));
+    assert!(
+        !out["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("delete_customer")),
+        "{out}"
+    );
+}
