@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::mcp::{python_client, McpServer};
+use crate::support::mcp::{python_client, ts_client, McpServer};
 use crate::support::*;
 
 const POLICIES: &str = r#"
@@ -432,6 +432,54 @@ async fn the_shipped_mcp_policies_hold_large_refunds() {
             .as_array()
             .unwrap()
             .contains(&json!("delete_customer")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn typescript_sdk_client_sees_the_filtered_list_and_readable_refusals() {
+    let server = McpServer::python();
+    let airlock = crm(&server);
+    let plan = json!({"calls": [
+        {"name": "lookup_customer", "args": {"customer_id": "c-1"}},
+        {"name": "delete_customer", "args": {"customer_id": "c-1"}},
+        {"name": "issue_refund", "args": {"customer_id": "c-1", "amount": 250}},
+    ]});
+    let out = tokio::task::spawn_blocking({
+        let url = airlock.url("/mcp/crm");
+        move || ts_client(&url, AGENT_KEY, &plan)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out["tools"],
+        json!(["lookup_customer", "issue_refund", "count_slowly"]),
+        "{out}"
+    );
+    assert_eq!(out["cache_scope"], "private", "{out}");
+    assert!(
+        call(&out, "lookup_customer")["text"]
+            .as_str()
+            .unwrap()
+            .contains("Ada Lovelace"),
+        "{out}"
+    );
+    let denied = call(&out, "delete_customer");
+    assert_eq!(denied["is_error"], true, "{out}");
+    assert!(
+        denied["text"]
+            .as_str()
+            .unwrap()
+            .contains("agents may not delete customers"),
+        "{out}"
+    );
+    let held = call(&out, "issue_refund");
+    assert_eq!(held["is_error"], true, "{out}");
+    assert!(
+        held["text"]
+            .as_str()
+            .unwrap()
+            .contains("awaits a human's approval"),
         "{out}"
     );
 }

@@ -110,3 +110,27 @@ pub fn python_client(url: &str, key: &str, plan: &Value) -> Value {
         )
     })
 }
+
+/// Runs the TypeScript SDK client (`tests/peers/ts_client.mjs`) with a plan
+/// and returns what it saw.
+pub fn ts_client(url: &str, key: &str, plan: &Value) -> Value {
+    let out = Command::new("node")
+        .arg(peers_dir().join("ts_client.mjs"))
+        .arg(url)
+        .arg(key)
+        .arg(plan.to_string())
+        .output()
+        .expect("run the TypeScript MCP client");
+    assert!(
+        out.status.success(),
+        "ts client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
