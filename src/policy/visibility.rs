@@ -69,7 +69,7 @@ impl PolicySnapshot {
                 policies: ids(&resp),
             });
         }
-        let failing_permits: Vec<String> = [&resp, &lifted]
+        let mut failing_permits: Vec<String> = [&resp, &lifted]
             .iter()
             .flat_map(|r| r.diagnostics().errors())
             .map(|e| {
@@ -83,6 +83,8 @@ impl PolicySnapshot {
             })
             .map(|id| id.to_string())
             .collect();
+        failing_permits.sort();
+        failing_permits.dedup();
         if !failing_permits.is_empty() {
             return Ok(Visibility {
                 visible: true,
@@ -98,5 +100,121 @@ impl PolicySnapshot {
             ),
             policies: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::super::{Directory, PrincipalSpec, Resource, Verdict};
+    use super::*;
+
+    const TOOLS: &str = r#"
+action "crm/refund" in ["call_tool"] appliesTo {
+  principal: [Agent], resource: [Tool],
+  context: { "method": String, "tool": String, "arguments": { "amount": Long } }
+};
+action "crm/wipe" in ["call_tool"] appliesTo {
+  principal: [Agent], resource: [Tool],
+  context: { "method": String, "tool": String, "arguments": {} }
+};
+action "crm/small" in ["call_tool"] appliesTo {
+  principal: [Agent], resource: [Tool],
+  context: { "method": String, "tool": String, "arguments": { "amount": Long } }
+};
+"#;
+
+    const POLICIES: &str = r#"
+@id("route-wide")
+permit (principal, action in Action::"call_tool", resource in Route::"crm")
+when { resource != Tool::"crm/small" };
+@id("gate") @hold("big refunds")
+forbid (principal, action == Action::"crm/refund", resource) when { context.arguments.amount > 100 };
+@id("never-wipe")
+forbid (principal, action == Action::"crm/wipe", resource);
+@id("small-only")
+permit (principal, action == Action::"crm/small", resource) when { context.arguments.amount < 10 };
+"#;
+
+    fn snapshot() -> (tempfile::TempDir, PolicySnapshot) {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policies/schema.cedarschema"
+        ))
+        .unwrap();
+        std::fs::write(dir.path().join("schema.cedarschema"), schema).unwrap();
+        std::fs::write(dir.path().join("tools.cedarschema"), TOOLS).unwrap();
+        std::fs::write(dir.path().join("p.cedar"), POLICIES).unwrap();
+        let directory = Directory {
+            agents: vec![PrincipalSpec {
+                id: "bot".into(),
+                groups: vec![],
+                attributes: BTreeMap::new(),
+            }],
+            routes: vec!["crm".into()],
+            config_hash: String::new(),
+        };
+        let snap = PolicySnapshot::load(dir.path(), &directory).unwrap();
+        (dir, snap)
+    }
+
+    fn call(tool: &str, args: Option<serde_json::Value>) -> CallRequest {
+        let mut context = serde_json::Map::new();
+        context.insert("method".into(), json!("tools/call"));
+        context.insert("tool".into(), json!(tool));
+        if let Some(a) = args {
+            context.insert("arguments".into(), a);
+        }
+        CallRequest {
+            agent: "bot".into(),
+            action: format!("crm/{tool}"),
+            resource: Resource::Tool {
+                route: "crm".into(),
+                tool: tool.into(),
+            },
+            context,
+        }
+    }
+
+    #[test]
+    fn declared_tools_are_under_their_route_and_arguments_gate_them() {
+        let (_dir, snap) = snapshot();
+        assert!(snap.has_action("crm/refund"));
+        let small = snap
+            .decide(&call("refund", Some(json!({"amount": 5}))))
+            .unwrap();
+        assert_eq!(small.verdict, Verdict::Allow);
+        let big = snap
+            .decide(&call("refund", Some(json!({"amount": 500}))))
+            .unwrap();
+        assert_eq!(big.verdict.name(), "hold");
+        let mistyped = snap
+            .decide(&call("refund", Some(json!({"amount": "500"}))))
+            .unwrap();
+        assert_eq!(
+            mistyped.verdict.name(),
+            "deny",
+            "a mistyped argument never passes"
+        );
+    }
+
+    #[test]
+    fn visibility_follows_what_some_call_could_get() {
+        let (_dir, snap) = snapshot();
+        let seen = |tool: &str| snap.visibility(&call(tool, None)).unwrap();
+        assert!(seen("refund").visible, "allowed below the gate");
+        let wipe = seen("wipe");
+        assert!(!wipe.visible);
+        assert!(wipe.reason.contains("never-wipe"), "{}", wipe.reason);
+        let small = seen("small");
+        assert!(
+            small.visible,
+            "a permit over arguments may allow it: {small:?}"
+        );
+        assert_eq!(small.policies, vec!["small-only".to_string()]);
     }
 }
