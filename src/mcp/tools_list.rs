@@ -165,3 +165,98 @@ fn rewrite_event(event: &[u8], filter: &mut ListFilter) -> Vec<u8> {
     out.push_str(&v.to_string());
     out.into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::policy::{Directory, PrincipalSpec};
+
+    fn snapshot() -> (tempfile::TempDir, PolicySnapshot) {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policies/schema.cedarschema"
+        ))
+        .unwrap();
+        std::fs::write(dir.path().join("schema.cedarschema"), schema).unwrap();
+        std::fs::write(
+            dir.path().join("p.cedar"),
+            "permit (principal, action == Action::\"call_tool\", resource == Tool::\"crm/ok\");",
+        )
+        .unwrap();
+        let directory = Directory {
+            agents: vec![PrincipalSpec {
+                id: "bot".into(),
+                groups: vec![],
+                attributes: BTreeMap::new(),
+            }],
+            routes: vec!["crm".into()],
+            config_hash: String::new(),
+        };
+        let snap = PolicySnapshot::load(dir.path(), &directory).unwrap();
+        (dir, snap)
+    }
+
+    fn filter(snap: &PolicySnapshot) -> ListFilter<'_> {
+        ListFilter {
+            policy: snap,
+            agent: "bot",
+            route: "crm",
+            pending: vec![json!(1)],
+            hidden: Vec::new(),
+        }
+    }
+
+    const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok"},{"name":"secret"}],"cacheScope":"public"}}"#;
+
+    #[test]
+    fn json_lists_are_filtered_and_made_private() {
+        let (_d, snap) = snapshot();
+        let mut f = filter(&snap);
+        let out: Value = serde_json::from_slice(&f.rewrite_json(LIST.as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["result"]["tools"], json!([{"name": "ok"}]));
+        assert_eq!(out["result"]["cacheScope"], "private");
+        assert_eq!(f.hidden, vec!["secret".to_string()]);
+        assert!(f.done());
+    }
+
+    #[test]
+    fn incomplete_results_and_other_ids_pass_intact() {
+        let (_d, snap) = snapshot();
+        let mut f = filter(&snap);
+        let step = r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","tools":[{"name":"secret"}]}}"#;
+        let out: Value = serde_json::from_slice(&f.rewrite_json(step.as_bytes()).unwrap()).unwrap();
+        assert_eq!(out, serde_json::from_str::<Value>(step).unwrap());
+        let mut f = filter(&snap);
+        let other = LIST.replace("\"id\":1", "\"id\":2");
+        let out: Value =
+            serde_json::from_slice(&f.rewrite_json(other.as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["result"]["tools"].as_array().unwrap().len(), 2);
+        assert!(!f.done());
+    }
+
+    #[test]
+    fn events_are_rewritten_across_chunk_boundaries() {
+        let (_d, snap) = snapshot();
+        let mut f = filter(&snap);
+        let stream = format!(
+            "event: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}}\n\nid: e2\nevent: message\ndata: {LIST}\r\n\r\n"
+        );
+        let mut sse = SseRewriter::new();
+        let mut out = Vec::new();
+        for chunk in stream.as_bytes().chunks(7) {
+            out.extend(sse.push(chunk, &mut f));
+        }
+        out.extend(sse.finish(&mut f));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("notifications/progress"), "{text}");
+        assert!(text.contains("id: e2\nevent: message\ndata: {"), "{text}");
+        assert!(
+            !text.contains("secret") && text.contains("\"private\""),
+            "{text}"
+        );
+        assert!(f.done());
+    }
+}
