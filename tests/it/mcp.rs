@@ -483,3 +483,15 @@ async fn typescript_sdk_client_sees_the_filtered_list_and_readable_refusals() {
         "{out}"
     );
 }
+
+#[test]
+fn schema_pull_reports_an_unreachable_server_and_writes_nothing() {
+    let builder = AirlockBuilder::new().route_yaml(
+        "  - name: gone\n    prefix: /mcp/gone\n    upstream: http://127.0.0.1:1/mcp\n    protocol: mcp\n    connect_timeout: 2s",
+    );
+    let config = builder.write();
+    let (code, out, err) = run_cli(&["schema", "pull", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("route `gone`"), "{err}");
+    assert!(!builder.dir().join("policies/tools.cedarschema").exists());
+}
