@@ -12,15 +12,17 @@
 //! | --- | --- |
 //! | `string` (or a `enum` of strings) | `String` |
 //! | `integer` | `Long` |
+//! | `number` | `decimal` (whole numbers too: `150` is `decimal("150.0")`) |
 //! | `boolean` | `Bool` |
 //! | `array` of a mappable `items` | `Set<…>` |
 //! | `object` with `properties` | a record; `required` members are required, the rest optional |
 //! | `["T", "null"]` | as `T`, optional |
-//! | `number`, unions, anything else | left out, with a comment: a policy cannot read it |
+//! | unions, anything else | left out, with a comment: a policy cannot read it |
 //!
-//! `number` is left out because one JSON number can reach Airlock as a Cedar
-//! `Long` (`150`) or a `decimal` (`150.5`), and a policy written for one type
-//! would fail on the other.
+//! A `number` is declared `decimal`, and the policy module gives every number
+//! at such a place as a decimal, so `150` and `150.5` have one type. A
+//! number no decimal can hold (more than 4 decimals) fails the policy that
+//! reads it, which denies the call.
 
 use serde_json::Value;
 
@@ -143,6 +145,7 @@ fn cedar_type(
     let t = match ty {
         "string" => "String".to_string(),
         "integer" => "Long".to_string(),
+        "number" => "decimal".to_string(),
         "boolean" => "Bool".to_string(),
         "array" => {
             let items = schema.get("items")?;
@@ -210,7 +213,6 @@ mod tests {
         assert!(text.contains("\"tags\"?: Set<String>"), "{text}");
         assert!(text.contains("\"id\": String"), "{text}");
         assert!(text.contains("\"mode\"?: String"), "{text}");
-        assert!(text.contains("`arguments.ratio` is not declared"), "{text}");
-        assert!(!text.contains("\"ratio\""), "{text}");
+        assert!(text.contains("\"ratio\"?: decimal"), "{text}");
     }
 }

@@ -62,6 +62,7 @@ pub(crate) struct LoadedPolicies {
     pub meta: HashMap<PolicyId, PolicyMeta>,
     /// The files' bytes, for the snapshot's content hash.
     pub sources: Vec<(PathBuf, String)>,
+    pub decimals: super::decimals::DecimalPaths,
 }
 
 /// Where a parsed policy's text came from, to place validator errors.
@@ -121,6 +122,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
             fragment_sources.push((path, text));
         }
     }
+    let decimals = super::decimals::decimal_paths(&fragments);
     let schema = if schema_ok {
         match Schema::from_schema_fragments(fragments) {
             Ok(schema) => Some(schema),
@@ -249,6 +251,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
             policies,
             meta,
             sources,
+            decimals,
         })
     } else {
         Err(problems)

@@ -12,6 +12,7 @@
 //! (Cedar alone would skip the failing policy, so a broken forbid would let
 //! the call through).
 
+mod decimals;
 mod load;
 pub mod value;
 mod visibility;
@@ -208,6 +209,8 @@ pub struct PolicySnapshot {
     /// Every action the schema declares, so that MCP calls can use a
     /// per-tool action when one exists.
     actions: HashSet<String>,
+    /// Context paths each action declares `decimal`.
+    decimals: decimals::DecimalPaths,
     authorizer: Authorizer,
     policy_count: usize,
 }
@@ -279,6 +282,7 @@ impl PolicySnapshot {
                 .actions()
                 .map(|a| a.id().unescaped().to_string())
                 .collect(),
+            decimals: loaded.decimals,
             authorizer: Authorizer::new(),
         })
     }
@@ -341,11 +345,21 @@ impl PolicySnapshot {
             EntityId::new(&call.action),
         );
         let resource = call.resource.uid(&self.types);
-        let context = Context::from_pairs(
-            call.context
+        // Numbers where the schema declares `decimal` become decimals.
+        let paths: Vec<&[String]> = self
+            .decimals
+            .get(&call.action)
+            .map(|p| p.iter().map(Vec::as_slice).collect())
+            .unwrap_or_default();
+        let context = Context::from_pairs(call.context.iter().filter_map(|(k, v)| {
+            let below: Vec<&[String]> = paths
                 .iter()
-                .filter_map(|(k, v)| value::to_cedar(v).map(|v| (k.clone(), v))),
-        )
+                .filter_map(|p| p.split_first())
+                .filter(|(first, _)| *first == k)
+                .map(|(_, rest)| rest)
+                .collect();
+            decimals::typed(v, &below).map(|v| (k.clone(), v))
+        }))
         .map_err(|e| DecideError::Request(e.to_string()))?;
         // The context is not validated against the schema here: policies were
         // validated at load, and a value of the wrong type makes the policy

@@ -121,6 +121,10 @@ action "crm/wipe" in ["call_tool"] appliesTo {
   principal: [Agent], resource: [Tool],
   context: { "method": String, "tool": String, "arguments": {} }
 };
+action "crm/pay" in ["call_tool"] appliesTo {
+  principal: [Agent], resource: [Tool],
+  context: { "method": String, "tool": String, "arguments": { "amount": decimal } }
+};
 action "crm/small" in ["call_tool"] appliesTo {
   principal: [Agent], resource: [Tool],
   context: { "method": String, "tool": String, "arguments": { "amount": Long } }
@@ -135,6 +139,9 @@ when { resource != Tool::"crm/small" };
 forbid (principal, action == Action::"crm/refund", resource) when { context.arguments.amount > 100 };
 @id("never-wipe")
 forbid (principal, action == Action::"crm/wipe", resource);
+@id("big-payments")
+forbid (principal, action == Action::"crm/pay", resource)
+when { context.arguments.amount.greaterThan(decimal("100.0")) };
 @id("small-only")
 permit (principal, action == Action::"crm/small", resource) when { context.arguments.amount < 10 };
 "#;
@@ -200,6 +207,22 @@ permit (principal, action == Action::"crm/small", resource) when { context.argum
             "deny",
             "a mistyped argument never passes"
         );
+    }
+
+    #[test]
+    fn numbers_declared_decimal_compare_whether_whole_or_not() {
+        let (_dir, snap) = snapshot();
+        let pay = |amount: serde_json::Value| {
+            snap.decide(&call("pay", Some(json!({ "amount": amount }))))
+                .unwrap()
+                .verdict
+                .name()
+        };
+        assert_eq!(pay(json!(50)), "allow");
+        assert_eq!(pay(json!(50.25)), "allow");
+        assert_eq!(pay(json!(150)), "deny");
+        assert_eq!(pay(json!(100.5)), "deny");
+        assert_eq!(pay(json!(0.123456)), "deny", "no decimal holds it: denied");
     }
 
     #[test]

@@ -99,7 +99,19 @@ async fn python_sdk_client_on_the_newest_revision_sees_allow_deny_hold_and_a_fil
         "{text}"
     );
 
-    let records = airlock.audit();
+    // Records are written off the request path: wait (bounded) for all three.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let records = loop {
+        let records = airlock.audit();
+        let tool_records = records
+            .iter()
+            .filter(|r| r["action"].as_str().is_some_and(|a| a.starts_with("crm/")))
+            .count();
+        if tool_records >= 3 || std::time::Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let verdict_of = |tool: &str| {
         records
             .iter()
@@ -149,7 +161,7 @@ async fn a_small_refund_passes_and_a_streaming_tool_streams_on_the_handshake_rev
 }
 
 /// POSTs a raw body to the MCP route as the agent.
-async fn post(airlock: &Airlock, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+async fn post(airlock: &Airlock, body: &str, headers: &[(&str, &str)]) -> (u16, Value, String) {
     let mut req = client()
         .post(airlock.url("/mcp/crm"))
         .header("authorization", bearer(AGENT_KEY))
@@ -161,7 +173,8 @@ async fn post(airlock: &Airlock, body: &str, headers: &[(&str, &str)]) -> (u16, 
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    (status, resp.json().await.unwrap_or(Value::Null), request_id)
 }
 
 #[tokio::test]
@@ -169,7 +182,7 @@ async fn malformed_json_rpc_headers_that_disagree_and_mixed_batches_are_refused(
     let server = McpServer::python();
     let airlock = crm(&server);
 
-    let (status, body) = post(
+    let (status, body, _) = post(
         &airlock,
         "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\":",
         &[],
@@ -178,14 +191,15 @@ async fn malformed_json_rpc_headers_that_disagree_and_mixed_batches_are_refused(
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], -32700, "{body}");
 
-    let (status, body) = post(&airlock, r#"{"jsonrpc":"1.0","id":7,"method":"ping"}"#, &[]).await;
+    let (status, body, _) =
+        post(&airlock, r#"{"jsonrpc":"1.0","id":7,"method":"ping"}"#, &[]).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], -32600, "{body}");
     assert_eq!(body["id"], 7);
 
     // The header names an allowed tool, the body a forbidden one.
     let smuggle = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_customer","arguments":{"customer_id":"c-1"}}}"#;
-    let (status, body) = post(
+    let (status, body, _) = post(
         &airlock,
         smuggle,
         &[
@@ -202,21 +216,17 @@ async fn malformed_json_rpc_headers_that_disagree_and_mixed_batches_are_refused(
         {"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"lookup_customer","arguments":{"customer_id":"c-1"}}},
         {"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"issue_refund","arguments":{"customer_id":"c-1","amount":1000}}}
     ]"#;
-    let (status, body) = post(&airlock, batch, &[]).await;
+    let (status, body, request_id) = post(&airlock, batch, &[]).await;
     assert_eq!(status, 200);
     let answers = body.as_array().unwrap_or_else(|| panic!("{body}"));
     let by_id = |id: &str| answers.iter().find(|a| a["id"] == id).unwrap().clone();
     assert_eq!(by_id("a")["error"]["code"], -32003, "{body}");
     assert_eq!(by_id("b")["result"]["isError"], true, "{body}");
-    let records = airlock.audit();
-    let batch_rec = records
-        .iter()
-        .find(|r| {
-            r["action"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("batch["))
-        })
-        .unwrap_or_else(|| panic!("{records:?}"));
+    let batch_rec = airlock.audit_for(&request_id);
+    assert!(
+        batch_rec["action"].as_str().unwrap().starts_with("batch["),
+        "{batch_rec}"
+    );
     assert_eq!(batch_rec["verdict"], "hold");
     assert!(
         batch_rec["upstream_status"].is_null(),
@@ -278,6 +288,9 @@ permit (principal, action in [Action::"protocol", Action::"list_tools"], resourc
 permit (principal in Group::"support", action in Action::"call_tool", resource in Route::"everything");
 @reason("the environment holds secrets")
 forbid (principal, action == Action::"everything/get-env", resource);
+@reason("sums over 1000 are not for agents")
+forbid (principal, action == Action::"everything/get-sum", resource)
+when { context.arguments.a.greaterThan(decimal("1000.0")) };
 "#;
     let builder = AirlockBuilder::new()
         .policy("mcp.cedar", policies)
@@ -292,6 +305,8 @@ forbid (principal, action == Action::"everything/get-env", resource);
     let plan = json!({"mode": "auto", "calls": [
         {"name": "echo", "args": {"message": "hello through airlock"}},
         {"name": "get-env", "args": {}},
+        {"name": "get-sum", "args": {"a": 5, "b": 7}},
+        {"name": "get-sum", "args": {"a": 5000.5, "b": 1}},
         {"name": "trigger-long-running-operation", "args": {"duration": 2, "steps": 4}, "progress": true},
     ]});
     let out = tokio::task::spawn_blocking({
@@ -325,6 +340,21 @@ forbid (principal, action == Action::"everything/get-env", resource);
             .as_str()
             .unwrap()
             .contains("the environment holds secrets"),
+        "{out}"
+    );
+    // `a` is a JSON Schema `number`, declared `decimal`: whole and
+    // fractional numbers are compared alike.
+    let sums: Vec<&Value> = out["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "get-sum")
+        .collect();
+    assert_eq!(sums[0]["is_error"], false, "{out}");
+    assert!(sums[0]["text"].as_str().unwrap().contains("12"), "{out}");
+    assert_eq!(sums[1]["is_error"], true, "{out}");
+    assert!(
+        sums[1]["text"].as_str().unwrap().contains("sums over 1000"),
         "{out}"
     );
     let long = call(&out, "trigger-long-running-operation");
