@@ -7,5 +7,14 @@ mod support;
 #[path = "it/proxy.rs"]
 mod proxy;
 
+#[path = "it/tls.rs"]
+mod tls;
+
+#[path = "it/cli.rs"]
+mod cli;
+
+#[path = "it/admin.rs"]
+mod admin;
+
 #[path = "it/mcp.rs"]
 mod mcp;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mcp;
+pub mod tls;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -99,9 +100,12 @@ impl AirlockBuilder {
             std::fs::write(pol.join(f), t).expect("policy");
         }
         let mut yaml = format!(
-            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\ntimeouts:\n  shutdown_grace: 5s\nagents:\n{}\n",
+            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\nagents:\n{}\n",
             self.agents.join("\n")
         );
+        if !self.extra.iter().any(|e| e.contains("timeouts:")) {
+            yaml.push_str("timeouts:\n  shutdown_grace: 5s\n");
+        }
         if !self.routes.is_empty() {
             yaml.push_str(&format!("routes:\n{}\n", self.routes.join("\n")));
         }
