@@ -248,6 +248,15 @@ fn decide(cx: &McpRequest<'_>, call: &crate::policy::CallRequest) -> Result<Deci
         .metrics
         .decision_seconds
         .observe(decision.eval_micros as f64 / 1e6);
+    if let Some(shadow) = &decision.shadow {
+        cx.state
+            .metrics
+            .shadow_differences
+            .get_or_create(&crate::telemetry::ShadowLabels {
+                verdict: shadow.verdict.to_string(),
+            })
+            .inc();
+    }
     Ok(decision)
 }
 
