@@ -12,8 +12,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+mod mcp;
+
 pub fn router() -> Router {
     Router::new()
+        .route("/mcp", post(mcp::handle))
         .route("/customers", get(customers))
         .route("/customers/{id}", get(customer).delete(delete_customer))
         .route("/refunds", post(refund))

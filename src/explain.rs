@@ -16,6 +16,10 @@ pub enum ExplainError {
     UnknownAgent(String),
     #[error("`{0}` is not an HTTP method")]
     BadMethod(String),
+    #[error("`{0}` is not `ROUTE/TOOL` for a route with `protocol: mcp`")]
+    BadTool(String),
+    #[error("`--args` must be a JSON object: {0}")]
+    BadArgs(String),
     #[error("the call would be refused before any policy runs: {0}")]
     Refused(#[from] ProxyError),
 }
@@ -81,6 +85,73 @@ pub fn explain_http(snap: &GatewaySnapshot, spec: &HttpCallSpec) -> Result<Value
         "action": format!("Action::\"{}\"", call.action),
         "resource": call.resource.to_string(),
         "context": Value::Object(call.context),
+        "snapshot": decision.snapshot.as_ref(),
+        "eval_micros": decision.eval_micros,
+    }))
+}
+
+/// Decides an MCP `tools/call` of `tool` (`ROUTE/TOOL`) with `args` (a JSON
+/// object), and says whether the tool is listed for the agent and why.
+pub fn explain_tool(
+    snap: &GatewaySnapshot,
+    agent: &str,
+    tool: &str,
+    args: Option<&str>,
+) -> Result<Value, ExplainError> {
+    if snap.agent(agent).is_none() {
+        return Err(ExplainError::UnknownAgent(agent.to_string()));
+    }
+    let (route, name) = tool
+        .split_once('/')
+        .filter(|(r, t)| {
+            !t.is_empty()
+                && snap
+                    .route_named(r)
+                    .is_some_and(|r| r.config.protocol == crate::config::Protocol::Mcp)
+        })
+        .ok_or_else(|| ExplainError::BadTool(tool.to_string()))?;
+    let arguments = match args {
+        None => Value::Object(serde_json::Map::new()),
+        Some(a) => match crate::policy::value::parse_json_strict(a.as_bytes()) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return Err(ExplainError::BadArgs("not an object".into())),
+            Err(e) => return Err(ExplainError::BadArgs(e.to_string())),
+        },
+    };
+    let call = crate::mcp::method::tool_call(&snap.policy, agent, route, name, Some(arguments));
+    let listing = crate::mcp::method::tool_call(&snap.policy, agent, route, name, None);
+    let decide_err = |e: crate::policy::DecideError| ProxyError::Internal(e.to_string());
+    let decision = snap.policy.decide(&call).map_err(decide_err)?;
+    let visibility = snap.policy.visibility(&listing).map_err(decide_err)?;
+    let (reasons, gates) = match &decision.verdict {
+        Verdict::Allow => (Vec::new(), Vec::new()),
+        Verdict::Deny { reasons } => (reasons.clone(), Vec::new()),
+        Verdict::Hold { gates } => (
+            gates
+                .iter()
+                .map(|g| format!("`{}` requires human approval: {}", g.policy, g.reason))
+                .collect(),
+            gates.clone(),
+        ),
+    };
+    let declared = call.action != "call_tool";
+    Ok(json!({
+        "verdict": decision.verdict.name(),
+        "policies": decision.policies,
+        "reasons": reasons,
+        "gates": gates,
+        "errors": decision.errors,
+        "shadow": decision.shadow,
+        "agent": call.agent,
+        "route": route,
+        "action": format!("Action::\"{}\"", call.action),
+        "resource": call.resource.to_string(),
+        "declared": declared,
+        "context": Value::Object(call.context),
+        "listed": visibility,
+        "note": (!declared).then(|| format!(
+            "tool `{tool}` has no per-tool action, so policies cannot read its arguments and it is not under `Route::\"{route}\"`; run `airlock schema pull`"
+        )),
         "snapshot": decision.snapshot.as_ref(),
         "eval_micros": decision.eval_micros,
     }))

@@ -18,6 +18,8 @@
 //! - [`snapshot`] joins config, policies and clients into one immutable
 //!   [`snapshot::GatewaySnapshot`] that a request is judged by from start to
 //!   end.
+//! - [`mcp`] understands MCP's JSON-RPC: which action a method is, the
+//!   filtering of `tools/list`, and `airlock schema pull`.
 //! - [`proxy`] is the data plane; its module docs walk the request
 //!   lifecycle phase by phase.
 //! - [`audit`] writes one JSON record per decision off the request path.
@@ -45,6 +47,7 @@ pub mod config;
 pub mod demo;
 pub mod duration;
 pub mod explain;
+pub mod mcp;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

@@ -33,19 +33,44 @@ enum Command {
         #[arg(long, default_value = "config/airlock.yaml")]
         config: PathBuf,
     },
-    /// Print the verdict a call would get, as JSON.
+    /// Print the verdict a call would get, as JSON: an HTTP call
+    /// (`--method`, `--path`) or an MCP tool call (`--tool`, `--args`).
     Explain {
         #[arg(long, default_value = "config/airlock.yaml")]
         config: PathBuf,
         #[arg(long)]
         agent: String,
-        #[arg(long)]
-        method: String,
-        #[arg(long)]
-        path: String,
+        #[arg(long, required_unless_present = "tool")]
+        method: Option<String>,
+        #[arg(long, required_unless_present = "tool")]
+        path: Option<String>,
         /// A JSON body.
         #[arg(long)]
         body: Option<String>,
+        /// An MCP tool as `ROUTE/TOOL`.
+        #[arg(long, conflicts_with_all = ["method", "path", "body"])]
+        tool: Option<String>,
+        /// The tool call's arguments, a JSON object.
+        #[arg(long, requires = "tool")]
+        args: Option<String>,
+    },
+    /// Cedar schema helpers.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Ask every MCP route's server for its tools and write their typed
+    /// declarations to `<policies>/tools.cedarschema` for review.
+    Pull {
+        #[arg(long, default_value = "config/airlock.yaml")]
+        config: PathBuf,
+        /// Where to write; defaults to `tools.cedarschema` in the policies directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -69,12 +94,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config)),
+        Command::Schema {
+            command: SchemaCommand::Pull { config, out },
+        } => {
+            let cfg = airlock::config::Config::load(&config)?;
+            let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let (text, count) = rt.block_on(airlock::mcp::pull::schema_text(&cfg, &clients))?;
+            let out = out.unwrap_or_else(|| cfg.policies.join("tools.cedarschema"));
+            std::fs::write(&out, text)
+                .with_context(|| format!("cannot write `{}`", out.display()))?;
+            print_stdout(&format!(
+                "wrote {count} tool declarations to {}; review them, then run `airlock check`",
+                out.display()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Explain {
             config,
             agent,
             method,
             path,
             body,
+            tool,
+            args,
         } => {
             let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
             let snap = match app::load_snapshot(&config, &clients) {
@@ -84,13 +127,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let spec = airlock::explain::HttpCallSpec {
-                agent: &agent,
-                method: &method,
-                path: &path,
-                body: body.as_deref(),
+            let out = match tool {
+                Some(tool) => {
+                    airlock::explain::explain_tool(&snap, &agent, &tool, args.as_deref())?
+                }
+                None => {
+                    let spec = airlock::explain::HttpCallSpec {
+                        agent: &agent,
+                        method: method.as_deref().unwrap_or_default(),
+                        path: path.as_deref().unwrap_or_default(),
+                        body: body.as_deref(),
+                    };
+                    airlock::explain::explain_http(&snap, &spec)?
+                }
             };
-            let out = airlock::explain::explain_http(&snap, &spec)?;
             print_stdout(&serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }

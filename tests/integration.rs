@@ -15,3 +15,6 @@ mod cli;
 
 #[path = "it/admin.rs"]
 mod admin;
+
+#[path = "it/mcp.rs"]
+mod mcp;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cedar_policy::{Effect, Policy, PolicyId, Schema, ValidationMode, Validator};
+use cedar_policy::{Effect, Policy, PolicyId, Schema, SchemaFragment, ValidationMode, Validator};
 use miette::Diagnostic;
 
 /// One problem in the policies directory, located in its file.
@@ -62,6 +62,7 @@ pub(crate) struct LoadedPolicies {
     pub meta: HashMap<PolicyId, PolicyMeta>,
     /// The files' bytes, for the snapshot's content hash.
     pub sources: Vec<(PathBuf, String)>,
+    pub decimals: super::decimals::DecimalPaths,
 }
 
 /// Where a parsed policy's text came from, to place validator errors.
@@ -83,12 +84,59 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
             )])
         }
     };
-    let schema = match Schema::from_cedarschema_str(&schema_text) {
-        Ok((schema, _warnings)) => Some(schema),
-        Err(e) => {
-            problems.extend(diagnostic_problems(&schema_path, &schema_text, 0, &e));
-            None
+    // `schema.cedarschema` plus any other `*.cedarschema` fragment, such as
+    // the tool declarations `airlock schema pull` writes.
+    let mut fragment_files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "cedarschema") && *p != schema_path)
+                .collect()
+        })
+        .unwrap_or_default();
+    fragment_files.sort();
+    let mut fragments = Vec::new();
+    let mut fragment_sources = Vec::new();
+    let mut schema_ok = true;
+    for (path, text) in std::iter::once((schema_path.clone(), Ok(schema_text.clone()))).chain(
+        fragment_files
+            .iter()
+            .map(|p| (p.clone(), std::fs::read_to_string(p))),
+    ) {
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(at_start(&path, format!("cannot read the schema: {e}")));
+                schema_ok = false;
+                continue;
+            }
+        };
+        match SchemaFragment::from_cedarschema_str(&text) {
+            Ok((fragment, _warnings)) => fragments.push(fragment),
+            Err(e) => {
+                problems.extend(diagnostic_problems(&path, &text, 0, &e));
+                schema_ok = false;
+            }
         }
+        if path != schema_path {
+            fragment_sources.push((path, text));
+        }
+    }
+    let decimals = super::decimals::decimal_paths(&fragments);
+    let schema = if schema_ok {
+        match Schema::from_schema_fragments(fragments) {
+            Ok(schema) => Some(schema),
+            Err(e) => {
+                let mut message = format!("the schema files do not fit together: {e}");
+                if let Some(help) = e.help() {
+                    message.push_str(&format!(" (help: {help})"));
+                }
+                problems.push(at_start(&schema_path, message));
+                None
+            }
+        }
+    } else {
+        None
     };
 
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
@@ -111,6 +159,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
     let mut origins: HashMap<PolicyId, Origin> = HashMap::new();
     let mut ids_seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
     let mut sources = vec![(schema_path.clone(), schema_text.clone())];
+    sources.extend(fragment_sources);
     for file in &files {
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
@@ -202,6 +251,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
             policies,
             meta,
             sources,
+            decimals,
         })
     } else {
         Err(problems)

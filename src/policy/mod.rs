@@ -12,9 +12,11 @@
 //! (Cedar alone would skip the failing policy, so a broken forbid would let
 //! the call through).
 
+mod decimals;
 mod index;
 mod load;
 pub mod value;
+mod visibility;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -32,6 +34,7 @@ use sha2::{Digest, Sha256};
 use index::{DecisionSets, IndexedPolicy, PolicyIndex};
 
 pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
+pub use visibility::Visibility;
 
 /// A principal as configured: the policy module's view of an agent.
 #[derive(Debug, Clone)]
@@ -54,6 +57,12 @@ pub struct Directory {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
     Route(String),
+    /// A tool of an MCP route: `Tool::"<route>/<tool>"`, a child of the route
+    /// when the schema declares the tool.
+    Tool {
+        route: String,
+        tool: String,
+    },
 }
 
 impl Resource {
@@ -62,6 +71,10 @@ impl Resource {
             Resource::Route(r) => {
                 EntityUid::from_type_name_and_id(types.route.clone(), EntityId::new(r))
             }
+            Resource::Tool { route, tool } => EntityUid::from_type_name_and_id(
+                types.tool.clone(),
+                EntityId::new(format!("{route}/{tool}")),
+            ),
         }
     }
 }
@@ -70,6 +83,7 @@ impl std::fmt::Display for Resource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Resource::Route(r) => write!(f, "Route::\"{r}\""),
+            Resource::Tool { route, tool } => write!(f, "Tool::\"{route}/{tool}\""),
         }
     }
 }
@@ -159,6 +173,7 @@ struct TypeNames {
     agent: EntityTypeName,
     group: EntityTypeName,
     route: EntityTypeName,
+    tool: EntityTypeName,
     action: EntityTypeName,
 }
 
@@ -169,6 +184,7 @@ impl TypeNames {
             agent: p("Agent")?,
             group: p("Group")?,
             route: p("Route")?,
+            tool: p("Tool")?,
             action: p("Action")?,
         })
     }
@@ -186,6 +202,11 @@ pub struct PolicySnapshot {
     entities: Entities,
     types: TypeNames,
     agents: HashSet<String>,
+    /// Every action the schema declares, so that MCP calls can use a
+    /// per-tool action when one exists.
+    actions: HashSet<String>,
+    /// Context paths each action declares `decimal`.
+    decimals: decimals::DecimalPaths,
     authorizer: Authorizer,
     policy_count: usize,
 }
@@ -253,6 +274,12 @@ impl PolicySnapshot {
             entities,
             types,
             agents: directory.agents.iter().map(|a| a.id.clone()).collect(),
+            actions: loaded
+                .schema
+                .actions()
+                .map(|a| a.id().unescaped().to_string())
+                .collect(),
+            decimals: loaded.decimals,
             authorizer: Authorizer::new(),
         })
     }
@@ -275,6 +302,11 @@ impl PolicySnapshot {
 
     pub fn has_agent(&self, id: &str) -> bool {
         self.agents.contains(id)
+    }
+
+    /// Whether the schema declares `Action::"<id>"`.
+    pub fn has_action(&self, id: &str) -> bool {
+        self.actions.contains(id)
     }
 
     /// Decides one call, evaluating only the policies whose scope can apply.
@@ -335,11 +367,21 @@ impl PolicySnapshot {
             EntityId::new(&call.action),
         );
         let resource = call.resource.uid(&self.types);
-        let context = Context::from_pairs(
-            call.context
+        // Numbers where the schema declares `decimal` become decimals.
+        let paths: Vec<&[String]> = self
+            .decimals
+            .get(&call.action)
+            .map(|p| p.iter().map(Vec::as_slice).collect())
+            .unwrap_or_default();
+        let context = Context::from_pairs(call.context.iter().filter_map(|(k, v)| {
+            let below: Vec<&[String]> = paths
                 .iter()
-                .filter_map(|(k, v)| value::to_cedar(v).map(|v| (k.clone(), v))),
-        )
+                .filter_map(|p| p.split_first())
+                .filter(|(first, _)| *first == k)
+                .map(|(_, rest)| rest)
+                .collect();
+            decimals::typed(v, &below).map(|v| (k.clone(), v))
+        }))
         .map_err(|e| DecideError::Request(e.to_string()))?;
         // The context is not validated against the schema here: policies were
         // validated at load, and a value of the wrong type makes the policy
@@ -496,6 +538,22 @@ fn build_entities(
     for r in &directory.routes {
         let uid = EntityUid::from_type_name_and_id(types.route.clone(), EntityId::new(r));
         entities.push(Entity::new_no_attrs(uid, HashSet::new()));
+    }
+    // A tool exists as an entity, under its route, when the schema declares
+    // its per-tool action `Action::"<route>/<tool>"` (what `airlock schema
+    // pull` writes); built here once, not per request.
+    let routes: HashSet<&str> = directory.routes.iter().map(String::as_str).collect();
+    for action in schema.actions() {
+        let id = action.id().unescaped();
+        let Some((route, _tool)) = id.split_once('/') else {
+            continue;
+        };
+        if !routes.contains(route) {
+            continue;
+        }
+        let uid = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(id));
+        let parent = EntityUid::from_type_name_and_id(types.route.clone(), EntityId::new(route));
+        entities.push(Entity::new_no_attrs(uid, HashSet::from([parent])));
     }
     Entities::from_entities(entities, Some(schema)).map_err(|e| {
         let mut msg = format!("the configured agents and routes do not fit the schema: {e}");

@@ -60,7 +60,7 @@ fn number(n: &serde_json::Number) -> RestrictedExpression {
 
 /// Cedar decimals have 1 to 4 digits after the point and a range of about
 /// ±922337203685477.
-fn fits_decimal(text: &str) -> bool {
+pub(crate) fn fits_decimal(text: &str) -> bool {
     let digits = text.strip_prefix('-').unwrap_or(text);
     let Some((int, frac)) = digits.split_once('.') else {
         return false;

@@ -24,6 +24,7 @@
 
 pub mod call;
 pub mod error;
+mod mcp;
 pub mod path;
 mod server;
 
@@ -156,6 +157,19 @@ async fn process(
     // Phase: read body.
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, snap).await?;
+
+    // MCP routes judge JSON-RPC messages instead (see `proxy::mcp`).
+    if route.config.protocol == crate::config::Protocol::Mcp {
+        let cx = mcp::McpRequest {
+            state,
+            snap,
+            route,
+            rest: &rest,
+            agent: &agent.id,
+            request_id,
+        };
+        return mcp::handle(cx, parts, body, rec).await;
+    }
 
     // Phase: decide.
     let (call, _json) =

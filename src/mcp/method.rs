@@ -1,0 +1,161 @@
+//! From a JSON-RPC method to the Cedar request a policy judges.
+//!
+//! | method | action | resource | context |
+//! | --- | --- | --- | --- |
+//! | `tools/call` | `"<route>/<tool>"` when the schema declares it, else `"call_tool"` | `Tool::"<route>/<tool>"` | `method`, `tool`, `arguments` |
+//! | `tools/list` | `list_tools` | `Route::"<route>"` | `method` |
+//! | `resources/list`, `resources/templates/list` | `list_resources` | route | `method` |
+//! | `prompts/list` | `list_prompts` | route | `method` |
+//! | `resources/read`, `resources/subscribe`, `resources/unsubscribe` | `read_resource` | route | `method`, `uri` |
+//! | `prompts/get` | `get_prompt` | route | `method`, `name` |
+//! | `initialize`, `server/discover`, `ping`, `notifications/*`, `logging/setLevel`, `completion/complete`, `subscriptions/listen`, client responses, the GET stream, `DELETE` | `protocol` | route | `method` |
+//! | anything else | `other_method` | route | `method` |
+//!
+//! Every one of these actions is a member of `Action::"mcp"`, and every
+//! per-tool action of `Action::"call_tool"`.
+
+use serde_json::{json, Map, Value};
+
+use super::jsonrpc::Message;
+use crate::policy::{CallRequest, PolicySnapshot, Resource};
+
+/// Methods that belong to the protocol itself rather than to any tool,
+/// resource or prompt.
+const HOUSEKEEPING: &[&str] = &[
+    "initialize",
+    "server/discover",
+    "ping",
+    "logging/setLevel",
+    "completion/complete",
+    "subscriptions/listen",
+];
+
+/// What is wrong with a message's parameters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    #[error("`{method}` needs `params.{field}` as a {kind}")]
+    Missing {
+        method: String,
+        field: &'static str,
+        kind: &'static str,
+    },
+}
+
+/// The field of `params` that names what a method acts on, which the
+/// `Mcp-Name` header must repeat.
+pub fn name_field(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        _ => None,
+    }
+}
+
+/// Builds the call a policy judges for one message on route `route`.
+pub fn call_for(
+    policy: &PolicySnapshot,
+    agent: &str,
+    route: &str,
+    msg: &Message,
+) -> Result<CallRequest, ParamsError> {
+    let method = msg.method().unwrap_or("(response)");
+    let params = msg.params();
+    let text = |field: &'static str| -> Result<String, ParamsError> {
+        params
+            .and_then(|p| p.get(field))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| ParamsError::Missing {
+                method: method.to_string(),
+                field,
+                kind: "string",
+            })
+    };
+    let mut context = Map::new();
+    context.insert("method".into(), json!(method));
+    let route_call = |action: &str, context: Map<String, Value>| CallRequest {
+        agent: agent.to_string(),
+        action: action.to_string(),
+        resource: Resource::Route(route.to_string()),
+        context,
+    };
+    Ok(match method {
+        "tools/call" => {
+            let tool = text("name")?;
+            let arguments = match params.and_then(|p| p.get("arguments")) {
+                None | Some(Value::Null) => Value::Object(Map::new()),
+                Some(a @ Value::Object(_)) => a.clone(),
+                Some(_) => {
+                    return Err(ParamsError::Missing {
+                        method: method.to_string(),
+                        field: "arguments",
+                        kind: "object",
+                    })
+                }
+            };
+            tool_call(policy, agent, route, &tool, Some(arguments))
+        }
+        "tools/list" => route_call("list_tools", context),
+        "resources/list" | "resources/templates/list" => route_call("list_resources", context),
+        "prompts/list" => route_call("list_prompts", context),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            context.insert("uri".into(), json!(text("uri")?));
+            route_call("read_resource", context)
+        }
+        "prompts/get" => {
+            context.insert("name".into(), json!(text("name")?));
+            route_call("get_prompt", context)
+        }
+        m if HOUSEKEEPING.contains(&m)
+            || m.starts_with("notifications/")
+            || msg.method().is_none() =>
+        {
+            route_call("protocol", context)
+        }
+        _ => route_call("other_method", context),
+    })
+}
+
+/// The call for one tool: its per-tool action when the schema declares one.
+/// `arguments` is `None` when asking whether the tool is listed.
+pub fn tool_call(
+    policy: &PolicySnapshot,
+    agent: &str,
+    route: &str,
+    tool: &str,
+    arguments: Option<Value>,
+) -> CallRequest {
+    let per_tool = format!("{route}/{tool}");
+    let action = if policy.has_action(&per_tool) {
+        per_tool
+    } else {
+        "call_tool".to_string()
+    };
+    let mut context = Map::new();
+    context.insert("method".into(), json!("tools/call"));
+    context.insert("tool".into(), json!(tool));
+    if let Some(a) = arguments {
+        context.insert("arguments".into(), a);
+    }
+    CallRequest {
+        agent: agent.to_string(),
+        action,
+        resource: Resource::Tool {
+            route: route.to_string(),
+            tool: tool.to_string(),
+        },
+        context,
+    }
+}
+
+/// A call for a request with no JSON-RPC body: the GET stream or `DELETE`.
+pub fn transport_call(agent: &str, route: &str, http_method: &str) -> CallRequest {
+    let mut context = Map::new();
+    context.insert("method".into(), json!(http_method));
+    CallRequest {
+        agent: agent.to_string(),
+        action: "protocol".to_string(),
+        resource: Resource::Route(route.to_string()),
+        context,
+    }
+}

@@ -1,0 +1,21 @@
+//! MCP (Model Context Protocol) over Streamable HTTP: what Airlock needs to
+//! judge JSON-RPC calls rather than URLs.
+//!
+//! - [`jsonrpc`] parses POST bodies (single messages and batches) and writes
+//!   the answers Airlock gives itself.
+//! - [`method`] maps each method to the Cedar action, resource and context
+//!   a policy judges (`tools/call` → a per-tool action on
+//!   `Tool::"<route>/<tool>"`).
+//! - [`tools_list`] filters `tools/list` answers down to the tools the agent
+//!   could call.
+//! - [`schema_gen`] turns the servers' JSON Schemas into Cedar declarations,
+//!   and [`pull`] fetches them for `airlock schema pull`.
+//!
+//! The data-plane side (deciding, answering, forwarding) is
+//! `proxy::mcp`; this module never touches a socket on the request path.
+
+pub mod jsonrpc;
+pub mod method;
+pub mod pull;
+pub mod schema_gen;
+pub mod tools_list;

@@ -1,0 +1,559 @@
+//! The data plane of `protocol: mcp` routes: every JSON-RPC message is
+//! judged on its own, and refusals are answered in JSON-RPC so that the
+//! model can read them.
+//!
+//! - A POST body that is not JSON gets a parse error (-32700); a message
+//!   that is not JSON-RPC gets -32600; HTTP status 400 for both.
+//! - `Mcp-Method` / `Mcp-Name` headers must repeat what the body says, or
+//!   the request is refused (-32020): Airlock decides from the body it
+//!   forwards, so no header may route one tool past a policy for another.
+//! - A denied `tools/call` is a tool error (`result.isError: true`) with
+//!   the same id, whose text says what was denied and why; any other denied
+//!   request is a JSON-RPC `error`.
+//! - A batch is forwarded only when every message in it would be allowed
+//!   on its own; otherwise nothing of it is forwarded.
+//! - An allowed request is forwarded byte for byte and its answer streamed
+//!   back unbuffered, except `tools/list` answers, which are filtered (see
+//!   `mcp::tools_list`).
+//! - Requests without a JSON-RPC body (the GET event stream, `DELETE` of a
+//!   session) are judged as `protocol` and pass through with their
+//!   `Mcp-Session-Id`.
+
+use std::time::Instant;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full};
+use serde_json::{json, Value};
+
+use super::error::ProxyError;
+use super::{ProxyBody, ProxyState};
+use crate::audit::AuditRecord;
+use crate::mcp::jsonrpc::{self, Message};
+use crate::mcp::method::{self, name_field};
+use crate::mcp::tools_list::{ListFilter, SseRewriter};
+use crate::policy::{Decision, Gate, Verdict};
+use crate::snapshot::{GatewaySnapshot, Route};
+
+/// The largest `tools/list` answer Airlock reads to filter it.
+const MAX_LIST_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// One request on an MCP route, after authentication and routing.
+pub(super) struct McpRequest<'a> {
+    pub state: &'a ProxyState,
+    pub snap: &'a GatewaySnapshot,
+    pub route: &'a Route,
+    pub rest: &'a str,
+    pub agent: &'a str,
+    pub request_id: &'a str,
+}
+
+/// One judged message.
+struct Judged {
+    msg: Message,
+    action: String,
+    resource: String,
+    decision: Decision,
+}
+
+pub(super) async fn handle(
+    cx: McpRequest<'_>,
+    mut parts: http::request::Parts,
+    body: Bytes,
+    rec: &mut AuditRecord,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let route_name = cx.route.config.name.as_str();
+    if parts.method != Method::POST {
+        let call = method::transport_call(cx.agent, route_name, parts.method.as_str());
+        rec.action = Some(call.action.clone());
+        rec.resource = Some(call.resource.to_string());
+        let decision = decide(&cx, &call)?;
+        record(rec, &decision);
+        return match decision.verdict {
+            Verdict::Allow => forward(&cx, &parts, body, rec).await,
+            Verdict::Deny { reasons } => Err(ProxyError::Denied {
+                reasons,
+                policies: decision.policies,
+            }),
+            Verdict::Hold { gates } => Err(ProxyError::ApprovalRequired {
+                reasons: gates.iter().map(gate_reason).collect(),
+                policies: decision.policies,
+            }),
+        };
+    }
+
+    // Phase: parse.
+    let parsed = match jsonrpc::parse(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            rec.verdict = "error";
+            rec.error = Some("invalid_jsonrpc");
+            rec.reasons = vec![e.to_string()];
+            let answer = jsonrpc::error(&Value::Null, e.code(), &e.to_string(), None);
+            return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
+        }
+    };
+    let mut messages = Vec::with_capacity(parsed.messages.len());
+    let mut invalid = Vec::new();
+    for m in parsed.messages {
+        match m {
+            Ok(m) => messages.push(m),
+            Err(e) => invalid.push(e),
+        }
+    }
+    if !invalid.is_empty() {
+        rec.verdict = "error";
+        rec.error = Some("invalid_jsonrpc");
+        rec.reasons = invalid.iter().map(|e| e.message.clone()).collect();
+        let mut answers: Vec<Value> = invalid
+            .iter()
+            .map(|e| jsonrpc::error(&e.id, jsonrpc::INVALID_REQUEST, &e.message, None))
+            .collect();
+        answers.extend(messages.iter().filter_map(|m| {
+            m.request_id().map(|id| {
+                jsonrpc::error(
+                    id,
+                    jsonrpc::BATCH_REFUSED,
+                    "not forwarded: another message in this batch is invalid",
+                    None,
+                )
+            })
+        }));
+        let answer = if parsed.batch {
+            Value::Array(answers)
+        } else {
+            answers.swap_remove(0)
+        };
+        return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
+    }
+
+    // Phase: headers must agree with the body.
+    if let Some(problem) = header_mismatch(&parts.headers, &messages, parsed.batch) {
+        rec.verdict = "error";
+        rec.error = Some("mcp_header_mismatch");
+        rec.reasons = vec![problem.clone()];
+        let id = messages
+            .first()
+            .and_then(Message::request_id)
+            .cloned()
+            .unwrap_or(Value::Null);
+        let answer = jsonrpc::error(&id, jsonrpc::HEADER_MISMATCH, &problem, None);
+        return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
+    }
+
+    // Phase: decide every message.
+    let mut judged = Vec::with_capacity(messages.len());
+    for msg in messages {
+        let call = match method::call_for(&cx.snap.policy, cx.agent, route_name, &msg) {
+            Ok(c) => c,
+            Err(e) => {
+                rec.verdict = "error";
+                rec.error = Some("invalid_params");
+                rec.reasons = vec![e.to_string()];
+                let id = msg.request_id().cloned().unwrap_or(Value::Null);
+                let answer = jsonrpc::error(&id, jsonrpc::INVALID_PARAMS, &e.to_string(), None);
+                return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
+            }
+        };
+        let decision = decide(&cx, &call)?;
+        judged.push(Judged {
+            action: call.action,
+            resource: call.resource.to_string(),
+            msg,
+            decision,
+        });
+    }
+    record_all(rec, &judged);
+
+    // Phase: act.
+    let all_allowed = judged
+        .iter()
+        .all(|j| matches!(j.decision.verdict, Verdict::Allow));
+    if !all_allowed {
+        let mut answers: Vec<Value> = judged
+            .iter()
+            .filter_map(|j| {
+                let id = j.msg.request_id()?;
+                Some(match &j.decision.verdict {
+                    Verdict::Allow => jsonrpc::error(
+                        id,
+                        jsonrpc::BATCH_REFUSED,
+                        "not forwarded: another message in this batch was refused by policy",
+                        None,
+                    ),
+                    _ => refusal(j, cx.request_id),
+                })
+            })
+            .collect();
+        if answers.is_empty() {
+            // Only notifications or responses were refused: there is no id
+            // to answer, so the HTTP status carries the refusal.
+            let reasons = rec.reasons.join("; ");
+            let answer = jsonrpc::error(&Value::Null, jsonrpc::DENIED, &reasons, None);
+            return Ok(rpc_answer(StatusCode::FORBIDDEN, &answer, cx.request_id));
+        }
+        let answer = if parsed.batch {
+            Value::Array(answers)
+        } else {
+            answers.swap_remove(0)
+        };
+        return Ok(rpc_answer(StatusCode::OK, &answer, cx.request_id));
+    }
+
+    // Phase: forward, filtering tools/list answers.
+    let pending: Vec<Value> = judged
+        .iter()
+        .filter(|j| j.msg.method() == Some("tools/list"))
+        .filter_map(|j| j.msg.request_id().cloned())
+        .collect();
+    if pending.is_empty() {
+        return forward(&cx, &parts, body, rec).await;
+    }
+    // The answer is rewritten, so it must arrive uncompressed.
+    parts.headers.remove(header::ACCEPT_ENCODING);
+    let resp = forward(&cx, &parts, body, rec).await?;
+    let mut filter = ListFilter {
+        policy: &cx.snap.policy,
+        agent: cx.agent,
+        route: route_name,
+        pending,
+        hidden: Vec::new(),
+    };
+    let first_id = filter.pending.first().cloned().unwrap_or(Value::Null);
+    let filtered = filter_list_answer(resp, &mut filter, cx.route).await;
+    if !filter.hidden.is_empty() {
+        let extra = rec.extra.get_or_insert_with(|| json!({}));
+        extra["hidden_tools"] = json!(filter.hidden);
+    }
+    match filtered {
+        Ok(r) => Ok(r),
+        Err(problem) => {
+            // Never fail open: an answer that cannot be filtered is not
+            // passed on.
+            rec.reasons.push(problem.clone());
+            let answer = jsonrpc::error(&first_id, -32603, &problem, None);
+            Ok(rpc_answer(StatusCode::BAD_GATEWAY, &answer, cx.request_id))
+        }
+    }
+}
+
+fn decide(cx: &McpRequest<'_>, call: &crate::policy::CallRequest) -> Result<Decision, ProxyError> {
+    let decision = cx
+        .snap
+        .policy
+        .decide(call)
+        .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    cx.state
+        .metrics
+        .decision_seconds
+        .observe(decision.eval_micros as f64 / 1e6);
+    if let Some(shadow) = &decision.shadow {
+        cx.state
+            .metrics
+            .shadow_differences
+            .get_or_create(&crate::telemetry::ShadowLabels {
+                verdict: shadow.verdict.to_string(),
+            })
+            .inc();
+    }
+    Ok(decision)
+}
+
+fn gate_reason(g: &Gate) -> String {
+    format!("`{}` requires human approval: {}", g.policy, g.reason)
+}
+
+fn reasons(decision: &Decision) -> Vec<String> {
+    match &decision.verdict {
+        Verdict::Allow => Vec::new(),
+        Verdict::Deny { reasons } => reasons.clone(),
+        Verdict::Hold { gates } => gates.iter().map(gate_reason).collect(),
+    }
+}
+
+fn record(rec: &mut AuditRecord, decision: &Decision) {
+    rec.verdict = decision.verdict.name();
+    rec.policies = decision.policies.clone();
+    rec.eval_errors = decision.errors.clone();
+    rec.decision_us = Some(decision.eval_micros);
+    rec.reasons = reasons(decision);
+    if let Some(shadow) = &decision.shadow {
+        rec.shadow = serde_json::to_value(shadow).ok();
+    }
+}
+
+/// One audit record for the whole POST: the strictest verdict, and every
+/// message's method, action and verdict under `extra.mcp`.
+fn record_all(rec: &mut AuditRecord, judged: &[Judged]) {
+    let rank = |v: &Verdict| match v {
+        Verdict::Allow => 0,
+        Verdict::Hold { .. } => 1,
+        Verdict::Deny { .. } => 2,
+    };
+    if let Some(worst) = judged.iter().max_by_key(|j| rank(&j.decision.verdict)) {
+        record(rec, &worst.decision);
+    }
+    if let [one] = judged {
+        rec.action = Some(one.action.clone());
+        rec.resource = Some(one.resource.clone());
+    } else {
+        let actions: Vec<&str> = judged.iter().map(|j| j.action.as_str()).collect();
+        rec.action = Some(format!("batch[{}]", actions.join(",")));
+        rec.policies = judged
+            .iter()
+            .flat_map(|j| j.decision.policies.iter().cloned())
+            .collect();
+        rec.reasons = judged.iter().flat_map(|j| reasons(&j.decision)).collect();
+    }
+    let detail: Vec<Value> = judged
+        .iter()
+        .map(|j| {
+            json!({
+                "method": j.msg.method(),
+                "id": j.msg.request_id(),
+                "action": j.action,
+                "resource": j.resource,
+                "verdict": j.decision.verdict.name(),
+            })
+        })
+        .collect();
+    rec.extra = Some(json!({ "mcp": detail }));
+}
+
+/// The answer to a request that is not forwarded.
+fn refusal(j: &Judged, request_id: &str) -> Value {
+    match &j.decision.verdict {
+        Verdict::Hold { gates } => held(j, gates, request_id),
+        _ => denied(j, request_id),
+    }
+}
+
+fn denied(j: &Judged, request_id: &str) -> Value {
+    let id = j.msg.request_id().cloned().unwrap_or(Value::Null);
+    let reasons = reasons(&j.decision);
+    let meta = json!({
+        "airlock/verdict": "deny",
+        "airlock/policies": j.decision.policies,
+        "airlock/requestId": request_id,
+    });
+    if j.msg.method() == Some("tools/call") {
+        let text = format!(
+            "Airlock denied this call to tool {}: {}. The tool was not run; do not retry it unchanged.",
+            j.resource,
+            reasons.join("; ")
+        );
+        jsonrpc::tool_error(&id, &text, j.msg.is_modern(), meta)
+    } else {
+        let message = format!(
+            "denied by policy: `{}` on {}: {}",
+            j.msg.method().unwrap_or(""),
+            j.resource,
+            reasons.join("; ")
+        );
+        jsonrpc::error(
+            &id,
+            jsonrpc::DENIED,
+            &message,
+            Some(
+                json!({"reasons": reasons, "policies": j.decision.policies, "requestId": request_id}),
+            ),
+        )
+    }
+}
+
+/// The one place a held MCP request is answered. For now the answer says
+/// that the call awaits a human and was not run; the approval flow hooks in
+/// here (park the call, answer with its approval id, or wait for it).
+fn held(j: &Judged, gates: &[Gate], request_id: &str) -> Value {
+    let id = j.msg.request_id().cloned().unwrap_or(Value::Null);
+    let reasons: Vec<String> = gates.iter().map(gate_reason).collect();
+    let meta = json!({
+        "airlock/verdict": "hold",
+        "airlock/policies": j.decision.policies,
+        "airlock/requestId": request_id,
+    });
+    if j.msg.method() == Some("tools/call") {
+        let text = format!(
+            "This call to tool {} awaits a human's approval and was not run: {}.",
+            j.resource,
+            reasons.join("; ")
+        );
+        jsonrpc::tool_error(&id, &text, j.msg.is_modern(), meta)
+    } else {
+        let message = format!(
+            "this request awaits a human's approval: {}",
+            reasons.join("; ")
+        );
+        jsonrpc::error(
+            &id,
+            jsonrpc::APPROVAL_REQUIRED,
+            &message,
+            Some(
+                json!({"reasons": reasons, "policies": j.decision.policies, "requestId": request_id}),
+            ),
+        )
+    }
+}
+
+/// Whether `Mcp-Method` / `Mcp-Name` disagree with the body; `None` when
+/// they agree or are absent.
+fn header_mismatch(headers: &HeaderMap, messages: &[Message], batch: bool) -> Option<String> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().ok().map(str::to_string))
+    };
+    let h_method = get("mcp-method");
+    let h_name = get("mcp-name");
+    if h_method.is_none() && h_name.is_none() {
+        return None;
+    }
+    if batch {
+        return Some("`Mcp-Method` and `Mcp-Name` cannot describe a batch".to_string());
+    }
+    let msg = messages.first()?;
+    let body_method = msg.method();
+    if let Some(h) = &h_method {
+        if h.as_deref() != body_method {
+            return Some(format!(
+                "header `Mcp-Method: {}` does not match the body's method `{}`",
+                h.as_deref().unwrap_or("<not text>"),
+                body_method.unwrap_or("<none>")
+            ));
+        }
+    }
+    let field = body_method.and_then(name_field);
+    let body_name = field.and_then(|f| msg.params()?.get(f)?.as_str());
+    match (h_name, field) {
+        (Some(h), Some(f)) => {
+            let decoded = h.as_deref().and_then(decode_header_value);
+            if decoded.as_deref() != body_name {
+                return Some(format!(
+                    "header `Mcp-Name` does not match the body's `params.{f}` `{}`",
+                    body_name.unwrap_or("<none>")
+                ));
+            }
+        }
+        (Some(_), None) => {
+            return Some(format!(
+                "header `Mcp-Name` was sent, but method `{}` names nothing",
+                body_method.unwrap_or("<none>")
+            ))
+        }
+        (None, Some(f)) if h_method.is_some() && body_name.is_some() => {
+            return Some(format!(
+                "header `Mcp-Name` is missing; it must repeat `params.{f}`"
+            ))
+        }
+        (None, _) => {}
+    }
+    None
+}
+
+/// `Mcp-Name` carries non-ASCII names as `=?base64?<utf-8 bytes>?=`.
+fn decode_header_value(v: &str) -> Option<String> {
+    let Some(payload) = v
+        .strip_prefix("=?base64?")
+        .and_then(|p| p.strip_suffix("?="))
+    else {
+        return Some(v.to_string());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn rpc_answer(status: StatusCode, answer: &Value, request_id: &str) -> Response<ProxyBody> {
+    let bytes = serde_json::to_vec(answer).unwrap_or_default();
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(bytes))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn forward(
+    cx: &McpRequest<'_>,
+    parts: &http::request::Parts,
+    body: Bytes,
+    rec: &mut AuditRecord,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let resp = super::forward(cx.route, cx.rest, parts, body, cx.request_id).await?;
+    rec.upstream_status = Some(resp.status().as_u16());
+    Ok(resp)
+}
+
+/// Reads a `tools/list` answer (JSON, or events up to the answer) and
+/// rewrites it; `Err` when it cannot be filtered.
+async fn filter_list_answer(
+    resp: Response<ProxyBody>,
+    filter: &mut ListFilter<'_>,
+    route: &Route,
+) -> Result<Response<ProxyBody>, String> {
+    if !resp.status().is_success() {
+        return Ok(resp);
+    }
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let sse = content_type.starts_with("text/event-stream");
+    if !sse && !content_type.starts_with("application/json") {
+        return Ok(resp);
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Either::Left(mut body) = body else {
+        return Ok(Response::from_parts(parts, body));
+    };
+    let deadline = Instant::now() + route.config.response_timeout;
+    let mut raw = Vec::new();
+    let mut out = Vec::new();
+    let mut events = SseRewriter::new();
+    loop {
+        if sse && filter.done() {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = match tokio::time::timeout(left, body.frame()).await {
+            Err(_) => return Err("the server's tools/list answer did not finish in time".into()),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(format!("the server's tools/list answer broke off: {e}"))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if sse {
+            out.extend(events.push(&data, filter));
+        } else {
+            raw.extend_from_slice(&data);
+        }
+        if raw.len() + out.len() > MAX_LIST_RESPONSE {
+            return Err("the server's tools/list answer is too large to filter".into());
+        }
+    }
+    let rewritten = if sse {
+        out.extend(events.finish(filter));
+        out
+    } else {
+        filter
+            .rewrite_json(&raw)
+            .ok_or("the server's tools/list answer is not JSON")?
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(
+        parts,
+        Either::Right(Full::new(Bytes::from(rewritten))),
+    ))
+}

@@ -1,0 +1,60 @@
+"""Drives the official MCP Python SDK 2.x client through Airlock.
+
+Usage: python mcp_client.py URL AGENT_KEY PLAN_JSON
+
+PLAN_JSON: {"mode": "auto" | "legacy", "calls": [{"name": ..., "args": {...}, "progress": bool}]}
+Prints one JSON object: the negotiated protocol version, the listed tools
+with the list's cacheScope, and each call's result (or the error raised).
+"""
+
+import json
+import sys
+import time
+
+import anyio
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+
+async def main(url: str, key: str, plan: dict) -> dict:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+    out: dict = {"calls": []}
+    async with http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode=plan.get("mode", "auto"), cache=None) as client:
+            out["protocol_version"] = client.protocol_version
+            listed = await client.list_tools()
+            out["tools"] = [t.name for t in listed.tools]
+            out["cache_scope"] = getattr(listed, "cache_scope", None)
+            for call in plan.get("calls", []):
+                progress: list = []
+                started = time.monotonic()
+
+                async def on_progress(p, total, message, _progress=progress, _started=started):
+                    _progress.append({"progress": p, "at": time.monotonic() - _started})
+
+                try:
+                    r = await client.call_tool(
+                        call["name"],
+                        call.get("args", {}),
+                        progress_callback=on_progress if call.get("progress") else None,
+                    )
+                    text = " ".join(c.text for c in r.content if getattr(c, "type", "") == "text")
+                    out["calls"].append(
+                        {
+                            "name": call["name"],
+                            "is_error": bool(r.is_error),
+                            "text": text,
+                            "progress": progress,
+                            "elapsed": time.monotonic() - started,
+                        }
+                    )
+                except Exception as e:  # the test asserts on what the client saw
+                    out["calls"].append({"name": call["name"], "exception": f"{type(e).__name__}: {e}"})
+    return out
+
+
+if __name__ == "__main__":
+    result = anyio.run(main, sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))
+    print(json.dumps(result))

@@ -1,0 +1,136 @@
+//! Real MCP peers for tests: the official Python SDK 2.x (server and
+//! client) and `@modelcontextprotocol/server-everything`, installed by
+//! `.ci/setup` under `tests/peers/`.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn peers_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers"))
+}
+
+pub fn python() -> PathBuf {
+    peers_dir().join(".venv/bin/python")
+}
+
+/// A free loopback port, for peers that cannot report the port they bound.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A running MCP server process, killed on drop.
+pub struct McpServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl McpServer {
+    /// The Python SDK server of `tests/peers/mcp_server.py`.
+    pub fn python() -> McpServer {
+        let port = free_port();
+        let child = Command::new(python())
+            .arg(peers_dir().join("mcp_server.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the Python MCP server (run .ci/setup)");
+        Self::ready(child, port)
+    }
+
+    /// `@modelcontextprotocol/server-everything` over Streamable HTTP.
+    pub fn everything() -> McpServer {
+        let port = free_port();
+        let child = Command::new("node")
+            .arg(
+                peers_dir()
+                    .join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+            )
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start server-everything (run .ci/setup)");
+        Self::ready(child, port)
+    }
+
+    fn ready(mut child: Child, port: u16) -> McpServer {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("MCP server exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "MCP server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        McpServer { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the Python SDK client (`tests/peers/mcp_client.py`) with a plan and
+/// returns what it saw.
+pub fn python_client(url: &str, key: &str, plan: &Value) -> Value {
+    let out = Command::new(python())
+        .arg(peers_dir().join("mcp_client.py"))
+        .arg(url)
+        .arg(key)
+        .arg(plan.to_string())
+        .output()
+        .expect("run the Python MCP client");
+    assert!(
+        out.status.success(),
+        "python client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Runs the TypeScript SDK client (`tests/peers/ts_client.mjs`) with a plan
+/// and returns what it saw.
+pub fn ts_client(url: &str, key: &str, plan: &Value) -> Value {
+    let out = Command::new("node")
+        .arg(peers_dir().join("ts_client.mjs"))
+        .arg(url)
+        .arg(key)
+        .arg(plan.to_string())
+        .output()
+        .expect("run the TypeScript MCP client");
+    assert!(
+        out.status.success(),
+        "ts client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
