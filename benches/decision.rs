@@ -23,13 +23,16 @@ use airlock::proxy::call::http_call;
 fn write_policies(dir: &Path, n: usize) {
     let root = env!("CARGO_MANIFEST_DIR");
     std::fs::create_dir_all(dir).expect("dir");
-    std::fs::copy(
-        format!("{root}/policies/schema.cedarschema"),
-        dir.join("schema.cedarschema"),
-    )
-    .expect("schema");
-    let crm = std::fs::read_to_string(format!("{root}/policies/crm.cedar")).expect("crm");
-    std::fs::write(dir.join("crm.cedar"), &crm).expect("crm");
+    // The shipped schema, tool declarations and policies (REST and MCP).
+    for entry in std::fs::read_dir(format!("{root}/policies")).expect("policies") {
+        let path = entry.expect("entry").path();
+        if path
+            .extension()
+            .is_some_and(|x| x == "cedar" || x == "cedarschema")
+        {
+            std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
     let mut generated = String::new();
     for i in 0..n.saturating_sub(4) {
         let line = match i % 3 {
@@ -52,7 +55,7 @@ fn snapshot(n: usize) -> PolicySnapshot {
     let dir = std::env::temp_dir().join(format!("airlock-bench-{n}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     write_policies(&dir, n);
-    let mut routes = vec!["crm".to_string()];
+    let mut routes = vec!["crm".to_string(), "crm-mcp".to_string()];
     routes.extend((0..n).map(|i| format!("route-{i}")));
     let directory = Directory {
         agents: vec![PrincipalSpec {
@@ -110,5 +113,33 @@ fn bench_decision(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_decision);
+const MCP_CALL: &[u8] = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"issue_refund","arguments":{"customer_id":"c-1","amount":150}}}"#;
+
+/// An MCP `tools/call`: JSON-RPC parsing, tool action lookup, typed
+/// arguments, Cedar and the verdict.
+fn bench_mcp_decision(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decision/mcp_tool_call");
+    for n in [10usize, 1_000, 10_000] {
+        let snap = snapshot(n);
+        let decide = |snap: &PolicySnapshot| {
+            let body = airlock::mcp::jsonrpc::parse(black_box(MCP_CALL)).expect("parse");
+            let msg = body
+                .messages
+                .into_iter()
+                .next()
+                .expect("one")
+                .expect("valid");
+            let call =
+                airlock::mcp::method::call_for(snap, "support-bot", "crm-mcp", &msg).expect("call");
+            snap.decide(&call).expect("decide")
+        };
+        assert_eq!(decide(&snap).verdict.name(), "hold");
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| black_box(decide(&snap)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decision, bench_mcp_decision);
 criterion_main!(benches);
