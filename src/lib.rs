@@ -26,6 +26,7 @@
 //!   them in atomically.
 //! - [`admin`] is the control plane (health, metrics, status, reload).
 //! - [`explain`] answers "what would happen to this call?" for the CLI.
+//! - [`policytest`] runs the YAML policy test cases of `airlock test`.
 //! - [`demo`] is a small tool server for the quickstart.
 //! - [`app`] wires everything together; `main.rs` is only the CLI.
 //!
@@ -42,6 +43,7 @@ pub mod demo;
 pub mod duration;
 pub mod explain;
 pub mod policy;
+pub mod policytest;
 pub mod proxy;
 pub mod reload;
 pub mod snapshot;

@@ -33,6 +33,12 @@ enum Command {
         #[arg(long, default_value = "config/airlock.yaml")]
         config: PathBuf,
     },
+    /// Run policy test cases (default: `<policies>/tests/*.yaml`); exit 1 on a failure.
+    Test {
+        #[arg(long, default_value = "config/airlock.yaml")]
+        config: PathBuf,
+        files: Vec<PathBuf>,
+    },
     /// Print the verdict a call would get, as JSON.
     Explain {
         #[arg(long, default_value = "config/airlock.yaml")]
@@ -69,6 +75,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config)),
+        Command::Test { config, files } => {
+            let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
+            let snap = match app::load_snapshot(&config, &clients) {
+                Ok(s) => s,
+                Err(e) => {
+                    print_load_error(&e);
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let files = match files.is_empty() {
+                true => airlock::policytest::default_files(&snap.config.policies)
+                    .map_err(anyhow::Error::msg)?,
+                false => files,
+            };
+            let report = airlock::policytest::run(&snap, &files);
+            print!("{}", report.render());
+            Ok(if report.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Explain {
             config,
             agent,
@@ -89,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 method: &method,
                 path: &path,
                 body: body.as_deref(),
+                headers: &[],
             };
             let out = airlock::explain::explain_http(&snap, &spec)?;
             println!("{}", serde_json::to_string_pretty(&out)?);

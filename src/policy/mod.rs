@@ -276,6 +276,13 @@ impl PolicySnapshot {
         self.meta.get(&PolicyId::new(id))
     }
 
+    /// Every policy id, sorted.
+    pub fn policy_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.meta.values().map(|m| m.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
     pub fn has_agent(&self, id: &str) -> bool {
         self.agents.contains(id)
     }
