@@ -24,6 +24,7 @@
 //! - [`telemetry`] holds the Prometheus metrics and log setup.
 //! - [`reload`] compiles new snapshots away from the request path and swaps
 //!   them in atomically.
+//! - [`watch`] reloads when the policy or config files change.
 //! - [`admin`] is the control plane (health, metrics, status, reload).
 //! - [`explain`] answers "what would happen to this call?" for the CLI.
 //! - [`policytest`] runs the YAML policy test cases of `airlock test`.
@@ -49,3 +50,4 @@ pub mod reload;
 pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
+pub mod watch;
