@@ -6,3 +6,6 @@ mod support;
 
 #[path = "it/proxy.rs"]
 mod proxy;
+
+#[path = "it/reload.rs"]
+mod reload;

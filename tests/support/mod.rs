@@ -2,6 +2,7 @@
 //! `airlock` binary started on port 0 with a config written to a temp dir.
 #![allow(dead_code)]
 
+pub mod reload;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
