@@ -96,8 +96,27 @@ pub fn explain_http(snap: &GatewaySnapshot, spec: &HttpCallSpec) -> Result<Value
             gates.clone(),
         ),
     };
+    // Nothing permits the call: show the permits that are scoped to it, so
+    // the author sees which condition or principal scope to look at.
+    let nothing_permits = matches!(decision.verdict, Verdict::Deny { .. })
+        && decision.policies.is_empty()
+        && decision.errors.is_empty();
+    let closest = if nothing_permits {
+        let permits = snap.policy.scoped_permits(&call);
+        json!({
+            "note": if permits.is_empty() {
+                "nothing permits this, and no permit is scoped to this action and resource"
+            } else {
+                "nothing permits this; these permits are scoped to it"
+            },
+            "permits": permits,
+        })
+    } else {
+        Value::Null
+    };
     Ok(json!({
         "verdict": decision.verdict.name(),
+        "closest_permits": closest,
         "policies": decision.policies,
         "reasons": reasons,
         "gates": gates,

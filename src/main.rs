@@ -126,6 +126,9 @@ fn check(config: &std::path::Path) -> ExitCode {
     let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
     match app::load_snapshot(config, &clients) {
         Ok(snap) => {
+            for w in snap.policy.warnings() {
+                println!("warning: {w}");
+            }
             println!(
                 "ok: {} policies, {} agents, {} routes (snapshot {})",
                 snap.policy.policy_count(),

@@ -62,6 +62,7 @@ pub(crate) struct LoadedPolicies {
     pub meta: HashMap<PolicyId, PolicyMeta>,
     /// The files' bytes, for the snapshot's content hash.
     pub sources: Vec<(PathBuf, String)>,
+    pub scope: super::scope::ScopeIndex,
 }
 
 /// Where a parsed policy's text came from, to place validator errors.
@@ -196,12 +197,39 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
         }
         Err(e) => problems.push(at_start(dir, e.to_string())),
     }
+    let scope = match super::scope::ScopeIndex::new(&schema) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(at_start(&schema_path, e));
+            return Err(problems);
+        }
+    };
+    // Strict validation accepts a scope no request can match, such as a
+    // group as principal; such a policy is dead text that looks alive.
+    for p in &policies {
+        if scope.can_apply(p) {
+            continue;
+        }
+        if let Some(o) = origins.get(p.id()) {
+            let (line, column) = line_col(&o.file_text, o.offset);
+            problems.push(PolicyProblem {
+                file: o.file.clone(),
+                line,
+                column,
+                message: format!(
+                    "policy `{}` can never apply: no action in the schema takes a principal, action and resource that fit its scope",
+                    p.id()
+                ),
+            });
+        }
+    }
     if problems.is_empty() {
         Ok(LoadedPolicies {
             schema,
             policies,
             meta,
             sources,
+            scope,
         })
     } else {
         Err(problems)

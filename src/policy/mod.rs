@@ -13,6 +13,7 @@
 //! the call through).
 
 mod load;
+mod scope;
 pub mod value;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,6 +30,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
+pub use scope::ScopedPermit;
 
 /// A principal as configured: the policy module's view of an agent.
 #[derive(Debug, Clone)]
@@ -192,6 +194,10 @@ pub struct PolicySnapshot {
     agents: HashSet<String>,
     authorizer: Authorizer,
     policy_count: usize,
+    scope: scope::ScopeIndex,
+    /// Suspicious but loadable: scopes naming agents, groups or routes the
+    /// configuration does not have.
+    warnings: Vec<PolicyProblem>,
 }
 
 // === impl PolicySnapshot ===
@@ -246,7 +252,27 @@ impl PolicySnapshot {
         } else {
             None
         };
+        let warnings = loaded
+            .policies
+            .iter()
+            .flat_map(|p| {
+                let m = meta.get(p.id());
+                scope::unknown_entities(p, &entities)
+                    .into_iter()
+                    .map(move |uid| PolicyProblem {
+                        file: m.map(|m| m.file.clone()).unwrap_or_default(),
+                        line: m.map_or(1, |m| m.line),
+                        column: 1,
+                        message: format!(
+                            "policy `{}` names `{uid}`, which the configuration does not define",
+                            p.id()
+                        ),
+                    })
+            })
+            .collect();
         Ok(PolicySnapshot {
+            scope: loaded.scope,
+            warnings,
             version,
             loaded_at: SystemTime::now(),
             enforced,
@@ -274,6 +300,11 @@ impl PolicySnapshot {
 
     pub fn meta(&self, id: &str) -> Option<&PolicyMeta> {
         self.meta.get(&PolicyId::new(id))
+    }
+
+    /// Problems that do not stop loading, `file:line:col` each.
+    pub fn warnings(&self) -> &[PolicyProblem] {
+        &self.warnings
     }
 
     /// Every policy id, sorted.
