@@ -39,7 +39,10 @@ pub struct DecidedCall {
 }
 
 /// Builds the call exactly as the proxy would and decides it against `snap`.
-pub fn decide_http(snap: &GatewaySnapshot, spec: &HttpCallSpec) -> Result<DecidedCall, ExplainError> {
+pub fn decide_http(
+    snap: &GatewaySnapshot,
+    spec: &HttpCallSpec,
+) -> Result<DecidedCall, ExplainError> {
     if snap.agent(spec.agent).is_none() {
         return Err(ExplainError::UnknownAgent(spec.agent.to_string()));
     }

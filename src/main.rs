@@ -91,7 +91,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = airlock::policytest::run(&snap, &files);
             print!("{}", report.render());
-            Ok(if report.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Explain {
             config,

@@ -26,8 +26,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 use serde_json::Value;
+use serde_saphyr::Spanned;
 
 use crate::explain::{decide_http, HttpCallSpec};
 use crate::snapshot::GatewaySnapshot;
@@ -179,8 +179,8 @@ fn list(ids: &[String]) -> String {
 /// The case files used when none are named: `<policies>/tests/*.yaml`.
 pub fn default_files(policies_dir: &Path) -> Result<Vec<PathBuf>, String> {
     let dir = policies_dir.join("tests");
-    let rd = std::fs::read_dir(&dir)
-        .map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
+    let rd =
+        std::fs::read_dir(&dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(Result::ok)
         .map(|e| e.path())

@@ -117,7 +117,10 @@ mod tests {
         let cfg = Some(std::ffi::OsStr::new("airlock.yaml"));
         assert!(is_relevant(Path::new("/c/airlock.yaml"), cfg));
         assert!(is_relevant(Path::new("/c/policies/crm.cedar"), cfg));
-        assert!(is_relevant(Path::new("/c/policies/schema.cedarschema"), cfg));
+        assert!(is_relevant(
+            Path::new("/c/policies/schema.cedarschema"),
+            cfg
+        ));
         assert!(is_relevant(Path::new("/c/..data"), cfg));
         assert!(is_relevant(Path::new("/c/..2026_11_27_19_00_00.1"), cfg));
         assert!(!is_relevant(Path::new("/c/audit.jsonl"), cfg));

@@ -9,3 +9,6 @@ mod proxy;
 
 #[path = "it/reload.rs"]
 mod reload;
+
+#[path = "it/policy_cli.rs"]
+mod policy_cli;

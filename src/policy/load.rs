@@ -183,10 +183,12 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
     };
     // Validate what parsed, even when other statements failed, so that one
     // run of `airlock check` shows every problem.
+    let mut invalid = std::collections::HashSet::new();
     match cedar_policy::PolicySet::from_policies(policies.iter().cloned()) {
         Ok(set) => {
             let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
             for err in result.validation_errors() {
+                invalid.insert(err.policy_id().clone());
                 match origins.get(err.policy_id()) {
                     Some(o) => {
                         problems.extend(diagnostic_problems(&o.file, &o.file_text, o.offset, err))
@@ -207,7 +209,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
     // Strict validation accepts a scope no request can match, such as a
     // group as principal; such a policy is dead text that looks alive.
     for p in &policies {
-        if scope.can_apply(p) {
+        if invalid.contains(p.id()) || scope.can_apply(p) {
             continue;
         }
         if let Some(o) = origins.get(p.id()) {

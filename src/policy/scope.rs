@@ -153,11 +153,9 @@ impl PolicySnapshot {
         let Ok(request) = self.request(call) else {
             return Vec::new();
         };
-        let (Some(principal), Some(action), Some(resource)) = (
-            request.principal(),
-            request.action(),
-            request.resource(),
-        ) else {
+        let (Some(principal), Some(action), Some(resource)) =
+            (request.principal(), request.action(), request.resource())
+        else {
             return Vec::new();
         };
         let mut out: Vec<ScopedPermit> = permits(&self.enforced.main)
@@ -183,7 +181,8 @@ impl PolicySnapshot {
     }
 
     fn entity_fits(&self, scope: &Scope, uid: &EntityUid) -> bool {
-        let within = |target: &EntityUid| target == uid || self.entities.is_ancestor_of(target, uid);
+        let within =
+            |target: &EntityUid| target == uid || self.entities.is_ancestor_of(target, uid);
         match scope {
             Scope::Any => true,
             Scope::Eq(u) => u == uid,

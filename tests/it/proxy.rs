@@ -32,7 +32,11 @@ async fn an_allowed_call_reaches_the_upstream_with_injected_credentials_only() {
 
     let seen = upstream.last();
     assert_eq!(seen.header("x-upstream-secret"), Some("injected-secret"));
-    assert_eq!(seen.header("authorization"), None, "the agent's key must not be forwarded");
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "the agent's key must not be forwarded"
+    );
 
     let rec = airlock.audit_for(&request_id);
     assert_eq!(rec["verdict"], "allow");
@@ -45,5 +49,8 @@ async fn an_allowed_call_reaches_the_upstream_with_injected_credentials_only() {
     assert!(rec["decision_us"].is_u64());
     assert!(rec["snapshot"].as_str().is_some_and(|s| !s.is_empty()));
     let raw = std::fs::read_to_string(airlock.audit_path()).unwrap();
-    assert!(!raw.contains(AGENT_KEY) && !raw.contains("injected-secret"), "secrets leaked into audit");
+    assert!(
+        !raw.contains(AGENT_KEY) && !raw.contains("injected-secret"),
+        "secrets leaked into audit"
+    );
 }

@@ -60,12 +60,16 @@ async fn an_editor_save_by_rename_is_picked_up_by_the_watcher() {
     save_by_rename(&file, &format!("{ALLOW_TOOLS}{FLIP}"));
     airlock.wait_status(WATCH, |s| s["version"] != before).await;
     assert_eq!(get_search(&airlock).await, 403);
-    assert!(airlock.metrics().await.contains("airlock_policy_reloads_total{result=\"success\"}"));
+    assert!(airlock
+        .metrics()
+        .await
+        .contains("airlock_policy_reloads_total{result=\"success\"}"));
 }
 
 #[tokio::test]
 async fn a_configmap_symlink_swap_is_picked_up_by_the_watcher() {
-    let (_up, airlock) = tools(|dir| configmap_layout(&dir.join("policies"), "2026_11_27_10_00_00.1")).await;
+    let (_up, airlock) =
+        tools(|dir| configmap_layout(&dir.join("policies"), "2026_11_27_10_00_00.1")).await;
     let before = airlock.status().await["version"].clone();
     assert_eq!(get_search(&airlock).await, 200);
 
@@ -73,7 +77,10 @@ async fn a_configmap_symlink_swap_is_picked_up_by_the_watcher() {
     configmap_swap(
         &airlock.dir.path().join("policies"),
         "2026_11_27_10_05_00.2",
-        &[("schema.cedarschema", &schema), ("tools.cedar", &format!("{ALLOW_TOOLS}{FLIP}"))],
+        &[
+            ("schema.cedarschema", &schema),
+            ("tools.cedar", &format!("{ALLOW_TOOLS}{FLIP}")),
+        ],
     );
     airlock.wait_status(WATCH, |s| s["version"] != before).await;
     assert_eq!(get_search(&airlock).await, 403);
@@ -85,17 +92,34 @@ async fn a_broken_save_keeps_the_last_good_snapshot_and_reports_where() {
     let before = airlock.status().await["version"].clone();
 
     let file = airlock.dir.path().join("policies/tools.cedar");
-    save_by_rename(&file, &format!("{ALLOW_TOOLS}\npermit (principal, action, resource) when {{ context.nope == 1 }};\n"));
-    let s = airlock.wait_status(WATCH, |s| !s["last_error"].is_null()).await;
+    save_by_rename(
+        &file,
+        &format!(
+            "{ALLOW_TOOLS}\npermit (principal, action, resource) when {{ context.nope == 1 }};\n"
+        ),
+    );
+    let s = airlock
+        .wait_status(WATCH, |s| !s["last_error"].is_null())
+        .await;
     assert_eq!(s["version"], before, "a failed reload must not swap");
     let problems = s["last_error"].to_string();
-    assert!(problems.contains("tools.cedar:4:"), "no file:line:col in {problems}");
+    assert!(
+        problems.contains("tools.cedar:4:"),
+        "no file:line:col in {problems}"
+    );
     assert_eq!(get_search(&airlock).await, 200);
-    assert!(airlock.metrics().await.contains("airlock_policy_reloads_total{result=\"failure\"} 1"));
+    assert!(airlock
+        .metrics()
+        .await
+        .contains("airlock_policy_reloads_total{result=\"failure\"} 1"));
 
     // Fixing the file clears the error.
     save_by_rename(&file, &format!("{ALLOW_TOOLS}{FLIP}"));
-    airlock.wait_status(WATCH, |s| s["last_error"].is_null() && s["version"] != before).await;
+    airlock
+        .wait_status(WATCH, |s| {
+            s["last_error"].is_null() && s["version"] != before
+        })
+        .await;
     assert_eq!(get_search(&airlock).await, 403);
 }
 
@@ -104,9 +128,14 @@ async fn a_listener_change_in_the_config_says_a_restart_is_needed() {
     let (_up, airlock) = tools(|_| {}).await;
     let text = std::fs::read_to_string(&airlock.config).unwrap();
     assert!(text.starts_with("listen: 127.0.0.1:0\n"));
-    save_by_rename(&airlock.config, &text.replacen("listen: 127.0.0.1:0", "listen: 127.0.0.1:1", 1));
+    save_by_rename(
+        &airlock.config,
+        &text.replacen("listen: 127.0.0.1:0", "listen: 127.0.0.1:1", 1),
+    );
     let s = airlock
-        .wait_status(WATCH, |s| !s["restart_required"].as_array().unwrap().is_empty())
+        .wait_status(WATCH, |s| {
+            !s["restart_required"].as_array().unwrap().is_empty()
+        })
         .await;
     assert_eq!(s["restart_required"], serde_json::json!(["listen"]));
     // The proxy keeps serving on the port it has.
@@ -137,7 +166,10 @@ when { context.path == "/tools/search" };
     assert_eq!(rec["verdict"], "allow");
     assert_eq!(rec["policies"], serde_json::json!(["tools-get"]));
     assert_eq!(rec["shadow"]["verdict"], "deny");
-    assert_eq!(rec["shadow"]["policies"], serde_json::json!(["shadow-no-search"]));
+    assert_eq!(
+        rec["shadow"]["policies"],
+        serde_json::json!(["shadow-no-search"])
+    );
     assert_eq!(upstream.hits(), 1);
 
     // A call the shadow policy does not match has no shadow field.
@@ -180,7 +212,10 @@ async fn reloads_under_load_never_fail_or_misjudge_a_request() {
     let (_up, airlock) = tools(|_| {}).await;
     // Snapshot version -> the verdict it gives `GET /tools/search`.
     let expected: Arc<Mutex<HashMap<String, &'static str>>> = Arc::default();
-    let initial = airlock.status().await["version"].as_str().unwrap().to_string();
+    let initial = airlock.status().await["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
     expected.lock().unwrap().insert(initial, "allow");
 
     let sent = Arc::new(AtomicUsize::new(0));
@@ -213,7 +248,10 @@ async fn reloads_under_load_never_fail_or_misjudge_a_request() {
                 {
                     break;
                 }
-                assert!(Instant::now() < hard_deadline, "load did not finish in time");
+                assert!(
+                    Instant::now() < hard_deadline,
+                    "load did not finish in time"
+                );
                 sent.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
                 let resp = http
@@ -225,7 +263,11 @@ async fn reloads_under_load_never_fail_or_misjudge_a_request() {
                 let status = resp.status().as_u16();
                 let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
                 let _ = resp.bytes().await.expect("response body");
-                seen.push(Seen { started, status, request_id });
+                seen.push(Seen {
+                    started,
+                    status,
+                    request_id,
+                });
             }
             seen
         }));
@@ -287,17 +329,25 @@ async fn reloads_under_load_never_fail_or_misjudge_a_request() {
         let verdict = expected
             .get(version)
             .unwrap_or_else(|| panic!("{} was judged by unknown snapshot {version}", s.request_id));
-        assert_eq!(rec["verdict"], *verdict, "audit verdict vs snapshot {version}: {rec}");
+        assert_eq!(
+            rec["verdict"], *verdict,
+            "audit verdict vs snapshot {version}: {rec}"
+        );
         let want_status = if *verdict == "allow" { 200 } else { 403 };
-        assert_eq!(s.status, want_status, "response vs snapshot {version}: {rec}");
+        assert_eq!(
+            s.status, want_status,
+            "response vs snapshot {version}: {rec}"
+        );
         if s.started > flipped_at {
             after_flip += 1;
             assert_eq!(s.status, 403, "a call after the flip was not denied: {rec}");
         }
     }
     assert!(after_flip > 0, "no call ran after the flip");
-    let versions: std::collections::HashSet<&str> =
-        records.iter().filter_map(|r| r["snapshot"].as_str()).collect();
+    let versions: std::collections::HashSet<&str> = records
+        .iter()
+        .filter_map(|r| r["snapshot"].as_str())
+        .collect();
     eprintln!(
         "{} requests, {} after the flip, judged by {} snapshot versions",
         seen.len(),

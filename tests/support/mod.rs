@@ -23,8 +23,11 @@ pub const APPROVER_TOKEN: &str = "approver-token-1";
 
 /// The shipped schema, which most tests use unchanged.
 pub fn shipped_schema() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/schema.cedarschema"))
-        .expect("shipped schema")
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/schema.cedarschema"
+    ))
+    .expect("shipped schema")
 }
 
 /// Builds an Airlock config and starts the binary.
@@ -172,7 +175,13 @@ impl Airlock {
             if let Some(rest) = line.strip_prefix("airlock: proxy listening on ") {
                 let (s, addr) = rest.split_once("://").expect("scheme");
                 scheme = if s == "https" { "https" } else { "http" };
-                proxy = Some(addr.split(' ').next().expect("addr").parse().expect("proxy addr"));
+                proxy = Some(
+                    addr.split(' ')
+                        .next()
+                        .expect("addr")
+                        .parse()
+                        .expect("proxy addr"),
+                );
             }
             if let Some(rest) = line.strip_prefix("airlock: admin listening on http://") {
                 admin = Some(rest.trim().parse().expect("admin addr"));
@@ -222,7 +231,10 @@ impl Airlock {
             {
                 return r;
             }
-            assert!(Instant::now() < deadline, "no audit record for {request_id}");
+            assert!(
+                Instant::now() < deadline,
+                "no audit record for {request_id}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -74,7 +74,11 @@ impl Airlock {
             if recs.len() >= n {
                 return recs;
             }
-            assert!(Instant::now() < deadline, "only {} of {n} audit records", recs.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} audit records",
+                recs.len()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
