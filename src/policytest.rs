@@ -327,3 +327,21 @@ fn with_query(path: &str, query: &BTreeMap<String, Value>) -> String {
     let sep = if path.contains('?') { '&' } else { '?' };
     format!("{path}{sep}{}", pairs.join("&"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded_and_appended() {
+        let mut q = BTreeMap::new();
+        q.insert("limit".to_string(), Value::from(5));
+        q.insert("q".to_string(), Value::from("a b&c"));
+        assert_eq!(with_query("/crm/x", &q), "/crm/x?limit=5&q=a%20b%26c");
+        assert_eq!(
+            with_query("/crm/x?y=1", &q),
+            "/crm/x?y=1&limit=5&q=a%20b%26c"
+        );
+        assert_eq!(with_query("/crm/x", &BTreeMap::new()), "/crm/x");
+    }
+}

@@ -196,3 +196,54 @@ impl PolicySnapshot {
 fn permits(set: &PolicySet) -> impl Iterator<Item = &Policy> {
     set.policies().filter(|p| p.effect() == Effect::Permit)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn index() -> ScopeIndex {
+        let text = include_str!("../../policies/schema.cedarschema");
+        let (schema, _) = Schema::from_cedarschema_str(text).unwrap();
+        ScopeIndex::new(&schema).unwrap()
+    }
+
+    fn applies(text: &str) -> bool {
+        index().can_apply(&Policy::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn scopes_that_fit_some_request_apply() {
+        assert!(applies("permit(principal, action, resource);"));
+        assert!(applies(
+            r#"permit(principal in Group::"support", action in Action::"read", resource == Route::"crm");"#
+        ));
+        assert!(applies(
+            r#"permit(principal is Agent in Group::"x", action == Action::"GET", resource is Route);"#
+        ));
+        assert!(applies(
+            r#"permit(principal, action in [Action::"write", Action::"read"], resource);"#
+        ));
+    }
+
+    #[test]
+    fn scopes_no_request_can_match_do_not_apply() {
+        // Groups and routes are never principals; agents never resources.
+        assert!(!applies(
+            r#"permit(principal == Group::"support", action, resource);"#
+        ));
+        assert!(!applies(r#"permit(principal is Route, action, resource);"#));
+        assert!(!applies(
+            r#"permit(principal, action, resource in Agent::"bot");"#
+        ));
+        // An action group is never a request's action itself.
+        assert!(!applies(
+            r#"permit(principal, action == Action::"read", resource);"#
+        ));
+        // A route cannot be in a group.
+        assert!(!applies(
+            r#"permit(principal, action, resource in Group::"support");"#
+        ));
+    }
+}
