@@ -288,6 +288,23 @@ fn run_case(snap: &GatewaySnapshot, at: String, case: RawCase) -> CaseResult {
                 }
                 crate::policy::Verdict::Allow => Vec::new(),
             };
+            if result.actual == "deny" && d.policies.is_empty() && d.errors.is_empty() {
+                let scoped: Vec<String> = snap
+                    .policy
+                    .scoped_permits(&decided.call)
+                    .into_iter()
+                    .map(|p| match p.principal_in_scope {
+                        true => format!("{} (its condition did not hold)", p.policy),
+                        false => format!("{} (scoped to other principals)", p.policy),
+                    })
+                    .collect();
+                if !scoped.is_empty() {
+                    result.reasons.push(format!(
+                        "permits scoped to this call: {}",
+                        scoped.join(", ")
+                    ));
+                }
+            }
             result.policies = d.policies;
         }
         Err(e) => result.actual = format!("error: {e}"),

@@ -165,6 +165,10 @@ fn a_failing_case_names_expected_actual_and_policies_and_exits_1() {
       method: DELETE
       path: /crm/customers/7
     expect: allow
+  - name: customers can be created
+    agent: bot
+    call: { method: POST, path: /crm/customers, body: {} }
+    expect: allow
   - name: refund held by the wrong policy
     agent: bot
     call: { method: POST, path: /crm/refunds, body: { amount: 500 } }
@@ -187,7 +191,11 @@ fn a_failing_case_names_expected_actual_and_policies_and_exits_1() {
         out.contains("expected to be determined by: no-customer-deletes"),
         "{out}"
     );
-    assert!(out.ends_with("1 passed, 2 failed\n"), "{out}");
+    assert!(
+        out.contains("reason: permits scoped to this call: support-issues-refunds (its condition did not hold)"),
+        "{out}"
+    );
+    assert!(out.ends_with("1 passed, 3 failed\n"), "{out}");
 }
 
 #[test]
