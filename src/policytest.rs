@@ -17,7 +17,8 @@
 //!
 //! A REST call has `method`, `path` (which may carry a query string), and
 //! optionally `query`, `headers` and a JSON `body`. An MCP call will have
-//! `tool` and `arguments` in the same `call` mapping. `policies`, when given,
+//! `path` (which picks the MCP route) with `tool` and `arguments` in the same
+//! `call` mapping; this build reports such cases as failed. `policies`, when given,
 //! lists ids that must all be among the policies that determined the
 //! verdict.
 
