@@ -355,3 +355,36 @@ async fn reloads_under_load_never_fail_or_misjudge_a_request() {
         versions.len()
     );
 }
+
+#[tokio::test]
+async fn an_agent_added_to_the_config_can_call_after_the_watcher_reloads() {
+    let (_up, airlock) = tools(|_| {}).await;
+    let before = airlock.status().await["version"].clone();
+    let call = |key: &'static str| {
+        let url = airlock.url("/tools/search");
+        async move {
+            client()
+                .get(url)
+                .header("authorization", bearer(key))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(call("newbie-key").await, 401);
+
+    let text = std::fs::read_to_string(&airlock.config).unwrap();
+    let added = text.replacen(
+        "routes:\n",
+        "  - id: newbie\n    key: newbie-key\n    groups: [support]\nroutes:\n",
+        1,
+    );
+    assert_ne!(added, text);
+    save_by_rename(&airlock.config, &added);
+    let s = airlock.wait_status(WATCH, |s| s["version"] != before).await;
+    assert_eq!(s["agents"], 3);
+    assert!(s["restart_required"].as_array().unwrap().is_empty(), "{s}");
+    assert_eq!(call("newbie-key").await, 200);
+}
