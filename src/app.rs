@@ -55,8 +55,16 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let live = Arc::new(ArcSwap::from_pointee(snapshot));
     let (audit, audit_writer) = AuditSink::start(&config.audit, metrics.clone())?;
 
-    let reloader = Reloader::new(config_path, live.clone(), clients, metrics.clone());
+    let reloader = Reloader::new(config_path.clone(), live.clone(), clients, metrics.clone());
     reloader.watch_sighup();
+    // Held until shutdown; dropping it ends the watch.
+    let _watcher = match crate::watch::watch(reloader.clone(), &config_path, &config.policies) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("{e}; reload with SIGHUP or POST /v1/reload instead");
+            None
+        }
+    };
 
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)

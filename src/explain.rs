@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::policy::Verdict;
+use crate::policy::{CallRequest, Decision, Verdict};
 use crate::proxy::call::http_call;
 use crate::proxy::error::ProxyError;
 use crate::proxy::path::NormalizedPath;
@@ -24,16 +24,29 @@ pub enum ExplainError {
     Refused(#[from] ProxyError),
 }
 
-/// A REST call to explain.
+/// A REST call to explain. `path` may carry a query string.
 pub struct HttpCallSpec<'a> {
     pub agent: &'a str,
     pub method: &'a str,
     pub path: &'a str,
     pub body: Option<&'a str>,
+    /// Extra request headers, e.g. `x-airlock-confidence`.
+    pub headers: &'a [(String, String)],
 }
 
-/// Decides a REST call against `snap` and describes the result as JSON.
-pub fn explain_http(snap: &GatewaySnapshot, spec: &HttpCallSpec) -> Result<Value, ExplainError> {
+/// A call decided without being sent: what `explain` and `airlock test`
+/// report on.
+pub struct DecidedCall {
+    pub decision: Decision,
+    pub call: CallRequest,
+    pub route: String,
+}
+
+/// Builds the call exactly as the proxy would and decides it against `snap`.
+pub fn decide_http(
+    snap: &GatewaySnapshot,
+    spec: &HttpCallSpec,
+) -> Result<DecidedCall, ExplainError> {
     if snap.agent(spec.agent).is_none() {
         return Err(ExplainError::UnknownAgent(spec.agent.to_string()));
     }
@@ -46,9 +59,12 @@ pub fn explain_http(snap: &GatewaySnapshot, spec: &HttpCallSpec) -> Result<Value
     if spec.body.is_some() {
         builder = builder.header(http::header::CONTENT_TYPE, "application/json");
     }
+    for (name, value) in spec.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
     let (parts, ()) = builder
         .body(())
-        .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?
+        .map_err(|e| ProxyError::bad_request("bad_request", e.to_string()))?
         .into_parts();
     let path = NormalizedPath::parse(parts.uri.path())
         .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?;
@@ -62,6 +78,20 @@ pub fn explain_http(snap: &GatewaySnapshot, spec: &HttpCallSpec) -> Result<Value
         .policy
         .decide(&call)
         .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    Ok(DecidedCall {
+        decision,
+        call,
+        route: route.config.name.clone(),
+    })
+}
+
+/// Decides a REST call against `snap` and describes the result as JSON.
+pub fn explain_http(snap: &GatewaySnapshot, spec: &HttpCallSpec) -> Result<Value, ExplainError> {
+    let DecidedCall {
+        decision,
+        call,
+        route,
+    } = decide_http(snap, spec)?;
     let (reasons, gates) = match &decision.verdict {
         Verdict::Allow => (Vec::new(), Vec::new()),
         Verdict::Deny { reasons } => (reasons.clone(), Vec::new()),
@@ -73,15 +103,34 @@ pub fn explain_http(snap: &GatewaySnapshot, spec: &HttpCallSpec) -> Result<Value
             gates.clone(),
         ),
     };
+    // Nothing permits the call: show the permits that are scoped to it, so
+    // the author sees which condition or principal scope to look at.
+    let nothing_permits = matches!(decision.verdict, Verdict::Deny { .. })
+        && decision.policies.is_empty()
+        && decision.errors.is_empty();
+    let closest = if nothing_permits {
+        let permits = snap.policy.scoped_permits(&call);
+        json!({
+            "note": if permits.is_empty() {
+                "nothing permits this, and no permit is scoped to this action and resource"
+            } else {
+                "nothing permits this; these permits are scoped to it"
+            },
+            "permits": permits,
+        })
+    } else {
+        Value::Null
+    };
     Ok(json!({
         "verdict": decision.verdict.name(),
+        "closest_permits": closest,
         "policies": decision.policies,
         "reasons": reasons,
         "gates": gates,
         "errors": decision.errors,
         "shadow": decision.shadow,
         "agent": call.agent,
-        "route": route.config.name,
+        "route": route,
         "action": format!("Action::\"{}\"", call.action),
         "resource": call.resource.to_string(),
         "context": Value::Object(call.context),

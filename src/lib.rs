@@ -26,8 +26,10 @@
 //! - [`telemetry`] holds the Prometheus metrics and log setup.
 //! - [`reload`] compiles new snapshots away from the request path and swaps
 //!   them in atomically.
+//! - [`watch`] reloads when the policy or config files change.
 //! - [`admin`] is the control plane (health, metrics, status, reload).
 //! - [`explain`] answers "what would happen to this call?" for the CLI.
+//! - [`policytest`] runs the YAML policy test cases of `airlock test`.
 //! - [`demo`] is a small tool server for the quickstart.
 //! - [`app`] wires everything together; `main.rs` is only the CLI.
 //!
@@ -49,8 +51,10 @@ pub mod duration;
 pub mod explain;
 pub mod mcp;
 pub mod policy;
+pub mod policytest;
 pub mod proxy;
 pub mod reload;
 pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
+pub mod watch;

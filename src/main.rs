@@ -33,6 +33,12 @@ enum Command {
         #[arg(long, default_value = "config/airlock.yaml")]
         config: PathBuf,
     },
+    /// Run policy test cases (default: `<policies>/tests/*.yaml`); exit 1 on a failure.
+    Test {
+        #[arg(long, default_value = "config/airlock.yaml")]
+        config: PathBuf,
+        files: Vec<PathBuf>,
+    },
     /// Print the verdict a call would get, as JSON: an HTTP call
     /// (`--method`, `--path`) or an MCP tool call (`--tool`, `--args`).
     Explain {
@@ -110,6 +116,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Test { config, files } => {
+            let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
+            let snap = match app::load_snapshot(&config, &clients) {
+                Ok(s) => s,
+                Err(e) => {
+                    print_load_error(&e);
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let files = match files.is_empty() {
+                true => airlock::policytest::default_files(&snap.config.policies)
+                    .map_err(anyhow::Error::msg)?,
+                false => files,
+            };
+            let report = airlock::policytest::run(&snap, &files);
+            print!("{}", report.render());
+            Ok(if report.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Explain {
             config,
             agent,
@@ -137,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         method: method.as_deref().unwrap_or_default(),
                         path: path.as_deref().unwrap_or_default(),
                         body: body.as_deref(),
+                        headers: &[],
                     };
                     airlock::explain::explain_http(&snap, &spec)?
                 }
@@ -151,6 +180,9 @@ fn check(config: &std::path::Path) -> ExitCode {
     let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
     match app::load_snapshot(config, &clients) {
         Ok(snap) => {
+            for w in snap.policy.warnings() {
+                print_stdout(&format!("warning: {w}"));
+            }
             print_stdout(&format!(
                 "ok: {} policies, {} agents, {} routes (snapshot {})",
                 snap.policy.policy_count(),

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::snapshot::GatewaySnapshot;
@@ -48,6 +49,9 @@ pub struct Reloader {
     // Serializes reloads so two triggers at once cannot swap out of order.
     // A tokio Mutex because it is held across the blocking compile.
     running: tokio::sync::Mutex<()>,
+    // Hash of the files the last reload read. A std Mutex: only copied or
+    // replaced, never held across an await.
+    last_inputs: Mutex<Option<[u8; 32]>>,
 }
 
 impl Reloader {
@@ -57,27 +61,63 @@ impl Reloader {
         clients: Arc<UpstreamClients>,
         metrics: Arc<Metrics>,
     ) -> Arc<Reloader> {
-        Arc::new(Reloader {
+        let reloader = Arc::new(Reloader {
             config_path,
             live,
             clients,
             metrics,
             status: Mutex::new(ReloadStatus::default()),
             running: tokio::sync::Mutex::new(()),
-        })
+            last_inputs: Mutex::new(None),
+        });
+        // The live snapshot was built from these files (modulo a write
+        // racing with startup, which then reloads once more).
+        let inputs = reloader.inputs_hash();
+        if let Ok(mut l) = reloader.last_inputs.lock() {
+            *l = inputs;
+        }
+        reloader
     }
 
     pub fn status(&self) -> ReloadStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Reloads unless the files hash the same as at the last reload (or
+    /// reload attempt): what the file watcher calls, since most events in a
+    /// watched directory change nothing that matters.
+    pub async fn reload_if_changed(self: &Arc<Self>) -> Option<Result<ReloadOutcome, Vec<String>>> {
+        let this = self.clone();
+        let now = tokio::task::spawn_blocking(move || this.inputs_hash())
+            .await
+            .ok()?;
+        let last = self.last_inputs.lock().ok().and_then(|l| *l);
+        if now.is_some() && now == last {
+            return None;
+        }
+        Some(self.reload().await)
+    }
+
     /// Reads, compiles and swaps in a new snapshot.
     pub async fn reload(self: &Arc<Self>) -> Result<ReloadOutcome, Vec<String>> {
         let _one_at_a_time = self.running.lock().await;
         let this = self.clone();
-        let built = tokio::task::spawn_blocking(move || this.build())
-            .await
-            .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]));
+        let built = tokio::task::spawn_blocking(move || {
+            // Hashed before reading, so a change racing with this reload
+            // hashes differently and triggers another one.
+            let inputs = this.inputs_hash();
+            (inputs, this.build())
+        })
+        .await;
+        let built = match built {
+            Ok((inputs, built)) => {
+                if let Ok(mut l) = self.last_inputs.lock() {
+                    *l = inputs;
+                }
+                built
+            }
+            Err(e) => Err(vec![format!("reload task failed: {e}")]),
+        };
         let now = crate::audit::rfc3339(SystemTime::now());
         let result = match built {
             Ok(next) => {
@@ -128,6 +168,30 @@ impl Reloader {
             }
         }
         result
+    }
+
+    /// SHA-256 over the config file and the Cedar files of the live
+    /// snapshot's policies directory, read through symlinks. `None` when the
+    /// config cannot be read (a reload will then report why).
+    fn inputs_hash(&self) -> Option<[u8; 32]> {
+        let mut h = Sha256::new();
+        h.update(std::fs::read(&self.config_path).ok()?);
+        let dir = self.live.load().config.policies.clone();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| {
+            p.extension()
+                .is_some_and(|x| x == "cedar" || x == "cedarschema")
+        });
+        files.sort();
+        for f in files {
+            h.update([0]);
+            h.update(f.as_os_str().as_encoded_bytes());
+            h.update([0]);
+            h.update(std::fs::read(&f).unwrap_or_default());
+        }
+        Some(h.finalize().into())
     }
 
     fn build(&self) -> Result<GatewaySnapshot, Vec<String>> {

@@ -18,3 +18,9 @@ mod admin;
 
 #[path = "it/mcp.rs"]
 mod mcp;
+
+#[path = "it/reload.rs"]
+mod reload;
+
+#[path = "it/policy_cli.rs"]
+mod policy_cli;

@@ -63,6 +63,7 @@ pub(crate) struct LoadedPolicies {
     /// The files' bytes, for the snapshot's content hash.
     pub sources: Vec<(PathBuf, String)>,
     pub decimals: super::decimals::DecimalPaths,
+    pub scope: super::scope::ScopeIndex,
 }
 
 /// Where a parsed policy's text came from, to place validator errors.
@@ -231,10 +232,12 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
     };
     // Validate what parsed, even when other statements failed, so that one
     // run of `airlock check` shows every problem.
+    let mut invalid = std::collections::HashSet::new();
     match cedar_policy::PolicySet::from_policies(policies.iter().cloned()) {
         Ok(set) => {
             let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
             for err in result.validation_errors() {
+                invalid.insert(err.policy_id().clone());
                 match origins.get(err.policy_id()) {
                     Some(o) => {
                         problems.extend(diagnostic_problems(&o.file, &o.file_text, o.offset, err))
@@ -245,6 +248,32 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
         }
         Err(e) => problems.push(at_start(dir, e.to_string())),
     }
+    let scope = match super::scope::ScopeIndex::new(&schema) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(at_start(&schema_path, e));
+            return Err(problems);
+        }
+    };
+    // Strict validation accepts a scope no request can match, such as a
+    // group as principal; such a policy is dead text that looks alive.
+    for p in &policies {
+        if invalid.contains(p.id()) || scope.can_apply(p) {
+            continue;
+        }
+        if let Some(o) = origins.get(p.id()) {
+            let (line, column) = line_col(&o.file_text, o.offset);
+            problems.push(PolicyProblem {
+                file: o.file.clone(),
+                line,
+                column,
+                message: format!(
+                    "policy `{}` can never apply: no action in the schema takes a principal, action and resource that fit its scope",
+                    p.id()
+                ),
+            });
+        }
+    }
     if problems.is_empty() {
         Ok(LoadedPolicies {
             schema,
@@ -252,6 +281,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
             meta,
             sources,
             decimals,
+            scope,
         })
     } else {
         Err(problems)

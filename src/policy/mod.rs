@@ -15,6 +15,7 @@
 mod decimals;
 mod index;
 mod load;
+mod scope;
 pub mod value;
 mod visibility;
 
@@ -34,6 +35,7 @@ use sha2::{Digest, Sha256};
 use index::{DecisionSets, IndexedPolicy, PolicyIndex};
 
 pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
+pub use scope::ScopedPermit;
 pub use visibility::Visibility;
 
 /// A principal as configured: the policy module's view of an agent.
@@ -209,6 +211,10 @@ pub struct PolicySnapshot {
     decimals: decimals::DecimalPaths,
     authorizer: Authorizer,
     policy_count: usize,
+    scope: scope::ScopeIndex,
+    /// Suspicious but loadable: scopes naming agents, groups or routes the
+    /// configuration does not have.
+    warnings: Vec<PolicyProblem>,
 }
 
 // === impl PolicySnapshot ===
@@ -264,7 +270,27 @@ impl PolicySnapshot {
         } else {
             None
         };
+        let warnings = loaded
+            .policies
+            .iter()
+            .flat_map(|p| {
+                let m = meta.get(p.id());
+                scope::unknown_entities(p, &entities)
+                    .into_iter()
+                    .map(move |uid| PolicyProblem {
+                        file: m.map(|m| m.file.clone()).unwrap_or_default(),
+                        line: m.map_or(1, |m| m.line),
+                        column: 1,
+                        message: format!(
+                            "policy `{}` names `{uid}`, which the configuration does not define",
+                            p.id()
+                        ),
+                    })
+            })
+            .collect();
         Ok(PolicySnapshot {
+            scope: loaded.scope,
+            warnings,
             version,
             loaded_at: SystemTime::now(),
             policy_count: loaded.policies.len(),
@@ -298,6 +324,18 @@ impl PolicySnapshot {
 
     pub fn meta(&self, id: &str) -> Option<&PolicyMeta> {
         self.meta.get(&PolicyId::new(id))
+    }
+
+    /// Problems that do not stop loading, `file:line:col` each.
+    pub fn warnings(&self) -> &[PolicyProblem] {
+        &self.warnings
+    }
+
+    /// Every policy id, sorted.
+    pub fn policy_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.meta.values().map(|m| m.id.clone()).collect();
+        ids.sort();
+        ids
     }
 
     pub fn has_agent(&self, id: &str) -> bool {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mcp;
+pub mod reload;
 pub mod tls;
 pub mod upstream;
 
