@@ -147,30 +147,20 @@ pub fn explain_tool(
     tool: &str,
     args: Option<&str>,
 ) -> Result<Value, ExplainError> {
-    if snap.agent(agent).is_none() {
-        return Err(ExplainError::UnknownAgent(agent.to_string()));
-    }
-    let (route, name) = tool
-        .split_once('/')
-        .filter(|(r, t)| {
-            !t.is_empty()
-                && snap
-                    .route_named(r)
-                    .is_some_and(|r| r.config.protocol == crate::config::Protocol::Mcp)
-        })
-        .ok_or_else(|| ExplainError::BadTool(tool.to_string()))?;
     let arguments = match args {
         None => Value::Object(serde_json::Map::new()),
         Some(a) => match crate::policy::value::parse_json_strict(a.as_bytes()) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => return Err(ExplainError::BadArgs("not an object".into())),
+            Ok(v) => v,
             Err(e) => return Err(ExplainError::BadArgs(e.to_string())),
         },
     };
-    let call = crate::mcp::method::tool_call(&snap.policy, agent, route, name, Some(arguments));
+    let DecidedCall { call, decision, .. } = decide_tool(snap, agent, tool, arguments)?;
+    let crate::policy::Resource::Tool { route, tool: name } = &call.resource else {
+        return Err(ExplainError::BadTool(tool.to_string()));
+    };
+    let (route, name) = (route.as_str(), name.as_str());
     let listing = crate::mcp::method::tool_call(&snap.policy, agent, route, name, None);
     let decide_err = |e: crate::policy::DecideError| ProxyError::Internal(e.to_string());
-    let decision = snap.policy.decide(&call).map_err(decide_err)?;
     let visibility = snap.policy.visibility(&listing).map_err(decide_err)?;
     let (reasons, gates) = match &decision.verdict {
         Verdict::Allow => (Vec::new(), Vec::new()),
@@ -204,4 +194,39 @@ pub fn explain_tool(
         "snapshot": decision.snapshot.as_ref(),
         "eval_micros": decision.eval_micros,
     }))
+}
+
+/// Decides an MCP tool call named `ROUTE/TOOL` with these arguments: the
+/// code path `explain --tool` and `airlock test` share with the proxy.
+pub fn decide_tool(
+    snap: &GatewaySnapshot,
+    agent: &str,
+    tool: &str,
+    arguments: Value,
+) -> Result<DecidedCall, ExplainError> {
+    if snap.agent(agent).is_none() {
+        return Err(ExplainError::UnknownAgent(agent.to_string()));
+    }
+    let (route, name) = tool
+        .split_once('/')
+        .filter(|(r, t)| {
+            !t.is_empty()
+                && snap
+                    .route_named(r)
+                    .is_some_and(|r| r.config.protocol == crate::config::Protocol::Mcp)
+        })
+        .ok_or_else(|| ExplainError::BadTool(tool.to_string()))?;
+    if !arguments.is_object() {
+        return Err(ExplainError::BadArgs("not an object".into()));
+    }
+    let call = crate::mcp::method::tool_call(&snap.policy, agent, route, name, Some(arguments));
+    let decision = snap
+        .policy
+        .decide(&call)
+        .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    Ok(DecidedCall {
+        call,
+        decision,
+        route: route.to_string(),
+    })
 }

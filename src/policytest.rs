@@ -16,9 +16,8 @@
 //! ```
 //!
 //! A REST call has `method`, `path` (which may carry a query string), and
-//! optionally `query`, `headers` and a JSON `body`. An MCP call will have
-//! `path` (which picks the MCP route) with `tool` and `arguments` in the same
-//! `call` mapping; this build reports such cases as failed. `policies`, when given,
+//! optionally `query`, `headers` and a JSON `body`. An MCP tool call has
+//! `tool: ROUTE/TOOL` and `arguments` instead. `policies`, when given,
 //! lists ids that must all be among the policies that determined the
 //! verdict.
 
@@ -30,7 +29,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use crate::explain::{decide_http, HttpCallSpec};
+use crate::explain::{decide_http, decide_tool, DecidedCall, HttpCallSpec};
 use crate::snapshot::GatewaySnapshot;
 
 /// A verdict a case expects.
@@ -79,10 +78,9 @@ struct RawCall {
     #[serde(default)]
     headers: BTreeMap<String, Value>,
     body: Option<Value>,
-    /// MCP: the tool name (not run by this build yet).
+    /// MCP: the tool as `ROUTE/TOOL`.
     tool: Option<String>,
-    /// MCP: the tool's arguments.
-    #[allow(dead_code)]
+    /// MCP: the tool's arguments (a mapping).
     arguments: Option<Value>,
 }
 
@@ -256,29 +254,25 @@ fn run_case(snap: &GatewaySnapshot, at: String, case: RawCase) -> CaseResult {
         reasons: Vec::new(),
     };
     let call = case.call;
-    if call.tool.is_some() {
-        result.actual = "error: MCP cases (`tool`) are not supported by this build yet".into();
-        return result;
-    }
-    let (Some(method), Some(path)) = (call.method.as_deref(), call.path.as_deref()) else {
-        result.actual = "error: a REST call needs `method` and `path`".into();
-        return result;
+    let decided = match &call.tool {
+        Some(tool) => decide_tool(
+            snap,
+            &case.agent,
+            tool,
+            call.arguments
+                .clone()
+                .unwrap_or_else(|| Value::Object(serde_json::Map::new())),
+        ),
+        None => {
+            let (Some(method), Some(path)) = (call.method.as_deref(), call.path.as_deref()) else {
+                result.actual =
+                    "error: a REST call needs `method` and `path`, an MCP call `tool`".into();
+                return result;
+            };
+            decide_rest(snap, &case.agent, method, path, &call)
+        }
     };
-    let path = with_query(path, &call.query);
-    let headers: Vec<(String, String)> = call
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), scalar(v)))
-        .collect();
-    let body = call.body.as_ref().map(Value::to_string);
-    let spec = HttpCallSpec {
-        agent: &case.agent,
-        method,
-        path: &path,
-        body: body.as_deref(),
-        headers: &headers,
-    };
-    match decide_http(snap, &spec) {
+    match decided {
         Ok(decided) => {
             let d = decided.decision;
             result.actual = d.verdict.name().to_string();
@@ -317,6 +311,30 @@ fn run_case(snap: &GatewaySnapshot, at: String, case: RawCase) -> CaseResult {
             .collect();
     }
     result
+}
+
+fn decide_rest(
+    snap: &GatewaySnapshot,
+    agent: &str,
+    method: &str,
+    path: &str,
+    call: &RawCall,
+) -> Result<DecidedCall, crate::explain::ExplainError> {
+    let path = with_query(path, &call.query);
+    let headers: Vec<(String, String)> = call
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), scalar(v)))
+        .collect();
+    let body = call.body.as_ref().map(Value::to_string);
+    let spec = HttpCallSpec {
+        agent,
+        method,
+        path: &path,
+        body: body.as_deref(),
+        headers: &headers,
+    };
+    decide_http(snap, &spec)
 }
 
 /// A YAML scalar as the text a request would carry.

@@ -104,15 +104,15 @@ impl AirlockBuilder {
             "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\nagents:\n{}\n",
             self.agents.join("\n")
         );
-        if !self.extra.iter().any(|e| e.contains("timeouts:")) {
-            yaml.push_str("timeouts:\n  shutdown_grace: 5s\n");
-        }
         if !self.routes.is_empty() {
             yaml.push_str(&format!("routes:\n{}\n", self.routes.join("\n")));
         }
         for e in &self.extra {
             yaml.push_str(e);
             yaml.push('\n');
+        }
+        if !self.extra.iter().any(|e| e.contains("timeouts:")) {
+            yaml.push_str("timeouts:\n  shutdown_grace: 5s\n");
         }
         let path = self.dir.path().join("airlock.yaml");
         std::fs::write(&path, yaml).expect("config");
