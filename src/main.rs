@@ -91,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 body: body.as_deref(),
             };
             let out = airlock::explain::explain_http(&snap, &spec)?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            print_stdout(&serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -101,13 +101,13 @@ fn check(config: &std::path::Path) -> ExitCode {
     let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
     match app::load_snapshot(config, &clients) {
         Ok(snap) => {
-            println!(
+            print_stdout(&format!(
                 "ok: {} policies, {} agents, {} routes (snapshot {})",
                 snap.policy.policy_count(),
                 snap.config.agents.len(),
                 snap.config.routes.len(),
                 snap.policy.version()
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -121,19 +121,26 @@ fn print_load_error(e: &AppError) {
     match e {
         AppError::Config(ConfigError::Invalid(problems)) => {
             for p in problems {
-                println!("{p}");
+                print_stdout(&p.to_string());
             }
         }
         AppError::Config(c) => {
             for p in c.problems() {
-                println!("{p}");
+                print_stdout(&p.to_string());
             }
         }
         AppError::Policy(problems) => {
             for p in problems {
-                println!("{p}");
+                print_stdout(&p.to_string());
             }
         }
-        other => println!("{other}"),
+        other => print_stdout(&other.to_string()),
     }
+}
+
+/// Prints a line, ignoring a closed pipe (`airlock explain ... | head`).
+fn print_stdout(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
 }

@@ -6,3 +6,12 @@ mod support;
 
 #[path = "it/proxy.rs"]
 mod proxy;
+
+#[path = "it/tls.rs"]
+mod tls;
+
+#[path = "it/cli.rs"]
+mod cli;
+
+#[path = "it/admin.rs"]
+mod admin;

@@ -1,1 +1,146 @@
+//! Verdict semantics on small policy sets written to a temp directory.
 
+use super::*;
+
+const SCHEMA: &str = r#"
+entity Group;
+entity Agent in [Group] = { "team"?: String };
+entity Route;
+type Body = { "amount"?: Long };
+type Ctx = { "method": String, "path": String, "body"?: Body };
+action "read";
+action "write";
+action "GET" in ["read"] appliesTo { principal: [Agent], resource: [Route], context: Ctx };
+action "POST" in ["write"] appliesTo { principal: [Agent], resource: [Route], context: Ctx };
+"#;
+
+fn snapshot(policies: &[(&str, &str)]) -> Result<PolicySnapshot, Vec<PolicyProblem>> {
+    let dir = std::env::temp_dir().join(format!("airlock-policy-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("schema.cedarschema"), SCHEMA).unwrap();
+    for (name, text) in policies {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let directory = Directory {
+        agents: vec![PrincipalSpec {
+            id: "bot".into(),
+            groups: vec!["support".into()],
+            attributes: BTreeMap::new(),
+        }],
+        routes: vec!["crm".into()],
+        config_hash: String::new(),
+    };
+    let snap = PolicySnapshot::load(&dir, &directory);
+    let _ = std::fs::remove_dir_all(&dir);
+    snap
+}
+
+fn call(action: &str, amount: Option<serde_json::Value>) -> CallRequest {
+    let mut context = serde_json::Map::new();
+    context.insert("method".into(), action.into());
+    context.insert("path".into(), "/crm/refunds".into());
+    if let Some(a) = amount {
+        context.insert("body".into(), serde_json::json!({ "amount": a }));
+    }
+    CallRequest {
+        agent: "bot".into(),
+        action: action.into(),
+        resource: Resource::Route("crm".into()),
+        context,
+    }
+}
+
+const PERMIT_WRITES: &str =
+    r#"@id("writes") permit(principal in Group::"support", action in Action::"write", resource);"#;
+const GATE: &str = r#"@id("big") @hold("big refunds") @approvers("finance")
+forbid(principal, action == Action::"POST", resource)
+when { context has body && context.body has amount && context.body.amount > 100 };"#;
+
+#[test]
+fn a_satisfied_gate_over_a_permit_holds() {
+    let s = snapshot(&[("a.cedar", PERMIT_WRITES), ("b.cedar", GATE)]).unwrap();
+    let d = s.decide(&call("POST", Some(500.into()))).unwrap();
+    match d.verdict {
+        Verdict::Hold { gates } => {
+            assert_eq!(gates.len(), 1);
+            assert_eq!(gates[0].policy, "big");
+            assert_eq!(gates[0].approvers.as_deref(), Some("finance"));
+        }
+        other => panic!("expected hold, got {other:?}"),
+    }
+    let d = s.decide(&call("POST", Some(5.into()))).unwrap();
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(d.policies, vec!["writes"]);
+}
+
+#[test]
+fn a_gate_with_nothing_permitting_behind_it_is_a_deny() {
+    let s = snapshot(&[("b.cedar", GATE)]).unwrap();
+    let d = s.decide(&call("POST", Some(500.into()))).unwrap();
+    match d.verdict {
+        Verdict::Deny { reasons } => assert!(reasons[0].contains("even with approval")),
+        other => panic!("expected deny, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_plain_forbid_beside_a_gate_can_never_be_lifted() {
+    let plain = r#"@id("never") forbid(principal, action == Action::"POST", resource)
+        when { context has body && context.body has amount && context.body.amount > 400 };"#;
+    let s = snapshot(&[
+        ("a.cedar", PERMIT_WRITES),
+        ("b.cedar", GATE),
+        ("c.cedar", plain),
+    ])
+    .unwrap();
+    let d = s.decide(&call("POST", Some(500.into()))).unwrap();
+    assert_eq!(d.verdict.name(), "deny");
+    assert_eq!(d.policies, vec!["never", "big"], "plain forbids come first");
+    // Under the plain forbid's threshold only the gate applies.
+    let d = s.decide(&call("POST", Some(200.into()))).unwrap();
+    assert_eq!(d.verdict.name(), "hold");
+}
+
+#[test]
+fn an_erroring_forbid_denies() {
+    let s = snapshot(&[("a.cedar", PERMIT_WRITES), ("b.cedar", GATE)]).unwrap();
+    let d = s.decide(&call("POST", Some("lots".into()))).unwrap();
+    assert_eq!(d.verdict.name(), "deny");
+    assert_eq!(d.policies, vec!["big"]);
+    assert_eq!(d.errors.len(), 1);
+}
+
+#[test]
+fn shadow_policies_are_reported_but_do_not_decide() {
+    let shadow = r#"@id("try-blocking-writes") @mode("shadow") forbid(principal, action == Action::"POST", resource);"#;
+    let s = snapshot(&[("a.cedar", PERMIT_WRITES), ("s.cedar", shadow)]).unwrap();
+    let d = s.decide(&call("POST", None)).unwrap();
+    assert_eq!(d.verdict, Verdict::Allow);
+    let sh = d.shadow.expect("shadow outcome");
+    assert_eq!(sh.verdict, "deny");
+    assert_eq!(sh.policies, vec!["try-blocking-writes"]);
+}
+
+#[test]
+fn ids_come_from_annotations_or_file_and_line() {
+    let text = "\n\npermit(principal, action in Action::\"read\", resource);\n";
+    let s = snapshot(&[("reads.cedar", text)]).unwrap();
+    let d = s.decide(&call("GET", None)).unwrap();
+    assert_eq!(d.policies, vec!["reads.cedar:3"]);
+}
+
+#[test]
+fn a_set_that_does_not_validate_is_not_loaded() {
+    let bad = r#"permit(principal, action, resource) when { context.body.amount > "x" };"#;
+    let problems = snapshot(&[("a.cedar", PERMIT_WRITES), ("bad.cedar", bad)])
+        .err()
+        .expect("must not load");
+    assert!(
+        problems.iter().all(|p| p.file.ends_with("bad.cedar")),
+        "{problems:?}"
+    );
+    let dup = snapshot(&[("a.cedar", PERMIT_WRITES), ("b.cedar", PERMIT_WRITES)])
+        .err()
+        .expect("duplicate ids must not load");
+    assert!(dup[0].message.contains("already used"), "{dup:?}");
+}

@@ -2,6 +2,7 @@
 //! `airlock` binary started on port 0 with a config written to a temp dir.
 #![allow(dead_code)]
 
+pub mod tls;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -22,8 +23,11 @@ pub const APPROVER_TOKEN: &str = "approver-token-1";
 
 /// The shipped schema, which most tests use unchanged.
 pub fn shipped_schema() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/schema.cedarschema"))
-        .expect("shipped schema")
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/schema.cedarschema"
+    ))
+    .expect("shipped schema")
 }
 
 /// Builds an Airlock config and starts the binary.
@@ -95,9 +99,12 @@ impl AirlockBuilder {
             std::fs::write(pol.join(f), t).expect("policy");
         }
         let mut yaml = format!(
-            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\ntimeouts:\n  shutdown_grace: 5s\nagents:\n{}\n",
+            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\nagents:\n{}\n",
             self.agents.join("\n")
         );
+        if !self.extra.iter().any(|e| e.contains("timeouts:")) {
+            yaml.push_str("timeouts:\n  shutdown_grace: 5s\n");
+        }
         if !self.routes.is_empty() {
             yaml.push_str(&format!("routes:\n{}\n", self.routes.join("\n")));
         }
@@ -171,7 +178,13 @@ impl Airlock {
             if let Some(rest) = line.strip_prefix("airlock: proxy listening on ") {
                 let (s, addr) = rest.split_once("://").expect("scheme");
                 scheme = if s == "https" { "https" } else { "http" };
-                proxy = Some(addr.split(' ').next().expect("addr").parse().expect("proxy addr"));
+                proxy = Some(
+                    addr.split(' ')
+                        .next()
+                        .expect("addr")
+                        .parse()
+                        .expect("proxy addr"),
+                );
             }
             if let Some(rest) = line.strip_prefix("airlock: admin listening on http://") {
                 admin = Some(rest.trim().parse().expect("admin addr"));
@@ -221,7 +234,10 @@ impl Airlock {
             {
                 return r;
             }
-            assert!(Instant::now() < deadline, "no audit record for {request_id}");
+            assert!(
+                Instant::now() < deadline,
+                "no audit record for {request_id}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

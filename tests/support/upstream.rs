@@ -71,7 +71,10 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen().last().cloned().expect("upstream saw no request")
+        self.seen()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
     }
 }
 

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Side-by-side loopback load: upstream direct vs nginx pass-through vs Airlock
+# (allow path, policies and audit on). Prints requests/s, p50, p99 per target
+# and the Airlock/nginx ratios. Targets run in turn (A B C A B C ...) so that
+# drift on a shared machine hits them alike.
+#
+#   bench/load.sh                       # 3 rounds x 10 s, 10 policies
+#   ROUNDS=5 DURATION=15 POLICIES=10000 bench/load.sh
+#
+# Needs: wrk and nginx (Debian packages `wrk`, `nginx`), a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-50}
+POLICIES=${POLICIES:-10}
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+command -v nginx >/dev/null || { echo "nginx is missing: apt-get install nginx" >&2; exit 1; }
+
+cargo build --release --quiet
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NG=$(free_port); AL=$(free_port); AD=$(free_port)
+
+# nginx: a static upstream and a plain pass-through proxy to it.
+mkdir -p "$work/nginx"
+cat > "$work/nginx.conf" <<CONF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  upstream tool { server 127.0.0.1:$UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$UP;
+    location / { client_max_body_size 2m; default_type application/json; return 200 '{"ok":true}'; }
+  }
+  server {
+    listen 127.0.0.1:$NG;
+    location / {
+      proxy_pass http://tool;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+nginx -c "$work/nginx.conf"
+
+# Airlock: one agent, one route, audit to a file.
+mkdir -p "$work/policies"
+cp policies/schema.cedarschema "$work/policies/"
+cat > "$work/policies/bench.cedar" <<'CEDAR'
+@id("bench-allow") permit(principal in Group::"support", action, resource == Route::"tool");
+CEDAR
+if (( POLICIES > 1 )); then
+  python3 - "$work/policies/generated.cedar" "$POLICIES" <<'PY'
+import sys
+path, n = sys.argv[1], int(sys.argv[2]) - 1
+with open(path, "w") as f:
+    for i in range(n):
+        f.write(f'permit(principal == Agent::"agent-{i}", action == Action::"POST", resource == Route::"route-{i}") when {{ context.path == "/r/{i}" }};\n')
+PY
+fi
+cat > "$work/airlock.yaml" <<YAML
+listen: 127.0.0.1:$AL
+admin: {listen: 127.0.0.1:$AD, token: bench}
+policies: policies
+store: sqlite::memory:
+audit: $work/audit.jsonl
+agents:
+  - {id: bench, key: bench-key, groups: [support]}
+routes:
+  - {name: tool, prefix: /tool, upstream: "http://127.0.0.1:$UP"}
+YAML
+./target/release/airlock serve --config "$work/airlock.yaml" 2>"$work/airlock.err" &
+pids+=($!)
+AIRLOCK_PID=$!
+for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
+
+body=$(python3 -c 'import json; print(json.dumps({"customer_id":"c-1","amount":50,"note":"x"*960}))')
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = [[$body]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer bench-key"
+LUA
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+idle_rss=$(rss_kb "$AIRLOCK_PID")
+
+# Sanity: each target answers 200 before we measure it.
+for url in "http://127.0.0.1:$UP/tool/x" "http://127.0.0.1:$NG/tool/x" "http://127.0.0.1:$AL/tool/x"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -XPOST -H 'Authorization: Bearer bench-key' -H 'content-type: application/json' -d "$body" "$url")
+  [[ $code == 200 ]] || { echo "$url answered $code" >&2; exit 1; }
+done
+
+to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'; }
+declare -A RPS P50 P99
+peak_rss=0
+run() { # name url
+  local out
+  out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/post.lua" "$2")
+  local rps p50 p99 errs
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+  p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+  errs=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  [[ -z $errs ]] || echo "  warning: $1 had $errs non-2xx responses" >&2
+  RPS[$1]+="$rps "; P50[$1]+="$p50 "; P99[$1]+="$p99 "
+  printf '  %-8s %10s req/s   p50 %8s ms   p99 %8s ms\n' "$1" "$rps" "$p50" "$p99"
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "load: POST 1 KiB JSON, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, $POLICIES policies in Airlock"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r"
+  run direct "http://127.0.0.1:$UP/tool/x"
+  run nginx "http://127.0.0.1:$NG/tool/x"
+  run airlock "http://127.0.0.1:$AL/tool/x" &
+  wrk_pid=$!
+  sleep $(( DURATION / 2 ))
+  r_now=$(rss_kb "$AIRLOCK_PID"); (( r_now > peak_rss )) && peak_rss=$r_now
+  wait "$wrk_pid"
+done
+
+echo
+echo "medians over $ROUNDS rounds:"
+for t in direct nginx airlock; do
+  printf '  %-8s %10s req/s   p50 %8s ms   p99 %8s ms\n' "$t" "$(median "${RPS[$t]}")" "$(median "${P50[$t]}")" "$(median "${P99[$t]}")"
+done
+a_rps=$(median "${RPS[airlock]}"); n_rps=$(median "${RPS[nginx]}")
+a_p99=$(median "${P99[airlock]}"); n_p99=$(median "${P99[nginx]}")
+awk -v a="$a_rps" -v n="$n_rps" 'BEGIN { printf "airlock/nginx throughput: %.2fx (target >= 0.90x)\n", a/n }'
+awk -v a="$a_p99" -v n="$n_p99" 'BEGIN { printf "airlock/nginx p99:        %.2fx (target <= 1.50x)\n", a/n }'
+echo "airlock resident memory: idle $((idle_rss / 1024)) MiB, under load $((peak_rss / 1024)) MiB ($POLICIES policies)"
+echo "audit records written: $(wc -l < "$work/audit.jsonl")"

@@ -1,0 +1,131 @@
+//! `airlock check` and `airlock explain` through the real binary.
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn shipped_config() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/config/airlock.yaml").to_string()
+}
+
+fn explain(args: &[&str]) -> Value {
+    let config = shipped_config();
+    let mut all = vec!["explain", "--config", config.as_str()];
+    all.extend_from_slice(args);
+    let (code, out, err) = run_cli(&all);
+    assert_eq!(code, 0, "explain failed: {out}{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn the_shipped_configuration_checks_clean() {
+    let (code, out, err) = run_cli(&["check", "--config", &shipped_config()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok:"), "{out}");
+}
+
+#[test]
+fn explain_reports_each_verdict_with_its_policies() {
+    let allow = explain(&[
+        "--agent",
+        "support-bot",
+        "--method",
+        "GET",
+        "--path",
+        "/crm/customers",
+    ]);
+    assert_eq!(allow["verdict"], "allow");
+    assert_eq!(allow["policies"], serde_json::json!(["support-reads-crm"]));
+
+    let deny = explain(&[
+        "--agent",
+        "support-bot",
+        "--method",
+        "DELETE",
+        "--path",
+        "/crm/customers/c-1",
+    ]);
+    assert_eq!(deny["verdict"], "deny");
+    assert_eq!(deny["policies"], serde_json::json!(["no-customer-deletes"]));
+    assert!(deny["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("may not delete"));
+
+    let hold = explain(&[
+        "--agent",
+        "support-bot",
+        "--method",
+        "POST",
+        "--path",
+        "/crm/refunds",
+        "--body",
+        r#"{"amount": 250, "customer_id": "c-1"}"#,
+    ]);
+    assert_eq!(hold["verdict"], "hold");
+    assert_eq!(
+        hold["policies"],
+        serde_json::json!(["large-refunds-need-approval"])
+    );
+    assert_eq!(hold["gates"][0]["approvers"], "finance");
+    assert_eq!(hold["gates"][0]["timeout"], 900);
+    assert_eq!(hold["context"]["body"]["amount"], 250);
+
+    let small = explain(&[
+        "--agent",
+        "support-bot",
+        "--method",
+        "POST",
+        "--path",
+        "/crm/refunds",
+        "--body",
+        r#"{"amount": 20}"#,
+    ]);
+    assert_eq!(small["verdict"], "allow");
+}
+
+#[test]
+fn explain_refuses_unknown_agents_clearly() {
+    let config = shipped_config();
+    let (code, _, err) = run_cli(&[
+        "explain", "--config", &config, "--agent", "nobody", "--method", "GET", "--path", "/crm/x",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("agent `nobody` is not configured"), "{err}");
+}
+
+#[test]
+fn check_prints_every_problem_with_file_line_and_column() {
+    let builder = AirlockBuilder::new()
+        .policy(
+            "broken.cedar",
+            "permit(principal, action, resource);\n\n@id(\"typo\")\npermit(principal, action == Action::\"GET\", resource)\n  when { context.bdy.amount > 1 };\n",
+        )
+        .policy("syntax.cedar", "// first line\nforbid(principal action, resource);\n");
+    let config = builder.write();
+    let (code, out, _) = run_cli(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("broken.cedar:5:") && l.contains("bdy")),
+        "{out}"
+    );
+    assert!(lines.iter().any(|l| l.contains("syntax.cedar:2:")), "{out}");
+}
+
+#[test]
+fn check_reports_config_mistakes_at_their_line() {
+    let builder =
+        AirlockBuilder::new().policy("open.cedar", "permit(principal, action, resource);");
+    let config = builder.write();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("demo:\n  listen: ${AIRLOCK_TEST_UNSET_VARIABLE}\n");
+    std::fs::write(&config, &text).unwrap();
+    let line = text.lines().count();
+    let (code, out, _) = run_cli(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains(&format!("airlock.yaml:{line}:")), "{out}");
+    assert!(out.contains("AIRLOCK_TEST_UNSET_VARIABLE"), "{out}");
+}

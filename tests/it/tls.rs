@@ -1,0 +1,86 @@
+//! TLS on both sides, with certificates made at test time.
+
+use serde_json::Value;
+
+use crate::support::tls::{https_upstream, TestPki};
+use crate::support::*;
+
+const OPEN: &str = "permit(principal, action, resource);";
+
+#[tokio::test]
+async fn an_https_upstream_with_a_private_ca_works_and_is_never_trusted_blindly() {
+    let pki = TestPki::new();
+    let upstream = https_upstream(&pki).await;
+    let builder = AirlockBuilder::new().policy("open.cedar", OPEN);
+    let (ca, _, _) = pki.write(builder.dir());
+    let airlock = builder
+        .route_yaml(&format!(
+            "  - name: private\n    prefix: /private\n    upstream: https://127.0.0.1:{}/v1\n    ca_file: {}",
+            upstream.port(),
+            ca.display()
+        ))
+        .route("untrusted", "/untrusted", &format!("https://127.0.0.1:{}/v1", upstream.port()))
+        .start();
+
+    let resp = client()
+        .get(airlock.url("/private/things"))
+        .header("authorization", bearer(AGENT_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["tls"], true);
+    assert_eq!(body["path"], "/v1/things");
+
+    // Without the private CA the certificate cannot be verified: 502 with a
+    // message that says so, never a silent downgrade.
+    let resp = client()
+        .get(airlock.url("/untrusted/things"))
+        .header("authorization", bearer(AGENT_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_unavailable");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("TLS") || message.contains("certificate"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn agents_can_reach_airlock_over_tls() {
+    let pki = TestPki::new();
+    let upstream = Upstream::start().await;
+    let builder = AirlockBuilder::new().policy("open.cedar", OPEN);
+    let (_, cert, key) = pki.write(builder.dir());
+    let airlock = builder
+        .route("crm", "/crm", &upstream.url("/"))
+        .yaml(&format!(
+            "tls:\n  cert: {}\n  key: {}",
+            cert.display(),
+            key.display()
+        ))
+        .start();
+    assert!(airlock.url("/").starts_with("https://"));
+
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let resp = c
+        .get(airlock.url("/crm/hello"))
+        .header("authorization", bearer(AGENT_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.last().path, "/hello");
+
+    // A client that does not trust the CA cannot connect.
+    let strict = reqwest::Client::builder().build().unwrap();
+    assert!(strict.get(airlock.url("/crm/hello")).send().await.is_err());
+}
