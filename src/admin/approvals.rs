@@ -52,7 +52,11 @@ enum Caller {
     Approver(Decider),
 }
 
-fn bearer_caller(state: &AdminState, headers: &HeaderMap) -> Result<Option<Caller>, Response> {
+/// The caller named by the bearer token; the refusal is boxed, being large.
+fn bearer_caller(
+    state: &AdminState,
+    headers: &HeaderMap,
+) -> Result<Option<Caller>, Box<Response>> {
     let Some(token) = bearer(headers) else {
         return Ok(None);
     };
@@ -79,13 +83,13 @@ fn bearer_caller(state: &AdminState, headers: &HeaderMap) -> Result<Option<Calle
         })));
     }
     if snap.agent_by_key(&digest).is_some() {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "agent_cannot_decide",
             "an agent's key can never read or decide approvals",
-        ));
+        )));
     }
-    Err(unauthenticated())
+    Err(Box::new(unauthenticated()))
 }
 
 fn unauthenticated() -> Response {
@@ -112,7 +116,7 @@ pub async fn list(
     match bearer_caller(&state, &headers) {
         Ok(Some(_)) => {}
         Ok(None) => return unauthenticated(),
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     }
     let status = match q.status.as_deref() {
         None | Some("all") => None,
@@ -145,7 +149,7 @@ pub async fn show(
     match bearer_caller(&state, &headers) {
         Ok(Some(_)) => {}
         Ok(None) => return unauthenticated(),
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     }
     match state.approvals.store().get(&id).await {
         Ok(Some(h)) => Json(view(&h)).into_response(),
@@ -172,7 +176,7 @@ pub async fn decide(
     let signed = headers.contains_key("webhook-signature");
     let caller = match bearer_caller(&state, &headers) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let parsed: Result<DecisionBody, _> = serde_json::from_slice(&body);
     let decider = match caller {
