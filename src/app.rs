@@ -9,15 +9,15 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminState};
-use crate::audit::AuditSink;
 use crate::approval::Approvals;
+use crate::audit::AuditSink;
 use crate::config::{Config, ConfigError, StoreLocation};
 use crate::notify::WebhookOutbox;
-use crate::store::{ApprovalStore, SqliteStore};
 use crate::policy::PolicyProblem;
 use crate::proxy::{self, ProxyState, ServeOptions};
 use crate::reload::Reloader;
 use crate::snapshot::GatewaySnapshot;
+use crate::store::{ApprovalStore, SqliteStore};
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamClients;
 

@@ -13,5 +13,8 @@ mod tls;
 #[path = "it/cli.rs"]
 mod cli;
 
+#[path = "it/approvals.rs"]
+mod approvals;
+
 #[path = "it/admin.rs"]
 mod admin;

@@ -53,10 +53,7 @@ enum Caller {
 }
 
 /// The caller named by the bearer token; the refusal is boxed, being large.
-fn bearer_caller(
-    state: &AdminState,
-    headers: &HeaderMap,
-) -> Result<Option<Caller>, Box<Response>> {
+fn bearer_caller(state: &AdminState, headers: &HeaderMap) -> Result<Option<Caller>, Box<Response>> {
     let Some(token) = bearer(headers) else {
         return Ok(None);
     };
@@ -153,7 +150,11 @@ pub async fn show(
     }
     match state.approvals.store().get(&id).await {
         Ok(Some(h)) => Json(view(&h)).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no approval `{id}`")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no approval `{id}`"),
+        ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),
     }
 }
@@ -214,7 +215,9 @@ pub async fn decide(
                     return error(
                         StatusCode::UNAUTHORIZED,
                         "replayed",
-                        format!("callback `{msg_id}` was already accepted once; replays are refused"),
+                        format!(
+                            "callback `{msg_id}` was already accepted once; replays are refused"
+                        ),
                     )
                 }
                 Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),

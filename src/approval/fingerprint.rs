@@ -88,10 +88,38 @@ mod tests {
 
     #[test]
     fn key_order_and_spacing_do_not_matter_but_values_do() {
-        let a = fingerprint("http", "POST", "crm", "/crm/refunds", None, br#"{"b":1,"a":{"y":2,"x":3}}"#);
-        let b = fingerprint("http", "POST", "crm", "/crm/refunds", None, br#"{ "a": {"x":3, "y":2}, "b": 1 }"#);
-        let c = fingerprint("http", "POST", "crm", "/crm/refunds", None, br#"{"b":2,"a":{"y":2,"x":3}}"#);
-        let d = fingerprint("http", "POST", "crm", "/crm/other", None, br#"{"b":1,"a":{"y":2,"x":3}}"#);
+        let a = fingerprint(
+            "http",
+            "POST",
+            "crm",
+            "/crm/refunds",
+            None,
+            br#"{"b":1,"a":{"y":2,"x":3}}"#,
+        );
+        let b = fingerprint(
+            "http",
+            "POST",
+            "crm",
+            "/crm/refunds",
+            None,
+            br#"{ "a": {"x":3, "y":2}, "b": 1 }"#,
+        );
+        let c = fingerprint(
+            "http",
+            "POST",
+            "crm",
+            "/crm/refunds",
+            None,
+            br#"{"b":2,"a":{"y":2,"x":3}}"#,
+        );
+        let d = fingerprint(
+            "http",
+            "POST",
+            "crm",
+            "/crm/other",
+            None,
+            br#"{"b":1,"a":{"y":2,"x":3}}"#,
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);

@@ -283,10 +283,16 @@ impl Approvals {
                 return self.expire_if_due(cfg, hold).await;
             }
         }
-        Err(ApprovalError::Invalid("waiting for the approval did not settle".into()))
+        Err(ApprovalError::Invalid(
+            "waiting for the approval did not settle".into(),
+        ))
     }
 
-    async fn expire_if_due(&self, cfg: &Config, hold: HoldRecord) -> Result<HoldRecord, ApprovalError> {
+    async fn expire_if_due(
+        &self,
+        cfg: &Config,
+        hold: HoldRecord,
+    ) -> Result<HoldRecord, ApprovalError> {
         if hold.state == HoldState::Pending && hold.expires_ms <= now_ms() {
             self.expire(cfg, &hold).await?;
             return self
@@ -427,11 +433,18 @@ impl Approvals {
 
         let (to, edited_body, decided_by, reason) = if input.approve {
             let edited_body = match &input.edit {
-                Some(edit) => Some(checker.edited_body(&hold, edit).map_err(ApprovalError::Invalid)?),
+                Some(edit) => Some(
+                    checker
+                        .edited_body(&hold, edit)
+                        .map_err(ApprovalError::Invalid)?,
+                ),
                 None => None,
             };
             let body = edited_body.as_deref().unwrap_or(&hold.request.body);
-            match checker.recheck(&hold, body).map_err(ApprovalError::Invalid)? {
+            match checker
+                .recheck(&hold, body)
+                .map_err(ApprovalError::Invalid)?
+            {
                 Recheck::Deny { reasons } if edited_body.is_some() => {
                     return Err(ApprovalError::EditDenied { reasons });
                 }
@@ -473,9 +486,11 @@ impl Approvals {
             edited_body,
             outcome: None,
         };
+        let now = now_ms();
+        after.decided_ms = Some(now);
         let moved = self
             .store
-            .transition(id, HoldState::Pending, to, now_ms(), fields, deliveries)
+            .transition(id, HoldState::Pending, to, now, fields, deliveries)
             .await?;
         if !moved {
             let state = self
@@ -493,12 +508,12 @@ impl Approvals {
         if queued {
             self.outbox_wake.notify_one();
         }
-        let hold = self
-            .store
-            .get(id)
-            .await?
-            .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
-        Ok(Decided { hold, edited })
+        // The decision as made: by now a waiting agent may already have
+        // moved the hold on to `executing`.
+        Ok(Decided {
+            hold: after,
+            edited,
+        })
     }
 
     async fn settle_denied(
@@ -575,7 +590,11 @@ fn deliveries(cfg: &Config, event: &str, hold: &HoldRecord) -> Vec<NewDelivery> 
     let wanted: Vec<_> = cfg
         .webhooks
         .iter()
-        .filter(|w| w.events.as_ref().is_none_or(|e| e.iter().any(|x| x == event)))
+        .filter(|w| {
+            w.events
+                .as_ref()
+                .is_none_or(|e| e.iter().any(|x| x == event))
+        })
         .collect();
     if wanted.is_empty() {
         return Vec::new();

@@ -82,10 +82,10 @@ impl WebhookOutbox {
                 continue;
             }
             let sleep = match self.store.next_delivery_ms().await {
-                Ok(Some(next)) => Duration::from_millis(
-                    u64::try_from(next.saturating_sub(now_ms())).unwrap_or(0),
-                )
-                .min(IDLE_POLL),
+                Ok(Some(next)) => {
+                    Duration::from_millis(u64::try_from(next.saturating_sub(now_ms())).unwrap_or(0))
+                        .min(IDLE_POLL)
+                }
                 _ => IDLE_POLL,
             };
             tokio::select! {
@@ -145,7 +145,11 @@ impl WebhookOutbox {
                     .and_then(|v| v.trim().parse::<i64>().ok())
                     .map(|s| s.saturating_mul(1000));
                 let status = resp.status().as_u16();
-                fail(Some(status), format!("the endpoint answered {status}"), retry_after)
+                fail(
+                    Some(status),
+                    format!("the endpoint answered {status}"),
+                    retry_after,
+                )
             }
         }
     }

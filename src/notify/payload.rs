@@ -11,8 +11,17 @@ pub const EXPIRED: &str = "approval.expired";
 
 /// Body keys whose values never leave Airlock in a notification.
 const SECRET_WORDS: &[&str] = &[
-    "password", "passwd", "secret", "token", "key", "authorization", "cookie", "card", "cvv",
-    "ssn", "iban",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "key",
+    "authorization",
+    "cookie",
+    "card",
+    "cvv",
+    "ssn",
+    "iban",
 ];
 
 /// The webhook body for `event` about `hold`.
@@ -54,7 +63,8 @@ pub fn event(event: &str, hold: &HoldRecord, public_url: &str) -> Value {
 }
 
 pub fn ms_to_rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     crate::audit::rfc3339(t)
 }
 

@@ -55,7 +55,10 @@ pub fn verify(
     let id = id.ok_or(SignatureError::MissingHeader("webhook-id"))?;
     let ts = timestamp.ok_or(SignatureError::MissingHeader("webhook-timestamp"))?;
     let signature = signature.ok_or(SignatureError::MissingHeader("webhook-signature"))?;
-    let ts: i64 = ts.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
+    let ts: i64 = ts
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
     if (now - ts).abs() > TOLERANCE_SECS {
         return Err(SignatureError::StaleTimestamp);
     }
@@ -106,7 +109,10 @@ mod tests {
         let key = decode_secret(SECRET).unwrap();
         let ts = TS.to_string();
         let list = format!("v1,bm90IGl0 {SIG}");
-        assert_eq!(verify(&key, Some(ID), Some(&ts), Some(&list), BODY, TS + 10), Ok(()));
+        assert_eq!(
+            verify(&key, Some(ID), Some(&ts), Some(&list), BODY, TS + 10),
+            Ok(())
+        );
         assert_eq!(
             verify(&key, Some(ID), Some(&ts), Some(SIG), b"{\"test\": 1}", TS),
             Err(SignatureError::NoMatch)

@@ -70,7 +70,8 @@ pub async fn on_hold(
     let mut hold = None;
     if let Some(id) = named {
         let found = approvals.attach(&id, &req.call.agent, &fp).await?;
-        let stale_since = now_ms() - i64::try_from(cfg.approvals.replay_window.as_millis()).unwrap_or(0);
+        let stale_since =
+            now_ms() - i64::try_from(cfg.approvals.replay_window.as_millis()).unwrap_or(0);
         let settled_long_ago = found.state == HoldState::Expired
             || (matches!(found.state, HoldState::Executed | HoldState::Denied)
                 && found.executed_ms.or(found.decided_ms).unwrap_or(0) < stale_since);
@@ -217,11 +218,19 @@ async fn execute(
     result
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value, request_id: &str, id: &str) -> Response<ProxyBody> {
+fn json_response(
+    status: StatusCode,
+    body: serde_json::Value,
+    request_id: &str,
+    id: &str,
+) -> Response<ProxyBody> {
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-request-id", v);
     }

@@ -31,8 +31,14 @@ impl CallChecker for SnapshotChecker {
         }
         let parts = stored_parts(&hold.request)?;
         let body = Bytes::copy_from_slice(body);
-        let (call, _) = http_call(&hold.agent, &hold.route, &parts, hold.request.path.clone(), &body)
-            .map_err(|e| e.to_string())?;
+        let (call, _) = http_call(
+            &hold.agent,
+            &hold.route,
+            &parts,
+            hold.request.path.clone(),
+            &body,
+        )
+        .map_err(|e| e.to_string())?;
         let decision = match snap.policy.decide(&call) {
             Ok(d) => d,
             // An agent removed from the configuration can no longer be approved.

@@ -168,7 +168,9 @@ pub struct Delivery {
 /// What happened to one delivery attempt.
 #[derive(Debug, Clone)]
 pub enum AttemptResult {
-    Delivered { status: u16 },
+    Delivered {
+        status: u16,
+    },
     /// Try again at `next_attempt_ms`, or give up when `give_up`.
     Failed {
         status: Option<u16>,

@@ -377,9 +377,8 @@ impl ApprovalStore for SqliteStore {
 
     fn list_deliveries(&self, limit: u32) -> StoreFuture<'_, Vec<Delivery>> {
         self.run(move |c| {
-            let sql = format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY rowid DESC LIMIT ?1"
-            );
+            let sql =
+                format!("SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY rowid DESC LIMIT ?1");
             let mut st = c.prepare(&sql)?;
             let rows = st
                 .query_map(params![limit], delivery_row)?
@@ -446,7 +445,14 @@ mod tests {
         s.insert_hold(hold("h1"), vec![]).await.unwrap();
         let d = DecisionFields::default();
         let won = s
-            .transition("h1", HoldState::Pending, HoldState::Approved, 5, d.clone(), vec![])
+            .transition(
+                "h1",
+                HoldState::Pending,
+                HoldState::Approved,
+                5,
+                d.clone(),
+                vec![],
+            )
             .await
             .unwrap();
         let lost = s
@@ -454,7 +460,10 @@ mod tests {
             .await
             .unwrap();
         assert!(won && !lost);
-        assert_eq!(s.get("h1").await.unwrap().unwrap().state, HoldState::Approved);
+        assert_eq!(
+            s.get("h1").await.unwrap().unwrap().state,
+            HoldState::Approved
+        );
         assert!(s.find_attachable("bot", "fp", 0).await.unwrap().is_some());
         assert!(s.remember_callback_id("msg_1", 10).await.unwrap());
         assert!(!s.remember_callback_id("msg_1", 11).await.unwrap());

@@ -4,6 +4,7 @@
 
 pub mod tls;
 pub mod upstream;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
