@@ -30,6 +30,7 @@
 //! - [`reload`] compiles new snapshots away from the request path and swaps
 //!   them in atomically.
 //! - [`admin`] is the control plane (health, metrics, status, reload).
+//! - [`approvals_client`] is the `airlock approvals` command's API client.
 //! - [`explain`] answers "what would happen to this call?" for the CLI.
 //! - [`demo`] is a small tool server for the quickstart.
 //! - [`app`] wires everything together; `main.rs` is only the CLI.
@@ -47,6 +48,7 @@
 pub mod admin;
 pub mod app;
 pub mod approval;
+pub mod approvals_client;
 pub mod audit;
 pub mod config;
 pub mod demo;

@@ -16,5 +16,8 @@ mod cli;
 #[path = "it/approvals.rs"]
 mod approvals;
 
+#[path = "it/approvals_restart.rs"]
+mod approvals_restart;
+
 #[path = "it/admin.rs"]
 mod admin;

@@ -11,7 +11,7 @@ use crate::support::webhook::{WebhookReceiver, WEBHOOK_SECRET};
 use crate::support::*;
 
 const CRM_POLICIES: &str = include_str!("../../policies/crm.cedar");
-const BOB_TOKEN: &str = "approver-token-bob";
+pub(crate) const BOB_TOKEN: &str = "approver-token-bob";
 const CALLBACK_SECRET: &str = "whsec_c2VjcmV0LWZvci1jYWxsYmFja3MtMTIzNDU2Nzg=";
 
 /// A plain forbid that no approval lifts: refunds over 1000.
@@ -22,13 +22,13 @@ forbid (principal, action == Action::"POST", resource == Route::"crm")
 when { context.path == "/crm/refunds" && context has body && context.body has amount && context.body.amount > 1000 };
 "#;
 
-struct Env {
-    upstream: Upstream,
-    hooks: WebhookReceiver,
-    airlock: Airlock,
+pub(crate) struct Env {
+    pub upstream: Upstream,
+    pub hooks: WebhookReceiver,
+    pub airlock: Airlock,
 }
 
-async fn env_with(wait: &str, extra_policy: Option<(&str, &str)>) -> Env {
+pub(crate) async fn env_with(wait: &str, extra_policy: Option<(&str, &str)>) -> Env {
     let upstream = Upstream::start().await;
     let hooks = WebhookReceiver::start().await;
     let mut b = AirlockBuilder::new()
@@ -49,14 +49,14 @@ async fn env_with(wait: &str, extra_policy: Option<(&str, &str)>) -> Env {
     }
 }
 
-fn refund(airlock: &Airlock, body: Value) -> reqwest::RequestBuilder {
+pub(crate) fn refund(airlock: &Airlock, body: Value) -> reqwest::RequestBuilder {
     client()
         .post(airlock.url("/crm/refunds"))
         .header("authorization", bearer(AGENT_KEY))
         .json(&body)
 }
 
-async fn decide(airlock: &Airlock, id: &str, token: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn decide(airlock: &Airlock, id: &str, token: &str, body: Value) -> (u16, Value) {
     let resp = client()
         .post(airlock.admin_url(&format!("/v1/approvals/{id}/decision")))
         .header("authorization", bearer(token))
@@ -68,7 +68,7 @@ async fn decide(airlock: &Airlock, id: &str, token: &str, body: Value) -> (u16, 
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn show(airlock: &Airlock, id: &str) -> Value {
+pub(crate) async fn show(airlock: &Airlock, id: &str) -> Value {
     client()
         .get(airlock.admin_url(&format!("/v1/approvals/{id}")))
         .header("authorization", bearer(ADMIN_TOKEN))
@@ -81,7 +81,7 @@ async fn show(airlock: &Airlock, id: &str) -> Value {
 }
 
 /// Sends a held call and expects 202 pending; returns the approval id.
-async fn pending_id(airlock: &Airlock, body: Value) -> String {
+pub(crate) async fn pending_id(airlock: &Airlock, body: Value) -> String {
     let resp = refund(airlock, body).send().await.unwrap();
     assert_eq!(resp.status(), 202);
     assert!(resp.headers().contains_key("retry-after"));
