@@ -207,7 +207,7 @@ pub async fn decide(
             match state
                 .approvals
                 .store()
-                .remember_callback_id(&format!("{id}/{msg_id}"), now_ms())
+                .remember_callback_id(msg_id, now_ms())
                 .await
             {
                 Ok(true) => {}

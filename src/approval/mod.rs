@@ -207,7 +207,18 @@ impl Approvals {
         };
         let deliveries = deliveries(cfg, payload::REQUESTED, &hold);
         let queued = !deliveries.is_empty();
-        self.store.insert_hold(hold.clone(), deliveries).await?;
+        match self.store.insert_hold(hold.clone(), deliveries).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                // An identical call stored its hold first: attach to it.
+                return self
+                    .store
+                    .find_attachable(&hold.agent, &hold.fingerprint, since)
+                    .await?
+                    .ok_or(ApprovalError::Store(StoreError::Conflict));
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.metrics.holds_pending.inc();
         if queued {
             self.outbox_wake.notify_one();
@@ -304,21 +315,23 @@ impl Approvals {
         Ok(hold)
     }
 
-    /// Moves a pending hold to `expired` (fail closed).
+    /// Moves a pending (or uncollected approved) hold to `expired`: fail
+    /// closed.
     pub async fn expire(&self, cfg: &Config, hold: &HoldRecord) -> Result<bool, StoreError> {
         let mut expired = hold.clone();
         expired.state = HoldState::Expired;
         let deliveries = deliveries(cfg, payload::EXPIRED, &expired);
         let queued = !deliveries.is_empty();
         let fields = DecisionFields {
-            reason: Some("nobody decided before the approval expired".into()),
+            reason: (hold.state == HoldState::Pending)
+                .then(|| "nobody decided before the approval expired".into()),
             ..DecisionFields::default()
         };
         let moved = self
             .store
             .transition(
                 &hold.id,
-                HoldState::Pending,
+                hold.state,
                 HoldState::Expired,
                 now_ms(),
                 fields,
@@ -326,7 +339,9 @@ impl Approvals {
             )
             .await?;
         if moved {
-            self.metrics.holds_pending.dec();
+            if hold.state == HoldState::Pending {
+                self.metrics.holds_pending.dec();
+            }
             self.waiters.wake(&hold.id);
             if queued {
                 self.outbox_wake.notify_one();

@@ -182,6 +182,9 @@ pub enum AttemptResult {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// An open hold for the same agent and call already exists.
+    #[error("an open approval for this call already exists")]
+    Conflict,
     #[error("store error: {0}")]
     Backend(String),
     #[error("the store task failed: {0}")]
@@ -201,7 +204,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// Durable approvals. All state changes are compare-and-set.
 pub trait ApprovalStore: Send + Sync {
-    /// Stores a new pending hold together with the deliveries announcing it.
+    /// Stores a new pending hold together with the deliveries announcing it;
+    /// [`StoreError::Conflict`] when an open hold for the same agent and
+    /// fingerprint exists (a racing identical call won).
     fn insert_hold(&self, hold: HoldRecord, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, ()>;
 
     fn get(&self, id: &str) -> StoreFuture<'_, Option<HoldRecord>>;

@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS holds (
 );
 CREATE INDEX IF NOT EXISTS holds_by_call ON holds (agent, fingerprint, created_ms);
 CREATE INDEX IF NOT EXISTS holds_by_state ON holds (state, expires_ms);
+-- At most one open approval per agent and call, even when two identical
+-- calls race (or two replicas do).
+CREATE UNIQUE INDEX IF NOT EXISTS holds_one_open ON holds (agent, fingerprint)
+    WHERE state IN ('pending', 'approved', 'executing');
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -163,7 +167,7 @@ impl ApprovalStore for SqliteStore {
         self.run(move |c| {
             let record = to_json(&hold)?;
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            let inserted = tx.execute(
                 "INSERT INTO holds (id, agent, fingerprint, state, created_ms, expires_ms, record)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
@@ -175,7 +179,15 @@ impl ApprovalStore for SqliteStore {
                     hold.expires_ms,
                     record
                 ],
-            )?;
+            );
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(StoreError::Conflict);
+                }
+                other => other?,
+            };
             insert_deliveries(&tx, &deliveries, &hold.id, hold.created_ms)?;
             tx.commit()?;
             Ok(())
