@@ -478,6 +478,15 @@ mod tests {
         );
         assert!(s.find_attachable("bot", "fp", 0).await.unwrap().is_some());
         assert!(s.remember_callback_id("msg_1", 10).await.unwrap());
+        // An identical call racing the first gets Conflict while one is open.
+        let mut twin = hold("h2");
+        twin.fingerprint = "fp2".into();
+        s.insert_hold(twin.clone(), vec![]).await.unwrap();
+        twin.id = "h3".into();
+        assert!(matches!(
+            s.insert_hold(twin, vec![]).await,
+            Err(StoreError::Conflict)
+        ));
         assert!(!s.remember_callback_id("msg_1", 11).await.unwrap());
     }
 }

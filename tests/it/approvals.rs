@@ -416,6 +416,16 @@ async fn retries_attach_by_fingerprint_or_header_and_a_foreign_id_is_409() {
         .await
         .unwrap();
     assert_eq!(list["approvals"].as_array().unwrap().len(), 1);
+
+    // Two identical calls racing each other share one approval.
+    let (a, b) = tokio::join!(
+        refund(&airlock, json!({"amount": 555})).send(),
+        refund(&airlock, json!({"amount": 555})).send()
+    );
+    let a: Value = a.unwrap().json().await.unwrap();
+    let b: Value = b.unwrap().json().await.unwrap();
+    assert!(a["approval_id"].is_string());
+    assert_eq!(a["approval_id"], b["approval_id"]);
     assert_eq!(upstream.hits(), 0);
 }
 
