@@ -123,7 +123,6 @@ pub async fn on_hold(
             HoldState::Executed => return Ok(replay(&hold, request_id)),
             HoldState::Approved => {
                 if approvals.claim(&hold.id).await.map_err(internal)? {
-                    rec.verdict = "approved";
                     return execute(state, hold, request_id.to_string(), rec).await;
                 }
             }
