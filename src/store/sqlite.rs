@@ -60,6 +60,10 @@ pub struct SqliteStore {
     // A std Mutex: SQLite allows one writer anyway, and the lock is only
     // taken on the blocking pool, never across an await.
     conn: Arc<Mutex<Connection>>,
+    // Bounds the blocking-pool threads the store occupies: there is one
+    // connection, so extra threads would only wait on its lock (and cost
+    // memory when thousands of holds arrive at once).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl SqliteStore {
@@ -86,6 +90,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            slots: Arc::new(tokio::sync::Semaphore::new(2)),
         })
     }
 
@@ -95,7 +100,12 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = self.conn.clone();
+        let slots = self.slots.clone();
         Box::pin(async move {
+            let _slot = slots
+                .acquire_owned()
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?;
             tokio::task::spawn_blocking(move || {
                 let mut guard = conn
                     .lock()
