@@ -9,12 +9,15 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminState};
+use crate::approval::Approvals;
 use crate::audit::AuditSink;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreLocation};
+use crate::notify::WebhookOutbox;
 use crate::policy::PolicyProblem;
 use crate::proxy::{self, ProxyState, ServeOptions};
 use crate::reload::Reloader;
 use crate::snapshot::GatewaySnapshot;
+use crate::store::{ApprovalStore, SqliteStore};
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamClients;
 
@@ -33,6 +36,21 @@ pub enum AppError {
     },
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    #[error("cannot open the approval store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Opens the configured approval store.
+pub fn open_store(
+    location: &StoreLocation,
+) -> Result<Arc<dyn ApprovalStore>, crate::store::StoreError> {
+    Ok(match location {
+        StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        StoreLocation::SqliteMemory => Arc::new(SqliteStore::in_memory()?),
+        StoreLocation::Postgres(_) => {
+            return Err(crate::store::StoreError::Unsupported("postgres".into()))
+        }
+    })
 }
 
 /// Loads the configuration and compiles the first snapshot: what `serve`,
@@ -54,6 +72,37 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         GatewaySnapshot::build(Arc::new(config.clone()), &clients).map_err(AppError::Policy)?;
     let live = Arc::new(ArcSwap::from_pointee(snapshot));
     let (audit, audit_writer) = AuditSink::start(&config.audit, metrics.clone())?;
+
+    // Approvals: settle what a crash interrupted, expire what ran out while
+    // we were down, then resume the outbox, before any agent is served.
+    let store = open_store(&config.store)?;
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    let approvals = Arc::new(Approvals::new(
+        store.clone(),
+        metrics.clone(),
+        outbox_wake.clone(),
+    ));
+    approvals.settle_interrupted().await?;
+    approvals.sweep_expired(&config).await?;
+    approvals.resync_gauge().await?;
+    let config_of = {
+        let live = live.clone();
+        move || live.load().config.clone()
+    };
+    let sweep = approvals.spawn_expiry_sweep(config_of.clone());
+    let webhook_client = clients
+        .client(None, config.timeouts.upstream_connect)
+        .map_err(|e| AppError::Tls(e.to_string()))?;
+    let outbox = WebhookOutbox {
+        store,
+        wake: outbox_wake,
+        metrics: metrics.clone(),
+        client: webhook_client,
+        config: Arc::new(config_of),
+    }
+    .spawn();
+    let checker: Arc<dyn crate::approval::CallChecker> =
+        Arc::new(proxy::recheck::SnapshotChecker { live: live.clone() });
 
     let reloader = Reloader::new(config_path.clone(), live.clone(), clients, metrics.clone());
     reloader.watch_sighup();
@@ -100,6 +149,9 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         live: live.clone(),
         metrics: metrics.clone(),
         reloader: reloader.clone(),
+        approvals: approvals.clone(),
+        checker,
+        audit: audit.clone(),
     };
     eprintln!(
         "airlock: admin listening on http://{}",
@@ -124,6 +176,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         live,
         audit,
         metrics,
+        approvals,
     });
     let opts = ServeOptions {
         header_read: config.timeouts.header_read,
@@ -135,6 +188,8 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     for t in tasks {
         let _ = t.await;
     }
+    sweep.abort();
+    outbox.abort();
     // Every sink clone lived in the proxy state, which is gone now; the
     // writer drains what is queued and exits.
     audit_writer.finish();

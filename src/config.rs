@@ -174,11 +174,14 @@ pub struct Timeouts {
     pub shutdown_grace: Duration,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ApprovalSettings {
     pub wait: Duration,
     pub expire: Duration,
     pub replay_window: Duration,
+    /// Decoded `whsec_` key that signed decision callbacks are checked
+    /// against; `None` refuses signed callbacks.
+    pub callback_secret: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]

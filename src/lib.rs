@@ -22,19 +22,26 @@
 //!   filtering of `tools/list`, and `airlock schema pull`.
 //! - [`proxy`] is the data plane; its module docs walk the request
 //!   lifecycle phase by phase.
+//! - [`approval`] keeps held calls for a human: durable holds in the
+//!   [`store`], waiting agents, decisions, expiry, exactly-once execution.
+//!   It is protocol neutral and never uses `proxy`.
+//! - [`store`] is the durable state behind approvals (SQLite, WAL).
+//! - [`notify`] signs and delivers webhooks from the store's outbox.
 //! - [`audit`] writes one JSON record per decision off the request path.
 //! - [`telemetry`] holds the Prometheus metrics and log setup.
 //! - [`reload`] compiles new snapshots away from the request path and swaps
 //!   them in atomically.
 //! - [`watch`] reloads when the policy or config files change.
 //! - [`admin`] is the control plane (health, metrics, status, reload).
+//! - [`approvals_client`] is the `airlock approvals` command's API client.
 //! - [`explain`] answers "what would happen to this call?" for the CLI.
 //! - [`policytest`] runs the YAML policy test cases of `airlock test`.
 //! - [`demo`] is a small tool server for the quickstart.
 //! - [`app`] wires everything together; `main.rs` is only the CLI.
 //!
-//! Dependencies flow one way: `proxy` → `snapshot` → (`policy`, `config`,
-//! `upstream`); `admin` and `reload` → `snapshot`; `app` → everything.
+//! Dependencies flow one way: `proxy` → (`approval`, `snapshot`) →
+//! (`policy`, `config`, `upstream`); `approval` → (`store`, `notify`,
+//! `config`); `admin` and `reload` → `snapshot`; `app` → everything.
 
 // Tests may unwrap; the library may not.
 #![cfg_attr(
@@ -44,17 +51,21 @@
 
 pub mod admin;
 pub mod app;
+pub mod approval;
+pub mod approvals_client;
 pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod duration;
 pub mod explain;
 pub mod mcp;
+pub mod notify;
 pub mod policy;
 pub mod policytest;
 pub mod proxy;
 pub mod reload;
 pub mod snapshot;
+pub mod store;
 pub mod telemetry;
 pub mod upstream;
 pub mod watch;

@@ -65,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// List and decide held calls through the admin API.
+    Approvals {
+        /// The admin API's base URL.
+        #[arg(long, env = "AIRLOCK_ADMIN", default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// An approver's (or the admin) bearer token.
+        #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: ApprovalsCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +88,32 @@ enum SchemaCommand {
         /// Where to write; defaults to `tools.cedarschema` in the policies directory.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCmd {
+    /// List approvals (pending unless `--status` says otherwise).
+    List {
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one approval as JSON.
+    Show { id: String },
+    /// Approve a held call, optionally replacing its payload.
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Replacement JSON body (REST) or tool arguments (MCP).
+        #[arg(long = "args")]
+        args: Option<String>,
+    },
+    /// Deny a held call; the reason reaches the agent.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -137,6 +174,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Approvals {
+            admin,
+            token,
+            command,
+        } => {
+            use airlock::approvals_client::{ApprovalsClient, ApprovalsCommand};
+            let cmd = match command {
+                ApprovalsCmd::List { status } => ApprovalsCommand::List { status },
+                ApprovalsCmd::Show { id } => ApprovalsCommand::Show { id },
+                ApprovalsCmd::Approve { id, reason, args } => {
+                    ApprovalsCommand::Approve { id, reason, args }
+                }
+                ApprovalsCmd::Deny { id, reason } => ApprovalsCommand::Deny { id, reason },
+            };
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let client = ApprovalsClient::new(&admin, token)?;
+            let out = rt.block_on(client.run(cmd))?;
+            print_stdout(out.trim_end());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Explain {
             config,

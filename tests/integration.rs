@@ -13,6 +13,12 @@ mod tls;
 #[path = "it/cli.rs"]
 mod cli;
 
+#[path = "it/approvals.rs"]
+mod approvals;
+
+#[path = "it/approvals_restart.rs"]
+mod approvals_restart;
+
 #[path = "it/admin.rs"]
 mod admin;
 

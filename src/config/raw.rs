@@ -132,6 +132,7 @@ pub struct RawApprovals {
     pub wait: Option<Spanned<Env>>,
     pub expire: Option<Spanned<Env>>,
     pub replay_window: Option<Spanned<Env>>,
+    pub callback_secret: Option<Spanned<Env>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -435,6 +436,9 @@ impl Validator {
             wait: self.duration_or(a.and_then(|a| a.wait.as_ref()), secs(25)),
             expire: self.duration_or(a.and_then(|a| a.expire.as_ref()), secs(3600)),
             replay_window: self.duration_or(a.and_then(|a| a.replay_window.as_ref()), secs(300)),
+            callback_secret: a
+                .and_then(|a| a.callback_secret.as_ref())
+                .and_then(|s| self.whsec(s)),
         }
     }
 
@@ -456,6 +460,24 @@ impl Validator {
             token_sha256,
             groups: a.groups.into_iter().map(|g| g.0).collect(),
         })
+    }
+
+    fn whsec(&mut self, s: &Spanned<Env>) -> Option<Vec<u8>> {
+        match s
+            .value
+            .0
+            .strip_prefix("whsec_")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        {
+            Some(k) if !k.is_empty() => Some(k),
+            _ => {
+                self.problem(
+                    s,
+                    "callback secret must be `whsec_` followed by base64 key bytes".to_string(),
+                );
+                None
+            }
+        }
     }
 
     pub fn webhook(&mut self, w: RawWebhook) -> Option<WebhookConfig> {

@@ -42,6 +42,18 @@ pub enum ProxyError {
         reasons: Vec<String>,
         policies: Vec<String>,
     },
+    #[error("approval `{id}` was denied by `{by}`: {reason}")]
+    ApprovalDenied {
+        id: String,
+        by: String,
+        reason: String,
+    },
+    #[error("approval `{0}` expired before anyone decided; the call was not made")]
+    ApprovalExpired(String),
+    #[error("no approval `{0}`")]
+    UnknownApproval(String),
+    #[error("approval `{0}` belongs to a different call; send the call it was requested for")]
+    ApprovalMismatch(String),
     #[error("upstream `{route}` did not answer within {seconds}s")]
     UpstreamTimeout { route: String, seconds: u64 },
     #[error("upstream `{route}` is unreachable: {detail}")]
@@ -66,9 +78,12 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::Denied { .. } | ProxyError::ApprovalRequired { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            ProxyError::Denied { .. }
+            | ProxyError::ApprovalRequired { .. }
+            | ProxyError::ApprovalDenied { .. }
+            | ProxyError::ApprovalExpired(_) => StatusCode::FORBIDDEN,
+            ProxyError::UnknownApproval(_) => StatusCode::NOT_FOUND,
+            ProxyError::ApprovalMismatch(_) => StatusCode::CONFLICT,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,6 +100,10 @@ impl ProxyError {
             ProxyError::RequestTimeout => "request_timeout",
             ProxyError::Denied { .. } => "denied",
             ProxyError::ApprovalRequired { .. } => "approval_required",
+            ProxyError::ApprovalDenied { .. } => "approval_denied",
+            ProxyError::ApprovalExpired(_) => "approval_expired",
+            ProxyError::UnknownApproval(_) => "unknown_approval",
+            ProxyError::ApprovalMismatch(_) => "approval_mismatch",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::Internal(_) => "internal",
@@ -98,8 +117,13 @@ impl ProxyError {
             | ProxyError::BadRequest { .. }
             | ProxyError::MethodNotAllowed(_)
             | ProxyError::BodyTooLarge { .. }
-            | ProxyError::RequestTimeout => Fault::Agent,
-            ProxyError::Denied { .. } | ProxyError::ApprovalRequired { .. } => Fault::Policy,
+            | ProxyError::RequestTimeout
+            | ProxyError::UnknownApproval(_)
+            | ProxyError::ApprovalMismatch(_) => Fault::Agent,
+            ProxyError::Denied { .. }
+            | ProxyError::ApprovalRequired { .. }
+            | ProxyError::ApprovalDenied { .. }
+            | ProxyError::ApprovalExpired(_) => Fault::Policy,
             ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamUnavailable { .. } => {
                 Fault::Upstream
             }
@@ -116,6 +140,15 @@ impl ProxyError {
         }
     }
 
+    fn reasons(&self) -> Option<&[String]> {
+        match self {
+            ProxyError::Denied { reasons, .. } | ProxyError::ApprovalRequired { reasons, .. } => {
+                Some(reasons.as_slice())
+            }
+            _ => None,
+        }
+    }
+
     /// The JSON error body every agent-facing error carries.
     pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
         #[derive(Serialize)]
@@ -127,12 +160,23 @@ impl ProxyError {
             policies: Option<&'a [String]>,
             #[serde(skip_serializing_if = "Option::is_none")]
             reasons: Option<&'a [String]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            approval_id: Option<&'a str>,
         }
-        let reasons = match self {
-            ProxyError::Denied { reasons, .. } | ProxyError::ApprovalRequired { reasons, .. } => {
-                Some(reasons.as_slice())
-            }
+        let approval_id = match self {
+            ProxyError::ApprovalDenied { id, .. }
+            | ProxyError::ApprovalExpired(id)
+            | ProxyError::UnknownApproval(id)
+            | ProxyError::ApprovalMismatch(id) => Some(id.as_str()),
             _ => None,
+        };
+        let denial_reason;
+        let reasons = match self {
+            ProxyError::ApprovalDenied { reason, .. } => {
+                denial_reason = [reason.clone()];
+                Some(denial_reason.as_slice())
+            }
+            other => other.reasons(),
         };
         let body = Body {
             error: self.kind(),
@@ -140,6 +184,7 @@ impl ProxyError {
             request_id,
             policies: self.policies(),
             reasons,
+            approval_id,
         };
         let bytes =
             serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());

@@ -17,15 +17,19 @@
 //!    `timeouts.body_read` (408); parse JSON strictly (400).
 //! 6. **decide**: map the call to Cedar and get a [`Verdict`].
 //! 7. **act**: allow forwards the exact bytes received; deny answers 403 with
-//!    the reasons; hold answers 403 `approval_required` naming the gates.
+//!    the reasons; hold stores the call for a human and waits (see `hold`):
+//!    the upstream's answer once approved, 403 when denied or expired, 202
+//!    with `Retry-After` while still pending.
 //! 8. **forward**: send to the upstream with the route's injected headers,
 //!    without the agent's credentials; stream the response back.
 //! 9. **audit**: one record per request, written off the request path.
 
 pub mod call;
 pub mod error;
+pub mod hold;
 mod mcp;
 pub mod path;
+pub mod recheck;
 mod server;
 
 use std::convert::Infallible;
@@ -57,6 +61,7 @@ pub struct ProxyState {
     pub live: Arc<ArcSwap<GatewaySnapshot>>,
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
+    pub approvals: Arc<crate::approval::Approvals>,
 }
 
 /// Hop-by-hop headers, never forwarded in either direction.
@@ -210,15 +215,19 @@ async fn process(
             });
         }
         Verdict::Hold { gates } => {
-            let reasons: Vec<String> = gates
+            rec.reasons = gates
                 .iter()
                 .map(|g| format!("`{}` requires human approval: {}", g.policy, g.reason))
                 .collect();
-            rec.reasons = reasons.clone();
-            return Err(ProxyError::ApprovalRequired {
-                reasons,
-                policies: decision.policies,
-            });
+            let held = hold::HeldRequest {
+                call: &call,
+                route: &route.config.name,
+                rest: &rest,
+                decoded_path: rec.path.clone(),
+                parts: &parts,
+                body,
+            };
+            return hold::on_hold(state, snap, held, gates, request_id, rec).await;
         }
     }
 

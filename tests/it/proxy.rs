@@ -11,6 +11,8 @@ async fn crm() -> (Upstream, Airlock) {
     let airlock = AirlockBuilder::new()
         .policy("crm.cedar", CRM_POLICIES)
         .route("crm", "/crm", &upstream.url("/api"))
+        // Held calls answer 202 pending after this wait (see approvals.rs).
+        .yaml("approvals:\n  wait: 1s\n")
         .start();
     (upstream, airlock)
 }
@@ -111,9 +113,10 @@ async fn a_call_behind_a_gate_is_held_and_recorded_as_hold() {
         .await
         .unwrap();
     let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
-    assert_ne!(resp.status(), 200);
+    assert_eq!(resp.status(), 202);
     let rec = airlock.audit_for(&request_id);
     assert_eq!(rec["verdict"], "hold");
+    assert!(rec["approval_id"].is_string());
     assert_eq!(
         rec["policies"],
         serde_json::json!(["large-refunds-need-approval"])

@@ -6,6 +6,7 @@ pub mod mcp;
 pub mod reload;
 pub mod tls;
 pub mod upstream;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,8 +1,11 @@
-//! The control plane: health, metrics, status and reload, on a listener of
-//! its own (loopback by default).
+//! The control plane: health, metrics, status, reload and approvals, on a
+//! listener of its own (loopback by default).
 //!
 //! `/healthz` and `/metrics` are open; everything under `/v1` needs the
-//! admin bearer token.
+//! admin bearer token, except the approval endpoints (see `approvals`),
+//! which approvers may use too.
+
+pub mod approvals;
 
 use std::sync::Arc;
 
@@ -15,6 +18,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::approval::{Approvals, CallChecker};
+use crate::audit::AuditSink;
 use crate::reload::Reloader;
 use crate::snapshot::GatewaySnapshot;
 use crate::telemetry::Metrics;
@@ -24,14 +29,23 @@ pub struct AdminState {
     pub live: Arc<ArcSwap<GatewaySnapshot>>,
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
+    pub approvals: Arc<Approvals>,
+    pub checker: Arc<dyn CallChecker>,
+    pub audit: AuditSink,
 }
 
 pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
+        .route("/v1/webhooks/deliveries", get(approvals::deliveries))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let approval_routes = Router::new()
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/{id}", get(approvals::show))
+        .route("/v1/approvals/{id}/decision", post(approvals::decide));
     Router::new()
+        .merge(approval_routes)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .merge(v1)

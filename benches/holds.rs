@@ -1,0 +1,211 @@
+//! Benchmark: hold N concurrent calls (default 10,000, small bodies), then
+//! report Airlock's resident memory and the median time from a decision to
+//! the waiting agent's response.
+//!
+//!     cargo bench --bench holds
+//!     HOLDS=2000 DECIDE=500 cargo bench --bench holds
+//!
+//! Needs about N+100 file descriptors in this process and in Airlock
+//! (`ulimit -n 20000`). Targets from the issue: under 200 MB, under 50 ms.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const AGENT_KEY: &str = "bench-agent-key";
+const ADMIN_TOKEN: &str = "bench-admin-token";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let holds = env_usize("HOLDS", 10_000);
+    let decide_n = env_usize("DECIDE", 1_000).min(holds).min(1_000);
+
+    // A tiny upstream.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up_addr = upstream.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(|| async { axum::Json(json!({"ok": true})) });
+        let _ = axum::serve(upstream, app).await;
+    });
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).expect("dir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/policies/schema.cedarschema"),
+        pol.join("schema.cedarschema"),
+    )
+    .expect("schema");
+    std::fs::write(
+        pol.join("bench.cedar"),
+        "@id(\"all\") permit(principal, action, resource);\n@id(\"gate\") @hold(\"bench\") forbid(principal, action == Action::\"POST\", resource);\n",
+    )
+    .expect("policy");
+    let config = dir.path().join("airlock.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\nagents:\n  - id: bot\n    key: {AGENT_KEY}\n    groups: [support]\nroutes:\n  - name: crm\n    prefix: /crm\n    upstream: http://{up_addr}\napprovals:\n  wait: 10m\n"
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start airlock");
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (mut proxy, mut admin) = (None, None);
+    while proxy.is_none() || admin.is_none() {
+        let line = lines.next().expect("airlock exited").expect("line");
+        if let Some(r) = line.strip_prefix("airlock: proxy listening on http://") {
+            proxy = r.split(' ').next().map(str::to_string);
+        }
+        if let Some(r) = line.strip_prefix("airlock: admin listening on http://") {
+            admin = Some(r.trim().to_string());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let (proxy, admin) = (proxy.expect("proxy"), admin.expect("admin"));
+    let rss_idle = rss_mb(pid);
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(900))
+        .build()
+        .expect("client");
+    println!("holding {holds} concurrent calls...");
+    let started = Instant::now();
+    let mut agents = Vec::with_capacity(holds);
+    for n in 0..holds {
+        let c = client.clone();
+        let url = format!("http://{proxy}/crm/refunds");
+        agents.push(tokio::spawn(async move {
+            let resp = c
+                .post(url)
+                .header("authorization", format!("Bearer {AGENT_KEY}"))
+                .json(&json!({"amount": n}))
+                .send()
+                .await;
+            (n, resp.map(|r| r.status().as_u16()).ok(), Instant::now())
+        }));
+    }
+    // Wait until every call is stored and waiting.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let m = client
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        let pending = m
+            .lines()
+            .find(|l| l.starts_with("airlock_holds_pending "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if pending as usize >= holds {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {pending} holds after 15 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let hold_secs = started.elapsed().as_secs_f64();
+    let rss_held = rss_mb(pid);
+
+    // Decide a sample, one at a time, timing decision → agent response.
+    let list: Value = client
+        .get(format!(
+            "http://{admin}/v1/approvals?status=pending&limit={decide_n}"
+        ))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let mut by_amount = std::collections::HashMap::new();
+    for a in list["approvals"].as_array().into_iter().flatten() {
+        if let (Some(id), Some(n)) = (a["id"].as_str(), a["body"]["amount"].as_u64()) {
+            by_amount.insert(n as usize, id.to_string());
+        }
+    }
+    let mut decided_at = Vec::new();
+    for (n, id) in &by_amount {
+        let t = Instant::now();
+        let r = client
+            .post(format!("http://{admin}/v1/approvals/{id}/decision"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .json(&json!({"decision": "approve"}))
+            .send()
+            .await
+            .expect("decide");
+        assert_eq!(r.status(), 200);
+        decided_at.push((*n, t));
+    }
+    let mut waits = Vec::new();
+    let mut agents: Vec<Option<_>> = agents.into_iter().map(Some).collect();
+    for (n, t) in &decided_at {
+        if let Some(task) = agents[*n].take() {
+            let (_, status, at) = task.await.expect("agent");
+            assert_eq!(status, Some(200));
+            waits.push(at.duration_since(*t).as_secs_f64() * 1000.0);
+        }
+    }
+    waits.sort_by(|a, b| a.total_cmp(b));
+    let median = waits.get(waits.len() / 2).copied().unwrap_or(f64::NAN);
+    let p99 = waits
+        .get((waits.len() * 99 / 100).min(waits.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN);
+    println!("holds:                     {holds} concurrent ({hold_secs:.1} s to store them all)");
+    println!("airlock RSS idle:          {rss_idle:.1} MB");
+    println!("airlock RSS holding:       {rss_held:.1} MB   (target < 200 MB)");
+    println!(
+        "decision -> response:      median {median:.2} ms, p99 {p99:.2} ms over {} decisions   (target median < 50 ms)",
+        waits.len()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,627 @@
+//! Human approval of held calls: the protocol-neutral core.
+//!
+//! A held call is stored durably (with the webhooks announcing it, in one
+//! transaction) before anyone hears of it. Agents wait on it in-process
+//! ([`Waiters`]) while the [`ApprovalStore`] stays the source of truth, so a
+//! restart loses nothing: a waiting agent that comes back attaches by
+//! fingerprint or id. The state machine is in [`crate::store::HoldState`];
+//! every move is a compare-and-set, so one decision wins and one execution
+//! wins.
+//!
+//! What a protocol front end (REST today, MCP next) does with this module:
+//! 1. on a hold verdict, build a [`HeldCall`] (the stored request, the
+//!    gates, the fingerprint from [`fingerprint::fingerprint`]) and call
+//!    [`Approvals::hold`], or [`Approvals::attach`] when the agent named an
+//!    approval id;
+//! 2. [`Approvals::wait`] for at most `approvals.wait`;
+//! 3. on `approved`, [`Approvals::claim`] the execution; only the winner
+//!    forwards, then [`Approvals::finish`] records the outcome that later
+//!    identical calls get replayed;
+//! 4. implement [`CallChecker`] so a decision can re-check the stored (or
+//!    edited) call against the current policies.
+
+pub mod fingerprint;
+mod waiters;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::notify::payload;
+use crate::store::{
+    ApprovalStore, DecisionFields, HoldRecord, HoldState, NewDelivery, Outcome, StoreError,
+    StoredGate, StoredRequest,
+};
+use crate::telemetry::Metrics;
+pub use waiters::Waiters;
+
+/// A held call about to be stored.
+#[derive(Debug, Clone)]
+pub struct HeldCall {
+    pub agent: String,
+    pub route: String,
+    pub action: String,
+    pub resource: String,
+    pub fingerprint: String,
+    pub request: StoredRequest,
+    pub gates: Vec<StoredGate>,
+    /// The shortest `@timeout` of the gates, if any set one.
+    pub timeout: Option<Duration>,
+}
+
+/// The policies' view of a stored call now, from [`CallChecker::recheck`].
+#[derive(Debug, Clone)]
+pub enum Recheck {
+    Allow,
+    Hold { gates: Vec<StoredGate> },
+    Deny { reasons: Vec<String> },
+}
+
+/// Re-evaluates a stored call against the current policies. The protocol
+/// front end implements it, so this module never depends on it.
+pub trait CallChecker: Send + Sync {
+    /// The verdict for `hold`'s call with `body` instead of its own.
+    fn recheck(&self, hold: &HoldRecord, body: &[u8]) -> Result<Recheck, String>;
+    /// The body that an approver's edit (`body` for REST, `arguments` for
+    /// MCP) makes of the stored call.
+    fn edited_body(&self, hold: &HoldRecord, edit: &Value) -> Result<Vec<u8>, String>;
+}
+
+/// Who is deciding.
+#[derive(Debug, Clone)]
+pub struct Decider {
+    pub id: String,
+    pub groups: Vec<String>,
+    /// The admin token may decide any gate.
+    pub any_group: bool,
+}
+
+/// A decision as submitted.
+#[derive(Debug, Clone)]
+pub struct DecisionInput {
+    pub approve: bool,
+    pub reason: Option<String>,
+    pub edit: Option<Value>,
+}
+
+/// A stored decision, with both versions of an edited call.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub hold: HoldRecord,
+    pub edited: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no approval `{0}`")]
+    NotFound(String),
+    #[error("approval `{id}` belongs to a different call")]
+    Mismatch { id: String },
+    #[error("approval `{id}` is already {state}; a decision is final")]
+    AlreadyDecided { id: String, state: &'static str },
+    #[error("`{decider}` is not in the approver group `{group}` this call needs")]
+    WrongGroup { decider: String, group: String },
+    #[error("the edited call is denied by policy: {}", reasons.join("; "))]
+    EditDenied { reasons: Vec<String> },
+    #[error("the call is now denied by policy, so it cannot be approved: {}", reasons.join("; "))]
+    NowDenied { reasons: Vec<String> },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The approval service: shared by the proxy, the admin API and the
+/// background expiry sweep.
+pub struct Approvals {
+    store: Arc<dyn ApprovalStore>,
+    waiters: Waiters,
+    metrics: Arc<Metrics>,
+    /// Wakes the outbox worker when deliveries were queued.
+    outbox_wake: Arc<Notify>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+// === impl Approvals ===
+
+impl Approvals {
+    pub fn new(
+        store: Arc<dyn ApprovalStore>,
+        metrics: Arc<Metrics>,
+        outbox_wake: Arc<Notify>,
+    ) -> Approvals {
+        Approvals {
+            store,
+            waiters: Waiters::default(),
+            metrics,
+            outbox_wake,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ApprovalStore> {
+        &self.store
+    }
+
+    /// Sets the pending gauge from the store (after a restart).
+    pub async fn resync_gauge(&self) -> Result<(), StoreError> {
+        let n = self.store.count(HoldState::Pending).await?;
+        self.metrics
+            .holds_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// Attaches an identical call to its existing approval, or stores a new
+    /// pending one and queues the `approval.requested` webhooks with it.
+    pub async fn hold(&self, cfg: &Config, call: HeldCall) -> Result<HoldRecord, ApprovalError> {
+        let now = now_ms();
+        let since = now - ms(cfg.approvals.replay_window);
+        if let Some(existing) = self
+            .store
+            .find_attachable(&call.agent, &call.fingerprint, since)
+            .await?
+        {
+            return Ok(existing);
+        }
+        // A gate's `@timeout` bounds the approval's whole life.
+        let life = call.timeout.unwrap_or(cfg.approvals.expire);
+        let mut groups: Vec<String> = call
+            .gates
+            .iter()
+            .filter_map(|g| g.approvers.clone())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        let hold = HoldRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            agent: call.agent,
+            route: call.route,
+            action: call.action,
+            resource: call.resource,
+            fingerprint: call.fingerprint,
+            request: call.request,
+            gates: call.gates,
+            approver_groups: groups,
+            state: HoldState::Pending,
+            created_ms: now,
+            expires_ms: now.saturating_add(ms(life)),
+            decided_ms: None,
+            decided_by: None,
+            reason: None,
+            edited_body: None,
+            executed_ms: None,
+            outcome: None,
+        };
+        let deliveries = deliveries(cfg, payload::REQUESTED, &hold);
+        let queued = !deliveries.is_empty();
+        match self.store.insert_hold(hold.clone(), deliveries).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                // An identical call stored its hold first: attach to it.
+                return self
+                    .store
+                    .find_attachable(&hold.agent, &hold.fingerprint, since)
+                    .await?
+                    .ok_or(ApprovalError::Store(StoreError::Conflict));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.metrics.holds_pending.inc();
+        if queued {
+            self.outbox_wake.notify_one();
+        }
+        Ok(hold)
+    }
+
+    /// The approval `id` for a call that names it; 409 when the call is not
+    /// the one approved.
+    pub async fn attach(
+        &self,
+        id: &str,
+        agent: &str,
+        fingerprint: &str,
+    ) -> Result<HoldRecord, ApprovalError> {
+        let hold = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
+        if hold.agent != agent || hold.fingerprint != fingerprint {
+            return Err(ApprovalError::Mismatch { id: id.to_string() });
+        }
+        Ok(hold)
+    }
+
+    /// Waits up to `max` for the hold to leave `pending` (or `executing`),
+    /// expiring it when its time runs out. Dropping the future (the agent
+    /// went away) changes nothing.
+    pub async fn wait(
+        &self,
+        cfg: &Config,
+        id: &str,
+        max: Duration,
+    ) -> Result<HoldRecord, ApprovalError> {
+        let until = tokio::time::Instant::now() + max;
+        // Bounded: each round either returns or waits for a wake-up or the
+        // deadline; spurious wake-ups are rare.
+        for _ in 0..10_000 {
+            let rx = self.waiters.subscribe(id);
+            let hold = self
+                .store
+                .get(id)
+                .await?
+                .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
+            let hold = self.expire_if_due(cfg, hold).await?;
+            if !matches!(hold.state, HoldState::Pending | HoldState::Executing) {
+                return Ok(hold);
+            }
+            let expires_in = Duration::from_millis(
+                u64::try_from(hold.expires_ms.saturating_sub(now_ms())).unwrap_or(0),
+            );
+            let deadline = until.min(tokio::time::Instant::now() + expires_in);
+            let woke = match rx {
+                Some(mut rx) => {
+                    tokio::select! {
+                        _ = rx.changed() => true,
+                        () = tokio::time::sleep_until(deadline) => false,
+                    }
+                }
+                None => {
+                    tokio::time::sleep_until(deadline).await;
+                    false
+                }
+            };
+            self.waiters.release(id);
+            if !woke && tokio::time::Instant::now() >= until {
+                let hold = self
+                    .store
+                    .get(id)
+                    .await?
+                    .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
+                return self.expire_if_due(cfg, hold).await;
+            }
+        }
+        Err(ApprovalError::Invalid(
+            "waiting for the approval did not settle".into(),
+        ))
+    }
+
+    async fn expire_if_due(
+        &self,
+        cfg: &Config,
+        hold: HoldRecord,
+    ) -> Result<HoldRecord, ApprovalError> {
+        if hold.state == HoldState::Pending && hold.expires_ms <= now_ms() {
+            self.expire(cfg, &hold).await?;
+            return self
+                .store
+                .get(&hold.id)
+                .await?
+                .ok_or_else(|| ApprovalError::NotFound(hold.id.clone()));
+        }
+        Ok(hold)
+    }
+
+    /// Moves a pending (or uncollected approved) hold to `expired`: fail
+    /// closed.
+    pub async fn expire(&self, cfg: &Config, hold: &HoldRecord) -> Result<bool, StoreError> {
+        let mut expired = hold.clone();
+        expired.state = HoldState::Expired;
+        let deliveries = deliveries(cfg, payload::EXPIRED, &expired);
+        let queued = !deliveries.is_empty();
+        let fields = DecisionFields {
+            reason: (hold.state == HoldState::Pending)
+                .then(|| "nobody decided before the approval expired".into()),
+            ..DecisionFields::default()
+        };
+        let moved = self
+            .store
+            .transition(
+                &hold.id,
+                hold.state,
+                HoldState::Expired,
+                now_ms(),
+                fields,
+                deliveries,
+            )
+            .await?;
+        if moved {
+            if hold.state == HoldState::Pending {
+                self.metrics.holds_pending.dec();
+            }
+            self.waiters.wake(&hold.id);
+            if queued {
+                self.outbox_wake.notify_one();
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Expires every overdue pending hold; run at start and periodically.
+    pub async fn sweep_expired(&self, cfg: &Config) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for _ in 0..1000 {
+            let due = self.store.due_expiries(now_ms(), 256).await?;
+            if due.is_empty() {
+                break;
+            }
+            for hold in &due {
+                if self.expire(cfg, hold).await? {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Holds left `executing` by a crash: the forward may or may not have
+    /// reached the upstream, so they are settled as executed with an unknown
+    /// outcome and never run again.
+    pub async fn settle_interrupted(&self) -> Result<usize, StoreError> {
+        let stuck = self.store.list(Some(HoldState::Executing), 10_000).await?;
+        let mut n = 0;
+        for hold in stuck {
+            let outcome = Outcome {
+                status: 502,
+                reason: "airlock stopped while forwarding this approved call; its outcome is unknown and it is not repeated".into(),
+            };
+            if self.finish(&hold.id, outcome).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Claims the one execution of an approved call.
+    pub async fn claim(&self, id: &str) -> Result<bool, StoreError> {
+        self.store
+            .transition(
+                id,
+                HoldState::Approved,
+                HoldState::Executing,
+                now_ms(),
+                DecisionFields::default(),
+                Vec::new(),
+            )
+            .await
+    }
+
+    /// Records what the agent was told when the approved call ran.
+    pub async fn finish(&self, id: &str, outcome: Outcome) -> Result<bool, StoreError> {
+        let fields = DecisionFields {
+            outcome: Some(outcome),
+            ..DecisionFields::default()
+        };
+        let moved = self
+            .store
+            .transition(
+                id,
+                HoldState::Executing,
+                HoldState::Executed,
+                now_ms(),
+                fields,
+                Vec::new(),
+            )
+            .await?;
+        self.waiters.wake(id);
+        Ok(moved)
+    }
+
+    /// Applies a human decision: checks the decider's groups, re-checks the
+    /// (possibly edited) call against the current policies, and stores the
+    /// decision with its webhooks in one compare-and-set.
+    pub async fn decide(
+        &self,
+        cfg: &Config,
+        id: &str,
+        who: &Decider,
+        input: DecisionInput,
+        checker: &dyn CallChecker,
+    ) -> Result<Decided, ApprovalError> {
+        let hold = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
+        let hold = self.expire_if_due(cfg, hold).await?;
+        if hold.state != HoldState::Pending {
+            return Err(ApprovalError::AlreadyDecided {
+                id: id.to_string(),
+                state: hold.state.as_str(),
+            });
+        }
+        check_groups(who, &hold.approver_groups)?;
+        let reason = input.reason.filter(|r| !r.trim().is_empty());
+
+        let (to, edited_body, decided_by, reason) = if input.approve {
+            let edited_body = match &input.edit {
+                Some(edit) => Some(
+                    checker
+                        .edited_body(&hold, edit)
+                        .map_err(ApprovalError::Invalid)?,
+                ),
+                None => None,
+            };
+            let body = edited_body.as_deref().unwrap_or(&hold.request.body);
+            match checker
+                .recheck(&hold, body)
+                .map_err(ApprovalError::Invalid)?
+            {
+                Recheck::Deny { reasons } if edited_body.is_some() => {
+                    return Err(ApprovalError::EditDenied { reasons });
+                }
+                Recheck::Deny { reasons } => {
+                    // A plain forbid (perhaps added by a reload while the
+                    // call waited) wins over any human approval.
+                    self.settle_denied(cfg, &hold, "policy", reasons.join("; "))
+                        .await?;
+                    return Err(ApprovalError::NowDenied { reasons });
+                }
+                Recheck::Hold { gates } => {
+                    let groups: Vec<String> =
+                        gates.into_iter().filter_map(|g| g.approvers).collect();
+                    check_groups(who, &groups)?;
+                }
+                Recheck::Allow => {}
+            }
+            (HoldState::Approved, edited_body, who.id.clone(), reason)
+        } else {
+            let Some(reason) = reason else {
+                return Err(ApprovalError::Invalid(
+                    "a denial needs a `reason` the agent can act on".into(),
+                ));
+            };
+            (HoldState::Denied, None, who.id.clone(), Some(reason))
+        };
+
+        let edited = edited_body.is_some();
+        let mut after = hold.clone();
+        after.state = to;
+        after.decided_by = Some(decided_by.clone());
+        after.reason = reason.clone();
+        after.edited_body = edited_body.clone();
+        let deliveries = deliveries(cfg, payload::DECIDED, &after);
+        let queued = !deliveries.is_empty();
+        let fields = DecisionFields {
+            decided_by: Some(decided_by),
+            reason,
+            edited_body,
+            outcome: None,
+        };
+        let now = now_ms();
+        after.decided_ms = Some(now);
+        let moved = self
+            .store
+            .transition(id, HoldState::Pending, to, now, fields, deliveries)
+            .await?;
+        if !moved {
+            let state = self
+                .store
+                .get(id)
+                .await?
+                .map_or("decided", |h| h.state.as_str());
+            return Err(ApprovalError::AlreadyDecided {
+                id: id.to_string(),
+                state,
+            });
+        }
+        self.metrics.holds_pending.dec();
+        self.waiters.wake(id);
+        if queued {
+            self.outbox_wake.notify_one();
+        }
+        // The decision as made: by now a waiting agent may already have
+        // moved the hold on to `executing`.
+        Ok(Decided {
+            hold: after,
+            edited,
+        })
+    }
+
+    async fn settle_denied(
+        &self,
+        cfg: &Config,
+        hold: &HoldRecord,
+        by: &str,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        let mut after = hold.clone();
+        after.state = HoldState::Denied;
+        after.decided_by = Some(by.to_string());
+        after.reason = Some(reason.clone());
+        let deliveries = deliveries(cfg, payload::DECIDED, &after);
+        let fields = DecisionFields {
+            decided_by: Some(by.to_string()),
+            reason: Some(reason),
+            ..DecisionFields::default()
+        };
+        if self
+            .store
+            .transition(
+                &hold.id,
+                HoldState::Pending,
+                HoldState::Denied,
+                now_ms(),
+                fields,
+                deliveries,
+            )
+            .await?
+        {
+            self.metrics.holds_pending.dec();
+            self.waiters.wake(&hold.id);
+            self.outbox_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Runs the expiry sweep every second until the process ends.
+    pub fn spawn_expiry_sweep(
+        self: &Arc<Self>,
+        config: impl Fn() -> Arc<Config> + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.sweep_expired(&config()).await {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                }
+            }
+        })
+    }
+}
+
+fn check_groups(who: &Decider, required: &[String]) -> Result<(), ApprovalError> {
+    if who.any_group {
+        return Ok(());
+    }
+    for g in required {
+        if !who.groups.contains(g) {
+            return Err(ApprovalError::WrongGroup {
+                decider: who.id.clone(),
+                group: g.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One delivery per configured webhook that wants `event`.
+fn deliveries(cfg: &Config, event: &str, hold: &HoldRecord) -> Vec<NewDelivery> {
+    let wanted: Vec<_> = cfg
+        .webhooks
+        .iter()
+        .filter(|w| {
+            w.events
+                .as_ref()
+                .is_none_or(|e| e.iter().any(|x| x == event))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let body = payload::event(event, hold, &cfg.admin.public_url).to_string();
+    wanted
+        .into_iter()
+        .map(|w| NewDelivery {
+            id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
+            url: w.url.clone(),
+            event: event.to_string(),
+            payload: body.clone(),
+        })
+        .collect()
+}

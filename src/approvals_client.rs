@@ -1,0 +1,184 @@
+//! The `airlock approvals` command: a small client of the admin API's
+//! approval endpoints, for humans at a terminal.
+
+use bytes::Bytes;
+use http::{header, Method, Request};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+
+use crate::upstream::{UpstreamClient, UpstreamClients};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("`{0}` is not a valid admin URL")]
+    BadUrl(String),
+    #[error("cannot reach the admin API at `{url}`: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the admin API answered {status}: {message}")]
+    Refused { status: u16, message: String },
+    #[error("`--args` is not JSON: {0}")]
+    BadArgs(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What to do.
+pub enum ApprovalsCommand {
+    List {
+        status: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    Approve {
+        id: String,
+        reason: Option<String>,
+        args: Option<String>,
+    },
+    Deny {
+        id: String,
+        reason: String,
+    },
+}
+
+pub struct ApprovalsClient {
+    base: String,
+    token: Option<String>,
+    client: UpstreamClient,
+}
+
+impl ApprovalsClient {
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let clients = UpstreamClients::new(std::time::Duration::from_secs(5));
+        let client = clients
+            .client(None, std::time::Duration::from_secs(5))
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(ApprovalsClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            client,
+        })
+    }
+
+    /// Runs the command and returns what to print.
+    pub async fn run(&self, cmd: ApprovalsCommand) -> Result<String, ClientError> {
+        match cmd {
+            ApprovalsCommand::List { status } => {
+                let status = status.unwrap_or_else(|| "pending".into());
+                let v = self
+                    .call(Method::GET, &format!("/v1/approvals?status={status}"), None)
+                    .await?;
+                Ok(table(&v))
+            }
+            ApprovalsCommand::Show { id } => {
+                let v = self
+                    .call(Method::GET, &format!("/v1/approvals/{id}"), None)
+                    .await?;
+                Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
+            }
+            ApprovalsCommand::Approve { id, reason, args } => {
+                let mut body = json!({"decision": "approve", "reason": reason});
+                if let Some(a) = args {
+                    let parsed: Value = serde_json::from_str(&a)
+                        .map_err(|e| ClientError::BadArgs(e.to_string()))?;
+                    body["arguments"] = parsed;
+                }
+                let v = self.decide(&id, body).await?;
+                Ok(format!(
+                    "approved {id} (status: {})",
+                    v["status"].as_str().unwrap_or("?")
+                ))
+            }
+            ApprovalsCommand::Deny { id, reason } => {
+                let v = self
+                    .decide(&id, json!({"decision": "deny", "reason": reason}))
+                    .await?;
+                Ok(format!(
+                    "denied {id} (status: {})",
+                    v["status"].as_str().unwrap_or("?")
+                ))
+            }
+        }
+    }
+
+    async fn decide(&self, id: &str, body: Value) -> Result<Value, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/approvals/{id}/decision"),
+            Some(body),
+        )
+        .await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut b = Request::builder().method(method).uri(url.as_str());
+        if let Some(t) = &self.token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let bytes = match body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = b
+            .body(Full::new(bytes))
+            .map_err(|_| ClientError::BadUrl(self.base.clone()))?;
+        let unreachable = |detail: String| ClientError::Unreachable {
+            url: self.base.clone(),
+            detail,
+        };
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| unreachable(crate::upstream::describe_error(&e)))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            let message = v["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(ClientError::Refused { status, message });
+        }
+        Ok(v)
+    }
+}
+
+fn table(v: &Value) -> String {
+    let mut out = String::from("ID                                    STATUS    AGENT         METHOD PATH                      EXPIRES                   GATES\n");
+    for a in v["approvals"].as_array().into_iter().flatten() {
+        let s = |k: &str| a[k].as_str().unwrap_or("").to_string();
+        let gates: Vec<&str> = a["gates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g["policy"].as_str())
+            .collect();
+        out.push_str(&format!(
+            "{:<37} {:<9} {:<13} {:<6} {:<25} {:<25} {}\n",
+            s("id"),
+            s("status"),
+            s("agent"),
+            s("method"),
+            s("path"),
+            s("expires_at"),
+            gates.join(",")
+        ));
+    }
+    out
+}

@@ -1,0 +1,289 @@
+//! The REST side of a hold: store or attach, wait, then answer with the
+//! upstream's response (approved), 403 (denied or expired), the replayed
+//! outcome (already executed), or 202 with `Retry-After` (still pending).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use serde_json::json;
+
+use super::error::ProxyError;
+use super::{copy_headers, forward, ProxyBody, ProxyState};
+use crate::approval::fingerprint::fingerprint;
+use crate::approval::{now_ms, ApprovalError, HeldCall};
+use crate::audit::AuditRecord;
+use crate::policy::{CallRequest, Gate};
+use crate::snapshot::GatewaySnapshot;
+use crate::store::{HoldRecord, HoldState, Outcome, StoredGate, StoredRequest};
+
+/// The header a REST agent names its approval with.
+pub const APPROVAL_HEADER: &str = "airlock-approval";
+
+/// What the hold branch needs from the request.
+pub struct HeldRequest<'a> {
+    pub call: &'a CallRequest,
+    pub route: &'a str,
+    pub rest: &'a str,
+    pub decoded_path: String,
+    pub parts: &'a Parts,
+    pub body: Bytes,
+}
+
+impl From<ApprovalError> for ProxyError {
+    fn from(e: ApprovalError) -> Self {
+        match e {
+            ApprovalError::NotFound(id) => ProxyError::UnknownApproval(id),
+            ApprovalError::Mismatch { id } => ProxyError::ApprovalMismatch(id),
+            other => ProxyError::Internal(other.to_string()),
+        }
+    }
+}
+
+pub async fn on_hold(
+    state: &ProxyState,
+    snap: &GatewaySnapshot,
+    req: HeldRequest<'_>,
+    gates: Vec<Gate>,
+    request_id: &str,
+    rec: &mut AuditRecord,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let approvals = &state.approvals;
+    let cfg = &snap.config;
+    let stored = stored_request(req.parts, &req.decoded_path, req.rest, &req.body);
+    let fp = fingerprint(
+        "http",
+        &stored.method,
+        req.route,
+        &stored.path,
+        stored.query.as_deref(),
+        &req.body,
+    );
+    let named = req
+        .parts
+        .headers
+        .get(APPROVAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string());
+    let mut hold = None;
+    if let Some(id) = named {
+        let found = approvals.attach(&id, &req.call.agent, &fp).await?;
+        let stale_since =
+            now_ms() - i64::try_from(cfg.approvals.replay_window.as_millis()).unwrap_or(0);
+        let settled_long_ago = found.state == HoldState::Expired
+            || (matches!(found.state, HoldState::Executed | HoldState::Denied)
+                && found.executed_ms.or(found.decided_ms).unwrap_or(0) < stale_since);
+        if !settled_long_ago {
+            hold = Some(found);
+        }
+    }
+    let hold = match hold {
+        Some(h) => h,
+        None => {
+            let timeout = gates.iter().filter_map(|g| g.timeout).min();
+            let call = HeldCall {
+                agent: req.call.agent.clone(),
+                route: req.route.to_string(),
+                action: req.call.action.clone(),
+                resource: req.call.resource.to_string(),
+                fingerprint: fp,
+                request: stored,
+                gates: gates
+                    .iter()
+                    .map(|g| StoredGate {
+                        policy: g.policy.clone(),
+                        reason: g.reason.clone(),
+                        approvers: g.approvers.clone(),
+                    })
+                    .collect(),
+                timeout,
+            };
+            approvals.hold(cfg, call).await?
+        }
+    };
+    rec.approval_id = Some(hold.id.clone());
+
+    // Bounded: an approved call is claimed by us or by a concurrent
+    // identical call; either way it settles within a round or two.
+    for _ in 0..3 {
+        let hold = approvals.wait(cfg, &hold.id, cfg.approvals.wait).await?;
+        rec.approver = hold.decided_by.clone();
+        match hold.state {
+            HoldState::Pending | HoldState::Executing => return Ok(pending(&hold, request_id)),
+            HoldState::Denied => {
+                return Err(ProxyError::ApprovalDenied {
+                    id: hold.id.clone(),
+                    by: hold.decided_by.clone().unwrap_or_default(),
+                    reason: hold.reason.clone().unwrap_or_default(),
+                })
+            }
+            HoldState::Expired => return Err(ProxyError::ApprovalExpired(hold.id.clone())),
+            HoldState::Executed => return Ok(replay(&hold, request_id)),
+            HoldState::Approved => {
+                if approvals.claim(&hold.id).await.map_err(internal)? {
+                    return execute(state, hold, request_id.to_string(), rec).await;
+                }
+            }
+        }
+    }
+    Err(ProxyError::Internal(
+        "the approved call did not settle; retry with the same approval".into(),
+    ))
+}
+
+fn internal(e: impl std::fmt::Display) -> ProxyError {
+    ProxyError::Internal(e.to_string())
+}
+
+/// The call as it would be forwarded: never the agent's credentials.
+fn stored_request(parts: &Parts, decoded_path: &str, rest: &str, body: &Bytes) -> StoredRequest {
+    let mut fwd = HeaderMap::new();
+    copy_headers(&parts.headers, &mut fwd, true);
+    StoredRequest {
+        method: parts.method.as_str().to_string(),
+        path: decoded_path.to_string(),
+        rest: rest.to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: fwd
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: body.to_vec(),
+    }
+}
+
+/// Request parts rebuilt from a stored request (for forwarding and
+/// re-checking).
+pub fn stored_parts(r: &StoredRequest) -> Result<Parts, String> {
+    let uri = match &r.query {
+        Some(q) => format!("/?{q}"),
+        None => "/".to_string(),
+    };
+    let mut b = Request::builder().method(r.method.as_str()).uri(uri);
+    for (k, v) in &r.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b.body(())
+        .map(|r| r.into_parts().0)
+        .map_err(|e| format!("the stored request does not rebuild: {e}"))
+}
+
+/// Forwards the approved call once. The forward runs in its own task, so
+/// that an agent hanging up mid-way cannot leave it half done: the outcome
+/// is always recorded for the replay.
+async fn execute(
+    state: &ProxyState,
+    hold: HoldRecord,
+    request_id: String,
+    rec: &mut AuditRecord,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let approvals = state.approvals.clone();
+    let live = state.live.clone();
+    let task = tokio::spawn(async move {
+        let snap = live.load_full();
+        let result = match (snap.route_named(&hold.route), stored_parts(&hold.request)) {
+            (None, _) => Err(ProxyError::NoRoute(hold.route.clone())),
+            (_, Err(e)) => Err(ProxyError::Internal(e)),
+            (Some(route), Ok(parts)) => {
+                let body = Bytes::copy_from_slice(hold.body_to_forward());
+                forward(route, &hold.request.rest, &parts, body, &request_id).await
+            }
+        };
+        let outcome = match &result {
+            Ok(resp) => Outcome {
+                status: resp.status().as_u16(),
+                reason: format!(
+                    "approved by `{}`; the upstream answered {}",
+                    hold.decided_by.as_deref().unwrap_or("?"),
+                    resp.status().as_u16()
+                ),
+            },
+            Err(e) => Outcome {
+                status: e.status().as_u16(),
+                reason: e.to_string(),
+            },
+        };
+        if let Err(e) = approvals.finish(&hold.id, outcome).await {
+            tracing::error!(error = %e, approval = %hold.id, "cannot record the outcome of an approved call");
+        }
+        result
+    });
+    let result = task.await.map_err(internal)?;
+    if let Ok(resp) = &result {
+        rec.upstream_status = Some(resp.status().as_u16());
+    }
+    result
+}
+
+fn json_response(
+    status: StatusCode,
+    body: serde_json::Value,
+    request_id: &str,
+    id: &str,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(id) {
+        h.insert(APPROVAL_HEADER, v);
+    }
+    resp
+}
+
+fn pending(hold: &HoldRecord, request_id: &str) -> Response<ProxyBody> {
+    let left = Duration::from_millis(u64::try_from(hold.expires_ms - now_ms()).unwrap_or(0));
+    let retry = left.as_secs().clamp(1, 10);
+    let mut resp = json_response(
+        StatusCode::ACCEPTED,
+        json!({
+            "approval_id": hold.id,
+            "status": "pending",
+            "expires_at": crate::notify::payload::ms_to_rfc3339(hold.expires_ms),
+            "message": format!(
+                "this call awaits human approval; send it again (same request, or with `Airlock-Approval: {}`) after {retry}s",
+                hold.id
+            ),
+            "reasons": hold.gates.iter().map(|g| format!("`{}` requires human approval: {}", g.policy, g.reason)).collect::<Vec<_>>(),
+            "request_id": request_id,
+        }),
+        request_id,
+        &hold.id,
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    resp
+}
+
+/// An identical call after execution: the recorded outcome, and no second
+/// upstream call.
+fn replay(hold: &HoldRecord, request_id: &str) -> Response<ProxyBody> {
+    let outcome = hold.outcome.clone().unwrap_or(Outcome {
+        status: 502,
+        reason: "the outcome was not recorded".into(),
+    });
+    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut resp = json_response(
+        status,
+        json!({
+            "approval_id": hold.id,
+            "status": "executed",
+            "replayed": true,
+            "message": format!("this approved call was already executed; it is not sent again: {}", outcome.reason),
+            "request_id": request_id,
+        }),
+        request_id,
+        &hold.id,
+    );
+    resp.headers_mut()
+        .insert("airlock-replayed", HeaderValue::from_static("true"));
+    resp
+}

@@ -1,0 +1,70 @@
+//! Re-checking a stored REST call against the current policies, for the
+//! approval module's decision path. It lives here, beside `call`, because
+//! mapping a request to the policy's [`CallRequest`] is the proxy's job;
+//! the approval module only sees the [`CallChecker`] trait, so it never
+//! depends on the proxy.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::call::http_call;
+use super::hold::stored_parts;
+use crate::approval::{CallChecker, Recheck};
+use crate::policy::Verdict;
+use crate::snapshot::GatewaySnapshot;
+use crate::store::{HoldRecord, StoredGate};
+
+pub struct SnapshotChecker {
+    pub live: Arc<ArcSwap<GatewaySnapshot>>,
+}
+
+impl CallChecker for SnapshotChecker {
+    fn recheck(&self, hold: &HoldRecord, body: &[u8]) -> Result<Recheck, String> {
+        let snap = self.live.load();
+        if snap.route_named(&hold.route).is_none() {
+            return Ok(Recheck::Deny {
+                reasons: vec![format!("route `{}` is no longer configured", hold.route)],
+            });
+        }
+        let parts = stored_parts(&hold.request)?;
+        let body = Bytes::copy_from_slice(body);
+        let (call, _) = http_call(
+            &hold.agent,
+            &hold.route,
+            &parts,
+            hold.request.path.clone(),
+            &body,
+        )
+        .map_err(|e| e.to_string())?;
+        let decision = match snap.policy.decide(&call) {
+            Ok(d) => d,
+            // An agent removed from the configuration can no longer be approved.
+            Err(e) => {
+                return Ok(Recheck::Deny {
+                    reasons: vec![e.to_string()],
+                })
+            }
+        };
+        Ok(match decision.verdict {
+            Verdict::Allow => Recheck::Allow,
+            Verdict::Deny { reasons } => Recheck::Deny { reasons },
+            Verdict::Hold { gates } => Recheck::Hold {
+                gates: gates
+                    .into_iter()
+                    .map(|g| StoredGate {
+                        policy: g.policy,
+                        reason: g.reason,
+                        approvers: g.approvers,
+                    })
+                    .collect(),
+            },
+        })
+    }
+
+    fn edited_body(&self, _hold: &HoldRecord, edit: &Value) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(edit).map_err(|e| format!("the edited body does not encode: {e}"))
+    }
+}

@@ -1,0 +1,295 @@
+//! Durable state for approvals: holds, the webhook outbox, and the ids of
+//! signed callbacks already accepted.
+//!
+//! Callers talk to the [`ApprovalStore`] trait only. Every state change is a
+//! compare-and-set ("move hold X from `pending` to `approved`"), so that a
+//! backend shared by several replicas (PostgreSQL, next) gives the same
+//! guarantees as the embedded SQLite one: one decision wins, and one
+//! execution claim wins. Outbox rows are written in the same transaction as
+//! the state change they announce, so a notification is never sent for a
+//! change that was not stored, and never lost for one that was.
+
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+/// The life of an approval. Transitions:
+/// `pending → approved → executing → executed`, `pending → denied`,
+/// `pending → expired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldState {
+    Pending,
+    Approved,
+    Executing,
+    Executed,
+    Denied,
+    Expired,
+}
+
+impl HoldState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldState::Pending => "pending",
+            HoldState::Approved => "approved",
+            HoldState::Executing => "executing",
+            HoldState::Executed => "executed",
+            HoldState::Denied => "denied",
+            HoldState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HoldState> {
+        Some(match s {
+            "pending" => HoldState::Pending,
+            "approved" => HoldState::Approved,
+            "executing" => HoldState::Executing,
+            "executed" => HoldState::Executed,
+            "denied" => HoldState::Denied,
+            "expired" => HoldState::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// The call as the agent sent it, enough to forward it later: protocol
+/// neutral (an MCP call stores its JSON-RPC body and `tools/call` path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRequest {
+    pub method: String,
+    /// The decoded path as the agent sent it, route prefix included.
+    pub path: String,
+    /// The encoded path after the route prefix, as forwarded upstream.
+    pub rest: String,
+    pub query: Option<String>,
+    /// Headers that would be forwarded (never the agent's credentials).
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+}
+
+/// A `@hold` gate as stored with the approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredGate {
+    pub policy: String,
+    pub reason: String,
+    pub approvers: Option<String>,
+}
+
+/// What the agent was told when the approved call ran, replayed to an
+/// identical call within the replay window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: u16,
+    pub reason: String,
+}
+
+/// One approval, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldRecord {
+    pub id: String,
+    pub agent: String,
+    pub route: String,
+    pub action: String,
+    pub resource: String,
+    pub fingerprint: String,
+    pub request: StoredRequest,
+    pub gates: Vec<StoredGate>,
+    /// Every group named by a gate's `@approvers`; a decider must be in all.
+    pub approver_groups: Vec<String>,
+    pub state: HoldState,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub decided_ms: Option<i64>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    /// The body an approver substituted, if they edited the call.
+    #[serde(with = "b64_opt")]
+    pub edited_body: Option<Vec<u8>>,
+    pub executed_ms: Option<i64>,
+    pub outcome: Option<Outcome>,
+}
+
+impl HoldRecord {
+    /// The body to forward: the approver's edit if any, else the original.
+    pub fn body_to_forward(&self) -> &[u8] {
+        self.edited_body.as_deref().unwrap_or(&self.request.body)
+    }
+}
+
+/// A decision to store with [`ApprovalStore::transition`].
+#[derive(Debug, Clone, Default)]
+pub struct DecisionFields {
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub edited_body: Option<Vec<u8>>,
+    pub outcome: Option<Outcome>,
+}
+
+/// A webhook delivery to queue.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// `msg_...`: the `webhook-id`, the same on every retry.
+    pub id: String,
+    pub url: String,
+    pub event: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+/// A webhook delivery, as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub url: String,
+    pub event: String,
+    pub payload: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub hold_id: Option<String>,
+}
+
+/// What happened to one delivery attempt.
+#[derive(Debug, Clone)]
+pub enum AttemptResult {
+    Delivered {
+        status: u16,
+    },
+    /// Try again at `next_attempt_ms`, or give up when `give_up`.
+    Failed {
+        status: Option<u16>,
+        error: String,
+        next_attempt_ms: i64,
+        give_up: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An open hold for the same agent and call already exists.
+    #[error("an open approval for this call already exists")]
+    Conflict,
+    #[error("store error: {0}")]
+    Backend(String),
+    #[error("the store task failed: {0}")]
+    Task(String),
+    #[error("store `{0}` is not supported by this build")]
+    Unsupported(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// Every store call is asynchronous, so a networked backend can follow.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Durable approvals. All state changes are compare-and-set.
+pub trait ApprovalStore: Send + Sync {
+    /// Stores a new pending hold together with the deliveries announcing it;
+    /// [`StoreError::Conflict`] when an open hold for the same agent and
+    /// fingerprint exists (a racing identical call won).
+    fn insert_hold(&self, hold: HoldRecord, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, ()>;
+
+    fn get(&self, id: &str) -> StoreFuture<'_, Option<HoldRecord>>;
+
+    /// The newest hold of `agent` with `fingerprint` that an identical call
+    /// should attach to: pending, approved or executing; or executed or
+    /// denied no longer ago than `replay_since_ms`.
+    fn find_attachable(
+        &self,
+        agent: &str,
+        fingerprint: &str,
+        replay_since_ms: i64,
+    ) -> StoreFuture<'_, Option<HoldRecord>>;
+
+    /// Newest first; `state` filters.
+    fn list(&self, state: Option<HoldState>, limit: u32) -> StoreFuture<'_, Vec<HoldRecord>>;
+
+    fn count(&self, state: HoldState) -> StoreFuture<'_, u64>;
+
+    /// Moves hold `id` from `from` to `to` only if it is in `from`, storing
+    /// `fields` and `deliveries` in the same transaction. Returns whether
+    /// this call made the change (false: someone else moved it first).
+    fn transition(
+        &self,
+        id: &str,
+        from: HoldState,
+        to: HoldState,
+        now_ms: i64,
+        fields: DecisionFields,
+        deliveries: Vec<NewDelivery>,
+    ) -> StoreFuture<'_, bool>;
+
+    /// Pending holds whose time ran out by `now_ms`.
+    fn due_expiries(&self, now_ms: i64, limit: u32) -> StoreFuture<'_, Vec<HoldRecord>>;
+
+    /// Deliveries to attempt now, oldest first.
+    fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreFuture<'_, Vec<Delivery>>;
+
+    /// When the next pending delivery is due, if any.
+    fn next_delivery_ms(&self) -> StoreFuture<'_, Option<i64>>;
+
+    fn record_attempt(&self, id: &str, result: AttemptResult) -> StoreFuture<'_, ()>;
+
+    fn list_deliveries(&self, limit: u32) -> StoreFuture<'_, Vec<Delivery>>;
+
+    /// Remembers a callback's `webhook-id`; false when it was seen before.
+    fn remember_callback_id(&self, id: &str, now_ms: i64) -> StoreFuture<'_, bool>;
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod b64_opt {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(v)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}
