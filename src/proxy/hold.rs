@@ -123,7 +123,8 @@ pub async fn on_hold(
             HoldState::Executed => return Ok(replay(&hold, request_id)),
             HoldState::Approved => {
                 if approvals.claim(&hold.id).await.map_err(internal)? {
-                    return execute(state, hold, request_id.to_string(), rec).await;
+                    let body = Bytes::copy_from_slice(hold.body_to_forward());
+                    return execute(state, hold, body, request_id.to_string(), rec).await;
                 }
             }
         }
@@ -133,12 +134,17 @@ pub async fn on_hold(
     ))
 }
 
-fn internal(e: impl std::fmt::Display) -> ProxyError {
+pub(super) fn internal(e: impl std::fmt::Display) -> ProxyError {
     ProxyError::Internal(e.to_string())
 }
 
 /// The call as it would be forwarded: never the agent's credentials.
-fn stored_request(parts: &Parts, decoded_path: &str, rest: &str, body: &Bytes) -> StoredRequest {
+pub(super) fn stored_request(
+    parts: &Parts,
+    decoded_path: &str,
+    rest: &str,
+    body: &Bytes,
+) -> StoredRequest {
     let mut fwd = HeaderMap::new();
     copy_headers(&parts.headers, &mut fwd, true);
     StoredRequest {
@@ -170,12 +176,13 @@ pub fn stored_parts(r: &StoredRequest) -> Result<Parts, String> {
         .map_err(|e| format!("the stored request does not rebuild: {e}"))
 }
 
-/// Forwards the approved call once. The forward runs in its own task, so
-/// that an agent hanging up mid-way cannot leave it half done: the outcome
-/// is always recorded for the replay.
-async fn execute(
+/// Forwards the approved call (`body`: the stored or edited payload) once.
+/// The forward runs in its own task, so that an agent hanging up mid-way
+/// cannot leave it half done: the outcome is always recorded for the replay.
+pub(super) async fn execute(
     state: &ProxyState,
     hold: HoldRecord,
+    body: Bytes,
     request_id: String,
     rec: &mut AuditRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -187,7 +194,6 @@ async fn execute(
             (None, _) => Err(ProxyError::NoRoute(hold.route.clone())),
             (_, Err(e)) => Err(ProxyError::Internal(e)),
             (Some(route), Ok(parts)) => {
-                let body = Bytes::copy_from_slice(hold.body_to_forward());
                 forward(route, &hold.request.rest, &parts, body, &request_id).await
             }
         };

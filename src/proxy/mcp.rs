@@ -166,7 +166,14 @@ pub(super) async fn handle(
     }
     record_all(rec, &judged);
 
-    // Phase: act.
+    // Phase: act. A lone held tool call waits for a human.
+    if let [only] = judged.as_slice() {
+        if let (false, Some("tools/call"), Verdict::Hold { gates }) =
+            (parsed.batch, only.msg.method(), &only.decision.verdict)
+        {
+            return super::mcp_hold::on_tool_hold(&cx, &parts, body, &only.msg, gates, rec).await;
+        }
+    }
     let all_allowed = judged
         .iter()
         .all(|j| matches!(j.decision.verdict, Verdict::Allow));
@@ -362,9 +369,10 @@ fn denied(j: &Judged, request_id: &str) -> Value {
     }
 }
 
-/// The one place a held MCP request is answered. For now the answer says
-/// that the call awaits a human and was not run; the approval flow hooks in
-/// here (park the call, answer with its approval id, or wait for it).
+/// The answer to a held request that cannot wait for approval on its own
+/// (a held member of a batch, or a held non-tool method): it says the
+/// request awaits a human and was not run. A lone held `tools/call` goes to
+/// `mcp_hold` instead, which stores it for approval.
 fn held(j: &Judged, gates: &[Gate], request_id: &str) -> Value {
     let id = j.msg.request_id().cloned().unwrap_or(Value::Null);
     let reasons: Vec<String> = gates.iter().map(gate_reason).collect();
@@ -465,7 +473,11 @@ fn decode_header_value(v: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-fn rpc_answer(status: StatusCode, answer: &Value, request_id: &str) -> Response<ProxyBody> {
+pub(super) fn rpc_answer(
+    status: StatusCode,
+    answer: &Value,
+    request_id: &str,
+) -> Response<ProxyBody> {
     let bytes = serde_json::to_vec(answer).unwrap_or_default();
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(bytes))));
     *resp.status_mut() = status;

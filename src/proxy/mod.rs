@@ -28,6 +28,7 @@ pub mod call;
 pub mod error;
 pub mod hold;
 mod mcp;
+mod mcp_hold;
 pub mod path;
 pub mod recheck;
 mod server;

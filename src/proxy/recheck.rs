@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::call::http_call;
 use super::hold::stored_parts;
 use crate::approval::{CallChecker, Recheck};
+use crate::config::Protocol;
 use crate::policy::Verdict;
 use crate::snapshot::GatewaySnapshot;
 use crate::store::{HoldRecord, StoredGate};
@@ -29,16 +30,32 @@ impl CallChecker for SnapshotChecker {
                 reasons: vec![format!("route `{}` is no longer configured", hold.route)],
             });
         }
-        let parts = stored_parts(&hold.request)?;
-        let body = Bytes::copy_from_slice(body);
-        let (call, _) = http_call(
-            &hold.agent,
-            &hold.route,
-            &parts,
-            hold.request.path.clone(),
-            &body,
-        )
-        .map_err(|e| e.to_string())?;
+        let call = match snap.route_named(&hold.route).map(|r| r.config.protocol) {
+            Some(Protocol::Mcp) => {
+                let parsed = crate::mcp::jsonrpc::parse(body).map_err(|e| e.to_string())?;
+                let msg = parsed
+                    .messages
+                    .into_iter()
+                    .next()
+                    .ok_or("the stored MCP request is empty")?
+                    .map_err(|e| e.message)?;
+                crate::mcp::method::call_for(&snap.policy, &hold.agent, &hold.route, &msg)
+                    .map_err(|e| e.to_string())?
+            }
+            _ => {
+                let parts = stored_parts(&hold.request)?;
+                let body = Bytes::copy_from_slice(body);
+                http_call(
+                    &hold.agent,
+                    &hold.route,
+                    &parts,
+                    hold.request.path.clone(),
+                    &body,
+                )
+                .map_err(|e| e.to_string())?
+                .0
+            }
+        };
         let decision = match snap.policy.decide(&call) {
             Ok(d) => d,
             // An agent removed from the configuration can no longer be approved.
@@ -64,7 +81,26 @@ impl CallChecker for SnapshotChecker {
         })
     }
 
-    fn edited_body(&self, _hold: &HoldRecord, edit: &Value) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(edit).map_err(|e| format!("the edited body does not encode: {e}"))
+    /// REST: the edit is the new body. MCP: the edit is the tool's new
+    /// `arguments`, put into the stored JSON-RPC request.
+    fn edited_body(&self, hold: &HoldRecord, edit: &Value) -> Result<Vec<u8>, String> {
+        let snap = self.live.load();
+        let body = match snap.route_named(&hold.route).map(|r| r.config.protocol) {
+            Some(Protocol::Mcp) => {
+                if !edit.is_object() {
+                    return Err("edited MCP `arguments` must be an object".into());
+                }
+                let mut request: Value = serde_json::from_slice(&hold.request.body)
+                    .map_err(|e| format!("the stored MCP request does not parse: {e}"))?;
+                let params = request
+                    .get_mut("params")
+                    .and_then(Value::as_object_mut)
+                    .ok_or("the stored MCP request has no `params`")?;
+                params.insert("arguments".into(), edit.clone());
+                request
+            }
+            _ => edit.clone(),
+        };
+        serde_json::to_vec(&body).map_err(|e| format!("the edited body does not encode: {e}"))
     }
 }

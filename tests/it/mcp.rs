@@ -28,6 +28,7 @@ forbid (principal, action == Action::"crm/delete_customer", resource);
 fn crm(server: &McpServer) -> Airlock {
     let builder = AirlockBuilder::new()
         .policy("mcp.cedar", POLICIES)
+        .yaml("approvals:\n  wait: 1s")
         .route_yaml(&format!(
             "  - name: crm\n    prefix: /mcp/crm\n    upstream: {}\n    protocol: mcp",
             server.url()
@@ -432,6 +433,7 @@ async fn the_shipped_mcp_policies_hold_large_refunds() {
     let server = McpServer::python();
     let builder = AirlockBuilder::new()
         .policy("mcp.cedar", include_str!("../../policies/mcp.cedar"))
+        .yaml("approvals:\n  wait: 1s")
         .route_yaml(&format!(
             "  - name: crm-mcp\n    prefix: /mcp/crm\n    upstream: {}\n    protocol: mcp",
             server.url()
@@ -524,4 +526,88 @@ fn schema_pull_reports_an_unreachable_server_and_writes_nothing() {
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(err.contains("route `gone`"), "{err}");
     assert!(!builder.dir().join("policies/tools.cedarschema").exists());
+}
+
+#[tokio::test]
+async fn a_held_tool_call_runs_once_after_a_human_approves_it() {
+    let server = McpServer::python();
+    let airlock = crm(&server);
+    let url = airlock.url("/mcp/crm");
+    let run = |plan: Value| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || python_client(&url, AGENT_KEY, &plan))
+    };
+    let refund = json!({"calls": [
+        {"name": "issue_refund", "args": {"customer_id": "c-1", "amount": 500}},
+    ]});
+
+    // The model is told the call waits for a human and to call again.
+    let first = run(refund.clone()).await.unwrap();
+    let held = call(&first, "issue_refund");
+    assert_eq!(held["is_error"], true, "{first}");
+    let text = held["text"].as_str().unwrap();
+    assert!(
+        text.contains("awaits a human's approval") && text.contains("same arguments"),
+        "{text}"
+    );
+
+    // The approver finds it, bound to the tool call, and approves.
+    let c = client();
+    let pending: Value = c
+        .get(airlock.admin_url("/v1/approvals?status=pending"))
+        .header("authorization", bearer(ADMIN_TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let approvals = pending["approvals"].as_array().unwrap();
+    assert_eq!(approvals.len(), 1, "{pending}");
+    let id = approvals[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        text.contains(&id),
+        "the model is told the approval id: {text}"
+    );
+    let decided = c
+        .post(airlock.admin_url(&format!("/v1/approvals/{id}/decision")))
+        .header("authorization", bearer(ADMIN_TOKEN))
+        .json(&json!({"decision": "approve", "reason": "customer verified"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status(), 200, "{}", decided.text().await.unwrap());
+
+    // Calling again with the same arguments runs the tool, once.
+    let second = run(refund.clone()).await.unwrap();
+    let done = call(&second, "issue_refund");
+    assert_eq!(done["is_error"], false, "{second}");
+
+    // A third identical call gets the recorded outcome, not a second refund.
+    let third = run(refund).await.unwrap();
+    let replayed = call(&third, "issue_refund");
+    assert_eq!(replayed["is_error"], true, "{third}");
+    assert!(
+        replayed["text"]
+            .as_str()
+            .unwrap()
+            .contains("already executed"),
+        "{third}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let forwarded = loop {
+        let n = airlock
+            .audit()
+            .iter()
+            .filter(|r| r["approval_id"] == id.as_str() && r["upstream_status"] == 200)
+            .count();
+        if n >= 1 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        forwarded, 1,
+        "the approved call reaches the tool exactly once"
+    );
 }
