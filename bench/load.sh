@@ -27,6 +27,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+[[ -n ${KEEP:-} ]] && trap - EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NG=$(free_port); AL=$(free_port); AD=$(free_port)
@@ -78,7 +79,7 @@ cat > "$work/airlock.yaml" <<YAML
 listen: 127.0.0.1:$AL
 admin: {listen: 127.0.0.1:$AD, token: bench}
 policies: policies
-store: sqlite::memory:
+store: "sqlite::memory:"
 audit: $work/audit.jsonl
 agents:
   - {id: bench, key: bench-key, groups: [support]}
@@ -89,6 +90,7 @@ YAML
 pids+=($!)
 AIRLOCK_PID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
+kill -0 "$AIRLOCK_PID" 2>/dev/null || { echo "airlock did not start:" >&2; cat "$work/airlock.err" >&2; exit 1; }
 
 body=$(python3 -c 'import json; print(json.dumps({"customer_id":"c-1","amount":50,"note":"x"*960}))')
 cat > "$work/post.lua" <<LUA
@@ -129,11 +131,13 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r"
   run direct "http://127.0.0.1:$UP/tool/x"
   run nginx "http://127.0.0.1:$NG/tool/x"
-  run airlock "http://127.0.0.1:$AL/tool/x" &
-  wrk_pid=$!
-  sleep $(( DURATION / 2 ))
-  r_now=$(rss_kb "$AIRLOCK_PID"); (( r_now > peak_rss )) && peak_rss=$r_now
-  wait "$wrk_pid"
+  # Sample Airlock's memory mid-run from the background; wrk runs in the
+  # foreground so its figures land in this shell's arrays.
+  ( sleep $(( DURATION / 2 )); rss_kb "$AIRLOCK_PID" > "$work/rss.$r" ) &
+  run airlock "http://127.0.0.1:$AL/tool/x"
+  wait
+  r_now=$(cat "$work/rss.$r" 2>/dev/null || echo 0)
+  (( r_now > peak_rss )) && peak_rss=$r_now
 done
 
 echo
