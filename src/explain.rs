@@ -92,17 +92,10 @@ pub fn explain_http(snap: &GatewaySnapshot, spec: &HttpCallSpec) -> Result<Value
         call,
         route,
     } = decide_http(snap, spec)?;
-    let (reasons, gates) = match &decision.verdict {
-        Verdict::Allow => (Vec::new(), Vec::new()),
-        Verdict::Deny { reasons } => (reasons.clone(), Vec::new()),
-        Verdict::Hold { gates } => (
-            gates
-                .iter()
-                .map(|g| format!("`{}` requires human approval: {}", g.policy, g.reason))
-                .collect(),
-            gates.clone(),
-        ),
-    };
+    let (reasons, gates) = (
+        decision.verdict.reasons(),
+        decision.verdict.gates().to_vec(),
+    );
     // Nothing permits the call: show the permits that are scoped to it, so
     // the author sees which condition or principal scope to look at.
     let nothing_permits = matches!(decision.verdict, Verdict::Deny { .. })
@@ -162,17 +155,10 @@ pub fn explain_tool(
     let listing = crate::mcp::method::tool_call(&snap.policy, agent, route, name, None);
     let decide_err = |e: crate::policy::DecideError| ProxyError::Internal(e.to_string());
     let visibility = snap.policy.visibility(&listing).map_err(decide_err)?;
-    let (reasons, gates) = match &decision.verdict {
-        Verdict::Allow => (Vec::new(), Vec::new()),
-        Verdict::Deny { reasons } => (reasons.clone(), Vec::new()),
-        Verdict::Hold { gates } => (
-            gates
-                .iter()
-                .map(|g| format!("`{}` requires human approval: {}", g.policy, g.reason))
-                .collect(),
-            gates.clone(),
-        ),
-    };
+    let (reasons, gates) = (
+        decision.verdict.reasons(),
+        decision.verdict.gates().to_vec(),
+    );
     let declared = call.action != "call_tool";
     Ok(json!({
         "verdict": decision.verdict.name(),

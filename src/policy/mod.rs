@@ -127,7 +127,35 @@ pub enum Verdict {
     Hold { gates: Vec<Gate> },
 }
 
+/// How a `@hold` gate reads to an agent or an approver.
+pub fn gate_text(policy: &str, reason: &str) -> String {
+    format!("`{policy}` requires human approval: {reason}")
+}
+
+impl Gate {
+    pub fn describe(&self) -> String {
+        gate_text(&self.policy, &self.reason)
+    }
+}
+
 impl Verdict {
+    /// What the verdict tells the agent: deny reasons, or the gates of a hold.
+    pub fn reasons(&self) -> Vec<String> {
+        match self {
+            Verdict::Allow => Vec::new(),
+            Verdict::Deny { reasons } => reasons.clone(),
+            Verdict::Hold { gates } => gates.iter().map(Gate::describe).collect(),
+        }
+    }
+
+    /// The gates of a hold; empty otherwise.
+    pub fn gates(&self) -> &[Gate] {
+        match self {
+            Verdict::Hold { gates } => gates,
+            _ => &[],
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Verdict::Allow => "allow",

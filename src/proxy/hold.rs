@@ -258,7 +258,7 @@ fn pending(hold: &HoldRecord, request_id: &str) -> Response<ProxyBody> {
                 "this call awaits human approval; send it again (same request, or with `Airlock-Approval: {}`) after {retry}s",
                 hold.id
             ),
-            "reasons": hold.gates.iter().map(|g| format!("`{}` requires human approval: {}", g.policy, g.reason)).collect::<Vec<_>>(),
+            "reasons": hold.gates.iter().map(|g| crate::policy::gate_text(&g.policy, &g.reason)).collect::<Vec<_>>(),
             "request_id": request_id,
         }),
         request_id,

@@ -268,15 +268,11 @@ fn decide(cx: &McpRequest<'_>, call: &crate::policy::CallRequest) -> Result<Deci
 }
 
 fn gate_reason(g: &Gate) -> String {
-    format!("`{}` requires human approval: {}", g.policy, g.reason)
+    g.describe()
 }
 
 fn reasons(decision: &Decision) -> Vec<String> {
-    match &decision.verdict {
-        Verdict::Allow => Vec::new(),
-        Verdict::Deny { reasons } => reasons.clone(),
-        Verdict::Hold { gates } => gates.iter().map(gate_reason).collect(),
-    }
+    decision.verdict.reasons()
 }
 
 fn record(rec: &mut AuditRecord, decision: &Decision) {

@@ -130,7 +130,7 @@ pub(super) async fn on_tool_hold(
 fn gate_reasons(hold: &HoldRecord) -> String {
     hold.gates
         .iter()
-        .map(|g| format!("`{}` requires human approval: {}", g.policy, g.reason))
+        .map(|g| crate::policy::gate_text(&g.policy, &g.reason))
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -44,7 +44,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::audit::{rfc3339, AuditRecord, AuditSink};
-use crate::policy::Verdict;
+use crate::policy::{Gate, Verdict};
 use crate::snapshot::{GatewaySnapshot, Route};
 use crate::telemetry::{Metrics, VerdictLabels};
 use error::ProxyError;
@@ -216,10 +216,7 @@ async fn process(
             });
         }
         Verdict::Hold { gates } => {
-            rec.reasons = gates
-                .iter()
-                .map(|g| format!("`{}` requires human approval: {}", g.policy, g.reason))
-                .collect();
+            rec.reasons = gates.iter().map(Gate::describe).collect();
             let held = hold::HeldRequest {
                 call: &call,
                 route: &route.config.name,
