@@ -93,12 +93,12 @@ fn bench_decision(c: &mut Criterion) {
         let snap = snapshot(n);
         // The call is held by the refund gate: the longest verdict path
         // (Cedar runs twice).
-        let (call, _) =
+        let call =
             http_call("support-bot", "crm", &parts, "/crm/refunds".into(), &body).expect("call");
         assert_eq!(snap.decide(&call).expect("decide").verdict.name(), "hold");
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                let (call, _) = http_call(
+                let call = http_call(
                     "support-bot",
                     "crm",
                     black_box(&parts),

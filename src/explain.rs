@@ -73,7 +73,7 @@ pub fn decide_http(
         .route_for(&path)
         .ok_or_else(|| ProxyError::NoRoute(decoded.clone()))?;
     let body = Bytes::from(spec.body.unwrap_or("").to_string());
-    let (call, _) = http_call(spec.agent, &route.config.name, &parts, decoded, &body)?;
+    let call = http_call(spec.agent, &route.config.name, &parts, decoded, &body)?;
     let decision = snap
         .policy
         .decide(&call)

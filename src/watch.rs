@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
+use notify::event::{AccessKind, EventKind};
+use notify::{RecursiveMode, Watcher};
 
 use crate::reload::Reloader;
 
@@ -31,7 +31,7 @@ pub struct WatchError {
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct PolicyWatcher {
-    _debouncer: Debouncer<notify::RecommendedWatcher>,
+    _watcher: notify::RecommendedWatcher,
 }
 
 /// Starts watching `config_path`'s directory and `policies_dir`; every
@@ -46,18 +46,20 @@ pub fn watch(
     // Capacity 1 with try_send: a burst of changes becomes one pending
     // reload, and the notify thread never blocks on the runtime.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let handler = move |res: DebounceEventResult| match res {
-        Ok(events) => {
-            if events
-                .iter()
-                .any(|e| is_relevant(&e.path, config_name.as_deref()))
+    let handler = move |res: notify::Result<notify::Event>| match res {
+        Ok(event) => {
+            if is_change(&event.kind)
+                && event
+                    .paths
+                    .iter()
+                    .any(|p| is_relevant(p, config_name.as_deref()))
             {
                 let _ = tx.try_send(());
             }
         }
         Err(e) => tracing::warn!(error = %e, "file watch error"),
     };
-    let mut debouncer = new_debouncer(DEBOUNCE, handler).map_err(|source| WatchError {
+    let mut watcher = notify::recommended_watcher(handler).map_err(|source| WatchError {
         path: policies_dir.to_path_buf(),
         source,
     })?;
@@ -68,13 +70,21 @@ pub fn watch(
     let mut dirs = vec![config_dir, policies_dir.to_path_buf()];
     dirs.dedup_by(|a, b| same_dir(a, b));
     for dir in dirs {
-        debouncer
-            .watcher()
+        watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|source| WatchError { path: dir, source })?;
     }
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
+            // Debounce: wait until the directory has been quiet for
+            // DEBOUNCE, so a write-then-rename is read once, complete.
+            loop {
+                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_quiet) => break,
+                }
+            }
             if let Some(Err(problems)) = reloader.reload_if_changed().await {
                 tracing::warn!(
                     count = problems.len(),
@@ -83,9 +93,18 @@ pub fn watch(
             }
         }
     });
-    Ok(PolicyWatcher {
-        _debouncer: debouncer,
-    })
+    Ok(PolicyWatcher { _watcher: watcher })
+}
+
+/// Whether an event kind can mean new content. Reads are not changes, and
+/// must be ignored: inotify reports opens and closes-after-read, so the
+/// reloader's own reads would otherwise trigger the next reload, forever.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(notify::event::AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 /// Whether a change to `path` can change the snapshot: the config file,
@@ -111,6 +130,22 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_are_not_changes() {
+        use notify::event::{AccessMode, CreateKind, ModifyKind};
+        assert!(!is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_change(&EventKind::Modify(ModifyKind::Any)));
+        assert!(is_change(&EventKind::Create(CreateKind::File)));
+    }
 
     #[test]
     fn only_config_cedar_and_configmap_names_matter() {

@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use super::reads::ContextReads;
 use cedar_policy::{ActionConstraint, Entities, EntityUid, Policy, PolicySet, ResourceConstraint};
 
 /// The two sets a decision needs: the policies, and the same without any
@@ -23,6 +24,9 @@ use cedar_policy::{ActionConstraint, Entities, EntityUid, Policy, PolicySet, Res
 pub(super) struct DecisionSets {
     pub main: PolicySet,
     pub lifted: PolicySet,
+    /// What of `context` the policies in `main` (a superset of `lifted`)
+    /// can read.
+    pub reads: ContextReads,
 }
 
 impl DecisionSets {
@@ -31,10 +35,19 @@ impl DecisionSets {
     ) -> Result<Self, String> {
         let main = PolicySet::from_policies(policies.clone().map(|p| p.policy.clone()))
             .map_err(|e| e.to_string())?;
-        let lifted =
-            PolicySet::from_policies(policies.filter(|p| !p.is_gate).map(|p| p.policy.clone()))
-                .map_err(|e| e.to_string())?;
-        Ok(DecisionSets { main, lifted })
+        let lifted = PolicySet::from_policies(
+            policies
+                .clone()
+                .filter(|p| !p.is_gate)
+                .map(|p| p.policy.clone()),
+        )
+        .map_err(|e| e.to_string())?;
+        let reads = ContextReads::of(policies.map(|p| &p.policy));
+        Ok(DecisionSets {
+            main,
+            lifted,
+            reads,
+        })
     }
 }
 

@@ -15,6 +15,7 @@
 mod decimals;
 mod index;
 mod load;
+mod reads;
 mod scope;
 pub mod value;
 mod visibility;
@@ -392,7 +393,7 @@ impl PolicySnapshot {
         if !self.agents.contains(&call.agent) {
             return Err(DecideError::UnknownAgent(call.agent.clone()));
         }
-        let (request, action, resource) = self.request(call)?;
+        let (action, resource) = self.scope_uids(call);
         let pick = |index: &PolicyIndex| -> Result<Arc<DecisionSets>, DecideError> {
             if indexed {
                 index
@@ -403,11 +404,20 @@ impl PolicySnapshot {
             }
         };
         let enforced = pick(&self.enforced)?;
-        let (verdict, policies, errors) = self.classify(&enforced, &request, call);
         let shadow_sets = match &self.shadow {
             Some(index) => Some(pick(index)?),
             None => None,
         };
+        // Only what the chosen policies can read is converted. With shadow
+        // policies the one request serves two slices, so it stays whole;
+        // an unindexed decision (the reference) always sees everything.
+        let context = if indexed && shadow_sets.is_none() {
+            enforced.reads.prune(&call.context)
+        } else {
+            std::borrow::Cow::Borrowed(&call.context)
+        };
+        let request = self.request(call, &context, &action, &resource)?;
+        let (verdict, policies, errors) = self.classify(&enforced, &request, call);
         let shadow = shadow_sets.and_then(|sets| {
             let (v, p, _) = self.classify(&sets, &request, call);
             (v.name() != verdict.name() || p != policies).then(|| ShadowOutcome {
@@ -425,21 +435,33 @@ impl PolicySnapshot {
         })
     }
 
-    fn request(&self, call: &CallRequest) -> Result<(Request, EntityUid, EntityUid), DecideError> {
-        let principal =
-            EntityUid::from_type_name_and_id(self.types.agent.clone(), EntityId::new(&call.agent));
+    /// The call's action and resource as Cedar entities.
+    fn scope_uids(&self, call: &CallRequest) -> (EntityUid, EntityUid) {
         let action = EntityUid::from_type_name_and_id(
             self.types.action.clone(),
             EntityId::new(&call.action),
         );
-        let resource = call.resource.uid(&self.types);
+        (action, call.resource.uid(&self.types))
+    }
+
+    /// The Cedar request for `call`, with `context` (the call's context, or
+    /// the part of it the chosen policies read).
+    fn request(
+        &self,
+        call: &CallRequest,
+        context: &serde_json::Map<String, serde_json::Value>,
+        action: &EntityUid,
+        resource: &EntityUid,
+    ) -> Result<Request, DecideError> {
+        let principal =
+            EntityUid::from_type_name_and_id(self.types.agent.clone(), EntityId::new(&call.agent));
         // Numbers where the schema declares `decimal` become decimals.
         let paths: Vec<&[String]> = self
             .decimals
             .get(&call.action)
             .map(|p| p.iter().map(Vec::as_slice).collect())
             .unwrap_or_default();
-        let context = Context::from_pairs(call.context.iter().filter_map(|(k, v)| {
+        let context = Context::from_pairs(context.iter().filter_map(|(k, v)| {
             let below: Vec<&[String]> = paths
                 .iter()
                 .filter_map(|p| p.split_first())
@@ -452,9 +474,8 @@ impl PolicySnapshot {
         // The context is not validated against the schema here: policies were
         // validated at load, and a value of the wrong type makes the policy
         // that reads it fail, which is a deny below.
-        let request = Request::new(principal, action.clone(), resource.clone(), context, None)
-            .map_err(|e| DecideError::Request(e.to_string()))?;
-        Ok((request, action, resource))
+        Request::new(principal, action.clone(), resource.clone(), context, None)
+            .map_err(|e| DecideError::Request(e.to_string()))
     }
 
     fn classify(

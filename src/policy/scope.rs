@@ -150,7 +150,8 @@ impl PolicySnapshot {
     /// closest first: those whose principal scope matches too come before
     /// those scoped to other principals.
     pub fn scoped_permits(&self, call: &CallRequest) -> Vec<ScopedPermit> {
-        let Ok((request, _, _)) = self.request(call) else {
+        let (action, resource) = self.scope_uids(call);
+        let Ok(request) = self.request(call, &call.context, &action, &resource) else {
             return Vec::new();
         };
         let (Some(principal), Some(action), Some(resource)) =

@@ -6,7 +6,7 @@ const SCHEMA: &str = r#"
 entity Group;
 entity Agent in [Group] = { "team"?: String };
 entity Route;
-type Body = { "amount"?: Long };
+type Body = { "amount"?: Long, "note"?: String, "customer"?: { "id": String } };
 type Ctx = { "method": String, "path": String, "body"?: Body };
 action "read";
 action "write";
@@ -189,6 +189,12 @@ mod index_equivalence {
             (0..200i64).prop_map(|k| format!(
                 " when {{ context has body && context.body has amount && context.body.amount < {k} }}"
             )),
+            // Whole-record uses and presence tests: what context pruning
+            // must never change.
+            Just(" when { context has body && context.body has customer && context.body.customer == {\"id\": \"c1\"} }".to_string()),
+            Just(" when { context has body && context.body has note }".to_string()),
+            Just(" when { context has body && context.body has customer }".to_string()),
+            Just(" when { context.method == \"GET\" }".to_string()),
         ]
     }
 
@@ -211,8 +217,8 @@ mod index_equivalence {
             })
     }
 
-    fn request() -> impl Strategy<Value = (String, &'static str, String, Option<serde_json::Value>)>
-    {
+    fn request(
+    ) -> impl Strategy<Value = (String, &'static str, String, Option<serde_json::Value>, u8)> {
         (
             (0..3u8).prop_map(|i| format!("a{i}")),
             prop_oneof![Just("GET"), Just("POST")],
@@ -223,6 +229,7 @@ mod index_equivalence {
                 (0..250i64).prop_map(serde_json::Value::from),
                 Just(serde_json::Value::from("lots")),
             ]),
+            0..4u8,
         )
     }
 
@@ -259,8 +266,25 @@ mod index_equivalence {
             requests in proptest::collection::vec(request(), 1..12),
         ) {
             let snap = load(&policies);
-            for (agent, action, route, amount) in requests {
+            for (agent, action, route, amount, extra) in requests {
                 let mut c = call(action, amount);
+                // More body fields, including a record with an attribute
+                // the schema does not declare, which a whole-record
+                // comparison must still see.
+                let more = match extra {
+                    0 => serde_json::json!({}),
+                    1 => serde_json::json!({"note": "hello"}),
+                    2 => serde_json::json!({"customer": {"id": "c1"}}),
+                    _ => serde_json::json!({"note": "x", "customer": {"id": "c1", "tier": "gold"}}),
+                };
+                if let serde_json::Value::Object(more) = more {
+                    if !more.is_empty() {
+                        let body = c.context.entry("body").or_insert(serde_json::json!({}));
+                        if let Some(b) = body.as_object_mut() {
+                            b.extend(more);
+                        }
+                    }
+                }
                 c.agent = agent;
                 c.resource = Resource::Route(route);
                 let indexed = snap.decide(&c).unwrap();

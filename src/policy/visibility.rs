@@ -29,11 +29,12 @@ impl PolicySnapshot {
         if !self.agents.contains(&call.agent) {
             return Err(DecideError::UnknownAgent(call.agent.clone()));
         }
-        let (request, action, resource) = self.request(call)?;
+        let (action, resource) = self.scope_uids(call);
         let sets = self
             .enforced
             .sets_for(&action, &resource, &self.entities)
             .map_err(DecideError::Request)?;
+        let request = self.request(call, &call.context, &action, &resource)?;
         let resp = self
             .authorizer
             .is_authorized(&request, &sets.main, &self.entities);

@@ -36,7 +36,7 @@ pub fn http_call(
     parts: &Parts,
     decoded_path: String,
     body: &Bytes,
-) -> Result<(CallRequest, Option<Value>), ProxyError> {
+) -> Result<CallRequest, ProxyError> {
     let mut ctx = Map::new();
     ctx.insert(
         "method".into(),
@@ -51,19 +51,15 @@ pub fn http_call(
         "headers".into(),
         Value::Object(context_headers(&parts.headers)?),
     );
-    let json = json_body(&parts.headers, body)?;
-    if let Some(b) = &json {
-        ctx.insert("body".into(), b.clone());
+    if let Some(b) = json_body(&parts.headers, body)? {
+        ctx.insert("body".into(), b);
     }
-    Ok((
-        CallRequest {
-            agent: agent.to_string(),
-            action: parts.method.as_str().to_string(),
-            resource: Resource::Route(route.to_string()),
-            context: ctx,
-        },
-        json,
-    ))
+    Ok(CallRequest {
+        agent: agent.to_string(),
+        action: parts.method.as_str().to_string(),
+        resource: Resource::Route(route.to_string()),
+        context: ctx,
+    })
 }
 
 /// Parses the body as JSON when it looks like JSON or says it is. A body

@@ -178,8 +178,7 @@ async fn process(
     }
 
     // Phase: decide.
-    let (call, _json) =
-        call::http_call(&agent.id, &route.config.name, &parts, decoded_path, &body)?;
+    let call = call::http_call(&agent.id, &route.config.name, &parts, decoded_path, &body)?;
     rec.action = Some(call.action.clone());
     rec.resource = Some(call.resource.to_string());
     let decision = snap

@@ -53,7 +53,6 @@ impl CallChecker for SnapshotChecker {
                     &body,
                 )
                 .map_err(|e| e.to_string())?
-                .0
             }
         };
         let decision = match snap.policy.decide(&call) {
