@@ -75,6 +75,9 @@ mod tests {
         assert_eq!(data(&events[1]), "{\"b\":\n2}");
         assert_eq!(data(&s.finish().unwrap()), "tail");
         let v: Value = serde_json::from_str(r#"{"x":"a\nb"}"#).unwrap();
-        assert_eq!(&message(&v)[..], b"event: message\ndata: {\"x\":\"a\\nb\"}\n\n");
+        assert_eq!(
+            &message(&v)[..],
+            b"event: message\ndata: {\"x\":\"a\\nb\"}\n\n"
+        );
     }
 }

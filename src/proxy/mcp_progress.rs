@@ -185,9 +185,7 @@ impl HeldStream {
         cfg: &Config,
         tx: &mpsc::Sender<Bytes>,
     ) -> Option<Result<HoldRecord, ApprovalError>> {
-        let waiting = self
-            .approvals
-            .wait(cfg, &self.hold_id, cfg.approvals.wait);
+        let waiting = self.approvals.wait(cfg, &self.hold_id, cfg.approvals.wait);
         tokio::pin!(waiting);
         let mut ticks = tokio::time::interval(cfg.approvals.progress_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -310,8 +308,8 @@ impl HeldStream {
             // Empty priming events and comments carry no message.
             return None;
         };
-        let is_response = v.get("method").is_none()
-            && (v.get("result").is_some() || v.get("error").is_some());
+        let is_response =
+            v.get("method").is_none() && (v.get("result").is_some() || v.get("error").is_some());
         if is_response {
             return Some(End::Answer(v));
         }

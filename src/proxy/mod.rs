@@ -344,7 +344,10 @@ pub async fn forward(
         clean.insert("x-request-id", v);
     }
     rparts.headers = clean;
-    Ok(Response::from_parts(rparts, Either::Left(Either::Left(rbody))))
+    Ok(Response::from_parts(
+        rparts,
+        Either::Left(Either::Left(rbody)),
+    ))
 }
 
 fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {

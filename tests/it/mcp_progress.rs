@@ -85,7 +85,13 @@ async fn session(airlock: &Airlock) -> String {
         .to_string();
     let _ = resp.bytes().await.unwrap();
     let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let resp = post(airlock, Some(&sid), &done, "application/json, text/event-stream").await;
+    let resp = post(
+        airlock,
+        Some(&sid),
+        &done,
+        "application/json, text/event-stream",
+    )
+    .await;
     assert_eq!(resp.status(), 202);
     sid
 }
@@ -121,7 +127,9 @@ fn content_type(resp: &reqwest::Response) -> String {
 }
 
 fn text(answer: &Value) -> &str {
-    answer["result"]["content"][0]["text"].as_str().unwrap_or("")
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("")
 }
 
 /// Asserts that `m` is Airlock's progress for `token` and approval `id`;
@@ -376,12 +384,7 @@ async fn a_client_that_hangs_up_mid_stream_never_has_its_call_run_without_it() {
     let airlock = crm(&server);
     let sid = session(&airlock).await;
     let args = json!({"customer_id": "c-4", "amount": 600});
-    let call = tool_call(
-        json!(1),
-        "issue_refund",
-        args.clone(),
-        Some(json!("first")),
-    );
+    let call = tool_call(json!(1), "issue_refund", args.clone(), Some(json!("first")));
     let resp = post(
         &airlock,
         Some(&sid),
@@ -397,9 +400,10 @@ async fn a_client_that_hangs_up_mid_stream_never_has_its_call_run_without_it() {
     // Airlock notices the hang-up: the stream's outcome record says so.
     let deadline = Instant::now() + EVENT;
     loop {
-        let gone = airlock.audit().into_iter().any(|r| {
-            r["event"] == "held_stream" && r["approval_id"] == id.as_str()
-        });
+        let gone = airlock
+            .audit()
+            .into_iter()
+            .any(|r| r["event"] == "held_stream" && r["approval_id"] == id.as_str());
         if gone {
             break;
         }

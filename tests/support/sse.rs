@@ -39,9 +39,10 @@ impl EventReader {
                     continue;
                 }
                 let joined = data.join("\n");
-                return Some(serde_json::from_str(&joined).unwrap_or_else(|e| {
-                    panic!("event data is not JSON ({e}): {joined}")
-                }));
+                return Some(
+                    serde_json::from_str(&joined)
+                        .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {joined}")),
+                );
             }
             let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
                 .await
