@@ -122,6 +122,23 @@ fn tool_call(id: Value, name: &str, args: Value, token: Option<Value>) -> Value 
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
 }
 
+/// The `held_stream` audit record of approval `id`, once it is written
+/// (after the stream's last event).
+async fn held_stream_record(airlock: &Airlock, id: &str) -> Value {
+    let deadline = Instant::now() + EVENT;
+    loop {
+        let found = airlock
+            .audit()
+            .into_iter()
+            .find(|r| r["event"] == "held_stream" && r["approval_id"] == id);
+        if let Some(r) = found {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no held_stream record for {id}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn content_type(resp: &reqwest::Response) -> String {
     resp.headers()["content-type"].to_str().unwrap().to_string()
 }
@@ -200,6 +217,7 @@ async fn python_sdk_client_gets_progress_while_held_and_the_result_once_approved
         "progress must increase: {values:?}"
     );
     assert_eq!(show(&airlock, &id).await["status"], "executed");
+    held_stream_record(&airlock, &id).await;
     let ran = airlock
         .audit()
         .into_iter()
@@ -278,11 +296,7 @@ async fn raw_event_stream_has_progress_then_the_tools_events_and_answer() {
         "the response is the last event: {}",
         events.raw
     );
-    let outcome = airlock
-        .audit()
-        .into_iter()
-        .find(|r| r["event"] == "held_stream" && r["approval_id"] == id.as_str())
-        .unwrap_or_else(|| panic!("no held_stream record for {id}"));
+    let outcome = held_stream_record(&airlock, &id).await;
     assert_eq!(outcome["upstream_status"], 200, "{outcome}");
     assert_eq!(outcome["approver"], "admin", "{outcome}");
 }
@@ -398,23 +412,7 @@ async fn a_client_that_hangs_up_mid_stream_never_has_its_call_run_without_it() {
     drop(events);
 
     // Airlock notices the hang-up: the stream's outcome record says so.
-    let deadline = Instant::now() + EVENT;
-    loop {
-        let gone = airlock
-            .audit()
-            .into_iter()
-            .any(|r| r["event"] == "held_stream" && r["approval_id"] == id.as_str());
-        if gone {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the hang-up was not noticed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let record = airlock
-        .audit()
-        .into_iter()
-        .find(|r| r["event"] == "held_stream" && r["approval_id"] == id.as_str())
-        .unwrap();
+    let record = held_stream_record(&airlock, &id).await;
     assert_eq!(record["error"], "agent_gone", "{record}");
     assert_eq!(show(&airlock, &id).await["status"], "pending");
 
