@@ -26,7 +26,8 @@ use crate::telemetry::Metrics;
 pub struct AuditRecord {
     pub time: String,
     pub request_id: String,
-    /// `decision` for a call, `approval` for a human decision.
+    /// `decision` for a call, `approval` for a human decision, `held_stream`
+    /// for the end of a held MCP call answered as an event stream.
     pub event: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,

@@ -179,6 +179,9 @@ pub struct ApprovalSettings {
     pub wait: Duration,
     pub expire: Duration,
     pub replay_window: Duration,
+    /// How often a held MCP tool call answered as an event stream gets a
+    /// `notifications/progress`, so the client keeps waiting.
+    pub progress_interval: Duration,
     /// Decoded `whsec_` key that signed decision callbacks are checked
     /// against; `None` refuses signed callbacks.
     pub callback_secret: Option<Vec<u8>>,
@@ -438,6 +441,22 @@ mod tests {
         assert_eq!(c.admin.listen.port(), 9090);
         assert_eq!(c.policies, PathBuf::from("/etc/airlock/policies"));
         assert_eq!(c.approvals.wait, Duration::from_secs(25));
+        assert_eq!(c.approvals.progress_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn progress_interval_is_bounded() {
+        let c = load("listen: 127.0.0.1:8080\napprovals:\n  progress_interval: 250ms\n").unwrap();
+        assert_eq!(c.approvals.progress_interval, Duration::from_millis(250));
+        for bad in ["10ms", "2h", "soon"] {
+            let err = load(&format!(
+                "listen: 127.0.0.1:8080\napprovals:\n  progress_interval: {bad}\n"
+            ))
+            .unwrap_err();
+            let p = &err.problems()[0];
+            assert_eq!(p.line, 3, "{err}");
+            assert!(p.message.contains(bad), "{}", p.message);
+        }
     }
 
     #[test]

@@ -30,3 +30,6 @@ mod reload;
 
 #[path = "it/policy_cli.rs"]
 mod policy_cli;
+
+#[path = "it/mcp_progress.rs"]
+mod mcp_progress;

@@ -132,6 +132,7 @@ pub struct RawApprovals {
     pub wait: Option<Spanned<Env>>,
     pub expire: Option<Spanned<Env>>,
     pub replay_window: Option<Spanned<Env>>,
+    pub progress_interval: Option<Spanned<Env>>,
     pub callback_secret: Option<Spanned<Env>>,
 }
 
@@ -436,10 +437,30 @@ impl Validator {
             wait: self.duration_or(a.and_then(|a| a.wait.as_ref()), secs(25)),
             expire: self.duration_or(a.and_then(|a| a.expire.as_ref()), secs(3600)),
             replay_window: self.duration_or(a.and_then(|a| a.replay_window.as_ref()), secs(300)),
+            progress_interval: self.progress_interval(a.and_then(|a| a.progress_interval.as_ref())),
             callback_secret: a
                 .and_then(|a| a.callback_secret.as_ref())
                 .and_then(|s| self.whsec(s)),
         }
+    }
+
+    /// Between `100ms` (more often only floods the client) and `1h`; the
+    /// point is to arrive before a client's request timeout.
+    fn progress_interval(&mut self, s: Option<&Spanned<Env>>) -> Duration {
+        let default = secs(5);
+        let Some(s) = s else { return default };
+        let Some(d) = self.duration(s) else {
+            return default;
+        };
+        if d < Duration::from_millis(100) || d > secs(3600) {
+            let msg = format!(
+                "`approvals.progress_interval` `{}` must be between `100ms` and `1h`",
+                s.value.0.trim()
+            );
+            self.problem(s, msg);
+            return default;
+        }
+        d
     }
 
     pub fn approver(&mut self, a: RawApprover) -> Option<ApproverConfig> {

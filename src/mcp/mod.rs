@@ -8,6 +8,7 @@
 //!   `Tool::"<route>/<tool>"`).
 //! - [`tools_list`] filters `tools/list` answers down to the tools the agent
 //!   could call.
+//! - [`sse`] splits and writes server-sent events.
 //! - [`schema_gen`] turns the servers' JSON Schemas into Cedar declarations,
 //!   and [`pull`] fetches them for `airlock schema pull`.
 //!
@@ -18,4 +19,5 @@ pub mod jsonrpc;
 pub mod method;
 pub mod pull;
 pub mod schema_gen;
+pub mod sse;
 pub mod tools_list;

@@ -8,6 +8,7 @@
 use serde_json::{json, Value};
 
 use super::method::tool_call;
+use super::sse::event_end;
 use crate::policy::PolicySnapshot;
 
 /// Who the list is filtered for, and which response ids answer `tools/list`.
@@ -122,19 +123,6 @@ impl SseRewriter {
 impl Default for SseRewriter {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// The end of the first event in `buf` and the length of its separator.
-fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
     }
 }
 

@@ -2,8 +2,10 @@
 //! upstream's response (approved), 403 (denied or expired), the replayed
 //! outcome (already executed), or 202 with `Retry-After` (still pending).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -13,7 +15,7 @@ use serde_json::json;
 use super::error::ProxyError;
 use super::{copy_headers, forward, ProxyBody, ProxyState};
 use crate::approval::fingerprint::fingerprint;
-use crate::approval::{now_ms, ApprovalError, HeldCall};
+use crate::approval::{now_ms, ApprovalError, Approvals, HeldCall};
 use crate::audit::AuditRecord;
 use crate::policy::{CallRequest, Gate};
 use crate::snapshot::GatewaySnapshot;
@@ -124,7 +126,15 @@ pub async fn on_hold(
             HoldState::Approved => {
                 if approvals.claim(&hold.id).await.map_err(internal)? {
                     let body = Bytes::copy_from_slice(hold.body_to_forward());
-                    return execute(state, hold, body, request_id.to_string(), rec).await;
+                    return execute(
+                        &state.approvals,
+                        &state.live,
+                        hold,
+                        body,
+                        request_id.to_string(),
+                        rec,
+                    )
+                    .await;
                 }
             }
         }
@@ -180,14 +190,15 @@ pub fn stored_parts(r: &StoredRequest) -> Result<Parts, String> {
 /// The forward runs in its own task, so that an agent hanging up mid-way
 /// cannot leave it half done: the outcome is always recorded for the replay.
 pub(super) async fn execute(
-    state: &ProxyState,
+    approvals: &Arc<Approvals>,
+    live: &Arc<ArcSwap<GatewaySnapshot>>,
     hold: HoldRecord,
     body: Bytes,
     request_id: String,
     rec: &mut AuditRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let approvals = state.approvals.clone();
-    let live = state.live.clone();
+    let approvals = approvals.clone();
+    let live = live.clone();
     let task = tokio::spawn(async move {
         let snap = live.load_full();
         let result = match (snap.route_named(&hold.route), stored_parts(&hold.request)) {

@@ -519,7 +519,7 @@ async fn filter_list_answer(
         return Ok(resp);
     }
     let (mut parts, body) = resp.into_parts();
-    let Either::Left(mut body) = body else {
+    let Either::Left(Either::Left(mut body)) = body else {
         return Ok(Response::from_parts(parts, body));
     };
     let deadline = Instant::now() + route.config.response_timeout;

@@ -10,10 +10,14 @@
 //!   human and to call the tool again later with the same arguments (which
 //!   attaches to the same approval);
 //! - already executed: the recorded outcome, never a second upstream call.
+//!
+//! A client that accepts `text/event-stream` and sent a `progressToken` gets
+//! all of this as an event stream with progress while it waits (see
+//! `mcp_progress`); any other client gets one JSON answer after the wait.
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Response, StatusCode};
+use http::{header, HeaderMap, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::error::ProxyError;
@@ -70,18 +74,65 @@ pub(super) async fn on_tool_hold(
     };
     let hold = approvals.hold(cfg, call).await?;
     rec.approval_id = Some(hold.id.clone());
+    let held = HeldTool {
+        id,
+        tool,
+        modern: msg.is_modern(),
+        progress_token: progress_token(&params),
+        request_id: cx.request_id.to_string(),
+    };
+    if held.progress_token.is_some() && accepts_events(&parts.headers) {
+        return Ok(super::mcp_progress::respond(cx.state, hold.id, held, rec));
+    }
 
     // Bounded like the REST side: an approved call settles within a round
     // or two, whoever claims it.
     for _ in 0..3 {
         let hold = approvals.wait(cfg, &hold.id, cfg.approvals.wait).await?;
         rec.approver = hold.decided_by.clone();
+        if let Some(answer) = held.answer_for(&hold) {
+            return Ok(super::mcp::rpc_answer(
+                StatusCode::OK,
+                &answer,
+                cx.request_id,
+            ));
+        }
+        if approvals.claim(&hold.id).await.map_err(internal)? {
+            let body = held.body_to_forward(&hold)?;
+            let request_id = cx.request_id.to_string();
+            return execute(approvals, &cx.state.live, hold, body, request_id, rec).await;
+        }
+    }
+    Err(ProxyError::Internal(
+        "the approved call did not settle; call the tool again".into(),
+    ))
+}
+
+/// The `tools/call` an agent is waiting on, as its answers must name it.
+pub(super) struct HeldTool {
+    /// The JSON-RPC id of the agent's current attempt.
+    pub id: Value,
+    pub tool: String,
+    pub modern: bool,
+    /// `params._meta.progressToken` of the current attempt (a string or a
+    /// number).
+    pub progress_token: Option<Value>,
+    pub request_id: String,
+}
+
+// === impl HeldTool ===
+
+impl HeldTool {
+    /// The answer for a hold whose wait ended; `None` when it is approved
+    /// and the caller should claim and run it.
+    pub fn answer_for(&self, hold: &HoldRecord) -> Option<Value> {
+        let tool = &self.tool;
         let text = match hold.state {
             HoldState::Pending | HoldState::Executing => format!(
                 "This call to tool `{tool}` awaits a human's approval (approval {}, until {}) and was not run: {}. Call the tool again later with the same arguments to get its result.",
                 hold.id,
                 crate::notify::payload::ms_to_rfc3339(hold.expires_ms),
-                gate_reasons(&hold)
+                gate_reasons(hold)
             ),
             HoldState::Denied => format!(
                 "A human ({}) denied this call to tool `{tool}`: {}. It was not run.",
@@ -101,30 +152,69 @@ pub(super) async fn on_tool_hold(
                     outcome.reason
                 )
             }
-            HoldState::Approved => {
-                if approvals.claim(&hold.id).await.map_err(internal)? {
-                    let body = with_id(hold.body_to_forward(), &id)?;
-                    return execute(cx.state, hold, body, cx.request_id.to_string(), rec).await;
-                }
-                continue;
-            }
+            HoldState::Approved => return None,
         };
         let meta = json!({
             "airlock/verdict": "hold",
             "airlock/approvalId": hold.id,
             "airlock/status": hold.state.as_str(),
-            "airlock/requestId": cx.request_id,
+            "airlock/requestId": self.request_id,
         });
-        let answer = jsonrpc::tool_error(&id, &text, msg.is_modern(), meta);
-        return Ok(super::mcp::rpc_answer(
-            StatusCode::OK,
-            &answer,
-            cx.request_id,
-        ));
+        Some(jsonrpc::tool_error(&self.id, &text, self.modern, meta))
     }
-    Err(ProxyError::Internal(
-        "the approved call did not settle; call the tool again".into(),
-    ))
+
+    /// The stored (or approver-edited) JSON-RPC request with the current
+    /// attempt's id and progress token, so the agent can match the tool's
+    /// answer and progress to the request it is waiting on.
+    pub fn body_to_forward(&self, hold: &HoldRecord) -> Result<Bytes, ProxyError> {
+        let mut v: Value = serde_json::from_slice(hold.body_to_forward()).map_err(internal)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("id".into(), self.id.clone());
+        }
+        let meta = v
+            .get_mut("params")
+            .and_then(|p| p.get_mut("_meta"))
+            .and_then(Value::as_object_mut);
+        match (meta, &self.progress_token) {
+            (Some(meta), Some(token)) => {
+                meta.insert("progressToken".into(), token.clone());
+            }
+            (Some(meta), None) => {
+                meta.remove("progressToken");
+            }
+            (None, Some(token)) => {
+                if let Some(params) = v.get_mut("params").and_then(Value::as_object_mut) {
+                    params.insert("_meta".into(), json!({ "progressToken": token }));
+                }
+            }
+            (None, None) => {}
+        }
+        serde_json::to_vec(&v).map(Bytes::from).map_err(internal)
+    }
+}
+
+/// `params._meta.progressToken`, when it is a string or an integer.
+fn progress_token(params: &Value) -> Option<Value> {
+    let token = params.get("_meta")?.get("progressToken")?;
+    match token {
+        Value::String(_) => Some(token.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(token.clone()),
+        _ => None,
+    }
+}
+
+/// Whether the client's `Accept` lists `text/event-stream`.
+fn accepts_events(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| {
+            m.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
 }
 
 fn gate_reasons(hold: &HoldRecord) -> String {
@@ -135,12 +225,32 @@ fn gate_reasons(hold: &HoldRecord) -> String {
         .join("; ")
 }
 
-/// The stored JSON-RPC request with the current attempt's id, so the agent
-/// can match the tool's answer to the request it is waiting on.
-fn with_id(stored: &[u8], id: &Value) -> Result<Bytes, ProxyError> {
-    let mut v: Value = serde_json::from_slice(stored).map_err(internal)?;
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("id".into(), id.clone());
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn accept_must_list_event_streams() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_events(&h));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!accepts_events(&h));
+        h.append(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, Text/Event-Stream;q=0.9"),
+        );
+        assert!(accepts_events(&h));
     }
-    serde_json::to_vec(&v).map(Bytes::from).map_err(internal)
+
+    #[test]
+    fn progress_tokens_are_strings_or_integers() {
+        let t = |v: Value| progress_token(&json!({"_meta": {"progressToken": v}}));
+        assert_eq!(t(json!("a")), Some(json!("a")));
+        assert_eq!(t(json!(7)), Some(json!(7)));
+        assert_eq!(t(json!(1.5)), None);
+        assert_eq!(t(json!(true)), None);
+        assert_eq!(progress_token(&json!({})), None);
+    }
 }

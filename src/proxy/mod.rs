@@ -26,9 +26,11 @@
 
 pub mod call;
 pub mod error;
+mod event_body;
 pub mod hold;
 mod mcp;
 mod mcp_hold;
+mod mcp_progress;
 pub mod path;
 pub mod recheck;
 mod server;
@@ -52,9 +54,10 @@ use path::NormalizedPath;
 
 pub use server::{serve, tls_acceptor as server_tls, ServeOptions};
 
-/// The body of every response the proxy returns: the upstream's stream, or
-/// a body Airlock wrote itself.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// The body of every response the proxy returns: a stream (the upstream's,
+/// or Airlock's own events for a held MCP call), or a body Airlock wrote
+/// whole.
+pub type ProxyBody = Either<Either<Incoming, event_body::EventBody>, Full<Bytes>>;
 
 /// What every request handler shares.
 pub struct ProxyState {
@@ -340,7 +343,10 @@ pub async fn forward(
         clean.insert("x-request-id", v);
     }
     rparts.headers = clean;
-    Ok(Response::from_parts(rparts, Either::Left(rbody)))
+    Ok(Response::from_parts(
+        rparts,
+        Either::Left(Either::Left(rbody)),
+    ))
 }
 
 fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {

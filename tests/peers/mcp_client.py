@@ -2,7 +2,10 @@
 
 Usage: python mcp_client.py URL AGENT_KEY PLAN_JSON
 
-PLAN_JSON: {"mode": "auto" | "legacy", "calls": [{"name": ..., "args": {...}, "progress": bool}]}
+PLAN_JSON: {"mode": "auto" | "legacy", "calls": [{"name": ..., "args": {...}, "progress": bool,
+            "signal_file": path?}]}
+A call's `signal_file`, when given, is created at its first progress notification,
+so a test can act (approve a held call) once the client has seen progress.
 Prints one JSON object: the negotiated protocol version, the listed tools
 with the list's cacheScope, and each call's result (or the error raised).
 """
@@ -31,8 +34,13 @@ async def main(url: str, key: str, plan: dict) -> dict:
                 progress: list = []
                 started = time.monotonic()
 
-                async def on_progress(p, total, message, _progress=progress, _started=started):
-                    _progress.append({"progress": p, "at": time.monotonic() - _started})
+                async def on_progress(
+                    p, total, message, _progress=progress, _started=started, _signal=call.get("signal_file")
+                ):
+                    _progress.append({"progress": p, "message": message, "at": time.monotonic() - _started})
+                    if _signal:
+                        with open(_signal, "a") as f:
+                            f.write(f"{p}\n")
 
                 try:
                     r = await client.call_tool(

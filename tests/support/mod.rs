@@ -4,6 +4,7 @@
 
 pub mod mcp;
 pub mod reload;
+pub mod sse;
 pub mod tls;
 pub mod upstream;
 pub mod webhook;

@@ -1,0 +1,344 @@
+//! A held `tools/call` answered as an event stream: for clients that accept
+//! `text/event-stream` and sent a `progressToken`, so that a client which
+//! resets its timeout on progress keeps waiting for the human.
+//!
+//! The POST is answered at once with `200` and `text/event-stream`. A task
+//! then waits on the approval, sending `notifications/progress` (with the
+//! client's token, increasing `progress`, and a message naming the
+//! approval) at once and every `approvals.progress_interval`. The last event
+//! is the JSON-RPC response: the tool's answer once approved (taken from the
+//! upstream's JSON or event stream), or the same `isError` results as the
+//! plain path (denied, expired, executed, still pending when
+//! `approvals.wait` ends).
+//!
+//! Nobody listening, nothing runs: when the client goes away, hyper drops
+//! the body, the channel closes, and the task stops before it claims the
+//! approved call; the approval stays pending (or approved) for the agent's
+//! next attempt.
+//!
+//! The request's own audit record is written when the stream starts; the
+//! task writes a second one (`event: "held_stream"`) with the outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Either};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::error::ProxyError;
+use super::event_body;
+use super::hold::execute;
+use super::mcp_hold::HeldTool;
+use super::{ProxyBody, ProxyState};
+use crate::approval::{ApprovalError, Approvals};
+use crate::audit::{AuditRecord, AuditSink};
+use crate::config::Config;
+use crate::mcp::{jsonrpc, sse};
+use crate::snapshot::GatewaySnapshot;
+use crate::store::HoldRecord;
+
+/// The largest upstream answer Airlock reads to relay as the final event.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// JSON-RPC "internal error", for answers Airlock cannot get from the tool.
+const INTERNAL_ERROR: i64 = -32603;
+
+/// Answers a held tool call with an event stream and starts the task that
+/// writes it.
+pub(super) fn respond(
+    state: &ProxyState,
+    hold_id: String,
+    held: HeldTool,
+    rec: &AuditRecord,
+) -> Response<ProxyBody> {
+    let (tx, body) = event_body::channel();
+    let stream = HeldStream {
+        approvals: state.approvals.clone(),
+        live: state.live.clone(),
+        audit: state.audit.clone(),
+        hold_id,
+        progress: Progress {
+            token: held.progress_token.clone().unwrap_or(Value::Null),
+            sent: 0,
+        },
+        held,
+        rec: rec.clone(),
+        started: Instant::now(),
+    };
+    tokio::spawn(stream.run(tx));
+
+    let mut resp = Response::new(Either::Left(Either::Right(body)));
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
+        h.insert("x-request-id", v);
+    }
+    resp
+}
+
+/// How a stream ended.
+enum End {
+    /// The final JSON-RPC response, to be sent as the last event.
+    Answer(Value),
+    /// The client went away; nothing more is sent.
+    Gone,
+}
+
+/// The task behind one event stream.
+struct HeldStream {
+    approvals: Arc<Approvals>,
+    live: Arc<ArcSwap<GatewaySnapshot>>,
+    audit: AuditSink,
+    hold_id: String,
+    held: HeldTool,
+    progress: Progress,
+    /// A copy of the request's record, for the outcome record.
+    rec: AuditRecord,
+    started: Instant,
+}
+
+/// The progress notifications of one stream: `progress` increases with
+/// each one, as the protocol requires.
+struct Progress {
+    token: Value,
+    sent: u64,
+}
+
+impl Progress {
+    fn next(&mut self, message: Option<String>) -> Bytes {
+        self.sent += 1;
+        let mut params = json!({"progressToken": self.token, "progress": self.sent});
+        if let Some(m) = message {
+            params["message"] = json!(m);
+        }
+        sse::message(&json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/progress",
+            "params": params,
+        }))
+    }
+}
+
+// === impl HeldStream ===
+
+impl HeldStream {
+    async fn run(mut self, tx: mpsc::Sender<Bytes>) {
+        // The snapshot when the stream starts: the request was judged a
+        // moment ago, and the wait's settings come from the same config.
+        let snap = self.live.load_full();
+        let end = self.drive(&snap.config, &tx).await;
+        let mut rec = std::mem::take(&mut self.rec);
+        rec.event = "held_stream";
+        rec.status = StatusCode::OK.as_u16();
+        rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        match end {
+            End::Answer(answer) => {
+                if tx.send(sse::message(&answer)).await.is_err() {
+                    rec.error = Some("agent_gone");
+                }
+            }
+            End::Gone => rec.error = Some("agent_gone"),
+        }
+        self.audit.record(rec).await;
+    }
+
+    async fn drive(&mut self, cfg: &Config, tx: &mpsc::Sender<Bytes>) -> End {
+        // Bounded like the plain path: an approved call settles within a
+        // round or two, whoever claims it.
+        for _ in 0..3 {
+            let hold = match self.wait(cfg, tx).await {
+                None => return End::Gone,
+                Some(Ok(h)) => h,
+                Some(Err(e)) => return End::Answer(self.error(&ProxyError::from(e).to_string())),
+            };
+            self.rec.approver = hold.decided_by.clone();
+            if let Some(answer) = self.held.answer_for(&hold) {
+                return End::Answer(answer);
+            }
+            // Nobody listening, nothing runs.
+            if tx.is_closed() {
+                return End::Gone;
+            }
+            match self.approvals.claim(&hold.id).await {
+                Err(e) => return End::Answer(self.error(&e.to_string())),
+                Ok(false) => continue,
+                Ok(true) => {}
+            }
+            return self.run_approved(hold, tx).await;
+        }
+        End::Answer(self.error("the approved call did not settle; call the tool again"))
+    }
+
+    /// Waits for the approval up to `approvals.wait`, sending progress at
+    /// once and then every interval; `None` when the client went away.
+    async fn wait(
+        &mut self,
+        cfg: &Config,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Option<Result<HoldRecord, ApprovalError>> {
+        let waiting = self.approvals.wait(cfg, &self.hold_id, cfg.approvals.wait);
+        tokio::pin!(waiting);
+        let mut ticks = tokio::time::interval(cfg.approvals.progress_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let message = format!("awaiting human approval (approval `{}`)", self.hold_id);
+        loop {
+            tokio::select! {
+                hold = &mut waiting => return Some(hold),
+                () = tx.closed() => return None,
+                _ = ticks.tick() => {
+                    // A client that does not read misses a beat instead of
+                    // stalling the wait.
+                    let frame = self.progress.next(Some(message.clone()));
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(frame) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forwards the claimed call and relays its answer.
+    async fn run_approved(&mut self, hold: HoldRecord, tx: &mpsc::Sender<Bytes>) -> End {
+        let body = match self.held.body_to_forward(&hold) {
+            Ok(b) => b,
+            Err(e) => return End::Answer(self.error(&e.to_string())),
+        };
+        let limit = self
+            .live
+            .load()
+            .route_named(&hold.route)
+            .map_or(Duration::from_secs(30), |r| r.config.response_timeout);
+        let request_id = self.held.request_id.clone();
+        let result = execute(
+            &self.approvals,
+            &self.live,
+            hold,
+            body,
+            request_id,
+            &mut self.rec,
+        )
+        .await;
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => return End::Answer(self.error(&e.to_string())),
+        };
+        match tokio::time::timeout(limit, self.relay(resp, tx)).await {
+            Ok(end) => end,
+            Err(_) => End::Answer(self.error("the tool's answer did not finish in time")),
+        }
+    }
+
+    /// The tool's answer as the final event: a JSON body as it is, or, from
+    /// an event stream, the events before the response (progress renumbered
+    /// to keep increasing) and then the response.
+    async fn relay(&mut self, resp: Response<ProxyBody>, tx: &mpsc::Sender<Bytes>) -> End {
+        let status = resp.status();
+        if !status.is_success() {
+            return End::Answer(self.error(&format!(
+                "the tool's server answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let events = content_type.starts_with("text/event-stream");
+        if !events && !content_type.starts_with("application/json") {
+            return End::Answer(self.error(&format!(
+                "the tool's server answered with `{content_type}`, not JSON"
+            )));
+        }
+        let mut body = resp.into_body();
+        let mut raw = Vec::new();
+        let mut splitter = sse::EventSplitter::default();
+        loop {
+            let frame = match body.frame().await {
+                None => break,
+                Some(Err(e)) => {
+                    return End::Answer(self.error(&format!("the tool's answer broke off: {e}")))
+                }
+                Some(Ok(f)) => f,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if !events {
+                raw.extend_from_slice(&data);
+                if raw.len() > MAX_ANSWER {
+                    return End::Answer(self.error("the tool's answer is too large"));
+                }
+                continue;
+            }
+            for event in splitter.push(&data) {
+                if let Some(end) = self.relay_event(&event, tx).await {
+                    return end;
+                }
+            }
+        }
+        if events {
+            if let Some(event) = splitter.finish() {
+                if let Some(end) = self.relay_event(&event, tx).await {
+                    return end;
+                }
+            }
+            return End::Answer(self.error("the tool's server ended its answer without a result"));
+        }
+        match serde_json::from_slice::<Value>(&raw) {
+            Ok(v) => End::Answer(v),
+            Err(e) => End::Answer(self.error(&format!("the tool's answer is not JSON: {e}"))),
+        }
+    }
+
+    /// One upstream event: `Some` when it was the response (or the client
+    /// went away).
+    async fn relay_event(&mut self, event: &[u8], tx: &mpsc::Sender<Bytes>) -> Option<End> {
+        let Ok(v) = serde_json::from_str::<Value>(&sse::data(event)) else {
+            // Empty priming events and comments carry no message.
+            return None;
+        };
+        let is_response =
+            v.get("method").is_none() && (v.get("result").is_some() || v.get("error").is_some());
+        if is_response {
+            return Some(End::Answer(v));
+        }
+        let frame = if v.get("method").and_then(Value::as_str) == Some("notifications/progress") {
+            let params = v.get("params");
+            let message = params
+                .and_then(|p| p.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            self.progress.next(message)
+        } else {
+            sse::message(&v)
+        };
+        match tx.send(frame).await {
+            Ok(()) => None,
+            Err(_) => Some(End::Gone),
+        }
+    }
+
+    /// A JSON-RPC error answer for the current attempt.
+    fn error(&self, message: &str) -> Value {
+        jsonrpc::error(
+            &self.held.id,
+            INTERNAL_ERROR,
+            message,
+            Some(json!({
+                "approvalId": self.hold_id,
+                "requestId": self.held.request_id,
+            })),
+        )
+    }
+}
