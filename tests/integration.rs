@@ -30,3 +30,9 @@ mod reload;
 
 #[path = "it/policy_cli.rs"]
 mod policy_cli;
+
+#[path = "it/approvals_audit.rs"]
+mod approvals_audit;
+
+#[path = "it/approvals_pages.rs"]
+mod approvals_pages;
