@@ -3,7 +3,10 @@
 //! Holds are listed newest first by id: ids are UUIDv7, so their text order
 //! is their creation order, and being unique they give a total order in
 //! which "after the last id I saw" is exact: no duplicates or gaps when
-//! holds are added between pages. Callers only ever see the cursor as an
+//! holds are added between pages. A backend needs only "id less than X,
+//! by id descending" (PostgreSQL orders `text` and `uuid` ids alike), and
+//! fetches one row more than the page to know whether another follows.
+//! Callers only ever see the cursor as an
 //! opaque string ([`HoldCursor::encode`]); the version prefix lets the
 //! encoding change later without misreading old cursors.
 
