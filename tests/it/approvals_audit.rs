@@ -216,17 +216,17 @@ async fn every_refused_decision_attempt_is_audited_with_its_status_and_no_secret
     }
 }
 
-/// A gate that lifts itself after 4 seconds: short enough for a test, long
+/// A gate that lifts itself after 6 seconds: short enough for a test, long
 /// enough that the holds are made before it runs out.
 const QUICK_GATE: &str = r#"
 @id("quick-gate")
 @hold("refunds to c-exp need a look")
 @approvers("finance")
-@timeout("4s")
+@timeout("6s")
 forbid (principal, action == Action::"POST", resource == Route::"crm")
 when { context.path == "/crm/refunds" && context has body && context.body has customer_id && context.body.customer_id == "c-exp" };
 "#;
-const GATE_LIFE: Duration = Duration::from_secs(4);
+const GATE_LIFE: Duration = Duration::from_secs(6);
 
 fn expired_records(airlock: &Airlock, id: &str) -> Vec<Value> {
     airlock
