@@ -81,6 +81,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         store.clone(),
         metrics.clone(),
         outbox_wake.clone(),
+        audit.clone(),
     ));
     approvals.settle_interrupted().await?;
     approvals.sweep_expired(&config).await?;

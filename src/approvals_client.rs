@@ -24,8 +24,12 @@ pub enum ClientError {
 
 /// What to do.
 pub enum ApprovalsCommand {
+    /// One page (`limit`, starting at `cursor`), or every page with `all`.
     List {
         status: Option<String>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+        all: bool,
     },
     Show {
         id: String,
@@ -63,13 +67,12 @@ impl ApprovalsClient {
     /// Runs the command and returns what to print.
     pub async fn run(&self, cmd: ApprovalsCommand) -> Result<String, ClientError> {
         match cmd {
-            ApprovalsCommand::List { status } => {
-                let status = status.unwrap_or_else(|| "pending".into());
-                let v = self
-                    .call(Method::GET, &format!("/v1/approvals?status={status}"), None)
-                    .await?;
-                Ok(table(&v))
-            }
+            ApprovalsCommand::List {
+                status,
+                limit,
+                cursor,
+                all,
+            } => self.list(status, limit, cursor, all).await,
             ApprovalsCommand::Show { id } => {
                 let v = self
                     .call(Method::GET, &format!("/v1/approvals/{id}"), None)
@@ -99,6 +102,42 @@ impl ApprovalsClient {
                 ))
             }
         }
+    }
+
+    async fn list(
+        &self,
+        status: Option<String>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+        all: bool,
+    ) -> Result<String, ClientError> {
+        let status = status.unwrap_or_else(|| "pending".into());
+        let mut rows = Vec::new();
+        let mut cursor = cursor;
+        // Bounded: at most 10,000 pages; a server handing out cursors in a
+        // loop cannot keep the command running for ever.
+        for _ in 0..10_000 {
+            let mut path = format!("/v1/approvals?status={}", query_value(&status));
+            if let Some(l) = limit {
+                path.push_str(&format!("&limit={l}"));
+            }
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={}", query_value(c)));
+            }
+            let v = self.call(Method::GET, &path, None).await?;
+            rows.extend(v["approvals"].as_array().cloned().unwrap_or_default());
+            cursor = v["next_cursor"].as_str().map(str::to_string);
+            if !all || cursor.is_none() {
+                break;
+            }
+        }
+        let mut out = table(&rows);
+        if let Some(c) = cursor {
+            out.push_str(&format!(
+                "more: airlock approvals list --status {status} --cursor {c}   (or --all)\n"
+            ));
+        }
+        Ok(out)
     }
 
     async fn decide(&self, id: &str, body: Value) -> Result<Value, ClientError> {
@@ -159,9 +198,15 @@ impl ApprovalsClient {
     }
 }
 
-fn table(v: &Value) -> String {
+/// A query-string value: cursors are URL-safe base64 and statuses are
+/// words, but anything else typed is percent-encoded rather than trusted.
+fn query_value(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn table(approvals: &[Value]) -> String {
     let mut out = String::from("ID                                    STATUS    AGENT         METHOD PATH                      EXPIRES                   GATES\n");
-    for a in v["approvals"].as_array().into_iter().flatten() {
+    for a in approvals {
         let s = |k: &str| a[k].as_str().unwrap_or("").to_string();
         let gates: Vec<&str> = a["gates"]
             .as_array()

@@ -26,8 +26,10 @@ use crate::telemetry::Metrics;
 pub struct AuditRecord {
     pub time: String,
     pub request_id: String,
-    /// `decision` for a call, `approval` for a human decision, `held_stream`
-    /// for the end of a held MCP call answered as an event stream.
+    /// `decision` for a call; `approval` for what happens to an approval: a
+    /// human decision, a refused decision attempt, or an expiry;
+    /// `held_stream` for the end of a held MCP call answered as an event
+    /// stream.
     pub event: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
@@ -40,6 +42,8 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     /// `allow`, `deny`, `hold`, or `error` when no decision was reached.
+    /// For `approval` events: `approve` or `deny` (a decision taken),
+    /// `refused` (a decision attempt that was turned away) or `expired`.
     pub verdict: &'static str,
     pub policies: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -58,14 +62,34 @@ pub struct AuditRecord {
     pub decision_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// The HTTP status answered; absent when nobody was answered (an
+    /// approval expiring in the background).
+    #[serde(skip_serializing_if = "is_zero")]
     pub status: u16,
     pub duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approver: Option<String>,
+    /// The approval's state after this event (`approved`, `denied`,
+    /// `expired`), or the state it stayed in when an attempt was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_status: Option<&'static str>,
+    /// The decision a decision attempt asked for (`approve` or `deny`),
+    /// when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<&'static str>,
+    /// Who sent a decision attempt: an approver's id, `admin`,
+    /// `agent:<id>`, `callback` (a validly signed callback naming no known
+    /// approver); absent when unknown. Never a token or signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extra: Option<serde_json::Value>,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]

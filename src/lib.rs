@@ -41,7 +41,7 @@
 //!
 //! Dependencies flow one way: `proxy` → (`approval`, `snapshot`) →
 //! (`policy`, `config`, `upstream`); `approval` → (`store`, `notify`,
-//! `config`); `admin` and `reload` → `snapshot`; `app` → everything.
+//! `audit`, `config`); `admin` and `reload` → `snapshot`; `app` → everything.
 
 // Tests may unwrap; the library may not.
 #![cfg_attr(

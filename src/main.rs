@@ -93,10 +93,20 @@ enum SchemaCommand {
 
 #[derive(Subcommand)]
 enum ApprovalsCmd {
-    /// List approvals (pending unless `--status` says otherwise).
+    /// List approvals, newest first (pending unless `--status` says otherwise).
     List {
+        /// pending, approved, executing, executed, denied, expired or all.
         #[arg(long)]
         status: Option<String>,
+        /// Approvals per page (1 to 500; the server's default is 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Start at this page (the `--cursor` printed after a page).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow every page and print them as one list.
+        #[arg(long)]
+        all: bool,
     },
     /// Show one approval as JSON.
     Show { id: String },
@@ -182,7 +192,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             use airlock::approvals_client::{ApprovalsClient, ApprovalsCommand};
             let cmd = match command {
-                ApprovalsCmd::List { status } => ApprovalsCommand::List { status },
+                ApprovalsCmd::List {
+                    status,
+                    limit,
+                    cursor,
+                    all,
+                } => ApprovalsCommand::List {
+                    status,
+                    limit,
+                    cursor,
+                    all,
+                },
                 ApprovalsCmd::Show { id } => ApprovalsCommand::Show { id },
                 ApprovalsCmd::Approve { id, reason, args } => {
                     ApprovalsCommand::Approve { id, reason, args }

@@ -33,3 +33,9 @@ mod policy_cli;
 
 #[path = "it/mcp_progress.rs"]
 mod mcp_progress;
+
+#[path = "it/approvals_audit.rs"]
+mod approvals_audit;
+
+#[path = "it/approvals_pages.rs"]
+mod approvals_pages;

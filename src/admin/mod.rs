@@ -6,6 +6,8 @@
 //! which approvers may use too.
 
 pub mod approvals;
+pub mod decision;
+pub mod refusal;
 
 use std::sync::Arc;
 
@@ -43,7 +45,7 @@ pub fn router(state: AdminState) -> Router {
     let approval_routes = Router::new()
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::show))
-        .route("/v1/approvals/{id}/decision", post(approvals::decide));
+        .route("/v1/approvals/{id}/decision", post(decision::decide));
     Router::new()
         .merge(approval_routes)
         .route("/healthz", get(|| async { "ok\n" }))

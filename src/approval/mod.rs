@@ -21,6 +21,7 @@
 //!    edited) call against the current policies.
 
 pub mod fingerprint;
+pub mod trail;
 mod waiters;
 
 use std::sync::Arc;
@@ -29,11 +30,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use crate::audit::AuditSink;
 use crate::config::Config;
 use crate::notify::payload;
 use crate::store::{
-    ApprovalStore, DecisionFields, HoldRecord, HoldState, NewDelivery, Outcome, StoreError,
-    StoredGate, StoredRequest,
+    ApprovalStore, DecisionFields, HoldPageQuery, HoldRecord, HoldState, NewDelivery, Outcome,
+    StoreError, StoredGate, StoredRequest,
 };
 use crate::telemetry::Metrics;
 pub use waiters::Waiters;
@@ -122,6 +124,8 @@ pub struct Approvals {
     metrics: Arc<Metrics>,
     /// Wakes the outbox worker when deliveries were queued.
     outbox_wake: Arc<Notify>,
+    /// Where expiries are recorded.
+    audit: AuditSink,
 }
 
 pub fn now_ms() -> i64 {
@@ -142,12 +146,14 @@ impl Approvals {
         store: Arc<dyn ApprovalStore>,
         metrics: Arc<Metrics>,
         outbox_wake: Arc<Notify>,
+        audit: AuditSink,
     ) -> Approvals {
         Approvals {
             store,
             waiters: Waiters::default(),
             metrics,
             outbox_wake,
+            audit,
         }
     }
 
@@ -315,8 +321,10 @@ impl Approvals {
         Ok(hold)
     }
 
-    /// Moves a pending (or uncollected approved) hold to `expired`: fail
-    /// closed.
+    /// Moves a pending hold to `expired`: fail closed. Only the caller whose
+    /// compare-and-set moves it writes the audit record, so each expiry is
+    /// recorded once however many sweeps, waiting agents and late decisions
+    /// find it due at the same time (or after a restart).
     pub async fn expire(&self, cfg: &Config, hold: &HoldRecord) -> Result<bool, StoreError> {
         let mut expired = hold.clone();
         expired.state = HoldState::Expired;
@@ -342,6 +350,7 @@ impl Approvals {
             if hold.state == HoldState::Pending {
                 self.metrics.holds_pending.dec();
             }
+            self.audit.record(trail::expired(hold)).await;
             self.waiters.wake(&hold.id);
             if queued {
                 self.outbox_wake.notify_one();
@@ -371,15 +380,29 @@ impl Approvals {
     /// reached the upstream, so they are settled as executed with an unknown
     /// outcome and never run again.
     pub async fn settle_interrupted(&self) -> Result<usize, StoreError> {
-        let stuck = self.store.list(Some(HoldState::Executing), 10_000).await?;
         let mut n = 0;
-        for hold in stuck {
-            let outcome = Outcome {
-                status: 502,
-                reason: "airlock stopped while forwarding this approved call; its outcome is unknown and it is not repeated".into(),
-            };
-            if self.finish(&hold.id, outcome).await? {
-                n += 1;
+        // Bounded: each page settles the holds it lists, so the next first
+        // page has moved on; 1000 pages of 500 is far beyond a real backlog.
+        for _ in 0..1000 {
+            let page = self
+                .store
+                .list(HoldPageQuery {
+                    state: Some(HoldState::Executing),
+                    after: None,
+                    limit: 500,
+                })
+                .await?;
+            if page.holds.is_empty() {
+                break;
+            }
+            for hold in page.holds {
+                let outcome = Outcome {
+                    status: 502,
+                    reason: "airlock stopped while forwarding this approved call; its outcome is unknown and it is not repeated".into(),
+                };
+                if self.finish(&hold.id, outcome).await? {
+                    n += 1;
+                }
             }
         }
         Ok(n)

@@ -9,6 +9,7 @@
 //! the state change they announce, so a notification is never sent for a
 //! change that was not stored, and never lost for one that was.
 
+mod page;
 mod sqlite;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
+pub use page::{CursorError, HoldCursor, HoldPage, HoldPageQuery};
 pub use sqlite::SqliteStore;
 
 /// The life of an approval. Transitions:
@@ -221,8 +223,9 @@ pub trait ApprovalStore: Send + Sync {
         replay_since_ms: i64,
     ) -> StoreFuture<'_, Option<HoldRecord>>;
 
-    /// Newest first; `state` filters.
-    fn list(&self, state: Option<HoldState>, limit: u32) -> StoreFuture<'_, Vec<HoldRecord>>;
+    /// One page of holds, newest first (by id: UUIDv7), optionally only
+    /// those in one state; keyset paginated, see [`HoldCursor`].
+    fn list(&self, query: HoldPageQuery) -> StoreFuture<'_, HoldPage>;
 
     fn count(&self, state: HoldState) -> StoreFuture<'_, u64>;
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
-    ApprovalStore, AttemptResult, DecisionFields, Delivery, DeliveryState, HoldRecord, HoldState,
-    NewDelivery, StoreError, StoreFuture,
+    ApprovalStore, AttemptResult, DecisionFields, Delivery, DeliveryState, HoldPage, HoldPageQuery,
+    HoldRecord, HoldState, NewDelivery, StoreError, StoreFuture,
 };
 
 const SCHEMA: &str = "
@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS holds (
 );
 CREATE INDEX IF NOT EXISTS holds_by_call ON holds (agent, fingerprint, created_ms);
 CREATE INDEX IF NOT EXISTS holds_by_state ON holds (state, expires_ms);
+-- Listing one state newest first, a page at a time.
+CREATE INDEX IF NOT EXISTS holds_by_state_id ON holds (state, id);
 -- At most one open approval per agent and call, even when two identical
 -- calls race (or two replicas do).
 CREATE UNIQUE INDEX IF NOT EXISTS holds_one_open ON holds (agent, fingerprint)
@@ -237,24 +239,35 @@ impl ApprovalStore for SqliteStore {
         })
     }
 
-    fn list(&self, state: Option<HoldState>, limit: u32) -> StoreFuture<'_, Vec<HoldRecord>> {
+    fn list(&self, query: HoldPageQuery) -> StoreFuture<'_, HoldPage> {
         self.run(move |c| {
-            let rows: Vec<String> = match state {
-                Some(s) => {
-                    let mut st = c.prepare(
-                        "SELECT record FROM holds WHERE state = ?1 ORDER BY created_ms DESC LIMIT ?2",
-                    )?;
-                    let rows = st.query_map(params![s.as_str(), limit], |r| r.get(0))?;
-                    rows.collect::<Result<_, _>>()?
-                }
-                None => {
-                    let mut st =
-                        c.prepare("SELECT record FROM holds ORDER BY created_ms DESC LIMIT ?1")?;
-                    let rows = st.query_map(params![limit], |r| r.get(0))?;
-                    rows.collect::<Result<_, _>>()?
-                }
+            // Conditions are added only when used, so that SQLite can walk
+            // the primary key (or `holds_by_state_id`) from the cursor on.
+            let mut conds = Vec::new();
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+            if let Some(s) = query.state {
+                args.push(Box::new(s.as_str()));
+                conds.push(format!("state = ?{}", args.len()));
+            }
+            if let Some(after) = &query.after {
+                args.push(Box::new(after.after_id().to_string()));
+                conds.push(format!("id < ?{}", args.len()));
+            }
+            // One row more than asked says whether a next page exists.
+            args.push(Box::new(i64::from(query.limit) + 1));
+            let filter = match conds.is_empty() {
+                true => String::new(),
+                false => format!("WHERE {}", conds.join(" AND ")),
             };
-            holds_from(rows)
+            let sql = format!(
+                "SELECT record FROM holds {filter} ORDER BY id DESC LIMIT ?{}",
+                args.len()
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(HoldPage::from_rows(holds_from(rows)?, query.limit))
         })
     }
 
@@ -426,11 +439,11 @@ impl ApprovalStore for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::StoredRequest;
 
-    fn hold(id: &str) -> HoldRecord {
+    pub(crate) fn hold(id: &str) -> HoldRecord {
         HoldRecord {
             id: id.into(),
             agent: "bot".into(),
@@ -498,5 +511,55 @@ mod tests {
             Err(StoreError::Conflict)
         ));
         assert!(!s.remember_callback_id("msg_1", 11).await.unwrap());
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::tests::hold;
+    use super::*;
+    use crate::store::HoldCursor;
+
+    #[tokio::test]
+    async fn pages_walk_every_hold_once_newest_first_with_or_without_a_state() {
+        let s = SqliteStore::in_memory().unwrap();
+        let mut ids = Vec::new();
+        for n in 0..7 {
+            let mut h = hold(&uuid::Uuid::now_v7().to_string());
+            h.fingerprint = format!("fp{n}");
+            if n % 2 == 1 {
+                h.state = HoldState::Denied;
+            }
+            ids.push(h.id.clone());
+            s.insert_hold(h, vec![]).await.unwrap();
+        }
+        ids.reverse();
+        for (state, want) in [
+            (None, ids.clone()),
+            (
+                Some(HoldState::Pending),
+                ids.iter().step_by(2).cloned().collect::<Vec<_>>(),
+            ),
+        ] {
+            let mut seen = Vec::new();
+            let mut after: Option<HoldCursor> = None;
+            for _ in 0..10 {
+                let page = s
+                    .list(HoldPageQuery {
+                        state,
+                        after: after.clone(),
+                        limit: 3,
+                    })
+                    .await
+                    .unwrap();
+                assert!(page.holds.len() <= 3);
+                seen.extend(page.holds.iter().map(|h| h.id.clone()));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, want, "state {state:?}");
+        }
     }
 }

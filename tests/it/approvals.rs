@@ -12,10 +12,10 @@ use crate::support::*;
 
 const CRM_POLICIES: &str = include_str!("../../policies/crm.cedar");
 pub(crate) const BOB_TOKEN: &str = "approver-token-bob";
-const CALLBACK_SECRET: &str = "whsec_c2VjcmV0LWZvci1jYWxsYmFja3MtMTIzNDU2Nzg=";
+pub(crate) const CALLBACK_SECRET: &str = "whsec_c2VjcmV0LWZvci1jYWxsYmFja3MtMTIzNDU2Nzg=";
 
 /// A plain forbid that no approval lifts: refunds over 1000.
-const BIG_REFUNDS: &str = r#"
+pub(crate) const BIG_REFUNDS: &str = r#"
 @id("no-huge-refunds")
 @reason("refunds over 1000 are never made by agents")
 forbid (principal, action == Action::"POST", resource == Route::"crm")
@@ -291,7 +291,9 @@ async fn approve_with_edits_is_rechecked_and_a_denied_edit_leaves_it_pending() {
     let audit = airlock.audit();
     let rec = audit
         .iter()
-        .find(|r| r["event"] == "approval" && r["approval_id"] == id.as_str())
+        .find(|r| {
+            r["event"] == "approval" && r["approval_id"] == id.as_str() && r["verdict"] == "approve"
+        })
         .unwrap();
     assert_eq!(rec["extra"]["original_body"]["amount"], 800);
     assert_eq!(rec["extra"]["edited_body"]["amount"], 150);
@@ -522,7 +524,7 @@ async fn decisions_need_the_right_approver_and_bad_input_changes_nothing() {
     assert_eq!(show(&airlock, &id).await["status"], "denied");
 }
 
-fn signed(id: &str, ts: i64, body: &str) -> (String, String) {
+pub(crate) fn signed(id: &str, ts: i64, body: &str) -> (String, String) {
     let key = airlock::notify::signing::decode_secret(CALLBACK_SECRET).unwrap();
     (
         id.to_string(),
@@ -530,7 +532,7 @@ fn signed(id: &str, ts: i64, body: &str) -> (String, String) {
     )
 }
 
-async fn callback(
+pub(crate) async fn callback(
     airlock: &Airlock,
     approval: &str,
     msg_id: &str,

@@ -84,7 +84,7 @@ async fn a_sigkill_with_100_pending_loses_nothing_and_runs_nothing_twice() {
     let airlock = Airlock::start_with(dir, config);
 
     let list: Value = client()
-        .get(airlock.admin_url("/v1/approvals?status=pending&limit=1000"))
+        .get(airlock.admin_url("/v1/approvals?status=pending&limit=500"))
         .header("authorization", bearer(ADMIN_TOKEN))
         .send()
         .await

@@ -1,0 +1,294 @@
+//! `POST /v1/approvals/{id}/decision` with
+//! `{"decision": "approve"|"deny", "reason", "body"|"arguments"}`: the admin
+//! token, an approver's token, or a callback signed under Standard Webhooks
+//! rules with `approvals.callback_secret` (then `"approver"` in the body
+//! names the configured approver who decided).
+//!
+//! Every attempt leaves one audit record (`"event": "approval"`): the
+//! decision taken, or why the attempt was refused. Tokens and signatures
+//! never go into it.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::approvals::{bearer_caller, view, Caller};
+use super::refusal::Refusal;
+use super::AdminState;
+use crate::approval::trail::{self, body_json};
+use crate::approval::{now_ms, Decider, DecisionInput};
+use crate::audit::AuditRecord;
+use crate::notify::signing;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    decision: String,
+    reason: Option<String>,
+    /// REST: the replacement request body.
+    body: Option<Value>,
+    /// MCP: the replacement tool arguments.
+    arguments: Option<Value>,
+    /// For signed callbacks: the configured approver who decided.
+    approver: Option<String>,
+}
+
+/// What is known about an attempt so far, for its audit record.
+#[derive(Default)]
+struct Attempt {
+    caller: Option<String>,
+    decision: Option<&'static str>,
+    /// A signed callback's `webhook-id` (not a secret: it is only ever
+    /// accepted once).
+    webhook_id: Option<String>,
+    /// The payload an approve-with-edits proposed.
+    edit: Option<Value>,
+}
+
+pub async fn decide(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut attempt = Attempt::default();
+    match try_decide(&state, &headers, &id, &body, &mut attempt).await {
+        Ok(resp) => resp,
+        Err(refusal) => {
+            record_refusal(&state, &id, &attempt, &refusal).await;
+            refusal.into_response()
+        }
+    }
+}
+
+async fn try_decide(
+    state: &AdminState,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+    attempt: &mut Attempt,
+) -> Result<Response, Refusal> {
+    let snap = state.live.load_full();
+    let cfg = snap.config.clone();
+    let parsed: Result<DecisionBody, _> = serde_json::from_slice(body);
+    if let Ok(b) = &parsed {
+        attempt.decision = match b.decision.as_str() {
+            "approve" => Some("approve"),
+            "deny" => Some("deny"),
+            _ => None,
+        };
+        attempt.edit = b.body.clone().or_else(|| b.arguments.clone());
+    }
+    let decider = match bearer_caller(state, headers)? {
+        Some(Caller::Admin) => {
+            attempt.caller = Some("admin".into());
+            Decider {
+                id: "admin".into(),
+                groups: Vec::new(),
+                any_group: true,
+            }
+        }
+        Some(Caller::Approver(d)) => {
+            attempt.caller = Some(d.id.clone());
+            d
+        }
+        Some(agent @ Caller::Agent(_)) => {
+            attempt.caller = Some(agent.label());
+            return Err(Refusal::agent_key());
+        }
+        None if headers.contains_key("webhook-signature") => {
+            let named = parsed.as_ref().ok().and_then(|b| b.approver.as_deref());
+            let d = verify_callback(state, headers, body, named, attempt).await?;
+            attempt.caller = Some(d.id.clone());
+            d
+        }
+        None => return Err(Refusal::unauthenticated()),
+    };
+    let input = decision_input(parsed)?;
+    let approve = input.approve;
+    let decided = state
+        .approvals
+        .decide(&cfg, id, &decider, input, state.checker.as_ref())
+        .await
+        .map_err(|e| Refusal::from(&e))?;
+    let h = &decided.hold;
+    let mut rec = trail::record(h, if approve { "approve" } else { "deny" });
+    rec.approver = Some(decider.id.clone());
+    rec.caller = attempt.caller.clone();
+    rec.decision = attempt.decision;
+    rec.approval_status = Some(h.state.as_str());
+    rec.reasons = h.reason.clone().into_iter().collect();
+    rec.status = StatusCode::OK.as_u16();
+    if decided.edited {
+        rec.extra = Some(json!({
+            "edited": true,
+            "original_body": body_json(&h.request.body),
+            "edited_body": h.edited_body.as_deref().map(body_json),
+        }));
+    }
+    state.audit.record(rec).await;
+    Ok(Json(view(h)).into_response())
+}
+
+/// Checks a signed callback: signature, timestamp window, and that its
+/// `webhook-id` was never accepted before. The decider is the configured
+/// approver the body names, else an anonymous `callback` with no groups.
+async fn verify_callback(
+    state: &AdminState,
+    headers: &HeaderMap,
+    body: &[u8],
+    named: Option<&str>,
+    attempt: &mut Attempt,
+) -> Result<Decider, Refusal> {
+    let cfg = state.live.load().config.clone();
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    attempt.webhook_id = h("webhook-id").map(|s| s.chars().take(200).collect());
+    let Some(key) = &cfg.approvals.callback_secret else {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "callbacks_disabled",
+            "no `approvals.callback_secret` is configured, so signed callbacks are refused",
+        ));
+    };
+    let now = now_ms() / 1000;
+    signing::verify(
+        key,
+        h("webhook-id"),
+        h("webhook-timestamp"),
+        h("webhook-signature"),
+        body,
+        now,
+    )
+    .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
+    let msg_id = h("webhook-id").unwrap_or_default();
+    match state
+        .approvals
+        .store()
+        .remember_callback_id(msg_id, now_ms())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "replayed",
+                format!("callback `{msg_id}` was already accepted once; replays are refused"),
+            ))
+        }
+        Err(e) => {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store",
+                e.to_string(),
+            ))
+        }
+    }
+    Ok(
+        match named.and_then(|n| cfg.approvers.iter().find(|a| a.id == n)) {
+            Some(a) => Decider {
+                id: a.id.clone(),
+                groups: a.groups.clone(),
+                any_group: false,
+            },
+            None => Decider {
+                id: "callback".into(),
+                groups: Vec::new(),
+                any_group: false,
+            },
+        },
+    )
+}
+
+fn decision_input(
+    parsed: Result<DecisionBody, serde_json::Error>,
+) -> Result<DecisionInput, Refusal> {
+    let b = parsed.map_err(|e| {
+        let mut r = Refusal::bad_request(
+            "malformed_decision",
+            format!("the decision is not valid JSON of the expected shape: {e}"),
+        );
+        // serde's message may quote the body's values; the log keeps only
+        // where the problem is.
+        r.logged = Some(format!(
+            "the decision is not valid JSON of the expected shape (line {}, column {})",
+            e.line(),
+            e.column()
+        ));
+        r
+    })?;
+    let approve = match b.decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        other => {
+            let mut r = Refusal::bad_request(
+                "malformed_decision",
+                format!("`decision` must be `approve` or `deny`, not `{other}`"),
+            );
+            r.logged = Some("`decision` must be `approve` or `deny`".into());
+            return Err(r);
+        }
+    };
+    if b.body.is_some() && b.arguments.is_some() {
+        return Err(Refusal::bad_request(
+            "malformed_decision",
+            "send `body` (REST) or `arguments` (MCP), not both",
+        ));
+    }
+    Ok(DecisionInput {
+        approve,
+        reason: b.reason,
+        edit: b.body.or(b.arguments),
+    })
+}
+
+/// One audit record for a refused attempt: the approval's call when the id
+/// is known (else the decision request itself), who tried, what they asked
+/// for, the status and why it was refused.
+async fn record_refusal(state: &AdminState, id: &str, attempt: &Attempt, refusal: &Refusal) {
+    let id: String = id.chars().take(200).collect();
+    let hold = match refusal.status {
+        // The store is what failed; do not ask it again.
+        StatusCode::SERVICE_UNAVAILABLE => None,
+        _ => state.approvals.store().get(&id).await.ok().flatten(),
+    };
+    let mut rec = match &hold {
+        Some(h) => {
+            let mut rec = trail::record(h, "refused");
+            rec.approval_status = Some(h.state.as_str());
+            rec
+        }
+        None => AuditRecord {
+            time: crate::audit::rfc3339(std::time::SystemTime::now()),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            event: "approval",
+            method: "POST".into(),
+            path: format!("/v1/approvals/{id}/decision"),
+            verdict: "refused",
+            approval_id: Some(id.clone()),
+            ..AuditRecord::default()
+        },
+    };
+    rec.status = refusal.status.as_u16();
+    rec.error = Some(refusal.kind);
+    rec.reasons = vec![refusal.audit_reason().to_string()];
+    rec.caller = attempt.caller.clone();
+    rec.decision = attempt.decision;
+    let mut extra = Map::new();
+    if let Some(w) = &attempt.webhook_id {
+        extra.insert("webhook_id".into(), json!(w));
+    }
+    if let Some(edit) = &attempt.edit {
+        extra.insert(
+            "attempted_edit".into(),
+            crate::notify::payload::redact(edit),
+        );
+    }
+    if !extra.is_empty() {
+        rec.extra = Some(Value::Object(extra));
+    }
+    state.audit.record(rec).await;
+}

@@ -1,0 +1,45 @@
+//! Audit records for what happens to an approval (`"event": "approval"`):
+//! decisions, refused decision attempts and expiries all start from the
+//! held call's own description here, so they read alike.
+
+use serde_json::{json, Value};
+
+use crate::audit::{rfc3339, AuditRecord};
+use crate::notify::payload::redact;
+use crate::store::{HoldRecord, HoldState};
+
+/// A record about approval `h`, naming its call; the caller fills in what
+/// happened.
+pub fn record(h: &HoldRecord, verdict: &'static str) -> AuditRecord {
+    AuditRecord {
+        time: rfc3339(std::time::SystemTime::now()),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        event: "approval",
+        agent: Some(h.agent.clone()),
+        route: Some(h.route.clone()),
+        method: h.request.method.clone(),
+        path: h.request.path.clone(),
+        action: Some(h.action.clone()),
+        resource: Some(h.resource.clone()),
+        verdict,
+        policies: h.gates.iter().map(|g| g.policy.clone()).collect(),
+        approval_id: Some(h.id.clone()),
+        ..AuditRecord::default()
+    }
+}
+
+/// The record of `h` expiring: nobody is answered, so there is no status.
+pub fn expired(h: &HoldRecord) -> AuditRecord {
+    let mut rec = record(h, "expired");
+    rec.approval_status = Some(HoldState::Expired.as_str());
+    rec.reasons = vec!["nobody decided before the approval expired".into()];
+    rec
+}
+
+/// A stored body as JSON with secret-looking values redacted, or a note of
+/// its size when it is not JSON.
+pub fn body_json(b: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(b)
+        .map(|v| redact(&v))
+        .unwrap_or_else(|_| json!(format!("[{} bytes, not JSON]", b.len())))
+}
