@@ -58,7 +58,7 @@ fn reload_time(n: usize) {
         &format!("{CRM}{}", many_policies(n)),
         "http://127.0.0.1:9",
     );
-    let clients = UpstreamClients::new(Duration::from_secs(60));
+    let clients = UpstreamClients::new(Duration::from_secs(60), 0);
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();

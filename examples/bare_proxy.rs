@@ -16,13 +16,49 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let listen: SocketAddr = args.next().ok_or("listen address")?.parse()?;
     let upstream: hyper::Uri = args.next().ok_or("upstream URL")?.parse()?;
+    // BARE_THREADS=N: N single-threaded runtimes sharing the port through
+    // SO_REUSEPORT (nginx's model); unset: one multi-threaded runtime.
+    match std::env::var("BARE_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(n) => {
+            let mut handles = Vec::new();
+            for _ in 0..n {
+                let upstream = upstream.clone();
+                handles.push(std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    rt.block_on(async move {
+                        let sock = tokio::net::TcpSocket::new_v4()?;
+                        sock.set_reuseport(true)?;
+                        sock.set_reuseaddr(true)?;
+                        sock.bind(listen)?;
+                        run(sock.listen(1024)?, upstream).await
+                    })
+                    .map_err(|e| e.to_string())
+                }));
+            }
+            for h in handles {
+                let _ = h.join();
+            }
+            Ok(())
+        }
+        None => tokio::runtime::Runtime::new()?.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            run(listener, upstream).await.map_err(Into::into)
+        }),
+    }
+}
+
+async fn run(listener: tokio::net::TcpListener, upstream: hyper::Uri) -> std::io::Result<()> {
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
-    let listener = tokio::net::TcpListener::bind(listen).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

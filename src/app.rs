@@ -38,6 +38,8 @@ pub enum AppError {
     Tls(String),
     #[error("cannot open the approval store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Workers(crate::workers::WorkerError),
 }
 
 /// Opens the configured approval store.
@@ -67,7 +69,15 @@ pub fn load_snapshot(
 pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::new());
     let config = Config::load(&config_path)?;
-    let clients = UpstreamClients::new(config.timeouts.upstream_idle);
+    // AIRLOCK_WORKERS overrides the number of data-plane threads (default:
+    // one per core); mainly for benchmarks.
+    let worker_count = std::env::var("AIRLOCK_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=1024).contains(n))
+        .unwrap_or_else(crate::workers::default_count);
+    let workers = crate::workers::Workers::start(worker_count).map_err(AppError::Workers)?;
+    let clients = UpstreamClients::new(config.timeouts.upstream_idle, workers.count());
     let snapshot =
         GatewaySnapshot::build(Arc::new(config.clone()), &clients).map_err(AppError::Policy)?;
     let live = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -184,7 +194,8 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         shutdown_grace: config.timeouts.shutdown_grace,
         tls,
     };
-    proxy::serve(proxy_listener, state, opts, shutdown_signal()).await;
+    proxy::serve(proxy_listener, &workers, state, opts, shutdown_signal()).await;
+    workers.stop();
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

@@ -53,7 +53,7 @@ pub struct ApprovalsClient {
 
 impl ApprovalsClient {
     pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let clients = UpstreamClients::new(std::time::Duration::from_secs(5));
+        let clients = UpstreamClients::new(std::time::Duration::from_secs(5), 0);
         let client = clients
             .client(None, std::time::Duration::from_secs(5))
             .map_err(|e| ClientError::Setup(e.to_string()))?;

@@ -14,7 +14,10 @@
 //!   the policies, builds the entities, and turns Cedar's Allow/Deny into a
 //!   [`policy::Verdict`] of allow, deny or hold. It uses nothing else of ours
 //!   but [`duration`].
-//! - [`upstream`] builds pooled HTTP(S) clients for the tools.
+//! - [`upstream`] builds pooled HTTP(S) clients for the tools, a pool per
+//!   data-plane worker.
+//! - [`workers`] runs the data plane: one single-threaded runtime per core,
+//!   each connection pinned to one of them.
 //! - [`snapshot`] joins config, policies and clients into one immutable
 //!   [`snapshot::GatewaySnapshot`] that a request is judged by from start to
 //!   end.
@@ -69,3 +72,4 @@ pub mod store;
 pub mod telemetry;
 pub mod upstream;
 pub mod watch;
+pub mod workers;

@@ -151,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: SchemaCommand::Pull { config, out },
         } => {
             let cfg = airlock::config::Config::load(&config)?;
-            let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
+            let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let (text, count) = rt.block_on(airlock::mcp::pull::schema_text(&cfg, &clients))?;
             let out = out.unwrap_or_else(|| cfg.policies.join("tools.cedarschema"));
@@ -164,7 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { config, files } => {
-            let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
+            let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
             let snap = match app::load_snapshot(&config, &clients) {
                 Ok(s) => s,
                 Err(e) => {
@@ -224,7 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tool,
             args,
         } => {
-            let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
+            let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
             let snap = match app::load_snapshot(&config, &clients) {
                 Ok(s) => s,
                 Err(e) => {
@@ -254,7 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn check(config: &std::path::Path) -> ExitCode {
-    let clients = UpstreamClients::new(std::time::Duration::from_secs(1));
+    let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
     match app::load_snapshot(config, &clients) {
         Ok(snap) => {
             for w in snap.policy.warnings() {

@@ -14,12 +14,31 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 
-/// The client type every route forwards through.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type PooledClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The client every route forwards through: one connection pool per
+/// data-plane worker (see [`crate::workers`]), so that a connection is
+/// only ever used by the thread whose runtime drives it, plus one for
+/// everything off the data plane. Cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    off_plane: PooledClient,
+    per_worker: Arc<[PooledClient]>,
+}
+
+impl UpstreamClient {
+    /// Sends `req` through this thread's pool.
+    pub fn request(&self, req: http::Request<Full<Bytes>>) -> ResponseFuture {
+        let pool = crate::workers::worker_index()
+            .and_then(|w| self.per_worker.get(w))
+            .unwrap_or(&self.off_plane);
+        pool.request(req)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamSetupError {
@@ -34,15 +53,19 @@ type ClientKey = (Option<PathBuf>, Duration, Duration);
 /// Builds and caches upstream clients.
 pub struct UpstreamClients {
     idle: Duration,
+    workers: usize,
     // A std Mutex: it is held only to look up or insert a client, never
     // across an await, and only while a snapshot is being built.
     cache: Mutex<HashMap<ClientKey, UpstreamClient>>,
 }
 
 impl UpstreamClients {
-    pub fn new(idle: Duration) -> Arc<Self> {
+    /// Clients with a pool for each of `workers` data-plane workers (0
+    /// off the data plane, e.g. for the CLI).
+    pub fn new(idle: Duration, workers: usize) -> Arc<Self> {
         Arc::new(UpstreamClients {
             idle,
+            workers,
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -59,7 +82,18 @@ impl UpstreamClients {
                 return Ok(c.clone());
             }
         }
-        let client = build_client(ca_file, connect_timeout, self.idle)?;
+        let connector = build_connector(ca_file, connect_timeout)?;
+        let pool = || {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(self.idle)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(connector.clone())
+        };
+        let client = UpstreamClient {
+            off_plane: pool(),
+            per_worker: (0..self.workers).map(|_| pool()).collect(),
+        };
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(key, client.clone());
         }
@@ -81,11 +115,10 @@ fn native_roots() -> &'static RootCertStore {
     })
 }
 
-fn build_client(
+fn build_connector(
     ca_file: Option<&Path>,
     connect_timeout: Duration,
-    idle: Duration,
-) -> Result<UpstreamClient, UpstreamSetupError> {
+) -> Result<HttpsConnector<HttpConnector>, UpstreamSetupError> {
     let mut roots = native_roots().clone();
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| UpstreamSetupError::CaFile {
@@ -121,17 +154,12 @@ fn build_client(
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(idle)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector))
+        .wrap_connector(http))
 }
 
 /// Describes a client error for the agent: TLS failures are named as such.

@@ -1,5 +1,8 @@
 //! The agents' listener: TCP or TLS, HTTP/1.1 and h2c/h2, keep-alive, and
 //! graceful shutdown that drains in-flight requests.
+//!
+//! Connections are accepted here and served on the data-plane workers
+//! ([`crate::workers`]), one worker per connection, in turn.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::ProxyState;
+use crate::workers::Workers;
 
 pub struct ServeOptions {
     pub header_read: Duration,
@@ -24,6 +28,7 @@ pub struct ServeOptions {
 /// up to the grace period for in-flight requests to finish.
 pub async fn serve(
     listener: TcpListener,
+    workers: &Workers,
     state: Arc<ProxyState>,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
@@ -57,12 +62,28 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Handed to a worker as a std socket: a tokio socket is tied to the
+        // runtime that registered it.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
         let state = state.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = opts.tls.clone();
         let handshake_timeout = opts.header_read;
-        tokio::spawn(async move {
+        workers.spawn(async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "a worker cannot take the connection");
+                    return;
+                }
+            };
             let service = service_fn(move |req| super::handle(state.clone(), req));
             let result =
                 match tls {
