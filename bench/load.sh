@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side loopback load: upstream direct vs nginx pass-through vs Airlock
-# (allow path, policies and audit on). Prints requests/s, p50, p99 per target
-# and the Airlock/nginx ratios. Targets run in turn (A B C A B C ...) so that
-# drift on a shared machine hits them alike.
+# Side-by-side loopback load: upstream direct vs nginx pass-through vs a bare
+# hyper proxy (examples/bare_proxy.rs: the HTTP plumbing alone, no policy) vs
+# Airlock (allow path, a policy reading the JSON body, audit on). Prints
+# requests/s, p50, p99 per target and the Airlock/nginx ratios. Targets run in
+# turn (A B C D A B C D ...) so that drift on a shared machine hits them alike.
 #
 #   bench/load.sh                       # 3 rounds x 10 s, 10 policies
 #   ROUNDS=5 DURATION=15 POLICIES=10000 bench/load.sh
@@ -18,7 +19,7 @@ POLICIES=${POLICIES:-10}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "nginx is missing: apt-get install nginx" >&2; exit 1; }
 
-cargo build --release --quiet
+cargo build --release --quiet --bins --example bare_proxy
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -30,7 +31,7 @@ trap cleanup EXIT
 [[ -n ${KEEP:-} ]] && trap - EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NG=$(free_port); AL=$(free_port); AD=$(free_port)
+UP=$(free_port); NG=$(free_port); AL=$(free_port); AD=$(free_port); BP=$(free_port)
 
 # nginx: a static upstream and a plain pass-through proxy to it.
 mkdir -p "$work/nginx"
@@ -64,7 +65,8 @@ nginx -c "$work/nginx.conf"
 mkdir -p "$work/policies"
 cp policies/schema.cedarschema "$work/policies/"
 cat > "$work/policies/bench.cedar" <<'CEDAR'
-@id("bench-allow") permit(principal in Group::"support", action, resource == Route::"tool");
+@id("bench-allow") permit(principal in Group::"support", action, resource == Route::"tool")
+when { context has body && context.body has amount && context.body.amount < 1000 };
 CEDAR
 if (( POLICIES > 1 )); then
   python3 - "$work/policies/generated.cedar" "$POLICIES" <<'PY'
@@ -89,6 +91,8 @@ YAML
 ./target/release/airlock serve --config "$work/airlock.yaml" 2>"$work/airlock.err" &
 pids+=($!)
 AIRLOCK_PID=$!
+BARE_THREADS=$(nproc) ./target/release/examples/bare_proxy "127.0.0.1:$BP" "http://127.0.0.1:$UP" &
+pids+=($!)
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
 kill -0 "$AIRLOCK_PID" 2>/dev/null || { echo "airlock did not start:" >&2; cat "$work/airlock.err" >&2; exit 1; }
 
@@ -104,7 +108,7 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle_rss=$(rss_kb "$AIRLOCK_PID")
 
 # Sanity: each target answers 200 before we measure it.
-for url in "http://127.0.0.1:$UP/tool/x" "http://127.0.0.1:$NG/tool/x" "http://127.0.0.1:$AL/tool/x"; do
+for url in "http://127.0.0.1:$UP/tool/x" "http://127.0.0.1:$NG/tool/x" "http://127.0.0.1:$BP/tool/x" "http://127.0.0.1:$AL/tool/x"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -XPOST -H 'Authorization: Bearer bench-key' -H 'content-type: application/json' -d "$body" "$url")
   [[ $code == 200 ]] || { echo "$url answered $code" >&2; exit 1; }
 done
@@ -131,6 +135,7 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r"
   run direct "http://127.0.0.1:$UP/tool/x"
   run nginx "http://127.0.0.1:$NG/tool/x"
+  run bare "http://127.0.0.1:$BP/tool/x"
   # Sample Airlock's memory mid-run from the background; wrk runs in the
   # foreground so its figures land in this shell's arrays.
   ( sleep $(( DURATION / 2 )); rss_kb "$AIRLOCK_PID" > "$work/rss.$r" ) &
@@ -142,12 +147,14 @@ done
 
 echo
 echo "medians over $ROUNDS rounds:"
-for t in direct nginx airlock; do
+for t in direct nginx bare airlock; do
   printf '  %-8s %10s req/s   p50 %8s ms   p99 %8s ms\n' "$t" "$(median "${RPS[$t]}")" "$(median "${P50[$t]}")" "$(median "${P99[$t]}")"
 done
 a_rps=$(median "${RPS[airlock]}"); n_rps=$(median "${RPS[nginx]}")
 a_p99=$(median "${P99[airlock]}"); n_p99=$(median "${P99[nginx]}")
 awk -v a="$a_rps" -v n="$n_rps" 'BEGIN { printf "airlock/nginx throughput: %.2fx (target >= 0.90x)\n", a/n }'
 awk -v a="$a_p99" -v n="$n_p99" 'BEGIN { printf "airlock/nginx p99:        %.2fx (target <= 1.50x)\n", a/n }'
+b_rps=$(median "${RPS[bare]}")
+awk -v b="$b_rps" -v n="$n_rps" 'BEGIN { printf "bare hyper/nginx:         %.2fx (the floor without policy)\n", b/n }'
 echo "airlock resident memory: idle $((idle_rss / 1024)) MiB, under load $((peak_rss / 1024)) MiB ($POLICIES policies)"
 echo "audit records written: $(wc -l < "$work/audit.jsonl")"

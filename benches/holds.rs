@@ -112,11 +112,34 @@ async fn run() {
         .timeout(Duration::from_secs(900))
         .build()
         .expect("client");
-    println!("holding {holds} concurrent calls...");
+    // H2=1: agents speak HTTP/2 (h2c), each connection carrying up to 1,000
+    // held calls as streams; otherwise one HTTP/1.1 connection per call.
+    let h2 = std::env::var("H2").is_ok_and(|v| v == "1");
+    let agent_clients: Vec<reqwest::Client> = if h2 {
+        (0..holds.div_ceil(1000))
+            .map(|_| {
+                reqwest::Client::builder()
+                    .http2_prior_knowledge()
+                    .timeout(Duration::from_secs(900))
+                    .build()
+                    .expect("h2 client")
+            })
+            .collect()
+    } else {
+        vec![client.clone()]
+    };
+    println!(
+        "holding {holds} concurrent calls over {}...",
+        if h2 {
+            "HTTP/2 streams"
+        } else {
+            "HTTP/1.1 connections"
+        }
+    );
     let started = Instant::now();
     let mut agents = Vec::with_capacity(holds);
     for n in 0..holds {
-        let c = client.clone();
+        let c = agent_clients[n / 1000 % agent_clients.len()].clone();
         let url = format!("http://{proxy}/crm/refunds");
         agents.push(tokio::spawn(async move {
             let resp = c

@@ -13,6 +13,7 @@ use airlock::upstream::UpstreamClients;
 // mimalloc: per-thread free lists suit the data plane's short-lived
 // per-request allocations better than glibc's arenas (measured with
 // bench/load.sh), and it returns memory to the system more readily.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

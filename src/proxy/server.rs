@@ -42,6 +42,10 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
+        // An agent multiplexing tool calls keeps held ones open as streams
+        // for as long as a human takes; hyper's default of 200 would stall
+        // its other calls behind them.
+        .max_concurrent_streams(1000)
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
