@@ -139,8 +139,10 @@ for r in $(seq "$ROUNDS"); do
   # Sample Airlock's memory mid-run from the background; wrk runs in the
   # foreground so its figures land in this shell's arrays.
   ( sleep $(( DURATION / 2 )); rss_kb "$AIRLOCK_PID" > "$work/rss.$r" ) &
+  sampler=$!
   run airlock "http://127.0.0.1:$AL/tool/x"
-  wait
+  # Only the sampler: a bare `wait` would wait for the servers too.
+  wait "$sampler"
   r_now=$(cat "$work/rss.$r" 2>/dev/null || echo 0)
   (( r_now > peak_rss )) && peak_rss=$r_now
 done

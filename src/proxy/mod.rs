@@ -219,6 +219,11 @@ async fn process(
         }
         Verdict::Hold { gates } => {
             rec.reasons = gates.iter().map(Gate::describe).collect();
+            // A held call may wait for minutes: keep compact copies, so that
+            // it does not pin the connection's read buffers (hyper hands out
+            // slices of them) for all that time.
+            let parts = detached(parts);
+            let body = Bytes::copy_from_slice(&body);
             let held = hold::HeldRequest {
                 call: &call,
                 route: &route.config.name,
@@ -235,6 +240,27 @@ async fn process(
     let resp = forward(route, &rest, &parts, body, request_id).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(resp)
+}
+
+/// `parts` with its own copies of the URI and header bytes.
+fn detached(parts: http::request::Parts) -> http::request::Parts {
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let mut v = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        v.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), v);
+    }
+    let uri = parts
+        .uri
+        .path_and_query()
+        .and_then(|pq| Uri::try_from(pq.as_str().to_owned()).ok())
+        .unwrap_or_else(|| parts.uri.clone());
+    let (mut out, ()) = Request::new(()).into_parts();
+    out.method = parts.method;
+    out.uri = uri;
+    out.version = parts.version;
+    out.headers = headers;
+    out
 }
 
 fn authenticate<'a>(
