@@ -150,7 +150,13 @@ impl Reloader {
                 Err(problems)
             }
         };
-        let label = if result.is_ok() { "success" } else { "failure" };
+        // A reload that found nothing new is not a successful change:
+        // counting it as one would hide, in dashboards, whether edits land.
+        let label = match &result {
+            Ok(o) if !o.changed && o.restart_required.is_empty() => "unchanged",
+            Ok(_) => "success",
+            Err(_) => "failure",
+        };
         self.metrics
             .policy_reloads
             .get_or_create(&ResultLabels {

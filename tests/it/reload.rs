@@ -67,6 +67,19 @@ async fn an_editor_save_by_rename_is_picked_up_by_the_watcher() {
 }
 
 #[tokio::test]
+async fn a_reload_with_nothing_new_is_counted_as_unchanged_not_success() {
+    let (_up, airlock) = tools(|_| {}).await;
+    let (status, _) = airlock.reload().await;
+    assert_eq!(status, 200);
+    let metrics = airlock.metrics().await;
+    assert!(
+        metrics.contains("airlock_policy_reloads_total{result=\"unchanged\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("airlock_policy_reloads_total{result=\"success\"}"));
+}
+
+#[tokio::test]
 async fn a_configmap_symlink_swap_is_picked_up_by_the_watcher() {
     let (_up, airlock) =
         tools(|dir| configmap_layout(&dir.join("policies"), "2026_11_27_10_00_00.1")).await;
