@@ -25,13 +25,22 @@ pub(super) struct DecisionSets {
     pub main: PolicySet,
     pub lifted: PolicySet,
     /// What of `context` the policies in `main` (a superset of `lifted`)
-    /// can read.
+    /// can read; everything for the full set, the unindexed reference.
     pub reads: ContextReads,
 }
 
 impl DecisionSets {
+    /// Sets for one slice, with the context paths its policies read.
     fn build<'a>(
         policies: impl Iterator<Item = &'a IndexedPolicy> + Clone,
+    ) -> Result<Self, String> {
+        let reads = ContextReads::of(policies.clone().map(|p| &p.policy));
+        Self::with_reads(policies, reads)
+    }
+
+    fn with_reads<'a>(
+        policies: impl Iterator<Item = &'a IndexedPolicy> + Clone,
+        reads: ContextReads,
     ) -> Result<Self, String> {
         let main = PolicySet::from_policies(policies.clone().map(|p| p.policy.clone()))
             .map_err(|e| e.to_string())?;
@@ -42,7 +51,6 @@ impl DecisionSets {
                 .map(|p| p.policy.clone()),
         )
         .map_err(|e| e.to_string())?;
-        let reads = ContextReads::of(policies.map(|p| &p.policy));
         Ok(DecisionSets {
             main,
             lifted,
@@ -80,7 +88,13 @@ pub(super) struct PolicyIndex {
 
 impl PolicyIndex {
     pub fn new(policies: Vec<IndexedPolicy>) -> Result<PolicyIndex, String> {
-        let full = Arc::new(DecisionSets::build(policies.iter())?);
+        // The full set is the reference decisions are checked against: it
+        // sees the whole context, so its reads are not worked out (which
+        // would walk every policy's syntax tree at each load).
+        let full = Arc::new(DecisionSets::with_reads(
+            policies.iter(),
+            ContextReads::everything(),
+        )?);
         let mut by_action: HashMap<Key, Vec<usize>> = HashMap::new();
         let mut resource_keys = Vec::with_capacity(policies.len());
         for (i, p) in policies.iter().enumerate() {

@@ -408,10 +408,10 @@ impl PolicySnapshot {
             Some(index) => Some(pick(index)?),
             None => None,
         };
-        // Only what the chosen policies can read is converted. With shadow
-        // policies the one request serves two slices, so it stays whole;
-        // an unindexed decision (the reference) always sees everything.
-        let context = if indexed && shadow_sets.is_none() {
+        // Only what the chosen policies can read is converted (the full,
+        // unindexed set reads everything). With shadow policies the one
+        // request serves two slices, so it stays whole.
+        let context = if shadow_sets.is_none() {
             enforced.reads.prune(&call.context)
         } else {
             std::borrow::Cow::Borrowed(&call.context)

@@ -51,6 +51,14 @@ impl ContextReads {
         reads
     }
 
+    /// Reads that keep the whole context.
+    pub fn everything() -> ContextReads {
+        ContextReads {
+            whole: true,
+            keys: HashMap::new(),
+        }
+    }
+
     /// `context` reduced to what these reads can see.
     pub fn prune<'a>(&self, context: &'a Map<String, Value>) -> Cow<'a, Map<String, Value>> {
         if self.whole {
