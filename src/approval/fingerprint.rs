@@ -88,38 +88,11 @@ mod tests {
 
     #[test]
     fn key_order_and_spacing_do_not_matter_but_values_do() {
-        let a = fingerprint(
-            "http",
-            "POST",
-            "crm",
-            "/crm/refunds",
-            None,
-            br#"{"b":1,"a":{"y":2,"x":3}}"#,
-        );
-        let b = fingerprint(
-            "http",
-            "POST",
-            "crm",
-            "/crm/refunds",
-            None,
-            br#"{ "a": {"x":3, "y":2}, "b": 1 }"#,
-        );
-        let c = fingerprint(
-            "http",
-            "POST",
-            "crm",
-            "/crm/refunds",
-            None,
-            br#"{"b":2,"a":{"y":2,"x":3}}"#,
-        );
-        let d = fingerprint(
-            "http",
-            "POST",
-            "crm",
-            "/crm/other",
-            None,
-            br#"{"b":1,"a":{"y":2,"x":3}}"#,
-        );
+        let post = |path: &str, body: &[u8]| fingerprint("http", "POST", "crm", path, None, body);
+        let a = post("/crm/refunds", br#"{"b":1,"a":{"y":2,"x":3}}"#);
+        let b = post("/crm/refunds", br#"{ "a": {"x":3, "y":2}, "b": 1 }"#);
+        let c = post("/crm/refunds", br#"{"b":2,"a":{"y":2,"x":3}}"#);
+        let d = post("/crm/other", br#"{"b":1,"a":{"y":2,"x":3}}"#);
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);

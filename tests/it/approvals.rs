@@ -69,15 +69,9 @@ pub(crate) async fn decide(airlock: &Airlock, id: &str, token: &str, body: Value
 }
 
 pub(crate) async fn show(airlock: &Airlock, id: &str) -> Value {
-    client()
-        .get(airlock.admin_url(&format!("/v1/approvals/{id}")))
-        .header("authorization", bearer(ADMIN_TOKEN))
-        .send()
+    airlock
+        .admin_get(&format!("/v1/approvals/{id}"), ADMIN_TOKEN)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// Sends a held call and expects 202 pending; returns the approval id.
@@ -233,15 +227,9 @@ async fn deny_reaches_the_agent_with_the_approvers_reason() {
 async fn first_pending(airlock: &Airlock) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v: Value = client()
-            .get(airlock.admin_url("/v1/approvals?status=pending"))
-            .header("authorization", bearer(APPROVER_TOKEN))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = airlock
+            .admin_get("/v1/approvals?status=pending", APPROVER_TOKEN)
+            .await;
         if let Some(id) = v["approvals"][0]["id"].as_str() {
             return id.to_string();
         }
@@ -408,15 +396,9 @@ async fn retries_attach_by_fingerprint_or_header_and_a_foreign_id_is_409() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    let list: Value = client()
-        .get(airlock.admin_url("/v1/approvals?status=pending"))
-        .header("authorization", bearer(ADMIN_TOKEN))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = airlock
+        .admin_get("/v1/approvals?status=pending", ADMIN_TOKEN)
+        .await;
     assert_eq!(list["approvals"].as_array().unwrap().len(), 1);
 
     // Two identical calls racing each other share one approval.

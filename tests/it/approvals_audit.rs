@@ -254,15 +254,9 @@ fn restart(mut airlock: Airlock, graceful: bool) -> Airlock {
 async fn pending_ids(airlock: &Airlock, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v: Value = client()
-            .get(airlock.admin_url("/v1/approvals?status=pending"))
-            .header("authorization", bearer(ADMIN_TOKEN))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = airlock
+            .admin_get("/v1/approvals?status=pending", ADMIN_TOKEN)
+            .await;
         let ids: Vec<String> = v["approvals"]
             .as_array()
             .unwrap()

@@ -83,15 +83,9 @@ async fn a_sigkill_with_100_pending_loses_nothing_and_runs_nothing_twice() {
     hooks.set_failing(false);
     let airlock = Airlock::start_with(dir, config);
 
-    let list: Value = client()
-        .get(airlock.admin_url("/v1/approvals?status=pending&limit=500"))
-        .header("authorization", bearer(ADMIN_TOKEN))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = airlock
+        .admin_get("/v1/approvals?status=pending&limit=500", ADMIN_TOKEN)
+        .await;
     let pending: Vec<String> = list["approvals"]
         .as_array()
         .unwrap()
@@ -160,15 +154,9 @@ async fn a_sigkill_with_100_pending_loses_nothing_and_runs_nothing_twice() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deliveries: Value = client()
-        .get(airlock.admin_url("/v1/webhooks/deliveries"))
-        .header("authorization", bearer(ADMIN_TOKEN))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let deliveries: Value = airlock
+        .admin_get("/v1/webhooks/deliveries", ADMIN_TOKEN)
+        .await;
     assert!(deliveries["deliveries"]
         .as_array()
         .unwrap()

@@ -53,15 +53,9 @@ fn crm(server: &McpServer) -> Airlock {
 async fn pending(airlock: &Airlock) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v: Value = client()
-            .get(airlock.admin_url("/v1/approvals?status=pending"))
-            .header("authorization", bearer(ADMIN_TOKEN))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = airlock
+            .admin_get("/v1/approvals?status=pending", ADMIN_TOKEN)
+            .await;
         let list = v["approvals"].as_array().unwrap();
         assert!(list.len() <= 1, "{v}");
         if let Some(id) = list.first().and_then(|a| a["id"].as_str()) {

@@ -214,6 +214,19 @@ impl Airlock {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// `GET` on the admin API as the holder of `token`; the JSON answer.
+    pub async fn admin_get(&self, path: &str, token: &str) -> Value {
+        client()
+            .get(self.admin_url(path))
+            .header("authorization", bearer(token))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn audit_path(&self) -> PathBuf {
         self.dir.path().join("audit.jsonl")
     }

@@ -21,15 +21,7 @@ impl AirlockBuilder {
 impl Airlock {
     /// `GET /v1/status`.
     pub async fn status(&self) -> Value {
-        reqwest::Client::new()
-            .get(self.admin_url("/v1/status"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.admin_get("/v1/status", ADMIN_TOKEN).await
     }
 
     /// `POST /v1/reload`: the HTTP status and the JSON answer.
