@@ -28,6 +28,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# KEEP=1 leaves the servers running (their output goes to files, so a pipe
+# reading this script still ends) and prints where they are.
 [[ -n ${KEEP:-} ]] && trap - EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -88,10 +90,10 @@ agents:
 routes:
   - {name: tool, prefix: /tool, upstream: "http://127.0.0.1:$UP"}
 YAML
-./target/release/airlock serve --config "$work/airlock.yaml" 2>"$work/airlock.err" &
+./target/release/airlock serve --config "$work/airlock.yaml" >"$work/airlock.out" 2>"$work/airlock.err" &
 pids+=($!)
 AIRLOCK_PID=$!
-BARE_THREADS=$(nproc) ./target/release/examples/bare_proxy "127.0.0.1:$BP" "http://127.0.0.1:$UP" &
+BARE_THREADS=$(nproc) ./target/release/examples/bare_proxy "127.0.0.1:$BP" "http://127.0.0.1:$UP" >/dev/null 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
 kill -0 "$AIRLOCK_PID" 2>/dev/null || { echo "airlock did not start:" >&2; cat "$work/airlock.err" >&2; exit 1; }
@@ -160,3 +162,6 @@ b_rps=$(median "${RPS[bare]}")
 awk -v b="$b_rps" -v n="$n_rps" 'BEGIN { printf "bare hyper/nginx:         %.2fx (the floor without policy)\n", b/n }'
 echo "airlock resident memory: idle $((idle_rss / 1024)) MiB, under load $((peak_rss / 1024)) MiB ($POLICIES policies)"
 echo "audit records written: $(wc -l < "$work/audit.jsonl")"
+if [[ -n ${KEEP:-} ]]; then
+  echo "kept running: work dir $work; upstream :$UP nginx :$NG bare :$BP airlock :$AL (admin :$AD, pid $AIRLOCK_PID)"
+fi

@@ -15,6 +15,7 @@
 mod decimals;
 mod index;
 mod load;
+mod memo;
 mod reads;
 mod scope;
 pub mod value;
@@ -34,6 +35,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use index::{DecisionSets, IndexedPolicy, PolicyIndex};
+use memo::{DecisionMemo, Memoized};
 
 pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
 pub use scope::ScopedPermit;
@@ -244,6 +246,8 @@ pub struct PolicySnapshot {
     /// Suspicious but loadable: scopes naming agents, groups or routes the
     /// configuration does not have.
     warnings: Vec<PolicyProblem>,
+    /// Recent decisions of this snapshot (see `memo`).
+    memo: DecisionMemo,
 }
 
 // === impl PolicySnapshot ===
@@ -320,6 +324,7 @@ impl PolicySnapshot {
         Ok(PolicySnapshot {
             scope: loaded.scope,
             warnings,
+            memo: DecisionMemo::default(),
             version,
             loaded_at: SystemTime::now(),
             policy_count: loaded.policies.len(),
@@ -416,8 +421,36 @@ impl PolicySnapshot {
         } else {
             std::borrow::Cow::Borrowed(&call.context)
         };
+        // A repeated call skips Cedar. Only the indexed path without shadow
+        // policies memoizes: the unindexed path is the reference the index
+        // (and so the memo) is checked against.
+        let memo_key = if indexed && shadow_sets.is_none() {
+            DecisionMemo::key(call, &context)
+        } else {
+            None
+        };
+        if let Some(hit) = memo_key.as_deref().and_then(|k| self.memo.get(k)) {
+            return Ok(Decision {
+                verdict: hit.verdict,
+                policies: hit.policies,
+                errors: hit.errors,
+                shadow: None,
+                snapshot: self.version.clone(),
+                eval_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            });
+        }
         let request = self.request(call, &context, &action, &resource)?;
         let (verdict, policies, errors) = self.classify(&enforced, &request, call);
+        if let Some(key) = memo_key {
+            self.memo.put(
+                key,
+                Memoized {
+                    verdict: verdict.clone(),
+                    policies: policies.clone(),
+                    errors: errors.clone(),
+                },
+            );
+        }
         let shadow = shadow_sets.and_then(|sets| {
             let (v, p, _) = self.classify(&sets, &request, call);
             (v.name() != verdict.name() || p != policies).then(|| ShadowOutcome {

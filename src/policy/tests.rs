@@ -258,6 +258,44 @@ mod index_equivalence {
         snap.unwrap_or_else(|p| panic!("generated set did not load: {p:?}\n{policies:?}"))
     }
 
+    #[test]
+    fn a_repeated_call_is_memoized_and_other_values_are_not_confused_with_it() {
+        let snap = load(&[
+            r#"@id("small") permit(principal, action, resource) when { context has body && context.body has amount && context.body.amount < 100 };"#.to_string(),
+        ]);
+        let with_amount = |amount: i64| {
+            let mut c = call("POST", Some(serde_json::Value::from(amount)));
+            c.agent = "a0".into();
+            c.resource = Resource::Route("r0".into());
+            c
+        };
+        assert_eq!(
+            snap.decide(&with_amount(50)).unwrap().verdict,
+            Verdict::Allow
+        );
+        assert_eq!(snap.memo.len(), 1);
+        assert!(matches!(
+            snap.decide(&with_amount(500)).unwrap().verdict,
+            Verdict::Deny { .. }
+        ));
+        // From the memo now, and each value keeps its own verdict.
+        let again = snap.decide(&with_amount(50)).unwrap();
+        assert_eq!(again.verdict, Verdict::Allow);
+        assert_eq!(again.policies, vec!["small".to_string()]);
+        assert!(matches!(
+            snap.decide(&with_amount(500)).unwrap().verdict,
+            Verdict::Deny { .. }
+        ));
+        assert_eq!(snap.memo.len(), 2);
+        // A note the policy does not read does not make a new entry.
+        let mut noted = with_amount(50);
+        if let Some(serde_json::Value::Object(b)) = noted.context.get_mut("body") {
+            b.insert("note".into(), "hello".into());
+        }
+        assert_eq!(snap.decide(&noted).unwrap().verdict, Verdict::Allow);
+        assert_eq!(snap.memo.len(), 2);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
         #[test]
@@ -266,7 +304,10 @@ mod index_equivalence {
             requests in proptest::collection::vec(request(), 1..12),
         ) {
             let snap = load(&policies);
-            for (agent, action, route, amount, extra) in requests {
+            // Twice over: the second round's decisions come from the memo
+            // where the first round's were kept, and must still agree.
+            let twice = requests.iter().chain(requests.iter()).cloned();
+            for (agent, action, route, amount, extra) in twice {
                 let mut c = call(action, amount);
                 // More body fields, including a record with an attribute
                 // the schema does not declare, which a whole-record
