@@ -16,12 +16,11 @@
 //! unindexed reference path never use it.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::RwLock;
 
 use serde_json::{Map, Value};
 
-use super::{CallRequest, Verdict};
+use super::{CallRequest, Resource, Verdict};
 
 /// Decisions kept per snapshot before the memo starts over.
 pub(super) const MAX_ENTRIES: usize = 8192;
@@ -41,7 +40,7 @@ pub(super) struct DecisionMemo {
     // Read-mostly: after warm-up, calls take only the read lock. A std
     // RwLock because it is held for one hash lookup and never across an
     // await.
-    map: RwLock<HashMap<String, Memoized>>,
+    map: RwLock<HashMap<Vec<u8>, Memoized>>,
 }
 
 impl DecisionMemo {
@@ -52,25 +51,34 @@ impl DecisionMemo {
     // part is length-prefixed, so no two different inputs share a key (the
     // same input may get two keys if its JSON comes out in another order,
     // which only costs a miss).
-    pub fn key(call: &CallRequest, context: &Map<String, Value>) -> Option<String> {
+    pub fn key(call: &CallRequest, context: &Map<String, Value>) -> Option<Vec<u8>> {
         let mut key = Vec::with_capacity(128);
-        for part in [call.agent.as_str(), call.action.as_str()] {
-            let _ = write!(key, "{}:{part}|", part.len());
+        let mut part = |bytes: &[u8]| {
+            key.extend_from_slice(&bytes.len().to_le_bytes());
+            key.extend_from_slice(bytes);
+        };
+        part(call.agent.as_bytes());
+        part(call.action.as_bytes());
+        match &call.resource {
+            Resource::Route(route) => {
+                part(b"route");
+                part(route.as_bytes());
+            }
+            Resource::Tool { route, tool } => {
+                part(b"tool");
+                part(route.as_bytes());
+                part(tool.as_bytes());
+            }
         }
-        let resource = call.resource.to_string();
-        let _ = write!(key, "{}:{resource}|", resource.len());
         serde_json::to_writer(&mut key, context).ok()?;
-        if key.len() > MAX_KEY_BYTES {
-            return None;
-        }
-        String::from_utf8(key).ok()
+        (key.len() <= MAX_KEY_BYTES).then_some(key)
     }
 
-    pub fn get(&self, key: &str) -> Option<Memoized> {
+    pub fn get(&self, key: &[u8]) -> Option<Memoized> {
         self.map.read().ok()?.get(key).cloned()
     }
 
-    pub fn put(&self, key: String, found: Memoized) {
+    pub fn put(&self, key: Vec<u8>, found: Memoized) {
         if let Ok(mut map) = self.map.write() {
             if map.len() >= MAX_ENTRIES {
                 map.clear();

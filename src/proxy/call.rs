@@ -37,7 +37,7 @@ pub fn http_call(
     decoded_path: String,
     body: &Bytes,
 ) -> Result<CallRequest, ProxyError> {
-    let mut ctx = Map::new();
+    let mut ctx = Map::with_capacity(5);
     ctx.insert(
         "method".into(),
         Value::String(parts.method.as_str().to_string()),
@@ -120,7 +120,8 @@ fn decode_component(s: &str) -> Result<String, ProxyError> {
 fn context_headers(headers: &http::HeaderMap) -> Result<Map<String, Value>, ProxyError> {
     let mut out = Map::new();
     for name in CONTEXT_HEADERS {
-        let mut values = Vec::new();
+        // One value is the usual case; repeats are joined with `, `.
+        let mut joined: Option<String> = None;
         for v in headers.get_all(*name) {
             let s = v.to_str().map_err(|_| {
                 ProxyError::bad_request(
@@ -128,10 +129,16 @@ fn context_headers(headers: &http::HeaderMap) -> Result<Map<String, Value>, Prox
                     format!("header `{name}` is not valid text, and policies may read it"),
                 )
             })?;
-            values.push(s.to_string());
+            match &mut joined {
+                None => joined = Some(s.to_owned()),
+                Some(j) => {
+                    j.push_str(", ");
+                    j.push_str(s);
+                }
+            }
         }
-        if !values.is_empty() {
-            out.insert((*name).to_string(), Value::String(values.join(", ")));
+        if let Some(j) = joined {
+            out.insert((*name).to_string(), Value::String(j));
         }
     }
     Ok(out)

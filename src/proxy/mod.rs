@@ -68,18 +68,24 @@ pub struct ProxyState {
     pub approvals: Arc<crate::approval::Approvals>,
 }
 
+/// Airlock's request id, on the upstream request and the agent's response.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// Hop-by-hop headers, never forwarded in either direction.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// Handles one agent request; never fails, since every error is an answer.
 pub async fn handle(
@@ -87,7 +93,11 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let request_id = {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        id.to_owned()
+    };
     let snap = state.live.load_full();
     let mut rec = AuditRecord {
         time: rfc3339(std::time::SystemTime::now()),
@@ -320,11 +330,15 @@ pub async fn forward(
         path_and_query.push('?');
         path_and_query.push_str(q);
     }
-    let uri = Uri::builder()
-        .scheme(up.scheme_str().unwrap_or("http"))
-        .authority(up.authority().map(|a| a.as_str()).unwrap_or_default())
-        .path_and_query(path_and_query)
-        .build()
+    // The route's scheme and authority are shared, not parsed again.
+    let mut target = http::uri::Parts::default();
+    target.scheme = Some(up.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP));
+    target.authority = up.authority().cloned();
+    target.path_and_query = Some(
+        http::uri::PathAndQuery::from_maybe_shared(Bytes::from(path_and_query))
+            .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?,
+    );
+    let uri = Uri::from_parts(target)
         .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?;
 
     let mut out = Request::new(Full::new(body.clone()));
@@ -335,8 +349,9 @@ pub async fn forward(
     for (name, value) in &route.config.headers {
         headers.insert(name.clone(), value.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", v);
+    let request_id = HeaderValue::from_str(request_id).ok();
+    if let Some(v) = &request_id {
+        headers.insert(X_REQUEST_ID, v.clone());
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
 
@@ -365,8 +380,8 @@ pub async fn forward(
     let (mut rparts, rbody) = resp.into_parts();
     let mut clean = HeaderMap::with_capacity(rparts.headers.len());
     copy_headers(&rparts.headers, &mut clean, false);
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        clean.insert("x-request-id", v);
+    if let Some(v) = request_id {
+        clean.insert(X_REQUEST_ID, v);
     }
     rparts.headers = clean;
     Ok(Response::from_parts(
@@ -389,16 +404,19 @@ fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
 /// Copies end-to-end headers. Toward the upstream, the agent's credentials,
 /// `Host` and Airlock's own headers stay behind.
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, to_upstream: bool) {
-    let connection_listed: Vec<String> = from
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
+    // Usually absent; when present, the headers it names are hop-by-hop too.
+    let listed = from.get_all(header::CONNECTION);
+    let connection_listed = |n: &str| {
+        listed
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|c| c.trim().eq_ignore_ascii_case(n))
+    };
+    let any_listed = from.contains_key(header::CONNECTION);
     for (name, value) in from {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || connection_listed.iter().any(|c| c == n) {
+        if is_hop_by_hop(n) || (any_listed && connection_listed(n)) {
             continue;
         }
         if to_upstream
