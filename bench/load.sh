@@ -90,10 +90,14 @@ agents:
 routes:
   - {name: tool, prefix: /tool, upstream: "http://127.0.0.1:$UP"}
 YAML
-./target/release/airlock serve --config "$work/airlock.yaml" >"$work/airlock.out" 2>"$work/airlock.err" &
+# Each server runs in its own session, as the nginx daemon does: the kernel's
+# autogroup scheduling shares CPU between sessions, so a server left in this
+# script's session would compete with wrk for one share while nginx had its
+# own (measured: that alone tripled Airlock's p99).
+setsid ./target/release/airlock serve --config "$work/airlock.yaml" >"$work/airlock.out" 2>"$work/airlock.err" &
 pids+=($!)
 AIRLOCK_PID=$!
-BARE_THREADS=$(nproc) ./target/release/examples/bare_proxy "127.0.0.1:$BP" "http://127.0.0.1:$UP" >/dev/null 2>&1 &
+BARE_THREADS=$(nproc) setsid ./target/release/examples/bare_proxy "127.0.0.1:$BP" "http://127.0.0.1:$UP" >/dev/null 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
 kill -0 "$AIRLOCK_PID" 2>/dev/null || { echo "airlock did not start:" >&2; cat "$work/airlock.err" >&2; exit 1; }
