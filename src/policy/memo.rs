@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use super::{CallRequest, Resource, Verdict};
 
 /// Decisions kept per snapshot before the memo starts over.
-pub(super) const MAX_ENTRIES: usize = 8192;
+pub(super) const MAX_ENTRIES: usize = 1024;
 /// Longer keys are not memoized.
 pub(super) const MAX_KEY_BYTES: usize = 1024;
 
