@@ -7,6 +7,8 @@
 #
 #   bench/load.sh                       # 3 rounds x 10 s, 10 policies
 #   ROUNDS=5 DURATION=15 POLICIES=10000 bench/load.sh
+#   VARY=1 bench/load.sh                # a new amount per request: no
+#                                       # decision is ever repeated
 #
 # Needs: wrk and nginx (Debian packages `wrk`, `nginx`), a release build.
 set -euo pipefail
@@ -68,7 +70,7 @@ mkdir -p "$work/policies"
 cp policies/schema.cedarschema "$work/policies/"
 cat > "$work/policies/bench.cedar" <<'CEDAR'
 @id("bench-allow") permit(principal in Group::"support", action, resource == Route::"tool")
-when { context has body && context.body has amount && context.body.amount < 1000 };
+when { context has body && context.body has amount && context.body.amount < 1000000 };
 CEDAR
 if (( POLICIES > 1 )); then
   python3 - "$work/policies/generated.cedar" "$POLICIES" <<'PY'
@@ -109,6 +111,18 @@ wrk.body = [[$body]]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer bench-key"
 LUA
+if [[ -n ${VARY:-} ]]; then
+  # Every request carries another amount (what the policy reads), so
+  # Airlock's decision memo almost never answers: the cost of a first
+  # decision on every call. Same body size; every target gets the same load.
+  cat >> "$work/post.lua" <<'LUA'
+local note = string.rep("x", 950)
+request = function()
+  local body = string.format('{"customer_id":"c-1","amount":%6d,"note":"%s"}', math.random(1, 999999), note)
+  return wrk.format(nil, nil, nil, body)
+end
+LUA
+fi
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle_rss=$(rss_kb "$AIRLOCK_PID")
@@ -136,7 +150,7 @@ run() { # name url
 }
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "load: POST 1 KiB JSON, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, $POLICIES policies in Airlock"
+echo "load: POST 1 KiB JSON, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, $POLICIES policies in Airlock, $([[ -n ${VARY:-} ]] && echo 'a new amount per request (VARY=1)' || echo 'the same body every request')"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
   run direct "http://127.0.0.1:$UP/tool/x"
