@@ -40,6 +40,8 @@ pub enum AppError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Workers(crate::workers::WorkerError),
+    #[error(transparent)]
+    WorkerCount(#[from] crate::workers::BadWorkerCount),
 }
 
 /// Opens the configured approval store.
@@ -71,11 +73,8 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let config = Config::load(&config_path)?;
     // AIRLOCK_WORKERS overrides the number of data-plane threads (default:
     // one per core); mainly for benchmarks.
-    let worker_count = std::env::var("AIRLOCK_WORKERS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| (1..=1024).contains(n))
-        .unwrap_or_else(crate::workers::default_count);
+    let worker_count =
+        crate::workers::count_from(std::env::var("AIRLOCK_WORKERS").ok().as_deref())?;
     let workers = crate::workers::Workers::start(worker_count).map_err(AppError::Workers)?;
     let clients = UpstreamClients::new(config.timeouts.upstream_idle, workers.count());
     let snapshot =

@@ -115,9 +115,42 @@ pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The most workers an override may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
+/// A worker count that is not a whole number from 1 to [`MAX_WORKERS`].
+#[derive(Debug, thiserror::Error)]
+#[error("`AIRLOCK_WORKERS` must be a whole number from 1 to {MAX_WORKERS} (data-plane threads), not `{0}`; unset it for one per core")]
+pub struct BadWorkerCount(pub String);
+
+/// The worker count from an override such as `AIRLOCK_WORKERS`: the
+/// default when it is absent, an error (never a silent fallback) when it is
+/// not a usable number.
+pub fn count_from(value: Option<&str>) -> Result<usize, BadWorkerCount> {
+    let Some(raw) = value else {
+        return Ok(default_count());
+    };
+    raw.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_WORKERS).contains(n))
+        .ok_or_else(|| BadWorkerCount(raw.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_override_is_a_number_in_range_or_an_error() {
+        assert_eq!(count_from(None).unwrap(), default_count());
+        assert_eq!(count_from(Some("3")).unwrap(), 3);
+        assert_eq!(count_from(Some(" 2 ")).unwrap(), 2);
+        for bad in ["0", "1025", "two", "", "-1", "1.5"] {
+            let e = count_from(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains(&format!("not `{bad}`")), "{e}");
+        }
+    }
 
     #[test]
     fn tasks_go_round_the_workers_and_know_where_they_run() {

@@ -129,3 +129,19 @@ fn check_reports_config_mistakes_at_their_line() {
     assert!(out.contains(&format!("airlock.yaml:{line}:")), "{out}");
     assert!(out.contains("AIRLOCK_TEST_UNSET_VARIABLE"), "{out}");
 }
+
+#[test]
+fn serve_refuses_a_bad_worker_count_instead_of_guessing() {
+    let builder =
+        AirlockBuilder::new().policy("open.cedar", "permit(principal, action, resource);");
+    let config = builder.write();
+    let out = std::process::Command::new(airlock_bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("AIRLOCK_WORKERS", "zero")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started anyway: {err}");
+    assert!(err.contains("AIRLOCK_WORKERS"), "{err}");
+    assert!(err.contains("`zero`"), "{err}");
+}
