@@ -15,9 +15,10 @@ use std::hint::black_box;
 use std::path::Path;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 
-use airlock::policy::{Directory, PolicySnapshot, PrincipalSpec};
+use airlock::policy::{Decision, Directory, PolicySnapshot, PrincipalSpec};
 use airlock::proxy::call::http_call;
 
 /// Writes the shipped schema and `n` policies: the shipped CRM policies
@@ -132,20 +133,31 @@ fn bench_decision(c: &mut Criterion) {
             .expect("call");
             snap.decide(&call).expect("decide")
         };
-        assert_eq!(decide(&bodies[0]).verdict.name(), "hold");
-        assert_eq!(decide(&bodies[DISTINCT - 1]).verdict.name(), "hold");
-        let mut i = 0;
-        group.bench_with_input(BenchmarkId::new("first", n), &n, |b, _| {
-            b.iter(|| {
-                i = (i + 1) % DISTINCT;
-                black_box(decide(&bodies[i]))
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("repeat", n), &n, |b, _| {
-            b.iter(|| black_box(decide(&bodies[0])))
-        });
+        first_and_repeat(&mut group, n, &bodies, decide);
     }
     group.finish();
+}
+
+/// Benches `decide` on a call not seen before (cycling through `bodies`)
+/// and on one call over and over; every call must be held.
+fn first_and_repeat(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    n: usize,
+    bodies: &[Bytes],
+    decide: impl Fn(&Bytes) -> Decision,
+) {
+    assert_eq!(decide(&bodies[0]).verdict.name(), "hold");
+    assert_eq!(decide(&bodies[DISTINCT - 1]).verdict.name(), "hold");
+    let mut i = 0;
+    group.bench_with_input(BenchmarkId::new("first", n), &n, |b, _| {
+        b.iter(|| {
+            i = (i + 1) % DISTINCT;
+            black_box(decide(&bodies[i]))
+        })
+    });
+    group.bench_with_input(BenchmarkId::new("repeat", n), &n, |b, _| {
+        b.iter(|| black_box(decide(&bodies[0])))
+    });
 }
 
 fn bench_mcp_decision(c: &mut Criterion) {
@@ -165,18 +177,7 @@ fn bench_mcp_decision(c: &mut Criterion) {
                 .expect("call");
             snap.decide(&call).expect("decide")
         };
-        assert_eq!(decide(&bodies[0]).verdict.name(), "hold");
-        assert_eq!(decide(&bodies[DISTINCT - 1]).verdict.name(), "hold");
-        let mut i = 0;
-        group.bench_with_input(BenchmarkId::new("first", n), &n, |b, _| {
-            b.iter(|| {
-                i = (i + 1) % DISTINCT;
-                black_box(decide(&bodies[i]))
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("repeat", n), &n, |b, _| {
-            b.iter(|| black_box(decide(&bodies[0])))
-        });
+        first_and_repeat(&mut group, n, &bodies, decide);
     }
     group.finish();
 }
