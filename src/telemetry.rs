@@ -29,6 +29,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests: Family<VerdictLabels, Counter>,
     pub decision_seconds: Histogram,
+    pub decisions_memoized: Counter,
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub shadow_differences: Family<ShadowLabels, Counter>,
     pub audit_backpressure: Counter,
@@ -50,6 +51,12 @@ impl Metrics {
             "decision_seconds",
             "Time to decide a call (mapping, entities, Cedar, verdict)",
             decision_seconds.clone(),
+        );
+        let decisions_memoized = Counter::default();
+        registry.register(
+            "decisions_memoized",
+            "Decisions answered from the decision memo, without running Cedar",
+            decisions_memoized.clone(),
         );
         let policy_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -85,6 +92,7 @@ impl Metrics {
             registry,
             requests,
             decision_seconds,
+            decisions_memoized,
             policy_reloads,
             shadow_differences,
             audit_backpressure,

@@ -189,6 +189,9 @@ pub struct Decision {
     pub shadow: Option<ShadowOutcome>,
     pub snapshot: Arc<str>,
     pub eval_micros: u64,
+    /// Answered from the decision memo, without running Cedar.
+    #[serde(skip)]
+    pub memoized: bool,
 }
 
 /// Why a request could not even be put to Cedar.
@@ -437,6 +440,7 @@ impl PolicySnapshot {
                 shadow: None,
                 snapshot: self.version.clone(),
                 eval_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                memoized: true,
             });
         }
         let request = self.request(call, &context, &action, &resource)?;
@@ -465,6 +469,7 @@ impl PolicySnapshot {
             shadow,
             snapshot: self.version.clone(),
             eval_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            memoized: false,
         })
     }
 

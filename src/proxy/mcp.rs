@@ -255,6 +255,9 @@ fn decide(cx: &McpRequest<'_>, call: &crate::policy::CallRequest) -> Result<Deci
         .metrics
         .decision_seconds
         .observe(decision.eval_micros as f64 / 1e6);
+    if decision.memoized {
+        cx.state.metrics.decisions_memoized.inc();
+    }
     if let Some(shadow) = &decision.shadow {
         cx.state
             .metrics

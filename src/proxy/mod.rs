@@ -202,6 +202,9 @@ async fn process(
         .metrics
         .decision_seconds
         .observe(decision.eval_micros as f64 / 1e6);
+    if decision.memoized {
+        state.metrics.decisions_memoized.inc();
+    }
     rec.verdict = decision.verdict.name();
     rec.policies = decision.policies.clone();
     rec.eval_errors = decision.errors.clone();

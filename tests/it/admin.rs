@@ -15,14 +15,17 @@ async fn health_metrics_and_status_answer_and_v1_needs_the_admin_token() {
     let health = c.get(airlock.admin_url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 
-    // One call so the counters have something to show.
-    let resp = c
-        .get(airlock.url("/crm/x"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    // The same call twice, so the counters have something to show and the
+    // second decision comes from the memo.
+    for _ in 0..2 {
+        let resp = c
+            .get(airlock.url("/crm/x"))
+            .header("authorization", bearer(AGENT_KEY))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
     let metrics = c
         .get(airlock.admin_url("/metrics"))
         .send()
@@ -32,7 +35,11 @@ async fn health_metrics_and_status_answer_and_v1_needs_the_admin_token() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"airlock_requests_total{route="crm",verdict="allow"} 1"#),
+        metrics.contains(r#"airlock_requests_total{route="crm",verdict="allow"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("airlock_decisions_memoized_total 1"),
         "{metrics}"
     );
     assert!(
