@@ -18,12 +18,7 @@ async fn health_metrics_and_status_answer_and_v1_needs_the_admin_token() {
     // The same call twice, so the counters have something to show and the
     // second decision comes from the memo.
     for _ in 0..2 {
-        let resp = c
-            .get(airlock.url("/crm/x"))
-            .header("authorization", bearer(AGENT_KEY))
-            .send()
-            .await
-            .unwrap();
+        let resp = airlock.agent_get("/crm/x").await;
         assert_eq!(resp.status(), 200);
     }
     let metrics = c
@@ -111,12 +106,7 @@ async fn a_bad_reload_keeps_the_last_good_snapshot_and_says_why() {
     assert!(err.contains("open.cedar:1:"), "{err}");
 
     // Still serving with the old rules.
-    let resp = c
-        .get(airlock.url("/crm/x"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap();
+    let resp = airlock.agent_get("/crm/x").await;
     assert_eq!(resp.status(), 200);
 
     // A good change applies, with a new version.
@@ -131,11 +121,6 @@ async fn a_bad_reload_keeps_the_last_good_snapshot_and_says_why() {
     let fixed = status(c.clone(), airlock.admin_url("/v1/status")).await;
     assert_ne!(fixed["version"], before["version"]);
     assert_eq!(fixed["last_error"], Value::Null);
-    let resp = c
-        .get(airlock.url("/crm/x"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap();
+    let resp = airlock.agent_get("/crm/x").await;
     assert_eq!(resp.status(), 403);
 }

@@ -20,12 +20,7 @@ async fn crm() -> (Upstream, Airlock) {
 #[tokio::test]
 async fn an_allowed_call_reaches_the_upstream_with_injected_credentials_only() {
     let (upstream, airlock) = crm().await;
-    let resp = client()
-        .get(airlock.url("/crm/customers?limit=5"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap();
+    let resp = airlock.agent_get("/crm/customers?limit=5").await;
     assert_eq!(resp.status(), 200);
     let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let body: Value = resp.json().await.unwrap();
@@ -372,12 +367,7 @@ async fn slow_and_missing_upstreams_give_504_and_502() {
         ))
         .route("gone", "/gone", "http://127.0.0.1:1")
         .start();
-    let resp = client()
-        .get(airlock.url("/slow/slow?ms=3000"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap();
+    let resp = airlock.agent_get("/slow/slow?ms=3000").await;
     assert_eq!(resp.status(), 504);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "upstream_timeout");
@@ -385,12 +375,7 @@ async fn slow_and_missing_upstreams_give_504_and_502() {
     assert_eq!(rec["fault"], "upstream");
     assert_eq!(rec["verdict"], "allow");
 
-    let resp = client()
-        .get(airlock.url("/gone/x"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap();
+    let resp = airlock.agent_get("/gone/x").await;
     assert_eq!(resp.status(), 502);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "upstream_unavailable");
@@ -406,12 +391,7 @@ async fn streaming_responses_arrive_event_by_event_past_the_response_timeout() {
             upstream.url("/")
         ))
         .start();
-    let mut resp = client()
-        .get(airlock.url("/s/stream?events=4&gap_ms=500"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap();
+    let mut resp = airlock.agent_get("/s/stream?events=4&gap_ms=500").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut chunks = Vec::new();

@@ -38,14 +38,7 @@ async fn tools(prepare: impl FnOnce(&std::path::Path)) -> (Upstream, Airlock) {
 }
 
 async fn get_search(airlock: &Airlock) -> u16 {
-    client()
-        .get(airlock.url("/tools/search"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    airlock.agent_get("/tools/search").await.status().as_u16()
 }
 
 const WATCH: Duration = Duration::from_secs(10);
@@ -167,12 +160,7 @@ when { context.path == "/tools/search" };
         .policy("tools.cedar", &format!("{ALLOW_TOOLS}{shadow}"))
         .route("tools", "/tools", &upstream.url("/api"))
         .start();
-    let resp = client()
-        .get(airlock.url("/tools/search"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap();
+    let resp = airlock.agent_get("/tools/search").await;
     assert_eq!(resp.status(), 200, "a shadow forbid must not deny");
     let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let rec = airlock.audit_for(&id);
@@ -186,12 +174,7 @@ when { context.path == "/tools/search" };
     assert_eq!(upstream.hits(), 1);
 
     // A call the shadow policy does not match has no shadow field.
-    let resp = client()
-        .get(airlock.url("/tools/other"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap();
+    let resp = airlock.agent_get("/tools/other").await;
     assert_eq!(resp.status(), 200);
     let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     assert!(airlock.audit_for(&id).get("shadow").is_none());

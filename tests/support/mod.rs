@@ -214,6 +214,16 @@ impl Airlock {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// `GET` on the proxy as the test agent (`AGENT_KEY`).
+    pub async fn agent_get(&self, path: &str) -> reqwest::Response {
+        client()
+            .get(self.url(path))
+            .header("authorization", bearer(AGENT_KEY))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `GET` on the admin API as the holder of `token`; the JSON answer.
     pub async fn admin_get(&self, path: &str, token: &str) -> Value {
         client()
