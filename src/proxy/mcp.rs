@@ -68,7 +68,7 @@ pub(super) async fn handle(
         let call = method::transport_call(cx.agent, route_name, parts.method.as_str());
         rec.action = Some(call.action.clone());
         rec.resource = Some(call.resource.to_string());
-        let decision = decide(&cx, &call)?;
+        let decision = super::decide(cx.state, cx.snap, &call)?;
         record(rec, &decision);
         return match decision.verdict {
             Verdict::Allow => forward(&cx, &parts, body, rec).await,
@@ -156,7 +156,7 @@ pub(super) async fn handle(
                 return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
             }
         };
-        let decision = decide(&cx, &call)?;
+        let decision = super::decide(cx.state, cx.snap, &call)?;
         judged.push(Judged {
             action: call.action,
             resource: call.resource.to_string(),
@@ -243,31 +243,6 @@ pub(super) async fn handle(
             Ok(rpc_answer(StatusCode::BAD_GATEWAY, &answer, cx.request_id))
         }
     }
-}
-
-fn decide(cx: &McpRequest<'_>, call: &crate::policy::CallRequest) -> Result<Decision, ProxyError> {
-    let decision = cx
-        .snap
-        .policy
-        .decide(call)
-        .map_err(|e| ProxyError::Internal(e.to_string()))?;
-    cx.state
-        .metrics
-        .decision_seconds
-        .observe(decision.eval_micros as f64 / 1e6);
-    if decision.memoized {
-        cx.state.metrics.decisions_memoized.inc();
-    }
-    if let Some(shadow) = &decision.shadow {
-        cx.state
-            .metrics
-            .shadow_differences
-            .get_or_create(&crate::telemetry::ShadowLabels {
-                verdict: shadow.verdict.to_string(),
-            })
-            .inc();
-    }
-    Ok(decision)
 }
 
 fn gate_reason(g: &Gate) -> String {

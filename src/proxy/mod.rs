@@ -194,29 +194,12 @@ async fn process(
     let call = call::http_call(&agent.id, &route.config.name, &parts, decoded_path, &body)?;
     rec.action = Some(call.action.clone());
     rec.resource = Some(call.resource.to_string());
-    let decision = snap
-        .policy
-        .decide(&call)
-        .map_err(|e| ProxyError::Internal(e.to_string()))?;
-    state
-        .metrics
-        .decision_seconds
-        .observe(decision.eval_micros as f64 / 1e6);
-    if decision.memoized {
-        state.metrics.decisions_memoized.inc();
-    }
+    let decision = decide(state, snap, &call)?;
     rec.verdict = decision.verdict.name();
     rec.policies = decision.policies.clone();
     rec.eval_errors = decision.errors.clone();
     rec.decision_us = Some(decision.eval_micros);
     if let Some(shadow) = &decision.shadow {
-        state
-            .metrics
-            .shadow_differences
-            .get_or_create(&crate::telemetry::ShadowLabels {
-                verdict: shadow.verdict.to_string(),
-            })
-            .inc();
         rec.shadow = serde_json::to_value(shadow).ok();
     }
 
@@ -253,6 +236,35 @@ async fn process(
     let resp = forward(route, &rest, &parts, body, request_id).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(resp)
+}
+
+/// Decides `call` by `snap` and counts it: decision time, memo hits and
+/// shadow differences. Both the REST and the MCP path decide through here.
+fn decide(
+    state: &ProxyState,
+    snap: &GatewaySnapshot,
+    call: &crate::policy::CallRequest,
+) -> Result<crate::policy::Decision, ProxyError> {
+    let decision = snap
+        .policy
+        .decide(call)
+        .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    let metrics = &state.metrics;
+    metrics
+        .decision_seconds
+        .observe(decision.eval_micros as f64 / 1e6);
+    if decision.memoized {
+        metrics.decisions_memoized.inc();
+    }
+    if let Some(shadow) = &decision.shadow {
+        metrics
+            .shadow_differences
+            .get_or_create(&crate::telemetry::ShadowLabels {
+                verdict: shadow.verdict.to_string(),
+            })
+            .inc();
+    }
+    Ok(decision)
 }
 
 /// `parts` with its own copies of the URI and header bytes.
