@@ -428,7 +428,7 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, to_upstream: bool) {
             .flat_map(|v| v.split(','))
             .any(|c| c.trim().eq_ignore_ascii_case(n))
     };
-    let any_listed = from.contains_key(header::CONNECTION);
+    let any_listed = listed.iter().next().is_some();
     for (name, value) in from {
         let n = name.as_str();
         if is_hop_by_hop(n) || (any_listed && connection_listed(n)) {
