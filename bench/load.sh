@@ -21,7 +21,7 @@ POLICIES=${POLICIES:-10}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "nginx is missing: apt-get install nginx" >&2; exit 1; }
 
-cargo build --release --quiet --bins --example bare_proxy
+cargo build --release --quiet --bins --example bare_proxy ${FEATURES:+--features "$FEATURES"}
 work=$(mktemp -d)
 pids=()
 cleanup() {

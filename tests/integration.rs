@@ -39,3 +39,6 @@ mod approvals_audit;
 
 #[path = "it/approvals_pages.rs"]
 mod approvals_pages;
+
+#[path = "it/upstream_lanes.rs"]
+mod upstream_lanes;

@@ -205,7 +205,8 @@ pub(super) async fn execute(
             (None, _) => Err(ProxyError::NoRoute(hold.route.clone())),
             (_, Err(e)) => Err(ProxyError::Internal(e)),
             (Some(route), Ok(parts)) => {
-                forward(route, &hold.request.rest, &parts, body, &request_id).await
+                // The pool: the agent's connection may be gone by now.
+                forward(route, &hold.request.rest, &parts, body, &request_id, None).await
             }
         };
         let outcome = match &result {

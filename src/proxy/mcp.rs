@@ -47,6 +47,8 @@ pub(super) struct McpRequest<'a> {
     pub rest: &'a str,
     pub agent: &'a str,
     pub request_id: &'a str,
+    /// The agent connection's own upstream connection.
+    pub lane: &'a super::PairedUpstream,
 }
 
 /// One judged message.
@@ -471,7 +473,7 @@ async fn forward(
     body: Bytes,
     rec: &mut AuditRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let resp = super::forward(cx.route, cx.rest, parts, body, cx.request_id).await?;
+    let resp = super::forward(cx.route, cx.rest, parts, body, cx.request_id, Some(cx.lane)).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(resp)
 }

@@ -49,6 +49,7 @@ use crate::audit::{rfc3339, AuditRecord, AuditSink};
 use crate::policy::{Gate, Verdict};
 use crate::snapshot::{GatewaySnapshot, Route};
 use crate::telemetry::{Metrics, VerdictLabels};
+use crate::upstream::paired::{PairedError, PairedUpstream};
 use error::ProxyError;
 use path::NormalizedPath;
 
@@ -88,8 +89,12 @@ fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// Handles one agent request; never fails, since every error is an answer.
+///
+/// `lane` is the agent connection's own upstream connection (see
+/// [`PairedUpstream`]), shared by the requests of that connection.
 pub async fn handle(
     state: Arc<ProxyState>,
+    lane: Arc<PairedUpstream>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -108,7 +113,7 @@ pub async fn handle(
         snapshot: Some(snap.policy.version().to_string()),
         ..AuditRecord::default()
     };
-    let result = process(&state, &snap, req, &request_id, &mut rec).await;
+    let result = process(&state, &snap, &lane, req, &request_id, &mut rec).await;
     let response = match result {
         Ok(resp) => {
             rec.status = resp.status().as_u16();
@@ -144,6 +149,7 @@ pub async fn handle(
 async fn process(
     state: &ProxyState,
     snap: &GatewaySnapshot,
+    lane: &PairedUpstream,
     req: Request<Incoming>,
     request_id: &str,
     rec: &mut AuditRecord,
@@ -186,6 +192,7 @@ async fn process(
             rest: &rest,
             agent: &agent.id,
             request_id,
+            lane,
         };
         return mcp::handle(cx, parts, body, rec).await;
     }
@@ -233,7 +240,7 @@ async fn process(
     }
 
     // Phase: forward.
-    let resp = forward(route, &rest, &parts, body, request_id).await?;
+    let resp = forward(route, &rest, &parts, body, request_id, Some(lane)).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(resp)
 }
@@ -331,13 +338,15 @@ async fn read_body(
     }
 }
 
-/// Sends the call upstream exactly as judged and streams the answer back.
+/// Sends the call upstream exactly as judged and streams the answer back:
+/// over `lane` when it can carry the call, else through the route's pool.
 pub async fn forward(
     route: &Route,
     rest: &str,
     parts: &http::request::Parts,
     body: Bytes,
     request_id: &str,
+    lane: Option<&PairedUpstream>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let up = &route.config.upstream;
     let mut path_and_query = path::upstream_path(up.path(), rest);
@@ -371,26 +380,15 @@ pub async fn forward(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
 
     let timeout = route.config.response_timeout;
-    let resp = match tokio::time::timeout(timeout, route.client.request(out)).await {
+    let sent = tokio::time::timeout(timeout, send(route, parts, lane, out)).await;
+    let resp = match sent {
         Err(_) => {
             return Err(ProxyError::UpstreamTimeout {
                 route: route.config.name.clone(),
                 seconds: timeout.as_secs(),
             })
         }
-        Ok(Err(e)) if e.is_connect() && is_timeout(&e) => {
-            return Err(ProxyError::UpstreamTimeout {
-                route: route.config.name.clone(),
-                seconds: route.config.connect_timeout.as_secs(),
-            })
-        }
-        Ok(Err(e)) => {
-            return Err(ProxyError::UpstreamUnavailable {
-                route: route.config.name.clone(),
-                detail: crate::upstream::describe_error(&e),
-            })
-        }
-        Ok(Ok(r)) => r,
+        Ok(r) => r?,
     };
     let (mut rparts, rbody) = resp.into_parts();
     let mut clean = HeaderMap::with_capacity(rparts.headers.len());
@@ -403,6 +401,46 @@ pub async fn forward(
         rparts,
         Either::Left(Either::Left(rbody)),
     ))
+}
+
+/// Sends over the lane when the agent speaks HTTP/1.x, the upstream is
+/// plain HTTP and the lane is free for it; through the pool otherwise.
+async fn send(
+    route: &Route,
+    parts: &http::request::Parts,
+    lane: Option<&PairedUpstream>,
+    out: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let up = &route.config.upstream;
+    let claim = match (lane, up.authority()) {
+        (Some(lane), Some(authority))
+            if parts.version < Version::HTTP_2 && up.scheme_str() == Some("http") =>
+        {
+            lane.claim(authority)
+        }
+        _ => None,
+    };
+    let connect_timeout = route.config.connect_timeout;
+    let unavailable = |detail: String| ProxyError::UpstreamUnavailable {
+        route: route.config.name.clone(),
+        detail,
+    };
+    let connect_timed_out = || ProxyError::UpstreamTimeout {
+        route: route.config.name.clone(),
+        seconds: connect_timeout.as_secs(),
+    };
+    if let Some(claim) = claim {
+        return match claim.send(out, connect_timeout).await {
+            Ok(r) => Ok(r),
+            Err(PairedError::ConnectTimeout) => Err(connect_timed_out()),
+            Err(e) => Err(unavailable(e.to_string())),
+        };
+    }
+    match route.client.request(out).await {
+        Ok(r) => Ok(r),
+        Err(e) if e.is_connect() && is_timeout(&e) => Err(connect_timed_out()),
+        Err(e) => Err(unavailable(crate::upstream::describe_error(&e))),
+    }
 }
 
 fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {

@@ -88,7 +88,9 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = service_fn(move |req| super::handle(state.clone(), req));
+            // The connection's own upstream lane lives and dies with it.
+            let lane = Arc::new(crate::upstream::paired::PairedUpstream::new());
+            let service = service_fn(move |req| super::handle(state.clone(), lane.clone(), req));
             let result =
                 match tls {
                     None => {

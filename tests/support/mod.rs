@@ -42,6 +42,7 @@ pub struct AirlockBuilder {
     routes: Vec<String>,
     agents: Vec<String>,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl AirlockBuilder {
@@ -56,7 +57,14 @@ impl AirlockBuilder {
                 format!("  - id: intruder\n    key: {OTHER_AGENT_KEY}\n    groups: []"),
             ],
             extra: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// An environment variable for the `airlock` process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -123,7 +131,7 @@ impl AirlockBuilder {
 
     pub fn start(self) -> Airlock {
         let config = self.write();
-        Airlock::start_with(self.dir, config)
+        Airlock::spawn(self.dir, config, &self.env)
     }
 }
 
@@ -151,7 +159,12 @@ pub struct Airlock {
 
 impl Airlock {
     pub fn start_with(dir: tempfile::TempDir, config: PathBuf) -> Airlock {
+        Airlock::spawn(dir, config, &[])
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: PathBuf, env: &[(String, String)]) -> Airlock {
         let mut child = Command::new(airlock_bin())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("serve")
             .arg("--config")
             .arg(&config)

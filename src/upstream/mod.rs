@@ -4,6 +4,11 @@
 //! a route's own `ca_file` for private CAs. There is no switch to skip
 //! verification. Clients are cached by (CA file, connect timeout) so that a
 //! configuration reload keeps warm connection pools.
+//!
+//! HTTP/1.1 agents calling plain-HTTP tools mostly bypass the pool: see
+//! [`paired`].
+
+pub mod paired;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
