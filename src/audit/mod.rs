@@ -13,6 +13,8 @@
 //! Records never hold secrets: agent keys and injected headers are not
 //! part of the type.
 
+mod line;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -139,12 +141,7 @@ impl AuditSink {
     /// Queues a record, waiting for room when the writer is behind.
     pub async fn record(&self, record: AuditRecord) {
         let mut line = Vec::with_capacity(512);
-        if let Err(e) = serde_json::to_writer(&mut line, &record) {
-            // Cannot happen for this type (string keys only); say so rather
-            // than write half a line.
-            tracing::error!(error = %e, request_id = %record.request_id, "audit record could not be serialized");
-            return;
-        }
+        line::write(&record, &mut line);
         line.push(b'\n');
         match self.tx.try_send(line) {
             Ok(()) => {}
