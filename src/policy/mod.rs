@@ -38,6 +38,7 @@ use index::{DecisionSets, IndexedPolicy, PolicyIndex};
 use memo::{DecisionMemo, Memoized};
 
 pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
+pub use reads::ContextNeeds;
 pub use scope::ScopedPermit;
 pub use visibility::Visibility;
 
@@ -102,6 +103,28 @@ pub struct CallRequest {
     pub resource: Resource,
     /// Becomes Cedar's `context` through [`value::record`].
     pub context: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The policies chosen for one call, before its context is built (see
+/// [`PolicySnapshot::plan`]).
+pub struct DecisionPlan {
+    action: EntityUid,
+    resource: EntityUid,
+    enforced: Arc<DecisionSets>,
+    shadow: Option<Arc<DecisionSets>>,
+    indexed: bool,
+    planning: Duration,
+}
+
+impl DecisionPlan {
+    /// What of the context the chosen policies can read: a context built
+    /// to this is all they need. With shadow policies, everything.
+    pub fn needs(&self) -> ContextNeeds<'_> {
+        match self.shadow {
+            Some(_) => ContextNeeds::everything(),
+            None => ContextNeeds::of(&self.enforced.reads),
+        }
+    }
 }
 
 /// A `@hold` forbid that determined a held call.
@@ -386,17 +409,36 @@ impl PolicySnapshot {
 
     /// Decides one call, evaluating only the policies whose scope can apply.
     pub fn decide(&self, call: &CallRequest) -> Result<Decision, DecideError> {
-        self.decide_with(call, true)
+        let plan = self.plan_with(call, true)?;
+        self.decide_with(call, plan, false)
     }
 
     /// Decides with every policy in the set, bypassing the scope index: the
     /// reference that the index must agree with (see the property test).
     #[doc(hidden)]
     pub fn decide_unindexed(&self, call: &CallRequest) -> Result<Decision, DecideError> {
-        self.decide_with(call, false)
+        let plan = self.plan_with(call, false)?;
+        self.decide_with(call, plan, false)
     }
 
-    fn decide_with(&self, call: &CallRequest, indexed: bool) -> Result<Decision, DecideError> {
+    /// The first half of a decision, for callers that build the context to
+    /// measure: picks the policies that can apply to `call` (whose context
+    /// is not read yet) and says, through [`DecisionPlan::needs`], what of
+    /// the context they can read. [`Self::decide_planned`] finishes it.
+    pub fn plan(&self, call: &CallRequest) -> Result<DecisionPlan, DecideError> {
+        self.plan_with(call, true)
+    }
+
+    /// Decides `call`, whose context was built to `plan.needs()`.
+    pub fn decide_planned(
+        &self,
+        call: &CallRequest,
+        plan: DecisionPlan,
+    ) -> Result<Decision, DecideError> {
+        self.decide_with(call, plan, true)
+    }
+
+    fn plan_with(&self, call: &CallRequest, indexed: bool) -> Result<DecisionPlan, DecideError> {
         let started = Instant::now();
         if !self.agents.contains(&call.agent) {
             return Err(DecideError::UnknownAgent(call.agent.clone()));
@@ -412,14 +454,38 @@ impl PolicySnapshot {
             }
         };
         let enforced = pick(&self.enforced)?;
-        let shadow_sets = match &self.shadow {
+        let shadow = match &self.shadow {
             Some(index) => Some(pick(index)?),
             None => None,
         };
+        Ok(DecisionPlan {
+            action,
+            resource,
+            enforced,
+            shadow,
+            indexed,
+            planning: started.elapsed(),
+        })
+    }
+
+    /// `built`: the context was built to `plan.needs()` and is already
+    /// what pruning would leave of it.
+    fn decide_with(
+        &self,
+        call: &CallRequest,
+        plan: DecisionPlan,
+        built: bool,
+    ) -> Result<Decision, DecideError> {
+        let started = Instant::now();
+        let elapsed = || {
+            let total = started.elapsed() + plan.planning;
+            u64::try_from(total.as_micros()).unwrap_or(u64::MAX)
+        };
+        let (enforced, shadow_sets) = (&plan.enforced, &plan.shadow);
         // Only what the chosen policies can read is converted (the full,
         // unindexed set reads everything). With shadow policies the one
         // request serves two slices, so it stays whole.
-        let context = if shadow_sets.is_none() {
+        let context = if shadow_sets.is_none() && !built {
             enforced.reads.prune(&call.context)
         } else {
             std::borrow::Cow::Borrowed(&call.context)
@@ -427,7 +493,7 @@ impl PolicySnapshot {
         // A repeated call skips Cedar. Only the indexed path without shadow
         // policies memoizes: the unindexed path is the reference the index
         // (and so the memo) is checked against.
-        let memo_key = if indexed && shadow_sets.is_none() {
+        let memo_key = if plan.indexed && shadow_sets.is_none() {
             DecisionMemo::key(call, &context)
         } else {
             None
@@ -439,12 +505,12 @@ impl PolicySnapshot {
                 errors: hit.errors,
                 shadow: None,
                 snapshot: self.version.clone(),
-                eval_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                eval_micros: elapsed(),
                 memoized: true,
             });
         }
-        let request = self.request(call, &context, &action, &resource)?;
-        let (verdict, policies, errors) = self.classify(&enforced, &request, call);
+        let request = self.request(call, &context, &plan.action, &plan.resource)?;
+        let (verdict, policies, errors) = self.classify(enforced, &request, call);
         if let Some(key) = memo_key {
             self.memo.put(
                 key,
@@ -455,8 +521,8 @@ impl PolicySnapshot {
                 },
             );
         }
-        let shadow = shadow_sets.and_then(|sets| {
-            let (v, p, _) = self.classify(&sets, &request, call);
+        let shadow = shadow_sets.as_ref().and_then(|sets| {
+            let (v, p, _) = self.classify(sets, &request, call);
             (v.name() != verdict.name() || p != policies).then(|| ShadowOutcome {
                 verdict: v.name(),
                 policies: p,
@@ -468,7 +534,7 @@ impl PolicySnapshot {
             errors,
             shadow,
             snapshot: self.version.clone(),
-            eval_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            eval_micros: elapsed(),
             memoized: false,
         })
     }

@@ -77,10 +77,26 @@ impl ContextReads {
         out
     }
 
-    fn prune_value(&self, v: &Value) -> Value {
+    pub(super) fn prune_value(&self, v: &Value) -> Value {
         match v {
             Value::Object(m) if !self.whole => Value::Object(self.prune_map(m)),
             other => other.clone(),
+        }
+    }
+
+    /// [`Self::prune_value`] on a value that is no longer needed whole.
+    fn prune_owned(&self, v: Value) -> Value {
+        match v {
+            Value::Object(mut m) if !self.whole => {
+                let mut out = Map::new();
+                for (k, below) in &self.keys {
+                    if let Some(v) = m.swap_remove(k) {
+                        out.insert(k.clone(), below.prune_owned(v));
+                    }
+                }
+                Value::Object(out)
+            }
+            other => other,
         }
     }
 
@@ -90,6 +106,56 @@ impl ContextReads {
             node = node.keys.entry(k.clone()).or_default();
         }
         node
+    }
+}
+
+/// What a caller building a context must put in it: the part of the
+/// context some chosen policy can read. A context built to these needs is
+/// exactly the pruned full context, so nothing unread is ever parsed into
+/// values or converted.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextNeeds<'a> {
+    /// `None`: everything.
+    reads: Option<&'a ContextReads>,
+}
+
+impl<'a> ContextNeeds<'a> {
+    pub fn everything() -> ContextNeeds<'static> {
+        ContextNeeds { reads: None }
+    }
+
+    pub(super) fn of(reads: &'a ContextReads) -> ContextNeeds<'a> {
+        ContextNeeds { reads: Some(reads) }
+    }
+
+    /// Whether the whole value here is needed.
+    pub fn is_everything(self) -> bool {
+        self.reads.is_none_or(|r| r.whole)
+    }
+
+    /// The needs below `key` of an object; `None` when nothing there is.
+    pub fn below(self, key: &str) -> Option<ContextNeeds<'a>> {
+        match self.reads {
+            Some(r) if !r.whole => r.keys.get(key).map(ContextNeeds::of),
+            _ => Some(ContextNeeds::everything()),
+        }
+    }
+
+    /// `v` cut down to these needs (objects keep only the keys read).
+    pub fn keep(self, v: Value) -> Value {
+        match self.reads {
+            Some(r) => r.prune_owned(v),
+            None => v,
+        }
+    }
+
+    /// `context` cut down to these needs, as the policy module does with a
+    /// context built whole: what a context built to these needs must equal.
+    pub fn prune(self, context: &Map<String, Value>) -> Map<String, Value> {
+        match self.reads {
+            Some(r) if !r.whole => r.prune_map(context),
+            _ => context.clone(),
+        }
     }
 }
 
@@ -227,5 +293,85 @@ mod tests {
         let c = ctx();
         let got = Value::Object(ContextReads::of([&a, &b]).prune(&c).into_owned());
         assert_eq!(got, json!({"method": "POST", "body": {"amount": 5}}));
+    }
+
+    mod needed_parse {
+        use super::*;
+        use crate::policy::value::{check_json_strict, parse_json_needed, parse_json_strict};
+        use proptest::prelude::*;
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![Just("a"), Just("b"), Just("c"), Just("q\"")].prop_map(str::to_string)
+        }
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i32>().prop_map(Value::from),
+                "[a-z\\\\\"]{0,4}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map(key(), inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Reads of a few paths, some of them whole.
+        fn reads() -> impl Strategy<Value = ContextReads> {
+            proptest::collection::vec(
+                (proptest::collection::vec(key(), 1..4), any::<bool>()),
+                0..4,
+            )
+            .prop_map(|paths| {
+                let mut r = ContextReads::default();
+                for (path, whole) in paths {
+                    r.at(&path).whole = whole;
+                }
+                r
+            })
+        }
+
+        /// `doc` with `"a":0,` written after its `nth` `{`: a duplicate
+        /// key when that object has an `a` already.
+        fn with_extra_a(doc: &str, nth: usize) -> String {
+            match doc.match_indices('{').nth(nth) {
+                Some((i, _)) => format!("{}\"a\":0,{}", &doc[..=i], &doc[i + 1..]),
+                None => doc.to_string(),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            #[test]
+            fn building_to_the_needs_equals_pruning_the_whole(v in json(), r in reads()) {
+                let doc = serde_json::to_vec(&v).unwrap();
+                let built = parse_json_needed(&doc, ContextNeeds::of(&r)).unwrap();
+                prop_assert_eq!(built, r.prune_value(&parse_json_strict(&doc).unwrap()));
+            }
+
+            #[test]
+            fn what_is_not_built_is_checked_all_the_same(
+                v in json(),
+                r in reads(),
+                nth in 0usize..4,
+                cut in any::<prop::sample::Index>(),
+                truncate in any::<bool>(),
+            ) {
+                let mut doc = with_extra_a(&serde_json::to_string(&v).unwrap(), nth);
+                if truncate {
+                    doc.truncate(cut.index(doc.len() + 1));
+                }
+                let kind = |e: serde_json::Error| e.to_string().starts_with("duplicate key");
+                let whole = parse_json_strict(doc.as_bytes()).map(drop).map_err(kind);
+                let needed = parse_json_needed(doc.as_bytes(), ContextNeeds::of(&r)).map(drop).map_err(kind);
+                let checked = check_json_strict(doc.as_bytes()).map_err(kind);
+                prop_assert_eq!(&needed, &whole, "{}", doc);
+                prop_assert_eq!(&checked, &whole, "{}", doc);
+            }
+        }
     }
 }

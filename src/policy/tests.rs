@@ -334,6 +334,28 @@ mod index_equivalence {
                 prop_assert_eq!(&indexed.verdict, &full.verdict, "{:?}", c);
                 prop_assert_eq!(&indexed.policies, &full.policies);
                 prop_assert_eq!(indexed.errors.len(), full.errors.len());
+                // And as the proxy decides: the context built to the plan's
+                // needs, the body parsed only as far as they go.
+                let plan = snap.plan(&c).unwrap();
+                let needs = plan.needs();
+                let mut built = c.clone();
+                built.context = c
+                    .context
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let n = needs.below(k)?;
+                        let v = if k == "body" {
+                            let doc = serde_json::to_vec(v).unwrap();
+                            crate::policy::value::parse_json_needed(&doc, n).unwrap()
+                        } else {
+                            n.keep(v.clone())
+                        };
+                        Some((k.clone(), v))
+                    })
+                    .collect();
+                let planned = snap.decide_planned(&built, plan).unwrap();
+                prop_assert_eq!(&planned.verdict, &full.verdict, "{:?}", built);
+                prop_assert_eq!(&planned.policies, &full.policies);
             }
         }
     }

@@ -18,8 +18,12 @@
 //! policy that reads it fail to evaluate, and Airlock turns any evaluation
 //! error into a deny: a mismatch can never let a call through.
 
+use std::borrow::Cow;
+
 use cedar_policy::RestrictedExpression;
 use serde_json::Value;
+
+use super::reads::ContextNeeds;
 
 /// Maps a JSON value; `None` for `null`, which Cedar cannot express.
 pub fn to_cedar(v: &Value) -> Option<RestrictedExpression> {
@@ -84,6 +88,28 @@ pub fn parse_json_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     Ok(v)
 }
 
+/// [`parse_json_strict`], building only what `needs` asks for: the result
+/// equals the pruned full value, and every error of the full parse is still
+/// an error (syntax, trailing bytes, duplicate keys at any depth).
+pub fn parse_json_needed(
+    bytes: &[u8],
+    needs: ContextNeeds<'_>,
+) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = NeededValue(needs).deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Checks `bytes` as [`parse_json_strict`] does, building nothing.
+pub fn check_json_strict(bytes: &[u8]) -> Result<(), serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    Unneeded.deserialize(&mut de)?;
+    de.end()
+}
+
 struct StrictValue;
 
 impl<'de> serde::de::DeserializeSeed<'de> for StrictValue {
@@ -136,12 +162,194 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+                return Err(duplicate(&key));
             }
             let v = map.next_value_seed(StrictValue)?;
             out.insert(key, v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+fn duplicate<E: serde::de::Error>(key: &str) -> E {
+    E::custom(format!("duplicate key `{key}`"))
+}
+
+/// A value of which only `needs` is built.
+struct NeededValue<'a>(ContextNeeds<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for NeededValue<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0.is_everything() {
+            return d.deserialize_any(StrictVisitor);
+        }
+        d.deserialize_any(NeededVisitor(self.0))
+    }
+}
+
+/// Like [`StrictVisitor`], but an object keeps only the keys needed. Any
+/// other value is needed whole, as pruning keeps it.
+struct NeededVisitor<'a>(ContextNeeds<'a>);
+
+impl<'de> serde::de::Visitor<'de> for NeededVisitor<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        StrictVisitor.visit_bool(v)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        StrictVisitor.visit_i64(v)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        StrictVisitor.visit_u64(v)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        StrictVisitor.visit_f64(v)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        StrictVisitor.visit_str(v)
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        StrictVisitor.visit_string(v)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        StrictVisitor.visit_unit()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        StrictVisitor.visit_none()
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        StrictVisitor.visit_seq(seq)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        let mut seen = SeenKeys::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if !seen.insert(key.clone()) {
+                return Err(duplicate(&key));
+            }
+            match self.0.below(&key) {
+                Some(needs) => {
+                    let v = map.next_value_seed(NeededValue(needs))?;
+                    out.insert(key.into_owned(), v);
+                }
+                None => map.next_value_seed(Unneeded)?,
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// The keys of one object so far, to refuse duplicates without building
+/// the object. Small objects are searched in order; large ones hashed, so a
+/// body of many keys cannot make this quadratic.
+#[derive(Default)]
+struct SeenKeys<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: std::collections::HashSet<Cow<'de, str>>,
+}
+
+impl<'de> SeenKeys<'de> {
+    /// False when `key` was already there.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        const FEW: usize = 16;
+        if self.many.is_empty() {
+            if self.few.contains(&key) {
+                return false;
+            }
+            self.few.push(key);
+            if self.few.len() > FEW {
+                self.many.extend(self.few.drain(..));
+            }
+            return true;
+        }
+        self.many.insert(key)
+    }
+}
+
+/// An object key, borrowed from the input unless it had escapes.
+struct KeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// A value nobody reads: checked as strictly as any other (duplicate keys
+/// at any depth are refused), but never built.
+struct Unneeded;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Unneeded {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Unneeded {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Unneeded)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = SeenKeys::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if !seen.insert(key.clone()) {
+                return Err(duplicate(&key));
+            }
+            map.next_value_seed(Unneeded)?;
+        }
+        Ok(())
     }
 }
 

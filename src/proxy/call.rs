@@ -12,24 +12,26 @@
 
 use bytes::Bytes;
 use http::request::Parts;
+use http::HeaderName;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 
 use super::error::ProxyError;
-use crate::policy::value::parse_json_strict;
-use crate::policy::{CallRequest, Resource};
+use crate::policy::value::{check_json_strict, parse_json_needed};
+use crate::policy::{CallRequest, ContextNeeds, Resource};
 
-/// Headers a policy may read, as `context.headers["name"]`.
-pub const CONTEXT_HEADERS: &[&str] = &[
-    "accept",
-    "content-type",
-    "idempotency-key",
-    "user-agent",
-    "x-airlock-confidence",
-    "x-airlock-reason",
+/// Headers a policy may read, as `context.headers["name"]`. Static names,
+/// so that looking them up parses nothing.
+pub const CONTEXT_HEADERS: [HeaderName; 6] = [
+    HeaderName::from_static("accept"),
+    HeaderName::from_static("content-type"),
+    HeaderName::from_static("idempotency-key"),
+    HeaderName::from_static("user-agent"),
+    HeaderName::from_static("x-airlock-confidence"),
+    HeaderName::from_static("x-airlock-reason"),
 ];
 
-/// Builds the policy's view of an HTTP call.
+/// Builds the policy's view of an HTTP call, its whole context included.
 pub fn http_call(
     agent: &str,
     route: &str,
@@ -37,58 +39,96 @@ pub fn http_call(
     decoded_path: String,
     body: &Bytes,
 ) -> Result<CallRequest, ProxyError> {
-    let mut ctx = Map::with_capacity(5);
-    ctx.insert(
-        "method".into(),
-        Value::String(parts.method.as_str().to_string()),
-    );
-    ctx.insert("path".into(), Value::String(decoded_path));
-    ctx.insert(
-        "query".into(),
-        Value::Object(parse_query(parts.uri.query().unwrap_or(""))?),
-    );
-    ctx.insert(
-        "headers".into(),
-        Value::Object(context_headers(&parts.headers)?),
-    );
-    if let Some(b) = json_body(&parts.headers, body)? {
-        ctx.insert("body".into(), b);
-    }
-    Ok(CallRequest {
+    let mut call = http_request(agent, route, parts);
+    call.context = http_context(parts, decoded_path, body, ContextNeeds::everything())?;
+    Ok(call)
+}
+
+/// The call without its context, to plan the decision by (see
+/// [`http_context`]).
+pub fn http_request(agent: &str, route: &str, parts: &Parts) -> CallRequest {
+    CallRequest {
         agent: agent.to_string(),
         action: parts.method.as_str().to_string(),
         resource: Resource::Route(route.to_string()),
-        context: ctx,
-    })
+        context: Map::new(),
+    }
+}
+
+/// The call's context, built only as far as `needs` asks. Every part is
+/// checked all the same (a repeated query parameter, a header that is not
+/// text, a body that is not valid JSON or repeats a key: 400), so that
+/// what is refused never depends on which policies apply.
+pub fn http_context(
+    parts: &Parts,
+    decoded_path: String,
+    body: &Bytes,
+    needs: ContextNeeds<'_>,
+) -> Result<Map<String, Value>, ProxyError> {
+    let mut ctx = Map::new();
+    if let Some(n) = needs.below("method") {
+        let method = Value::String(parts.method.as_str().to_string());
+        ctx.insert("method".into(), n.keep(method));
+    }
+    if let Some(n) = needs.below("path") {
+        ctx.insert("path".into(), n.keep(Value::String(decoded_path)));
+    }
+    let query = parse_query(parts.uri.query().unwrap_or(""))?;
+    if let Some(n) = needs.below("query") {
+        ctx.insert("query".into(), n.keep(Value::Object(query)));
+    }
+    let headers = needs.below("headers");
+    let headers_value = context_headers(&parts.headers, headers.is_some())?;
+    if let Some(n) = headers {
+        ctx.insert("headers".into(), n.keep(Value::Object(headers_value)));
+    }
+    if let Some(b) = json_body(&parts.headers, body, needs.below("body"))? {
+        ctx.insert("body".into(), b);
+    }
+    Ok(ctx)
 }
 
 /// Parses the body as JSON when it looks like JSON or says it is. A body
 /// declared as JSON that does not parse is refused; so is one with duplicate
-/// keys, which two parsers could read differently.
-pub fn json_body(headers: &http::HeaderMap, body: &Bytes) -> Result<Option<Value>, ProxyError> {
+/// keys, which two parsers could read differently. Only `needs` of it is
+/// built; with no needs it is checked and `None`.
+pub fn json_body(
+    headers: &http::HeaderMap,
+    body: &Bytes,
+    needs: Option<ContextNeeds<'_>>,
+) -> Result<Option<Value>, ProxyError> {
     let declared_json = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| {
-            let ct = ct.to_ascii_lowercase();
-            ct.starts_with("application/json") || ct.contains("+json")
+            let starts = ct
+                .get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/json"));
+            starts
+                || ct
+                    .as_bytes()
+                    .windows(5)
+                    .any(|w| w.eq_ignore_ascii_case(b"+json"))
         });
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let looks_json = matches!(first, Some(b'{') | Some(b'['));
     if body.is_empty() || !(declared_json || looks_json) {
         return Ok(None);
     }
-    match parse_json_strict(body) {
-        Ok(v) => Ok(Some(v)),
+    let parsed = match needs {
+        Some(n) => parse_json_needed(body, n).map(Some),
+        None => check_json_strict(body).map(|()| None),
+    };
+    match parsed {
+        Ok(v) => Ok(v),
         Err(e) if e.to_string().starts_with("duplicate key") => Err(ProxyError::bad_request(
             "duplicate_json_key",
             format!("the JSON body is ambiguous: {e}"),
         )),
-        Err(e) if declared_json || looks_json => Err(ProxyError::bad_request(
+        Err(e) => Err(ProxyError::bad_request(
             "invalid_json",
             format!("the JSON body does not parse: {e}"),
         )),
-        Err(_) => Ok(None),
     }
 }
 
@@ -117,18 +157,26 @@ fn decode_component(s: &str) -> Result<String, ProxyError> {
         .map_err(|_| ProxyError::bad_request("bad_query", "the query string is not valid UTF-8"))
 }
 
-fn context_headers(headers: &http::HeaderMap) -> Result<Map<String, Value>, ProxyError> {
+/// The headers a policy may read, checked to be text; built only when
+/// `build`.
+fn context_headers(
+    headers: &http::HeaderMap,
+    build: bool,
+) -> Result<Map<String, Value>, ProxyError> {
     let mut out = Map::new();
-    for name in CONTEXT_HEADERS {
+    for name in &CONTEXT_HEADERS {
         // One value is the usual case; repeats are joined with `, `.
         let mut joined: Option<String> = None;
-        for v in headers.get_all(*name) {
+        for v in headers.get_all(name) {
             let s = v.to_str().map_err(|_| {
                 ProxyError::bad_request(
                     "bad_header",
                     format!("header `{name}` is not valid text, and policies may read it"),
                 )
             })?;
+            if !build {
+                continue;
+            }
             match &mut joined {
                 None => joined = Some(s.to_owned()),
                 Some(j) => {
@@ -138,7 +186,7 @@ fn context_headers(headers: &http::HeaderMap) -> Result<Map<String, Value>, Prox
             }
         }
         if let Some(j) = joined {
-            out.insert((*name).to_string(), Value::String(j));
+            out.insert(name.as_str().to_string(), Value::String(j));
         }
     }
     Ok(out)
@@ -159,10 +207,23 @@ mod tests {
     #[test]
     fn non_json_bodies_are_not_exposed_but_broken_json_is_refused() {
         let mut h = http::HeaderMap::new();
+        let all = Some(ContextNeeds::everything());
+        let json_body = |h: &http::HeaderMap, b: &Bytes| json_body(h, b, all);
         assert_eq!(json_body(&h, &Bytes::from_static(b"hello")).unwrap(), None);
         assert!(json_body(&h, &Bytes::from_static(b"{nope")).is_err());
         h.insert("content-type", "application/json".parse().unwrap());
         assert!(json_body(&h, &Bytes::from_static(b"42")).unwrap().is_some());
         assert!(json_body(&h, &Bytes::from_static(b"{\"a\":1,\"a\":2}")).is_err());
+    }
+
+    #[test]
+    fn an_unread_body_is_still_checked_but_not_built() {
+        let h = http::HeaderMap::new();
+        let unread = |b: &'static [u8]| super::json_body(&h, &Bytes::from_static(b), None);
+        assert_eq!(unread(b"{\"a\":[1,{\"b\":2}]}").unwrap(), None);
+        let dup = unread(b"{\"a\":{\"b\":1,\"b\":2}}").unwrap_err();
+        assert_eq!(dup.kind(), "duplicate_json_key");
+        assert_eq!(unread(b"{\"a\":").unwrap_err().kind(), "invalid_json");
+        assert_eq!(unread(b"{} {}").unwrap_err().kind(), "invalid_json");
     }
 }

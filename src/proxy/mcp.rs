@@ -70,7 +70,7 @@ pub(super) async fn handle(
         let call = method::transport_call(cx.agent, route_name, parts.method.as_str());
         rec.action = Some(call.action.clone());
         rec.resource = Some(call.resource.to_string());
-        let decision = super::decide(cx.state, cx.snap, &call)?;
+        let decision = super::decide(cx.state, cx.snap, &call, None)?;
         record(rec, &decision);
         return match decision.verdict {
             Verdict::Allow => forward(&cx, &parts, body, rec).await,
@@ -158,7 +158,7 @@ pub(super) async fn handle(
                 return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
             }
         };
-        let decision = super::decide(cx.state, cx.snap, &call)?;
+        let decision = super::decide(cx.state, cx.snap, &call, None)?;
         judged.push(Judged {
             action: call.action,
             resource: call.resource.to_string(),

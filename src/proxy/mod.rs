@@ -25,6 +25,7 @@
 //! 9. **audit**: one record per request, written off the request path.
 
 pub mod call;
+mod connection;
 pub mod error;
 mod event_body;
 pub mod hold;
@@ -50,6 +51,7 @@ use crate::policy::{Gate, Verdict};
 use crate::snapshot::{GatewaySnapshot, Route};
 use crate::telemetry::{Metrics, VerdictLabels};
 use crate::upstream::paired::{PairedError, PairedUpstream};
+pub use connection::AgentConnection;
 use error::ProxyError;
 use path::NormalizedPath;
 
@@ -90,11 +92,10 @@ fn is_hop_by_hop(name: &str) -> bool {
 
 /// Handles one agent request; never fails, since every error is an answer.
 ///
-/// `lane` is the agent connection's own upstream connection (see
-/// [`PairedUpstream`]), shared by the requests of that connection.
+/// `conn` is what the requests of the agent's connection share.
 pub async fn handle(
     state: Arc<ProxyState>,
-    lane: Arc<PairedUpstream>,
+    conn: Arc<AgentConnection>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -113,7 +114,7 @@ pub async fn handle(
         snapshot: Some(snap.policy.version().to_string()),
         ..AuditRecord::default()
     };
-    let result = process(&state, &snap, &lane, req, &request_id, &mut rec).await;
+    let result = process(&state, &snap, &conn, req, &request_id, &mut rec).await;
     let response = match result {
         Ok(resp) => {
             rec.status = resp.status().as_u16();
@@ -149,7 +150,7 @@ pub async fn handle(
 async fn process(
     state: &ProxyState,
     snap: &GatewaySnapshot,
-    lane: &PairedUpstream,
+    conn: &AgentConnection,
     req: Request<Incoming>,
     request_id: &str,
     rec: &mut AuditRecord,
@@ -166,7 +167,7 @@ async fn process(
     }
 
     // Phase: authenticate.
-    let agent = authenticate(snap, req.headers())?;
+    let agent = authenticate(snap, conn, req.headers())?;
     rec.agent = Some(agent.id.clone());
 
     // Phase: route.
@@ -192,16 +193,20 @@ async fn process(
             rest: &rest,
             agent: &agent.id,
             request_id,
-            lane,
+            lane: &conn.lane,
         };
         return mcp::handle(cx, parts, body, rec).await;
     }
 
     // Phase: decide.
-    let call = call::http_call(&agent.id, &route.config.name, &parts, decoded_path, &body)?;
+    // The policies are picked first, so that only the part of the context
+    // they can read is built (every part is still checked).
+    let mut call = call::http_request(&agent.id, &route.config.name, &parts);
     rec.action = Some(call.action.clone());
     rec.resource = Some(call.resource.to_string());
-    let decision = decide(state, snap, &call)?;
+    let plan = snap.policy.plan(&call).map_err(decide_error)?;
+    call.context = call::http_context(&parts, decoded_path, &body, plan.needs())?;
+    let decision = decide(state, snap, &call, Some(plan))?;
     rec.verdict = decision.verdict.name();
     rec.policies = decision.policies.clone();
     rec.eval_errors = decision.errors.clone();
@@ -240,22 +245,25 @@ async fn process(
     }
 
     // Phase: forward.
-    let resp = forward(route, &rest, &parts, body, request_id, Some(lane)).await?;
+    let resp = forward(route, &rest, &parts, body, request_id, Some(&conn.lane)).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(resp)
 }
 
-/// Decides `call` by `snap` and counts it: decision time, memo hits and
-/// shadow differences. Both the REST and the MCP path decide through here.
+/// Decides `call` by `snap` (by `plan` when its context was built to one)
+/// and counts it: decision time, memo hits and shadow differences. Both the
+/// REST and the MCP path decide through here.
 fn decide(
     state: &ProxyState,
     snap: &GatewaySnapshot,
     call: &crate::policy::CallRequest,
+    plan: Option<crate::policy::DecisionPlan>,
 ) -> Result<crate::policy::Decision, ProxyError> {
-    let decision = snap
-        .policy
-        .decide(call)
-        .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    let decision = match plan {
+        Some(plan) => snap.policy.decide_planned(call, plan),
+        None => snap.policy.decide(call),
+    }
+    .map_err(decide_error)?;
     let metrics = &state.metrics;
     metrics
         .decision_seconds
@@ -272,6 +280,10 @@ fn decide(
             .inc();
     }
     Ok(decision)
+}
+
+fn decide_error(e: crate::policy::DecideError) -> ProxyError {
+    ProxyError::Internal(e.to_string())
 }
 
 /// `parts` with its own copies of the URI and header bytes.
@@ -297,6 +309,7 @@ fn detached(parts: http::request::Parts) -> http::request::Parts {
 
 fn authenticate<'a>(
     snap: &'a GatewaySnapshot,
+    conn: &AgentConnection,
     headers: &HeaderMap,
 ) -> Result<&'a crate::config::AgentConfig, ProxyError> {
     let value = headers
@@ -307,7 +320,7 @@ fn authenticate<'a>(
     if !scheme.eq_ignore_ascii_case("bearer") || key.trim().is_empty() {
         return Err(ProxyError::Unauthenticated);
     }
-    snap.agent_by_key(&crate::config::sha256(key.trim().as_bytes()))
+    snap.agent_by_key(&conn.key_sha256(key.trim().as_bytes()))
         .ok_or(ProxyError::Unauthenticated)
 }
 

@@ -88,9 +88,9 @@ pub async fn serve(
                     return;
                 }
             };
-            // The connection's own upstream lane lives and dies with it.
-            let lane = Arc::new(crate::upstream::paired::PairedUpstream::new());
-            let service = service_fn(move |req| super::handle(state.clone(), lane.clone(), req));
+            // Its lane and key digest live and die with the connection.
+            let conn = Arc::new(super::AgentConnection::new());
+            let service = service_fn(move |req| super::handle(state.clone(), conn.clone(), req));
             let result =
                 match tls {
                     None => {
