@@ -1,6 +1,7 @@
 //! The full decision path, for policy sets of 10, 1,000 and 10,000
 //! policies: request mapping (path, query, headers, JSON body → Cedar
-//! context), Cedar evaluation, and the allow/deny/hold verdict.
+//! context, built only as far as the chosen policies read, as the proxy
+//! does), Cedar evaluation, and the allow/deny/hold verdict.
 //!
 //!     cargo bench --bench decision
 //!
@@ -19,7 +20,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 
 use airlock::policy::{Decision, Directory, PolicySnapshot, PrincipalSpec};
-use airlock::proxy::call::http_call;
+use airlock::proxy::call::{http_context, http_request};
 
 /// Writes the shipped schema and `n` policies: the shipped CRM policies
 /// plus generated ones scoped to other agents and routes, as a large
@@ -122,16 +123,16 @@ fn bench_decision(c: &mut Criterion) {
     let bodies = rest_bodies();
     for n in [10usize, 1_000, 10_000] {
         let snap = snapshot(n);
+        // As the proxy decides: the policies are picked first, and only
+        // the part of the context they read is built.
         let decide = |body: &Bytes| {
-            let call = http_call(
-                "support-bot",
-                "crm",
-                black_box(&parts),
-                "/crm/refunds".into(),
-                black_box(body),
-            )
-            .expect("call");
-            snap.decide(&call).expect("decide")
+            let parts = black_box(&parts);
+            let mut call = http_request("support-bot", "crm", parts);
+            let plan = snap.plan(&call).expect("plan");
+            call.context =
+                http_context(parts, "/crm/refunds".into(), black_box(body), plan.needs())
+                    .expect("context");
+            snap.decide_planned(&call, plan).expect("decide")
         };
         first_and_repeat(&mut group, n, &bodies, decide);
     }

@@ -15,7 +15,8 @@
 //!   [`policy::Verdict`] of allow, deny or hold. It uses nothing else of ours
 //!   but [`duration`].
 //! - [`upstream`] builds pooled HTTP(S) clients for the tools, a pool per
-//!   data-plane worker.
+//!   data-plane worker, and the paired lanes that give an HTTP/1.1 agent
+//!   connection an upstream connection of its own.
 //! - [`workers`] runs the data plane: one single-threaded runtime per core,
 //!   each connection pinned to one of them.
 //! - [`snapshot`] joins config, policies and clients into one immutable
