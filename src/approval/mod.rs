@@ -270,7 +270,9 @@ impl Approvals {
                 .get(id)
                 .await?
                 .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
-            let hold = self.expire_if_due(cfg, hold).await?;
+            // Boxed: it is brief, and its state would otherwise sit in every
+            // waiting call's future for as long as the human takes.
+            let hold = Box::pin(self.expire_if_due(cfg, hold)).await?;
             if !matches!(hold.state, HoldState::Pending | HoldState::Executing) {
                 return Ok(hold);
             }
@@ -297,7 +299,7 @@ impl Approvals {
                     .get(id)
                     .await?
                     .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
-                return self.expire_if_due(cfg, hold).await;
+                return Box::pin(self.expire_if_due(cfg, hold)).await;
             }
         }
         Err(ApprovalError::Invalid(

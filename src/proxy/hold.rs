@@ -71,7 +71,9 @@ pub async fn on_hold(
         .map(|s| s.trim().to_string());
     let mut hold = None;
     if let Some(id) = named {
-        let found = approvals.attach(&id, &req.call.agent, &fp).await?;
+        // The brief store calls are boxed so that a held call's future,
+        // which lives while a human decides, has no room reserved for them.
+        let found = Box::pin(approvals.attach(&id, &req.call.agent, &fp)).await?;
         let stale_since =
             now_ms() - i64::try_from(cfg.approvals.replay_window.as_millis()).unwrap_or(0);
         let settled_long_ago = found.state == HoldState::Expired
@@ -102,7 +104,7 @@ pub async fn on_hold(
                     .collect(),
                 timeout,
             };
-            approvals.hold(cfg, call).await?
+            Box::pin(approvals.hold(cfg, call)).await?
         }
     };
     rec.approval_id = Some(hold.id.clone());
@@ -124,16 +126,19 @@ pub async fn on_hold(
             HoldState::Expired => return Err(ProxyError::ApprovalExpired(hold.id.clone())),
             HoldState::Executed => return Ok(replay(&hold, request_id)),
             HoldState::Approved => {
-                if approvals.claim(&hold.id).await.map_err(internal)? {
+                if Box::pin(approvals.claim(&hold.id))
+                    .await
+                    .map_err(internal)?
+                {
                     let body = Bytes::copy_from_slice(hold.body_to_forward());
-                    return execute(
+                    return Box::pin(execute(
                         &state.approvals,
                         &state.live,
                         hold,
                         body,
                         request_id.to_string(),
                         rec,
-                    )
+                    ))
                     .await;
                 }
             }
