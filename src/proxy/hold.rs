@@ -161,7 +161,7 @@ pub(super) fn stored_request(
     body: &Bytes,
 ) -> StoredRequest {
     let mut fwd = HeaderMap::new();
-    copy_headers(&parts.headers, &mut fwd, true);
+    copy_headers(&parts.headers, &mut fwd);
     StoredRequest {
         method: parts.method.as_str().to_string(),
         path: decoded_path.to_string(),

@@ -386,7 +386,7 @@ pub async fn forward(
     *out.method_mut() = parts.method.clone();
     *out.uri_mut() = uri;
     let headers = out.headers_mut();
-    copy_headers(&parts.headers, headers, true);
+    copy_headers(&parts.headers, headers);
     for (name, value) in &route.config.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -408,12 +408,10 @@ pub async fn forward(
         Ok(r) => r?,
     };
     let (mut rparts, rbody) = resp.into_parts();
-    let mut clean = HeaderMap::with_capacity(rparts.headers.len());
-    copy_headers(&rparts.headers, &mut clean, false);
+    strip_hop_by_hop(&mut rparts.headers);
     if let Some(v) = request_id {
-        clean.insert(X_REQUEST_ID, v);
+        rparts.headers.insert(X_REQUEST_ID, v);
     }
-    rparts.headers = clean;
     Ok(Response::from_parts(
         rparts,
         Either::Left(Either::Left(rbody)),
@@ -471,9 +469,43 @@ fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-/// Copies end-to-end headers. Toward the upstream, the agent's credentials,
-/// `Host` and Airlock's own headers stay behind.
-fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, to_upstream: bool) {
+/// Hop-by-hop headers, as names, for removing them in place.
+const HOP_BY_HOP: [http::HeaderName; 9] = [
+    header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    http::HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers in place (the upstream's response is ours to
+/// change; copying it cost more than the few removals).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Usually absent; when present, the headers it names are hop-by-hop too.
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<http::HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Copies the agent's end-to-end headers toward the upstream; the agent's
+/// credentials, `Host` and Airlock's own headers stay behind.
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     // Usually absent; when present, the headers it names are hop-by-hop too.
     let listed = from.get_all(header::CONNECTION);
     let connection_listed = |n: &str| {
@@ -489,15 +521,76 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, to_upstream: bool) {
         if is_hop_by_hop(n) || (any_listed && connection_listed(n)) {
             continue;
         }
-        if to_upstream
-            && (n == "authorization"
-                || n == "host"
-                || n == "content-length"
-                || n.starts_with("airlock-")
-                || n == "x-request-id")
+        if n == "authorization"
+            || n == "host"
+            || n == "content-length"
+            || n.starts_with("airlock-")
+            || n == "x-request-id"
         {
             continue;
         }
         to.append(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn toward_the_upstream_credentials_and_hop_by_hop_headers_stay_behind() {
+        let from = headers(&[
+            ("authorization", "Bearer k"),
+            ("host", "airlock"),
+            ("content-length", "2"),
+            ("airlock-approval", "x"),
+            ("x-request-id", "spoofed"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("accept", "application/json"),
+            ("x-custom", "a"),
+            ("x-custom", "b"),
+        ]);
+        let mut to = HeaderMap::new();
+        copy_headers(&from, &mut to);
+        assert_eq!(names(&to), ["accept", "x-custom"]);
+        assert_eq!(to.get_all("x-custom").iter().count(), 2);
+    }
+
+    #[test]
+    fn the_upstream_answer_loses_its_hop_by_hop_headers_in_place() {
+        let mut h = headers(&[
+            ("connection", "close, X-Upstream-Private"),
+            ("x-upstream-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("content-type", "application/json"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["content-type", "set-cookie"]);
+        // The two lists of hop-by-hop names agree.
+        assert!(HOP_BY_HOP.iter().all(|n| is_hop_by_hop(n.as_str())));
+        assert_eq!(h.get_all("set-cookie").iter().count(), 2);
     }
 }
