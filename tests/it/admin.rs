@@ -7,8 +7,7 @@ use crate::support::*;
 #[tokio::test]
 async fn health_metrics_and_status_answer_and_v1_needs_the_admin_token() {
     let upstream = Upstream::start().await;
-    let airlock = AirlockBuilder::new()
-        .policy("open.cedar", "permit(principal, action, resource);")
+    let airlock = AirlockBuilder::permitting_everything()
         .route("crm", "/crm", &upstream.url("/"))
         .start();
     let c = client();
@@ -70,8 +69,7 @@ async fn health_metrics_and_status_answer_and_v1_needs_the_admin_token() {
 #[tokio::test]
 async fn a_bad_reload_keeps_the_last_good_snapshot_and_says_why() {
     let upstream = Upstream::start().await;
-    let airlock = AirlockBuilder::new()
-        .policy("open.cedar", "permit(principal, action, resource);")
+    let airlock = AirlockBuilder::permitting_everything()
         .route("crm", "/crm", &upstream.url("/"))
         .start();
     let c = client();

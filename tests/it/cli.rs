@@ -117,8 +117,7 @@ fn check_prints_every_problem_with_file_line_and_column() {
 
 #[test]
 fn check_reports_config_mistakes_at_their_line() {
-    let builder =
-        AirlockBuilder::new().policy("open.cedar", "permit(principal, action, resource);");
+    let builder = AirlockBuilder::permitting_everything();
     let config = builder.write();
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("demo:\n  listen: ${AIRLOCK_TEST_UNSET_VARIABLE}\n");
@@ -132,8 +131,7 @@ fn check_reports_config_mistakes_at_their_line() {
 
 #[test]
 fn serve_refuses_a_bad_worker_count_instead_of_guessing() {
-    let builder =
-        AirlockBuilder::new().policy("open.cedar", "permit(principal, action, resource);");
+    let builder = AirlockBuilder::permitting_everything();
     let config = builder.write();
     let out = std::process::Command::new(airlock_bin())
         .args(["serve", "--config", config.to_str().unwrap()])

@@ -166,8 +166,7 @@ async fn an_evaluation_error_denies_instead_of_skipping_the_forbid() {
 #[tokio::test]
 async fn unknown_keys_routes_and_oversized_bodies_get_json_errors() {
     let upstream = Upstream::start().await;
-    let airlock = AirlockBuilder::new()
-        .policy("open.cedar", "permit(principal, action, resource);")
+    let airlock = AirlockBuilder::permitting_everything()
         .route("crm", "/crm", &upstream.url("/"))
         .yaml("limits:\n  max_body: 1KiB")
         .start();
@@ -341,8 +340,7 @@ async fn airlock_is_never_an_open_proxy() {
 #[tokio::test]
 async fn a_slow_agent_body_times_out_with_408() {
     let upstream = Upstream::start().await;
-    let airlock = AirlockBuilder::new()
-        .policy("open.cedar", "permit(principal, action, resource);")
+    let airlock = AirlockBuilder::permitting_everything()
         .route("crm", "/crm", &upstream.url("/"))
         .yaml("timeouts:\n  body_read: 300ms\n  header_read: 2s\n  shutdown_grace: 5s")
         .start();
@@ -359,12 +357,8 @@ async fn a_slow_agent_body_times_out_with_408() {
 #[tokio::test]
 async fn slow_and_missing_upstreams_give_504_and_502() {
     let upstream = Upstream::start().await;
-    let airlock = AirlockBuilder::new()
-        .policy("open.cedar", "permit(principal, action, resource);")
-        .route_yaml(&format!(
-            "  - name: slow\n    prefix: /slow\n    upstream: {}\n    timeout: 300ms",
-            upstream.url("/")
-        ))
+    let airlock = AirlockBuilder::permitting_everything()
+        .route_with_timeout("slow", "/slow", &upstream.url("/"), "300ms")
         .route("gone", "/gone", "http://127.0.0.1:1")
         .start();
     let resp = airlock.agent_get("/slow/slow?ms=3000").await;
@@ -384,12 +378,8 @@ async fn slow_and_missing_upstreams_give_504_and_502() {
 #[tokio::test]
 async fn streaming_responses_arrive_event_by_event_past_the_response_timeout() {
     let upstream = Upstream::start().await;
-    let airlock = AirlockBuilder::new()
-        .policy("open.cedar", "permit(principal, action, resource);")
-        .route_yaml(&format!(
-            "  - name: s\n    prefix: /s\n    upstream: {}\n    timeout: 1s",
-            upstream.url("/")
-        ))
+    let airlock = AirlockBuilder::permitting_everything()
+        .route_with_timeout("s", "/s", &upstream.url("/"), "1s")
         .start();
     let mut resp = airlock.agent_get("/s/stream?events=4&gap_ms=500").await;
     assert_eq!(resp.status(), 200);
@@ -424,8 +414,7 @@ async fn agents_may_speak_h2c() {
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests() {
     let upstream = Upstream::start().await;
-    let mut airlock = AirlockBuilder::new()
-        .policy("open.cedar", "permit(principal, action, resource);")
+    let mut airlock = AirlockBuilder::permitting_everything()
         .route("crm", "/crm", &upstream.url("/"))
         .start();
     let url = airlock.url("/crm/slow?ms=1500");

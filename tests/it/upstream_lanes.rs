@@ -14,9 +14,7 @@ use crate::support::*;
 fn open_gateway(routes: &[(&str, &str, String)]) -> Airlock {
     // One data-plane worker: with more, agents on different workers would
     // get different pools' connections anyway.
-    let mut builder = AirlockBuilder::new()
-        .policy("open.cedar", "permit(principal, action, resource);")
-        .env("AIRLOCK_WORKERS", "1");
+    let mut builder = AirlockBuilder::permitting_everything().env("AIRLOCK_WORKERS", "1");
     for (name, prefix, upstream) in routes {
         builder = builder.route(name, prefix, upstream);
     }
@@ -146,12 +144,8 @@ async fn an_upstream_dropping_idle_connections_silently_loses_no_call_and_repeat
 #[tokio::test]
 async fn a_timed_out_call_does_not_spoil_the_connection_for_the_next() {
     let upstream = Upstream::start().await;
-    let airlock = AirlockBuilder::new()
-        .policy("open.cedar", "permit(principal, action, resource);")
-        .route_yaml(&format!(
-            "  - name: tools\n    prefix: /tools\n    upstream: {}\n    timeout: 300ms",
-            upstream.url("/")
-        ))
+    let airlock = AirlockBuilder::permitting_everything()
+        .route_with_timeout("tools", "/tools", &upstream.url("/"), "300ms")
         .start();
     let agent = client();
     let resp = post(&agent, &airlock, "/tools/slow?ms=2000", json!({})).await;

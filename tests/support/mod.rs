@@ -67,6 +67,25 @@ impl AirlockBuilder {
         self
     }
 
+    /// A builder whose one policy permits every call.
+    pub fn permitting_everything() -> Self {
+        AirlockBuilder::new().policy("open.cedar", "permit(principal, action, resource);")
+    }
+
+    /// A route like [`Self::route`] (without injected headers) whose
+    /// upstream must answer within `timeout` (e.g. `300ms`).
+    pub fn route_with_timeout(
+        self,
+        name: &str,
+        prefix: &str,
+        upstream: &str,
+        timeout: &str,
+    ) -> Self {
+        self.route_yaml(&format!(
+            "  - name: {name}\n    prefix: {prefix}\n    upstream: {upstream}\n    timeout: {timeout}"
+        ))
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
