@@ -8,12 +8,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use serde_json::json;
 
 use super::error::ProxyError;
-use super::{copy_headers, forward, ProxyBody, ProxyState};
+use super::{forward, strip_for_upstream, ProxyBody, ProxyState};
 use crate::approval::fingerprint::fingerprint;
 use crate::approval::{now_ms, ApprovalError, Approvals, HeldCall};
 use crate::audit::AuditRecord;
@@ -160,8 +160,8 @@ pub(super) fn stored_request(
     rest: &str,
     body: &Bytes,
 ) -> StoredRequest {
-    let mut fwd = HeaderMap::new();
-    copy_headers(&parts.headers, &mut fwd);
+    let mut fwd = parts.headers.clone();
+    strip_for_upstream(&mut fwd);
     StoredRequest {
         method: parts.method.as_str().to_string(),
         path: decoded_path.to_string(),
@@ -211,7 +211,7 @@ pub(super) async fn execute(
             (_, Err(e)) => Err(ProxyError::Internal(e)),
             (Some(route), Ok(parts)) => {
                 // The pool: the agent's connection may be gone by now.
-                forward(route, &hold.request.rest, &parts, body, &request_id, None).await
+                forward(route, &hold.request.rest, parts, body, &request_id, None).await
             }
         };
         let outcome = match &result {

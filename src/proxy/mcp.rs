@@ -73,7 +73,7 @@ pub(super) async fn handle(
         let decision = super::decide(cx.state, cx.snap, &call, None)?;
         record(rec, &decision);
         return match decision.verdict {
-            Verdict::Allow => forward(&cx, &parts, body, rec).await,
+            Verdict::Allow => forward(&cx, parts, body, rec).await,
             Verdict::Deny { reasons } => Err(ProxyError::Denied {
                 reasons,
                 policies: decision.policies,
@@ -217,11 +217,11 @@ pub(super) async fn handle(
         .filter_map(|j| j.msg.request_id().cloned())
         .collect();
     if pending.is_empty() {
-        return forward(&cx, &parts, body, rec).await;
+        return forward(&cx, parts, body, rec).await;
     }
     // The answer is rewritten, so it must arrive uncompressed.
     parts.headers.remove(header::ACCEPT_ENCODING);
-    let resp = forward(&cx, &parts, body, rec).await?;
+    let resp = forward(&cx, parts, body, rec).await?;
     let mut filter = ListFilter {
         policy: &cx.snap.policy,
         agent: cx.agent,
@@ -469,7 +469,7 @@ pub(super) fn rpc_answer(
 
 async fn forward(
     cx: &McpRequest<'_>,
-    parts: &http::request::Parts,
+    parts: http::request::Parts,
     body: Bytes,
     rec: &mut AuditRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {

@@ -74,22 +74,6 @@ pub struct ProxyState {
 /// Airlock's request id, on the upstream request and the agent's response.
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// Hop-by-hop headers, never forwarded in either direction.
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
 /// Handles one agent request; never fails, since every error is an answer.
 ///
 /// `conn` is what the requests of the agent's connection share.
@@ -249,7 +233,7 @@ async fn process(
     }
 
     // Phase: forward.
-    let resp = forward(route, &rest, &parts, body, request_id, Some(&conn.lane)).await?;
+    let resp = forward(route, &rest, parts, body, request_id, Some(&conn.lane)).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(resp)
 }
@@ -360,7 +344,7 @@ async fn read_body(
 pub async fn forward(
     route: &Route,
     rest: &str,
-    parts: &http::request::Parts,
+    parts: http::request::Parts,
     body: Bytes,
     request_id: &str,
     lane: Option<&PairedUpstream>,
@@ -382,11 +366,15 @@ pub async fn forward(
     let uri = Uri::from_parts(target)
         .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?;
 
-    let mut out = Request::new(Full::new(body.clone()));
-    *out.method_mut() = parts.method.clone();
+    let content_length = HeaderValue::from(body.len());
+    let version = parts.version;
+    let mut out = Request::new(Full::new(body));
+    *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
+    // The agent's own headers, cleaned in place rather than copied.
+    *out.headers_mut() = parts.headers;
     let headers = out.headers_mut();
-    copy_headers(&parts.headers, headers);
+    strip_for_upstream(headers);
     for (name, value) in &route.config.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -394,10 +382,10 @@ pub async fn forward(
     if let Some(v) = &request_id {
         headers.insert(X_REQUEST_ID, v.clone());
     }
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(header::CONTENT_LENGTH, content_length);
 
     let timeout = route.config.response_timeout;
-    let sent = tokio::time::timeout(timeout, send(route, parts, lane, out)).await;
+    let sent = tokio::time::timeout(timeout, send(route, version, lane, out)).await;
     let resp = match sent {
         Err(_) => {
             return Err(ProxyError::UpstreamTimeout {
@@ -422,14 +410,14 @@ pub async fn forward(
 /// plain HTTP and the lane is free for it; through the pool otherwise.
 async fn send(
     route: &Route,
-    parts: &http::request::Parts,
+    agent_version: Version,
     lane: Option<&PairedUpstream>,
     out: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let up = &route.config.upstream;
     let claim = match (lane, up.authority()) {
         (Some(lane), Some(authority))
-            if parts.version < Version::HTTP_2 && up.scheme_str() == Some("http") =>
+            if agent_version < Version::HTTP_2 && up.scheme_str() == Some("http") =>
         {
             lane.claim(authority)
         }
@@ -469,67 +457,68 @@ fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-/// Hop-by-hop headers, as names, for removing them in place.
-const HOP_BY_HOP: [http::HeaderName; 9] = [
-    header::CONNECTION,
-    http::HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    http::HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes hop-by-hop headers in place (the upstream's response is ours to
-/// change; copying it cost more than the few removals).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually absent; when present, the headers it names are hop-by-hop too.
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<http::HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+/// Hop-by-hop headers, never forwarded in either direction.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
-/// Copies the agent's end-to-end headers toward the upstream; the agent's
-/// credentials, `Host` and Airlock's own headers stay behind.
-fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    // Usually absent; when present, the headers it names are hop-by-hop too.
-    let listed = from.get_all(header::CONNECTION);
-    let connection_listed = |n: &str| {
-        listed
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|c| c.trim().eq_ignore_ascii_case(n))
-    };
-    let any_listed = listed.iter().next().is_some();
-    for (name, value) in from {
-        let n = name.as_str();
-        if is_hop_by_hop(n) || (any_listed && connection_listed(n)) {
-            continue;
+/// Headers of the agent's that never reach the upstream: its credentials,
+/// `Host`, the length (set again for the exact body) and Airlock's own.
+fn is_agent_only(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization" | "host" | "content-length" | "x-request-id"
+    ) || name.starts_with("airlock-")
+}
+
+/// Removes hop-by-hop headers in place (the upstream's answer is ours to
+/// change; copying it cost more than the usual one removal).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, |_| false);
+}
+
+/// Cleans the agent's headers for the upstream, in place: hop-by-hop and
+/// agent-only headers go.
+pub(super) fn strip_for_upstream(headers: &mut HeaderMap) {
+    strip(headers, is_agent_only);
+}
+
+/// One pass finds what to remove (so a header map with nothing to remove
+/// costs one look at each name), then each is removed.
+fn strip(headers: &mut HeaderMap, also: fn(&str) -> bool) {
+    let mut doomed: Vec<http::HeaderName> = Vec::new();
+    {
+        // Usually absent; when present, the headers it names are
+        // hop-by-hop too.
+        let listed = headers.get_all(header::CONNECTION);
+        let any_listed = listed.iter().next().is_some();
+        let connection_listed = |n: &str| {
+            listed
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|c| c.trim().eq_ignore_ascii_case(n))
+        };
+        for name in headers.keys() {
+            let n = name.as_str();
+            if is_hop_by_hop(n) || also(n) || (any_listed && connection_listed(n)) {
+                doomed.push(name.clone());
+            }
         }
-        if n == "authorization"
-            || n == "host"
-            || n == "content-length"
-            || n.starts_with("airlock-")
-            || n == "x-request-id"
-        {
-            continue;
-        }
-        to.append(name.clone(), value.clone());
+    }
+    for name in doomed {
+        headers.remove(name);
     }
 }
 
@@ -556,7 +545,7 @@ mod tests {
 
     #[test]
     fn toward_the_upstream_credentials_and_hop_by_hop_headers_stay_behind() {
-        let from = headers(&[
+        let mut to = headers(&[
             ("authorization", "Bearer k"),
             ("host", "airlock"),
             ("content-length", "2"),
@@ -568,9 +557,9 @@ mod tests {
             ("accept", "application/json"),
             ("x-custom", "a"),
             ("x-custom", "b"),
+            ("airlock-reason", "y"),
         ]);
-        let mut to = HeaderMap::new();
-        copy_headers(&from, &mut to);
+        strip_for_upstream(&mut to);
         assert_eq!(names(&to), ["accept", "x-custom"]);
         assert_eq!(to.get_all("x-custom").iter().count(), 2);
     }
@@ -589,8 +578,6 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(names(&h), ["content-type", "set-cookie"]);
-        // The two lists of hop-by-hop names agree.
-        assert!(HOP_BY_HOP.iter().all(|n| is_hop_by_hop(n.as_str())));
         assert_eq!(h.get_all("set-cookie").iter().count(), 2);
     }
 }
