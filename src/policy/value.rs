@@ -81,11 +81,7 @@ pub(crate) fn fits_decimal(text: &str) -> bool {
 /// different duplicates would let the policy and the upstream see different
 /// calls.
 pub fn parse_json_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    use serde::de::DeserializeSeed;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let v = StrictValue.deserialize(&mut de)?;
-    de.end()?;
-    Ok(v)
+    parse_whole(bytes, StrictValue)
 }
 
 /// [`parse_json_strict`], building only what `needs` asks for: the result
@@ -95,19 +91,23 @@ pub fn parse_json_needed(
     bytes: &[u8],
     needs: ContextNeeds<'_>,
 ) -> Result<Value, serde_json::Error> {
-    use serde::de::DeserializeSeed;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let v = NeededValue(needs).deserialize(&mut de)?;
-    de.end()?;
-    Ok(v)
+    parse_whole(bytes, NeededValue(needs))
 }
 
 /// Checks `bytes` as [`parse_json_strict`] does, building nothing.
 pub fn check_json_strict(bytes: &[u8]) -> Result<(), serde_json::Error> {
-    use serde::de::DeserializeSeed;
+    parse_whole(bytes, Unneeded)
+}
+
+/// `bytes` as one JSON document read by `seed`; trailing bytes are an error.
+fn parse_whole<'de, S: serde::de::DeserializeSeed<'de>>(
+    bytes: &'de [u8],
+    seed: S,
+) -> Result<S::Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    Unneeded.deserialize(&mut de)?;
-    de.end()
+    let v = seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
 }
 
 struct StrictValue;
