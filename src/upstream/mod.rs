@@ -167,8 +167,9 @@ fn build_connector(
         .wrap_connector(http))
 }
 
-/// Describes a client error for the agent: TLS failures are named as such.
-pub fn describe_error(e: &hyper_util::client::legacy::Error) -> String {
+/// Describes a client error (the pool's or a lane's) for the agent by its
+/// innermost cause; TLS failures are named as such.
+pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     let mut detail = e.to_string();
     while let Some(s) = source {

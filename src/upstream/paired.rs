@@ -38,7 +38,7 @@ pub enum PairedError {
     ConnectTimeout,
     #[error("{0}")]
     Connect(std::io::Error),
-    #[error("{}", describe(.0))]
+    #[error("{}", super::describe_error(.0))]
     Http(hyper::Error),
 }
 
@@ -189,15 +189,4 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<Sender, Pai
         }
     });
     Ok(sender)
-}
-
-/// The innermost cause, which says what went wrong ("connection reset").
-fn describe(e: &hyper::Error) -> String {
-    let mut detail = e.to_string();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail = format!("{e}: {s}");
-        source = s.source();
-    }
-    detail
 }
