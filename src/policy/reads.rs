@@ -148,15 +148,6 @@ impl<'a> ContextNeeds<'a> {
             None => v,
         }
     }
-
-    /// `context` cut down to these needs, as the policy module does with a
-    /// context built whole: what a context built to these needs must equal.
-    pub fn prune(self, context: &Map<String, Value>) -> Map<String, Value> {
-        match self.reads {
-            Some(r) if !r.whole => r.prune_map(context),
-            _ => context.clone(),
-        }
-    }
 }
 
 /// Walks a policy's JSON form and records what it reads of `context`.

@@ -502,7 +502,7 @@ fn strip(headers: &mut HeaderMap, also: fn(&str) -> bool) {
         // Usually absent; when present, the headers it names are
         // hop-by-hop too.
         let listed = headers.get_all(header::CONNECTION);
-        let any_listed = listed.iter().next().is_some();
+        let any_listed = headers.contains_key(header::CONNECTION);
         let connection_listed = |n: &str| {
             listed
                 .iter()
