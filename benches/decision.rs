@@ -148,15 +148,7 @@ fn bench_decision(c: &mut Criterion) {
             snap.decide_planned(&call, plan).expect("decide")
         };
         first_and_repeat(&mut group, n, &bodies, decide);
-        assert_eq!(decide(&allowed[0]).verdict.name(), "allow");
-        assert_eq!(decide(&allowed[DISTINCT - 1]).verdict.name(), "allow");
-        let mut i = 0;
-        group.bench_with_input(BenchmarkId::new("allowed_first", n), &n, |b, _| {
-            b.iter(|| {
-                i = (i + 1) % DISTINCT;
-                black_box(decide(&allowed[i]))
-            })
-        });
+        bench_first(&mut group, "allowed_first", n, &allowed, "allow", decide);
     }
     group.finish();
 }
@@ -169,17 +161,30 @@ fn first_and_repeat(
     bodies: &[Bytes],
     decide: impl Fn(&Bytes) -> Decision,
 ) {
-    assert_eq!(decide(&bodies[0]).verdict.name(), "hold");
-    assert_eq!(decide(&bodies[DISTINCT - 1]).verdict.name(), "hold");
+    bench_first(group, "first", n, bodies, "hold", &decide);
+    group.bench_with_input(BenchmarkId::new("repeat", n), &n, |b, _| {
+        b.iter(|| black_box(decide(&bodies[0])))
+    });
+}
+
+/// Benches `decide` on a call not seen before, cycling through `bodies`,
+/// each of which must get `verdict`.
+fn bench_first(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    n: usize,
+    bodies: &[Bytes],
+    verdict: &str,
+    decide: impl Fn(&Bytes) -> Decision,
+) {
+    assert_eq!(decide(&bodies[0]).verdict.name(), verdict);
+    assert_eq!(decide(&bodies[DISTINCT - 1]).verdict.name(), verdict);
     let mut i = 0;
-    group.bench_with_input(BenchmarkId::new("first", n), &n, |b, _| {
+    group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
         b.iter(|| {
             i = (i + 1) % DISTINCT;
             black_box(decide(&bodies[i]))
         })
-    });
-    group.bench_with_input(BenchmarkId::new("repeat", n), &n, |b, _| {
-        b.iter(|| black_box(decide(&bodies[0])))
     });
 }
 
