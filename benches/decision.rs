@@ -142,9 +142,8 @@ fn bench_decision(c: &mut Criterion) {
             let parts = black_box(&parts);
             let mut call = http_request("support-bot", "crm", parts);
             let plan = snap.plan(&call).expect("plan");
-            call.context =
-                http_context(parts, "/crm/refunds".into(), black_box(body), plan.needs())
-                    .expect("context");
+            call.context = http_context(parts, "/crm/refunds", black_box(body), plan.needs())
+                .expect("context");
             snap.decide_planned(&call, plan).expect("decide")
         };
         first_and_repeat(&mut group, n, &bodies, decide);

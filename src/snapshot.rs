@@ -7,11 +7,10 @@
 //! new ones. Snapshots are built away from the request path and swapped in
 //! whole (see `reload`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{AgentConfig, Config, RouteConfig};
-use crate::policy::{Directory, PolicyProblem, PolicySnapshot, PrincipalSpec};
+use crate::policy::{Directory, PolicyProblem, PolicySnapshot, PrincipalSpec, Resource};
 use crate::proxy::path::NormalizedPath;
 use crate::upstream::{UpstreamClient, UpstreamClients};
 
@@ -19,6 +18,10 @@ use crate::upstream::{UpstreamClient, UpstreamClients};
 pub struct Route {
     pub config: RouteConfig,
     pub client: UpstreamClient,
+    /// `config.name`, shared by the audit records and metrics that name it.
+    pub name: Arc<str>,
+    /// The route as a policy resource (`Route::"name"`), for audit records.
+    pub resource: Arc<str>,
 }
 
 pub struct GatewaySnapshot {
@@ -26,8 +29,9 @@ pub struct GatewaySnapshot {
     pub policy: PolicySnapshot,
     /// Longest prefix first, so the most specific route wins.
     routes: Vec<Route>,
-    /// SHA-256 of each agent key, to the agent.
-    agents_by_key: HashMap<[u8; 32], AgentConfig>,
+    /// SHA-256 of each agent key, to the agent. foldhash: the keys come
+    /// from the configuration, so an agent cannot choose what collides.
+    agents_by_key: foldhash::HashMap<[u8; 32], AgentConfig>,
 }
 
 impl GatewaySnapshot {
@@ -57,6 +61,8 @@ impl GatewaySnapshot {
                 Ok(client) => routes.push(Route {
                     config: r.clone(),
                     client,
+                    name: r.name.as_str().into(),
+                    resource: Resource::Route(r.name.clone()).to_string().into(),
                 }),
                 Err(e) => problems.push(PolicyProblem {
                     file: config.source.clone(),

@@ -9,8 +9,9 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerdictLabels {
-    pub route: String,
-    pub verdict: String,
+    // Shared and static: counting a request copies no string.
+    pub route: std::sync::Arc<str>,
+    pub verdict: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -15,6 +15,7 @@
 
 mod line;
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,14 +39,17 @@ pub struct AuditRecord {
     pub event: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Shared with the snapshot's route, so naming it copies nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    pub method: String,
+    pub route: Option<Arc<str>>,
+    /// Static for the standard methods, so naming one copies nothing.
+    pub method: Cow<'static, str>,
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
+    pub action: Option<Cow<'static, str>>,
+    /// Shared with the snapshot's route on the REST path.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource: Option<String>,
+    pub resource: Option<Arc<str>>,
     /// `allow`, `deny`, `hold`, or `error` when no decision was reached.
     /// For `approval` events: `approve` or `deny` (a decision taken),
     /// `refused` (a decision attempt that was turned away) or `expired`.
@@ -61,8 +65,9 @@ pub struct AuditRecord {
     pub error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<crate::proxy::error::Fault>,
+    /// Shared with the policy snapshot.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<String>,
+    pub snapshot: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

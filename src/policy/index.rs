@@ -78,11 +78,13 @@ pub(super) struct PolicyIndex {
     policies: Vec<IndexedPolicy>,
     /// Every policy together: the reference the index must agree with.
     full: Arc<DecisionSets>,
-    by_action: HashMap<Key, Vec<usize>>,
+    // foldhash: keys come from the policies' scopes, never from an agent.
+    by_action: foldhash::HashMap<Key, Vec<usize>>,
     resource_keys: Vec<Vec<Key>>,
     // Read-mostly: after warm-up every request takes only the read lock;
     // a write happens once per new (action, resource) pair. A std RwLock
-    // because no await happens while it is held.
+    // because no await happens while it is held. SipHash (std's default),
+    // unlike `by_action`: agents choose the methods and tools inserted here.
     cache: RwLock<HashMap<(EntityUid, EntityUid), Arc<DecisionSets>>>,
 }
 
@@ -95,7 +97,7 @@ impl PolicyIndex {
             policies.iter(),
             ContextReads::everything(),
         )?);
-        let mut by_action: HashMap<Key, Vec<usize>> = HashMap::new();
+        let mut by_action: foldhash::HashMap<Key, Vec<usize>> = Default::default();
         let mut resource_keys = Vec::with_capacity(policies.len());
         for (i, p) in policies.iter().enumerate() {
             let action_keys = match p.policy.action_constraint() {

@@ -21,7 +21,9 @@
 //! compares decisions on pruned contexts with decisions on full ones.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+// foldhash, not SipHash: these keys come from the policies, never from an
+// agent, so there is nothing to flood; and every call looks keys up here.
+use foldhash::{HashMap, HashMapExt};
 
 use cedar_policy::Policy;
 use serde_json::{Map, Value};

@@ -100,14 +100,27 @@ pub fn check_json_strict(bytes: &[u8]) -> Result<(), serde_json::Error> {
 }
 
 /// `bytes` as one JSON document read by `seed`; trailing bytes are an error.
+///
+/// Text is checked as UTF-8 once, up front and with SIMD, and then read as
+/// `str`, so that serde_json need not check each string again byte by
+/// byte (the costlier part of reading a large string value). A body that
+/// is not UTF-8 is read as bytes, so that its error says where it breaks.
 fn parse_whole<'de, S: serde::de::DeserializeSeed<'de>>(
     bytes: &'de [u8],
     seed: S,
 ) -> Result<S::Value, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let v = seed.deserialize(&mut de)?;
-    de.end()?;
-    Ok(v)
+    fn read<'de, R: serde_json::de::Read<'de>, S: serde::de::DeserializeSeed<'de>>(
+        mut de: serde_json::Deserializer<R>,
+        seed: S,
+    ) -> Result<S::Value, serde_json::Error> {
+        let v = seed.deserialize(&mut de)?;
+        de.end()?;
+        Ok(v)
+    }
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(text) => read(serde_json::Deserializer::from_str(text), seed),
+        Err(_) => read(serde_json::Deserializer::from_slice(bytes), seed),
+    }
 }
 
 struct StrictValue;
@@ -249,7 +262,8 @@ impl<'de> serde::de::Visitor<'de> for NeededVisitor<'_> {
 /// body of many keys cannot make this quadratic.
 #[derive(Default)]
 struct SeenKeys<'de> {
-    few: Vec<Cow<'de, str>>,
+    // On the stack: most objects have a few keys.
+    few: smallvec::SmallVec<[Cow<'de, str>; 8]>,
     many: std::collections::HashSet<Cow<'de, str>>,
 }
 
@@ -363,6 +377,22 @@ mod tests {
         assert!(parse_json_strict(br#"{"x":[{"b":1,"b":1}]}"#).is_err());
         assert!(parse_json_strict(br#"{"a":1,"b":{"a":2}}"#).is_ok());
         assert!(parse_json_strict(b"{} trailing").is_err());
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_with_where_it_breaks() {
+        let doc = b"{\"a\": \"ok\", \"b\": \"\xff\"}";
+        let strict = parse_json_strict(doc).unwrap_err().to_string();
+        assert!(
+            strict.starts_with("invalid unicode code point at line 1 column"),
+            "{strict}"
+        );
+        assert_eq!(check_json_strict(doc).unwrap_err().to_string(), strict);
+        // A lone surrogate is valid UTF-8 text but not a valid string.
+        let lone = br#"{"a": "\ud800"}"#;
+        let escaped = parse_json_strict(lone).unwrap_err().to_string();
+        assert!(escaped.contains("line 1 column 14"), "{escaped}");
+        assert_eq!(check_json_strict(lone).unwrap_err().to_string(), escaped);
     }
 
     #[test]

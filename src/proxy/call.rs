@@ -40,7 +40,7 @@ pub fn http_call(
     body: &Bytes,
 ) -> Result<CallRequest, ProxyError> {
     let mut call = http_request(agent, route, parts);
-    call.context = http_context(parts, decoded_path, body, ContextNeeds::everything())?;
+    call.context = http_context(parts, &decoded_path, body, ContextNeeds::everything())?;
     Ok(call)
 }
 
@@ -61,7 +61,7 @@ pub fn http_request(agent: &str, route: &str, parts: &Parts) -> CallRequest {
 /// what is refused never depends on which policies apply.
 pub fn http_context(
     parts: &Parts,
-    decoded_path: String,
+    decoded_path: &str,
     body: &Bytes,
     needs: ContextNeeds<'_>,
 ) -> Result<Map<String, Value>, ProxyError> {
@@ -71,7 +71,7 @@ pub fn http_context(
         ctx.insert("method".into(), n.keep(method));
     }
     if let Some(n) = needs.below("path") {
-        ctx.insert("path".into(), n.keep(Value::String(decoded_path)));
+        ctx.insert("path".into(), n.keep(Value::String(decoded_path.into())));
     }
     let query = parse_query(parts.uri.query().unwrap_or(""))?;
     if let Some(n) = needs.below("query") {

@@ -68,8 +68,8 @@ pub(super) async fn handle(
     let route_name = cx.route.config.name.as_str();
     if parts.method != Method::POST {
         let call = method::transport_call(cx.agent, route_name, parts.method.as_str());
-        rec.action = Some(call.action.clone());
-        rec.resource = Some(call.resource.to_string());
+        rec.action = Some(call.action.clone().into());
+        rec.resource = Some(call.resource.to_string().into());
         let decision = super::decide(cx.state, cx.snap, &call, None)?;
         record(rec, &decision);
         return match decision.verdict {
@@ -278,11 +278,11 @@ fn record_all(rec: &mut AuditRecord, judged: &[Judged]) {
         record(rec, &worst.decision);
     }
     if let [one] = judged {
-        rec.action = Some(one.action.clone());
-        rec.resource = Some(one.resource.clone());
+        rec.action = Some(one.action.clone().into());
+        rec.resource = Some(one.resource.as_str().into());
     } else {
         let actions: Vec<&str> = judged.iter().map(|j| j.action.as_str()).collect();
-        rec.action = Some(format!("batch[{}]", actions.join(",")));
+        rec.action = Some(format!("batch[{}]", actions.join(",")).into());
         rec.policies = judged
             .iter()
             .flat_map(|j| j.decision.policies.iter().cloned())

@@ -58,8 +58,8 @@ pub(super) async fn on_tool_hold(
     let call = HeldCall {
         agent: cx.agent.to_string(),
         route: route.clone(),
-        action: rec.action.clone().unwrap_or_default(),
-        resource: rec.resource.clone().unwrap_or_default(),
+        action: rec.action.clone().unwrap_or_default().into_owned(),
+        resource: rec.resource.as_deref().unwrap_or_default().to_owned(),
         fingerprint: fp,
         request: stored_request(parts, &rec.path, cx.rest, &body),
         gates: gates

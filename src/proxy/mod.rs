@@ -36,6 +36,7 @@ pub mod path;
 pub mod recheck;
 mod server;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,8 +46,10 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
+use smallvec::SmallVec;
 
 use crate::audit::{rfc3339, AuditRecord, AuditSink};
+use crate::config::AgentConfig;
 use crate::policy::{Gate, Verdict};
 use crate::snapshot::{GatewaySnapshot, Route};
 use crate::telemetry::{Metrics, VerdictLabels};
@@ -83,22 +86,19 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let request_id = {
-        let mut buf = uuid::Uuid::encode_buffer();
-        let id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
-        id.to_owned()
-    };
+    // On the stack: the record keeps the one owned copy.
+    let mut id_buf = uuid::Uuid::encode_buffer();
+    let request_id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
     let snap = state.live.load_full();
     let mut rec = AuditRecord {
         time: rfc3339(std::time::SystemTime::now()),
-        request_id: request_id.clone(),
+        request_id: request_id.to_owned(),
         event: "decision",
-        method: req.method().to_string(),
-        path: req.uri().path().to_string(),
-        snapshot: Some(snap.policy.version().to_string()),
+        method: method_name(req.method()),
+        snapshot: Some(snap.policy.version().clone()),
         ..AuditRecord::default()
     };
-    let result = process(&state, &snap, &conn, req, &request_id, &mut rec).await;
+    let result = process(&state, &snap, &conn, req, request_id, &mut rec).await;
     let response = match result {
         Ok(resp) => {
             rec.status = resp.status().as_u16();
@@ -113,7 +113,7 @@ pub async fn handle(
             if rec.reasons.is_empty() {
                 rec.reasons = vec![e.to_string()];
             }
-            let resp = e.to_response(&request_id);
+            let resp = e.to_response(request_id);
             rec.status = resp.status().as_u16();
             resp.map(Either::Right)
         }
@@ -123,8 +123,8 @@ pub async fn handle(
         .metrics
         .requests
         .get_or_create(&VerdictLabels {
-            route: rec.route.clone().unwrap_or_default(),
-            verdict: rec.verdict.to_string(),
+            route: rec.route.clone().unwrap_or_else(|| "".into()),
+            verdict: rec.verdict,
         })
         .inc();
     state.audit.record(rec).await;
@@ -139,30 +139,17 @@ async fn process(
     request_id: &str,
     rec: &mut AuditRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // Phase: screen.
-    if req.method() == Method::CONNECT {
-        return Err(ProxyError::MethodNotAllowed(req.method().to_string()));
-    }
-    if req.version() < Version::HTTP_2 && req.uri().authority().is_some() {
-        return Err(ProxyError::bad_request(
-            "absolute_form",
-            "absolute-form request targets are refused: Airlock is not an open proxy",
-        ));
-    }
-
-    // Phase: authenticate.
-    let agent = authenticate(snap, conn, req.headers())?;
-    rec.agent = Some(agent.id.clone());
-
-    // Phase: route.
-    let path = NormalizedPath::parse(req.uri().path())
-        .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?;
-    let decoded_path = path.decoded();
-    rec.path = decoded_path.clone();
-    let (route, rest) = snap
-        .route_for(&path)
-        .ok_or_else(|| ProxyError::NoRoute(decoded_path.clone()))?;
-    rec.route = Some(route.config.name.clone());
+    // Phase: screen, authenticate, route. The record names the path as
+    // decoded once that worked, and as sent when it did not.
+    let (agent, decoded_path, route, rest) = match admit(snap, conn, &req, rec) {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            rec.path = req.uri().path().to_owned();
+            return Err(e);
+        }
+    };
+    rec.path = decoded_path;
+    rec.route = Some(route.name.clone());
 
     // Phase: read body.
     let (parts, body) = req.into_parts();
@@ -190,18 +177,19 @@ async fn process(
     // The policies are picked first, so that only the part of the context
     // they can read is built (every part is still checked).
     let mut call = call::http_request(&agent.id, &route.config.name, &parts);
-    rec.action = Some(call.action.clone());
-    rec.resource = Some(call.resource.to_string());
+    rec.action = Some(method_name(&parts.method));
+    rec.resource = Some(route.resource.clone());
     let plan = snap.policy.plan(&call).map_err(decide_error)?;
-    call.context = call::http_context(&parts, decoded_path, &body, plan.needs())?;
+    call.context = call::http_context(&parts, &rec.path, &body, plan.needs())?;
     let decision = decide(state, snap, &call, Some(plan))?;
     rec.verdict = decision.verdict.name();
-    rec.policies = decision.policies.clone();
-    rec.eval_errors = decision.errors.clone();
     rec.decision_us = Some(decision.eval_micros);
     if let Some(shadow) = &decision.shadow {
         rec.shadow = serde_json::to_value(shadow).ok();
     }
+    // Moved, not copied: the record outlives the decision.
+    rec.policies = decision.policies;
+    rec.eval_errors = decision.errors;
 
     // Phase: act.
     match decision.verdict {
@@ -210,7 +198,7 @@ async fn process(
             rec.reasons = reasons.clone();
             return Err(ProxyError::Denied {
                 reasons,
-                policies: decision.policies,
+                policies: rec.policies.clone(),
             });
         }
         Verdict::Hold { gates } => {
@@ -236,6 +224,51 @@ async fn process(
     let resp = forward(route, &rest, parts, body, request_id, Some(&conn.lane)).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(resp)
+}
+
+/// The request's screen, authentication and route: who calls, the decoded
+/// path, the route and the encoded rest of the path after its prefix.
+fn admit<'s>(
+    snap: &'s GatewaySnapshot,
+    conn: &AgentConnection,
+    req: &Request<Incoming>,
+    rec: &mut AuditRecord,
+) -> Result<(&'s AgentConfig, String, &'s Route, String), ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed(req.method().to_string()));
+    }
+    if req.version() < Version::HTTP_2 && req.uri().authority().is_some() {
+        return Err(ProxyError::bad_request(
+            "absolute_form",
+            "absolute-form request targets are refused: Airlock is not an open proxy",
+        ));
+    }
+    let agent = authenticate(snap, conn, req.headers())?;
+    rec.agent = Some(agent.id.clone());
+    let path = NormalizedPath::parse(req.uri().path())
+        .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?;
+    let decoded_path = path.decoded();
+    let Some((route, rest)) = snap.route_for(&path) else {
+        return Err(ProxyError::NoRoute(decoded_path));
+    };
+    Ok((agent, decoded_path, route, rest))
+}
+
+/// The method's name, without copying it for the standard methods.
+pub(crate) fn method_name(m: &Method) -> Cow<'static, str> {
+    let name = match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => return Cow::Owned(m.as_str().to_owned()),
+    };
+    Cow::Borrowed(name)
 }
 
 /// Decides `call` by `snap` (by `plan` when its context was built to one)
@@ -497,22 +530,27 @@ pub(super) fn strip_for_upstream(headers: &mut HeaderMap) {
 /// One pass finds what to remove (so a header map with nothing to remove
 /// costs one look at each name), then each is removed.
 fn strip(headers: &mut HeaderMap, also: fn(&str) -> bool) {
-    let mut doomed: Vec<http::HeaderName> = Vec::new();
+    // On the stack: a request or answer rarely has more to remove.
+    let mut doomed: SmallVec<[http::HeaderName; 6]> = SmallVec::new();
     {
-        // Usually absent; when present, the headers it names are
-        // hop-by-hop too.
+        // The headers `Connection` names are hop-by-hop too. It usually
+        // names only `keep-alive` (hop-by-hop already) or `close` (no
+        // header), and then nothing more needs looking up.
         let listed = headers.get_all(header::CONNECTION);
-        let any_listed = headers.contains_key(header::CONNECTION);
+        let names_more = listed
+            .iter()
+            .flat_map(connection_tokens)
+            .any(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"));
         let connection_listed = |n: &str| {
-            listed
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|c| c.trim().eq_ignore_ascii_case(n))
+            names_more
+                && listed
+                    .iter()
+                    .flat_map(connection_tokens)
+                    .any(|t| t.eq_ignore_ascii_case(n))
         };
         for name in headers.keys() {
             let n = name.as_str();
-            if is_hop_by_hop(n) || also(n) || (any_listed && connection_listed(n)) {
+            if is_hop_by_hop(n) || also(n) || connection_listed(n) {
                 doomed.push(name.clone());
             }
         }
@@ -520,6 +558,14 @@ fn strip(headers: &mut HeaderMap, also: fn(&str) -> bool) {
     for name in doomed {
         headers.remove(name);
     }
+}
+
+/// The tokens of one `Connection` value; none when it is not text.
+fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
+    v.to_str()
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@
 //! `/admin`. Paths that cannot round-trip are refused: an encoded `/` or
 //! `\`, control characters, invalid UTF-8, and `..` above the root.
 
+use std::borrow::Cow;
+
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use smallvec::SmallVec;
 
 /// Characters escaped when a segment is re-encoded for the upstream.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -28,10 +31,12 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
-/// A path after normalization, as decoded segments.
+/// A path after normalization, as decoded segments. A segment with nothing
+/// to decode borrows from the request, and a usual path's segments fit on
+/// the stack: a plain path is parsed without allocating.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NormalizedPath {
-    segments: Vec<String>,
+pub struct NormalizedPath<'a> {
+    segments: SmallVec<[Cow<'a, str>; 8]>,
     trailing_slash: bool,
 }
 
@@ -49,12 +54,12 @@ pub enum PathError {
     AboveRoot,
 }
 
-impl NormalizedPath {
-    pub fn parse(raw: &str) -> Result<NormalizedPath, PathError> {
+impl<'a> NormalizedPath<'a> {
+    pub fn parse(raw: &'a str) -> Result<NormalizedPath<'a>, PathError> {
         if !raw.starts_with('/') {
             return Err(PathError::NotAbsolute);
         }
-        let mut segments: Vec<String> = Vec::new();
+        let mut segments = SmallVec::new();
         let mut trailing_slash = false;
         for raw_seg in raw.split('/').skip(1) {
             let decoded = percent_decode_str(raw_seg)
@@ -75,7 +80,7 @@ impl NormalizedPath {
                     }
                     trailing_slash = true;
                 }
-                _ => segments.push(decoded.into_owned()),
+                _ => segments.push(decoded),
             }
         }
         Ok(NormalizedPath {
@@ -86,38 +91,52 @@ impl NormalizedPath {
 
     /// The decoded path the policy sees, e.g. `/crm/refunds`.
     pub fn decoded(&self) -> String {
-        self.join(0, |s| s.to_string())
+        let mut out = String::with_capacity(self.joined_len(0));
+        self.join_into(&mut out, 0, |out, s| out.push_str(s));
+        out
     }
 
     /// If this path is `prefix` or below it, the encoded rest (`""` or
     /// `/x/y`). `prefix` is a configured route prefix such as `/crm`.
     pub fn strip_prefix(&self, prefix: &str) -> Option<String> {
-        let wanted: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
-        if wanted.len() > self.segments.len()
-            || wanted.iter().zip(&self.segments).any(|(a, b)| a != b)
-        {
-            return None;
+        let mut wanted = 0;
+        for p in prefix.split('/').filter(|s| !s.is_empty()) {
+            if self.segments.get(wanted).is_none_or(|s| s != p) {
+                return None;
+            }
+            wanted += 1;
         }
-        let rest = self.join(wanted.len(), |s| {
-            utf8_percent_encode(s, SEGMENT).to_string()
+        if wanted == self.segments.len() {
+            // The prefix itself, with or without its trailing `/`.
+            return Some(String::new());
+        }
+        let mut rest = String::with_capacity(self.joined_len(wanted));
+        self.join_into(&mut rest, wanted, |out, s| {
+            out.extend(utf8_percent_encode(s, SEGMENT));
         });
-        Some(if rest == "/" && wanted.len() == self.segments.len() {
-            String::new()
-        } else {
-            rest
-        })
+        Some(rest)
     }
 
-    fn join(&self, from: usize, f: impl Fn(&str) -> String) -> String {
-        let mut out = String::new();
+    /// `/`-joined segments from `from` on, with the trailing `/` (or `/`
+    /// alone when there are none).
+    fn join_into(&self, out: &mut String, from: usize, push: impl Fn(&mut String, &str)) {
         for s in &self.segments[from..] {
             out.push('/');
-            out.push_str(&f(s));
+            push(out, s);
         }
-        if out.is_empty() || self.trailing_slash {
+        if from == self.segments.len() || self.trailing_slash {
             out.push('/');
         }
-        out
+    }
+
+    /// The decoded length of [`join_into`](Self::join_into)'s output, as a
+    /// capacity.
+    fn joined_len(&self, from: usize) -> usize {
+        self.segments[from..]
+            .iter()
+            .map(|s| s.len() + 1)
+            .sum::<usize>()
+            + 1
     }
 }
 
@@ -174,6 +193,15 @@ mod tests {
         assert_eq!(p.strip_prefix("/").as_deref(), Some("/crm/a%20b/c"));
         let exact = NormalizedPath::parse("/crm").unwrap();
         assert_eq!(exact.strip_prefix("/crm").as_deref(), Some(""));
+        let slashed = NormalizedPath::parse("/crm/").unwrap();
+        assert_eq!(slashed.strip_prefix("/crm").as_deref(), Some(""));
+        let below = NormalizedPath::parse("/crm/x/").unwrap();
+        assert_eq!(below.strip_prefix("/crm").as_deref(), Some("/x/"));
+        assert_eq!(below.strip_prefix("/crm/x").as_deref(), Some(""));
+        let root = NormalizedPath::parse("/").unwrap();
+        assert_eq!(root.strip_prefix("/").as_deref(), Some(""));
+        assert_eq!(root.decoded(), "/");
+        assert_eq!(below.decoded(), "/crm/x/");
         assert_eq!(upstream_path("/mcp", ""), "/mcp");
         assert_eq!(upstream_path("/mcp", "/x"), "/mcp/x");
         assert_eq!(upstream_path("/", ""), "/");

@@ -54,8 +54,9 @@ pub struct PairedUpstream {
 
 #[derive(Default)]
 struct Slot {
-    /// The upstream this lane serves, set by its first call.
-    bound: Option<Authority>,
+    /// The upstream this lane serves, set by its first call, with the
+    /// `Host` its requests carry (made once, then shared).
+    bound: Option<(Authority, Option<HeaderValue>)>,
     /// The connection, when it is idle between calls.
     idle: Option<Sender>,
     // INVARIANT: `busy` is true exactly while a `Claim` on this lane
@@ -75,16 +76,19 @@ impl PairedUpstream {
         if slot.busy {
             return None;
         }
-        match &slot.bound {
-            Some(b) if b != authority => return None,
-            Some(_) => {}
-            None => slot.bound = Some(authority.clone()),
+        let (bound, host) = slot
+            .bound
+            .get_or_insert_with(|| (authority.clone(), host_header(authority)));
+        if bound != authority {
+            return None;
         }
+        let (authority, host) = (bound.clone(), host.clone());
         slot.busy = true;
         Some(Claim {
             lane: self,
             sender: slot.idle.take(),
-            authority: authority.clone(),
+            authority,
+            host,
         })
     }
 }
@@ -94,6 +98,7 @@ pub struct Claim<'a> {
     lane: &'a PairedUpstream,
     sender: Option<Sender>,
     authority: Authority,
+    host: Option<HeaderValue>,
 }
 
 impl Claim<'_> {
@@ -135,21 +140,29 @@ impl Claim<'_> {
     /// An HTTP/1.1 connection takes the path alone, plus `Host`, where the
     /// pool takes the absolute URI.
     fn origin_form(&self, mut req: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-        if let Some(pq) = req.uri().path_and_query().cloned() {
+        // Taken apart rather than copied: the path is already in its own
+        // buffer.
+        let absolute = std::mem::take(req.uri_mut()).into_parts();
+        if let Some(pq) = absolute.path_and_query {
             *req.uri_mut() = Uri::from(pq);
         }
-        if !req.headers().contains_key(header::HOST) {
-            // As the pool writes it: the default port is left out.
-            let host = match self.authority.port_u16() {
-                Some(80) => HeaderValue::from_str(self.authority.host()),
-                _ => HeaderValue::from_str(self.authority.as_str()),
-            };
-            if let Ok(host) = host {
-                req.headers_mut().insert(header::HOST, host);
+        if let Some(host) = &self.host {
+            if !req.headers().contains_key(header::HOST) {
+                req.headers_mut().insert(header::HOST, host.clone());
             }
         }
         req
     }
+}
+
+/// `Host` for `authority`, as the pool writes it: the default port is left
+/// out.
+fn host_header(authority: &Authority) -> Option<HeaderValue> {
+    match authority.port_u16() {
+        Some(80) => HeaderValue::from_str(authority.host()),
+        _ => HeaderValue::from_str(authority.as_str()),
+    }
+    .ok()
 }
 
 impl Drop for Claim<'_> {
