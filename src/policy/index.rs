@@ -17,14 +17,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use super::reads::ContextReads;
-use cedar_policy::{ActionConstraint, Entities, EntityUid, Policy, PolicySet, ResourceConstraint};
+use cedar_policy::{
+    ActionConstraint, Effect, Entities, EntityUid, Policy, PolicySet, ResourceConstraint,
+};
 
-/// The two sets a decision needs: the policies, and the same without any
-/// `@hold` gate (to ask "would lifting the gates allow it?").
+/// The two sets a decision needs: the policies, and their permits alone.
 pub(super) struct DecisionSets {
     pub main: PolicySet,
-    pub lifted: PolicySet,
-    /// What of `context` the policies in `main` (a superset of `lifted`)
+    /// Asks "would lifting the gates allow it?". That is asked only when
+    /// every forbid `main` found satisfied was a `@hold` gate and nothing
+    /// failed: the other forbids were then not satisfied, and would not be
+    /// again, so with the gates lifted the call is allowed exactly when a
+    /// permit is satisfied. Evaluating the permits alone says just that.
+    pub permits: PolicySet,
+    /// What of `context` the policies in `main` (a superset of `permits`)
     /// can read; everything for the full set, the unindexed reference.
     pub reads: ContextReads,
 }
@@ -44,16 +50,16 @@ impl DecisionSets {
     ) -> Result<Self, String> {
         let main = PolicySet::from_policies(policies.clone().map(|p| p.policy.clone()))
             .map_err(|e| e.to_string())?;
-        let lifted = PolicySet::from_policies(
+        let permits = PolicySet::from_policies(
             policies
                 .clone()
-                .filter(|p| !p.is_gate)
+                .filter(|p| p.policy.effect() == Effect::Permit)
                 .map(|p| p.policy.clone()),
         )
         .map_err(|e| e.to_string())?;
         Ok(DecisionSets {
             main,
-            lifted,
+            permits,
             reads,
         })
     }

@@ -628,9 +628,11 @@ impl PolicySnapshot {
                     })
                     .collect();
                 if gates.len() == determining.len() {
+                    // Only gates stand in the way: lifted, would a permit
+                    // allow it? (see `DecisionSets::permits`)
                     let lifted =
                         self.authorizer
-                            .is_authorized(request, &sets.lifted, &self.entities);
+                            .is_authorized(request, &sets.permits, &self.entities);
                     if let Some(denied) = self.errors_to_deny(&lifted) {
                         return denied;
                     }

@@ -304,6 +304,10 @@ mod index_equivalence {
             requests in proptest::collection::vec(request(), 1..12),
         ) {
             let snap = load(&policies);
+            // The reference for holds: the same set with its gates removed.
+            let ungated: Vec<String> =
+                policies.iter().filter(|p| !p.starts_with("@hold")).cloned().collect();
+            let lifted_snap = (!ungated.is_empty()).then(|| load(&ungated));
             // Twice over: the second round's decisions come from the memo
             // where the first round's were kept, and must still agree.
             let twice = requests.iter().chain(requests.iter()).cloned();
@@ -334,6 +338,18 @@ mod index_equivalence {
                 prop_assert_eq!(&indexed.verdict, &full.verdict, "{:?}", c);
                 prop_assert_eq!(&indexed.policies, &full.policies);
                 prop_assert_eq!(indexed.errors.len(), full.errors.len());
+                // A hold is exactly "only gates deny it, and without them it
+                // is allowed"; checked against the set with the gates gone.
+                let lifted_allows = lifted_snap
+                    .as_ref()
+                    .is_some_and(|l| l.decide_unindexed(&c).unwrap().verdict == Verdict::Allow);
+                match &full.verdict {
+                    Verdict::Hold { .. } => prop_assert!(lifted_allows, "{:?}", c),
+                    Verdict::Deny { reasons } if reasons[0].contains("even with approval") => {
+                        prop_assert!(!lifted_allows, "{:?}", c)
+                    }
+                    _ => {}
+                }
                 // And as the proxy decides: the context built to the plan's
                 // needs, the body parsed only as far as they go.
                 let plan = snap.plan(&c).unwrap();

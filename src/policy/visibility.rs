@@ -65,7 +65,7 @@ impl PolicySnapshot {
         }
         let lifted = self
             .authorizer
-            .is_authorized(&request, &sets.lifted, &self.entities);
+            .is_authorized(&request, &sets.permits, &self.entities);
         if lifted.decision() == CedarDecision::Allow {
             return Ok(Visibility {
                 visible: true,
