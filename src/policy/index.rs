@@ -67,7 +67,6 @@ impl DecisionSets {
 
 pub(super) struct IndexedPolicy {
     pub policy: Policy,
-    pub is_gate: bool,
 }
 
 /// Where a policy is filed for one scope element.

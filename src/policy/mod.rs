@@ -309,16 +309,12 @@ impl PolicySnapshot {
 
         let meta = loaded.meta;
         let mode = |p: &cedar_policy::Policy| meta.get(p.id()).map(|m| m.mode);
-        let is_gate = |p: &cedar_policy::Policy| meta.get(p.id()).is_some_and(|m| m.hold.is_some());
         let build = |include_shadow: bool| -> Result<PolicyIndex, String> {
             let chosen = loaded
                 .policies
                 .iter()
                 .filter(|p| include_shadow || mode(p) != Some(PolicyMode::Shadow))
-                .map(|p| IndexedPolicy {
-                    policy: p.clone(),
-                    is_gate: is_gate(p),
-                })
+                .map(|p| IndexedPolicy { policy: p.clone() })
                 .collect();
             PolicyIndex::new(chosen)
         };
