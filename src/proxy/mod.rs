@@ -144,7 +144,10 @@ async fn process(
     let (agent, decoded_path, route, rest) = match admit(snap, conn, &req, rec) {
         Ok(admitted) => admitted,
         Err(e) => {
-            rec.path = req.uri().path().to_owned();
+            rec.path = match &e {
+                ProxyError::NoRoute(decoded) => decoded.clone(),
+                _ => req.uri().path().to_owned(),
+            };
             return Err(e);
         }
     };

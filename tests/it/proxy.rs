@@ -240,6 +240,35 @@ async fn unknown_keys_routes_and_oversized_bodies_get_json_errors() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     assert_eq!(upstream.hits(), 0);
+
+    // Refusals are audited under the path as decoded when it could be
+    // decoded, and as sent when it could not (or was never looked at).
+    for (req, status, path, agent) in [
+        (c.get(airlock.url("/crm/%78")), 401, "/crm/%78", false),
+        (
+            c.get(airlock.url("/crmx/%79"))
+                .header("authorization", bearer(AGENT_KEY)),
+            404,
+            "/crmx/y",
+            true,
+        ),
+        (
+            c.get(airlock.url("/crm/a%2Fb"))
+                .header("authorization", bearer(AGENT_KEY)),
+            400,
+            "/crm/a%2Fb",
+            true,
+        ),
+    ] {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        let rec = airlock.audit_for(body["request_id"].as_str().unwrap());
+        assert_eq!(rec["path"], path);
+        assert_eq!(rec["agent"].is_string(), agent, "{rec}");
+        assert_eq!(rec["method"], "GET");
+        assert_eq!(rec["verdict"], "error");
+    }
 }
 
 fn futures_stream(
