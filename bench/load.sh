@@ -101,6 +101,7 @@ pids+=($!)
 AIRLOCK_PID=$!
 BARE_THREADS=$(nproc) setsid ./target/release/examples/bare_proxy "127.0.0.1:$BP" "http://127.0.0.1:$UP" >/dev/null 2>&1 &
 pids+=($!)
+BARE_PID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
 kill -0 "$AIRLOCK_PID" 2>/dev/null || { echo "airlock did not start:" >&2; cat "$work/airlock.err" >&2; exit 1; }
 
@@ -134,33 +135,52 @@ for url in "http://127.0.0.1:$UP/tool/x" "http://127.0.0.1:$NG/tool/x" "http://1
 done
 
 to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'; }
-declare -A RPS P50 P99
+declare -A RPS P50 P99 USR SYS
 peak_rss=0
-run() { # name url
-  local out
-  out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/post.lua" "$2")
-  local rps p50 p99 errs
+TCK=$(getconf CLK_TCK)
+# User and system CPU ticks of the processes given.
+cpu_ticks() { local u=0 s=0 p; for p in "$@"; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
+NGINX_WORKERS=$(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')
+run() { # name url [pids whose CPU per request to report]
+  local out name=$1 url=$2; shift 2
+  local before; before=$(cpu_ticks "$@")
+  out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/post.lua" "$url")
+  local after; after=$(cpu_ticks "$@")
+  local rps p50 p99 errs n cpu=""
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
   p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
   errs=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-  [[ -z $errs ]] || echo "  warning: $1 had $errs non-2xx responses" >&2
-  RPS[$1]+="$rps "; P50[$1]+="$p50 "; P99[$1]+="$p99 "
-  printf '  %-8s %10s req/s   p50 %8s ms   p99 %8s ms\n' "$1" "$rps" "$p50" "$p99"
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  [[ -z $errs ]] || echo "  warning: $name had $errs non-2xx responses" >&2
+  RPS[$name]+="$rps "; P50[$name]+="$p50 "; P99[$name]+="$p99 "
+  if (( $# > 0 )); then
+    read -r u0 s0 <<<"$before"; read -r u1 s1 <<<"$after"
+    local us sy
+    us=$(awk -v t=$((u1 - u0)) -v n="$n" -v k="$TCK" 'BEGIN { printf "%.1f", t * 1e6 / k / n }')
+    sy=$(awk -v t=$((s1 - s0)) -v n="$n" -v k="$TCK" 'BEGIN { printf "%.1f", t * 1e6 / k / n }')
+    USR[$name]+="$us "; SYS[$name]+="$sy "
+    cpu="   cpu/request user $us us sys $sy us"
+  fi
+  printf '  %-8s %10s req/s   p50 %8s ms   p99 %8s ms%s\n' "$name" "$rps" "$p50" "$p99" "$cpu"
 }
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "load: POST 1 KiB JSON, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, $POLICIES policies in Airlock, $([[ -n ${VARY:-} ]] && echo 'a new amount per request (VARY=1)' || echo 'the same body every request')"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
-  run direct "http://127.0.0.1:$UP/tool/x"
-  run nginx "http://127.0.0.1:$NG/tool/x"
-  run bare "http://127.0.0.1:$BP/tool/x"
+  # nginx serves the upstream too: its CPU in the direct run is the
+  # upstream's alone, to subtract from its CPU as proxy and upstream.
+  # shellcheck disable=SC2086
+  run direct "http://127.0.0.1:$UP/tool/x" $NGINX_WORKERS
+  # shellcheck disable=SC2086
+  run nginx "http://127.0.0.1:$NG/tool/x" $NGINX_WORKERS
+  run bare "http://127.0.0.1:$BP/tool/x" "$BARE_PID"
   # Sample Airlock's memory mid-run from the background; wrk runs in the
   # foreground so its figures land in this shell's arrays.
   ( sleep $(( DURATION / 2 )); rss_kb "$AIRLOCK_PID" > "$work/rss.$r" ) &
   sampler=$!
-  run airlock "http://127.0.0.1:$AL/tool/x"
+  run airlock "http://127.0.0.1:$AL/tool/x" "$AIRLOCK_PID"
   # Only the sampler: a bare `wait` would wait for the servers too.
   wait "$sampler"
   r_now=$(cat "$work/rss.$r" 2>/dev/null || echo 0)
@@ -178,6 +198,13 @@ awk -v a="$a_rps" -v n="$n_rps" 'BEGIN { printf "airlock/nginx throughput: %.2fx
 awk -v a="$a_p99" -v n="$n_p99" 'BEGIN { printf "airlock/nginx p99:        %.2fx (target <= 1.50x)\n", a/n }'
 b_rps=$(median "${RPS[bare]}")
 awk -v b="$b_rps" -v n="$n_rps" 'BEGIN { printf "bare hyper/nginx:         %.2fx (the floor without policy)\n", b/n }'
+cpu() { # name: median user + sys µs per request
+  awk -v u="$(median "${USR[$1]}")" -v s="$(median "${SYS[$1]}")" 'BEGIN { printf "%.1f us user + %.1f us sys", u, s }'
+}
+nginx_proxy=$(awk -v pu="$(median "${USR[nginx]}")" -v ps="$(median "${SYS[nginx]}")" \
+  -v du="$(median "${USR[direct]}")" -v ds="$(median "${SYS[direct]}")" \
+  'BEGIN { printf "%.1f us user + %.1f us sys", pu - du, ps - ds }')
+echo "cpu per request (median): airlock $(cpu airlock); bare $(cpu bare); nginx as proxy ~$nginx_proxy (its CPU minus the upstream's)"
 echo "airlock resident memory: idle $((idle_rss / 1024)) MiB, under load $((peak_rss / 1024)) MiB ($POLICIES policies)"
 echo "audit records written: $(wc -l < "$work/audit.jsonl")"
 if [[ -n ${KEEP:-} ]]; then
