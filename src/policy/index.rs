@@ -37,24 +37,22 @@ pub(super) struct DecisionSets {
 
 impl DecisionSets {
     /// Sets for one slice, with the context paths its policies read.
-    fn build<'a>(
-        policies: impl Iterator<Item = &'a IndexedPolicy> + Clone,
-    ) -> Result<Self, String> {
-        let reads = ContextReads::of(policies.clone().map(|p| &p.policy));
+    fn build<'a>(policies: impl Iterator<Item = &'a Policy> + Clone) -> Result<Self, String> {
+        let reads = ContextReads::of(policies.clone());
         Self::with_reads(policies, reads)
     }
 
     fn with_reads<'a>(
-        policies: impl Iterator<Item = &'a IndexedPolicy> + Clone,
+        policies: impl Iterator<Item = &'a Policy> + Clone,
         reads: ContextReads,
     ) -> Result<Self, String> {
-        let main = PolicySet::from_policies(policies.clone().map(|p| p.policy.clone()))
-            .map_err(|e| e.to_string())?;
+        let main =
+            PolicySet::from_policies(policies.clone().cloned()).map_err(|e| e.to_string())?;
         let permits = PolicySet::from_policies(
             policies
                 .clone()
-                .filter(|p| p.policy.effect() == Effect::Permit)
-                .map(|p| p.policy.clone()),
+                .filter(|p| p.effect() == Effect::Permit)
+                .cloned(),
         )
         .map_err(|e| e.to_string())?;
         Ok(DecisionSets {
@@ -63,10 +61,6 @@ impl DecisionSets {
             reads,
         })
     }
-}
-
-pub(super) struct IndexedPolicy {
-    pub policy: Policy,
 }
 
 /// Where a policy is filed for one scope element.
@@ -80,7 +74,7 @@ enum Key {
 const CACHE_LIMIT: usize = 16_384;
 
 pub(super) struct PolicyIndex {
-    policies: Vec<IndexedPolicy>,
+    policies: Vec<Policy>,
     /// Every policy together: the reference the index must agree with.
     full: Arc<DecisionSets>,
     // foldhash: keys come from the policies' scopes, never from an agent.
@@ -94,7 +88,7 @@ pub(super) struct PolicyIndex {
 }
 
 impl PolicyIndex {
-    pub fn new(policies: Vec<IndexedPolicy>) -> Result<PolicyIndex, String> {
+    pub fn new(policies: Vec<Policy>) -> Result<PolicyIndex, String> {
         // The full set is the reference decisions are checked against: it
         // sees the whole context, so its reads are not worked out (which
         // would walk every policy's syntax tree at each load).
@@ -105,7 +99,7 @@ impl PolicyIndex {
         let mut by_action: foldhash::HashMap<Key, Vec<usize>> = Default::default();
         let mut resource_keys = Vec::with_capacity(policies.len());
         for (i, p) in policies.iter().enumerate() {
-            let action_keys = match p.policy.action_constraint() {
+            let action_keys = match p.action_constraint() {
                 ActionConstraint::Any => vec![Key::Any],
                 ActionConstraint::Eq(a) => vec![Key::Uid(a)],
                 ActionConstraint::In(list) => list.into_iter().map(Key::Uid).collect(),
@@ -113,7 +107,7 @@ impl PolicyIndex {
             for k in action_keys {
                 by_action.entry(k).or_default().push(i);
             }
-            resource_keys.push(match p.policy.resource_constraint() {
+            resource_keys.push(match p.resource_constraint() {
                 ResourceConstraint::Eq(r) | ResourceConstraint::In(r) => vec![Key::Uid(r)],
                 ResourceConstraint::IsIn(_, r) => vec![Key::Uid(r)],
                 ResourceConstraint::Any | ResourceConstraint::Is(_) => vec![Key::Any],

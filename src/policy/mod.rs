@@ -34,7 +34,7 @@ use cedar_policy::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use index::{DecisionSets, IndexedPolicy, PolicyIndex};
+use index::{DecisionSets, PolicyIndex};
 use memo::{DecisionMemo, Memoized};
 
 pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
@@ -314,7 +314,7 @@ impl PolicySnapshot {
                 .policies
                 .iter()
                 .filter(|p| include_shadow || mode(p) != Some(PolicyMode::Shadow))
-                .map(|p| IndexedPolicy { policy: p.clone() })
+                .cloned()
                 .collect();
             PolicyIndex::new(chosen)
         };
