@@ -140,18 +140,16 @@ async fn process(
     rec: &mut AuditRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // Phase: screen, authenticate, route. The record names the path as
-    // decoded once that worked, and as sent when it did not.
-    let (agent, decoded_path, route, rest) = match admit(snap, conn, &req, rec) {
+    // decoded once that worked (`admit` records it), and as sent when not.
+    let (agent, route, rest) = match admit(snap, conn, &req, rec) {
         Ok(admitted) => admitted,
         Err(e) => {
-            rec.path = match &e {
-                ProxyError::NoRoute(decoded) => decoded.clone(),
-                _ => req.uri().path().to_owned(),
-            };
+            if rec.path.is_empty() {
+                rec.path = req.uri().path().to_owned();
+            }
             return Err(e);
         }
     };
-    rec.path = decoded_path;
     rec.route = Some(route.name.clone());
 
     // Phase: read body.
@@ -229,14 +227,15 @@ async fn process(
     Ok(resp)
 }
 
-/// The request's screen, authentication and route: who calls, the decoded
-/// path, the route and the encoded rest of the path after its prefix.
+/// The request's screen, authentication and route: who calls, the route
+/// and the encoded rest of the path after its prefix. The agent and the
+/// decoded path go into `rec` as soon as they are known.
 fn admit<'s>(
     snap: &'s GatewaySnapshot,
     conn: &AgentConnection,
     req: &Request<Incoming>,
     rec: &mut AuditRecord,
-) -> Result<(&'s AgentConfig, String, &'s Route, String), ProxyError> {
+) -> Result<(&'s AgentConfig, &'s Route, String), ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed(req.method().to_string()));
     }
@@ -250,11 +249,11 @@ fn admit<'s>(
     rec.agent = Some(agent.id.clone());
     let path = NormalizedPath::parse(req.uri().path())
         .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?;
-    let decoded_path = path.decoded();
+    rec.path = path.decoded();
     let Some((route, rest)) = snap.route_for(&path) else {
-        return Err(ProxyError::NoRoute(decoded_path));
+        return Err(ProxyError::NoRoute(rec.path.clone()));
     };
-    Ok((agent, decoded_path, route, rest))
+    Ok((agent, route, rest))
 }
 
 /// The method's name, without copying it for the standard methods.
