@@ -279,6 +279,9 @@ impl Approvals {
             let expires_in = Duration::from_millis(
                 u64::try_from(hold.expires_ms.saturating_sub(now_ms())).unwrap_or(0),
             );
+            // Not kept through the wait: with its stored request it is the
+            // largest part of a waiting call, and the store has it.
+            drop(hold);
             let deadline = until.min(tokio::time::Instant::now() + expires_in);
             let woke = match rx {
                 Some(mut rx) => {

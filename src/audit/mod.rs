@@ -144,15 +144,25 @@ impl AuditSink {
     }
 
     /// Queues a record, waiting for room when the writer is behind.
-    pub async fn record(&self, record: AuditRecord) {
+    ///
+    /// Not an `async fn`: the record is turned into its line here, so the
+    /// returned future holds only the line. A caller's future reserves room
+    /// for this one, and a held call's lives as long as a human takes.
+    pub fn record(&self, record: AuditRecord) -> impl std::future::Future<Output = ()> + '_ {
         let mut line = Vec::with_capacity(512);
         line::write(&record, &mut line);
         line.push(b'\n');
+        self.queue(line)
+    }
+
+    async fn queue(&self, line: Vec<u8>) {
         match self.tx.try_send(line) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(line)) => {
                 self.metrics.audit_backpressure.inc();
-                if self.tx.send(line).await.is_err() {
+                // Boxed: rare, and its state would otherwise be reserved in
+                // every caller's future.
+                if Box::pin(self.tx.send(line)).await.is_err() {
                     tracing::error!("audit writer is gone; a record could not be written");
                 }
             }

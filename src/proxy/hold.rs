@@ -44,14 +44,17 @@ impl From<ApprovalError> for ProxyError {
     }
 }
 
-pub async fn on_hold(
+/// Stores the held call, or attaches it to the approval it names, and
+/// returns the approval's id. Brief: the waiting is [`await_decision`]'s,
+/// so that nothing read from the agent stays in memory while a human
+/// decides (the store has it).
+pub async fn register(
     state: &ProxyState,
     snap: &GatewaySnapshot,
     req: HeldRequest<'_>,
     gates: Vec<Gate>,
-    request_id: &str,
     rec: &mut AuditRecord,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<String, ProxyError> {
     let approvals = &state.approvals;
     let cfg = &snap.config;
     let stored = stored_request(req.parts, &req.decoded_path, req.rest, &req.body);
@@ -73,7 +76,7 @@ pub async fn on_hold(
     if let Some(id) = named {
         // The brief store calls are boxed so that a held call's future,
         // which lives while a human decides, has no room reserved for them.
-        let found = Box::pin(approvals.attach(&id, &req.call.agent, &fp)).await?;
+        let found = approvals.attach(&id, &req.call.agent, &fp).await?;
         let stale_since =
             now_ms() - i64::try_from(cfg.approvals.replay_window.as_millis()).unwrap_or(0);
         let settled_long_ago = found.state == HoldState::Expired
@@ -108,11 +111,25 @@ pub async fn on_hold(
         }
     };
     rec.approval_id = Some(hold.id.clone());
+    Ok(hold.id)
+}
 
+/// Waits for the decision on approval `id` (up to `approvals.wait`) and
+/// answers the agent. This future lives as long as a human takes, so it
+/// keeps only the id and boxes everything brief.
+pub async fn await_decision(
+    state: &ProxyState,
+    snap: &GatewaySnapshot,
+    id: &str,
+    request_id: &str,
+    rec: &mut AuditRecord,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let approvals = &state.approvals;
+    let cfg = &snap.config;
     // Bounded: an approved call is claimed by us or by a concurrent
     // identical call; either way it settles within a round or two.
     for _ in 0..3 {
-        let hold = approvals.wait(cfg, &hold.id, cfg.approvals.wait).await?;
+        let hold = approvals.wait(cfg, id, cfg.approvals.wait).await?;
         rec.approver = hold.decided_by.clone();
         match hold.state {
             HoldState::Pending | HoldState::Executing => return Ok(pending(&hold, request_id)),

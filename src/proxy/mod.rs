@@ -204,11 +204,15 @@ async fn process(
         }
         Verdict::Hold { gates } => {
             rec.reasons = gates.iter().map(Gate::describe).collect();
-            // A held call may wait for minutes: keep compact copies, so that
-            // it does not pin the connection's read buffers (hyper hands out
-            // slices of them) for all that time.
+            // Copied before the first await: hyper hands out slices of its
+            // read buffer, and while one is alive hyper allocates a second
+            // buffer to watch for the agent hanging up.
             let parts = detached(parts);
-            let body = Bytes::copy_from_slice(&body);
+            let body = {
+                let copy = Bytes::copy_from_slice(&body);
+                drop(body);
+                copy
+            };
             let held = hold::HeldRequest {
                 call: &call,
                 route: &route.config.name,
@@ -217,12 +221,24 @@ async fn process(
                 parts: &parts,
                 body,
             };
-            return Box::pin(hold::on_hold(state, snap, held, gates, request_id, rec)).await;
+            let id = Box::pin(hold::register(state, snap, held, gates, rec)).await?;
+            // A held call may wait for minutes, and the store has it now:
+            // let go of what was read from the agent.
+            drop((call, parts, rest));
+            return Box::pin(hold::await_decision(state, snap, &id, request_id, rec)).await;
         }
     }
 
     // Phase: forward.
-    let resp = forward(route, &rest, parts, body, request_id, Some(&conn.lane)).await?;
+    let resp = Box::pin(forward(
+        route,
+        &rest,
+        parts,
+        body,
+        request_id,
+        Some(&conn.lane),
+    ))
+    .await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(resp)
 }

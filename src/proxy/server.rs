@@ -8,10 +8,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -33,14 +33,13 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read)
         .keep_alive(true);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         // An agent multiplexing tool calls keeps held ones open as streams
         // for as long as a human takes; hyper's default of 200 would stall
@@ -48,7 +47,7 @@ pub async fn serve(
         .max_concurrent_streams(1000)
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let builder = Arc::new(builder);
+    let protocols = Arc::new(Protocols { http1, http2 });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -76,10 +75,10 @@ pub async fn serve(
             }
         };
         let state = state.clone();
-        let builder = builder.clone();
+        let protocols = protocols.clone();
         let watcher = graceful.watcher();
         let tls = opts.tls.clone();
-        let handshake_timeout = opts.header_read;
+        let first_bytes = opts.header_read;
         workers.spawn(async move {
             let stream = match tokio::net::TcpStream::from_std(stream) {
                 Ok(s) => s,
@@ -91,31 +90,46 @@ pub async fn serve(
             // Its lane and key digest live and die with the connection.
             let conn = Arc::new(super::AgentConnection::new());
             let service = service_fn(move |req| super::handle(state.clone(), conn.clone(), req));
-            let result =
-                match tls {
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                    Some(acceptor) => {
-                        let tls_stream =
-                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                };
+            let result = match tls {
+                None => {
+                    let version = match tokio::time::timeout(first_bytes, sniff(&stream)).await {
+                        Ok(Ok(Some(v))) => v,
+                        Ok(Ok(None)) => return,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "connection failed before its first request");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "no request within the header read timeout");
+                            return;
+                        }
+                    };
+                    protocols.serve(stream, version, service, watcher).await
+                }
+                // Boxed: a TLS session is large, and a plain connection's
+                // task should not carry room for one.
+                Some(acceptor) => Box::pin(async move {
+                    let tls_stream =
+                        match tokio::time::timeout(first_bytes, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return Ok(());
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return Ok(());
+                            }
+                        };
+                    // ALPN chose the protocol; without it, HTTP/1.1.
+                    let version = match tls_stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => HttpVersion::H2,
+                        _ => HttpVersion::H1,
+                    };
+                    protocols.serve(tls_stream, version, service, watcher).await
+                })
+                .await,
+            };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -128,6 +142,83 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("grace period over; closing the remaining connections");
+    }
+}
+
+/// The HTTP/2 connection preface: what a client speaking HTTP/2 with prior
+/// knowledge (h2c) sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HttpVersion {
+    H1,
+    H2,
+}
+
+/// Tells an HTTP/2 client from an HTTP/1 one by peeking at its first bytes,
+/// which stay in the socket for hyper to read. `None` when the client
+/// closed without sending anything.
+///
+/// Why not hyper-util's `auto` connection: it reads the first bytes itself
+/// and replays them, so hyper's first read returns only those 24 bytes and
+/// its 8 KiB read buffer then grows to 16 KiB. That doubled the buffer of
+/// every HTTP/1.1 connection, for as long as the connection lives, which
+/// for a held call is as long as a human takes.
+async fn sniff(stream: &tokio::net::TcpStream) -> std::io::Result<Option<HttpVersion>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(HttpVersion::H1));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(HttpVersion::H2));
+        }
+        // Part of the preface: the socket stays readable with those bytes
+        // in it, so wait a moment rather than spin. The caller's timeout
+        // bounds how long.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The two protocol builders, shared by every connection.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    async fn serve<I, S>(
+        &self,
+        io: I,
+        version: HttpVersion,
+        service: S,
+        watcher: Watcher,
+    ) -> Result<(), hyper::Error>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::HttpService<hyper::body::Incoming> + Send + 'static,
+        S::Future: Send + 'static,
+        S::ResBody: Send + 'static,
+        <S::ResBody as hyper::body::Body>::Data: Send,
+        <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let io = TokioIo::new(io);
+        match version {
+            HttpVersion::H1 => {
+                watcher
+                    .watch(self.http1.serve_connection(io, service))
+                    .await
+            }
+            HttpVersion::H2 => {
+                watcher
+                    .watch(self.http2.serve_connection(io, service))
+                    .await
+            }
+        }
     }
 }
 

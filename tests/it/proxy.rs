@@ -441,6 +441,53 @@ async fn agents_may_speak_h2c() {
 }
 
 #[tokio::test]
+async fn an_h2c_preface_split_across_packets_is_still_http2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_upstream, airlock) = crm().await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(airlock.proxy).await.unwrap();
+    s.write_all(&preface[..9]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    s.write_all(&preface[9..]).await.unwrap();
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut head))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    assert_eq!(
+        head[3],
+        4,
+        "the server's first frame is its SETTINGS, not an HTTP/1.1 reply: {:?}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_request_is_closed_after_the_header_read_timeout() {
+    use tokio::io::AsyncReadExt;
+    let upstream = Upstream::start().await;
+    let airlock = AirlockBuilder::new()
+        .policy("crm.cedar", CRM_POLICIES)
+        .route("crm", "/crm", &upstream.url("/api"))
+        .yaml("timeouts:\n  header_read: 1s\n")
+        .start();
+    let mut s = tokio::net::TcpStream::connect(airlock.proxy).await.unwrap();
+    let opened = std::time::Instant::now();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("Airlock closes the silent connection");
+    assert!(matches!(read, Ok(0)), "{read:?} {out:?}");
+    assert!(
+        opened.elapsed() >= std::time::Duration::from_millis(900),
+        "closed after {:?}, before the timeout",
+        opened.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn sigterm_drains_in_flight_requests() {
     let upstream = Upstream::start().await;
     let mut airlock = AirlockBuilder::permitting_everything()

@@ -80,6 +80,32 @@ async fn agents_can_reach_airlock_over_tls() {
     assert_eq!(resp.status(), 200);
     assert_eq!(upstream.last().path, "/hello");
 
+    // ALPN picks the protocol: HTTP/2 for a client that offers it, HTTP/1.1
+    // for one that does not.
+    for (client, version) in [
+        (
+            reqwest::Client::builder().http2_prior_knowledge(),
+            reqwest::Version::HTTP_2,
+        ),
+        (
+            reqwest::Client::builder().http1_only(),
+            reqwest::Version::HTTP_11,
+        ),
+    ] {
+        let c = client
+            .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let resp = c
+            .get(airlock.url("/crm/hello"))
+            .header("authorization", bearer(AGENT_KEY))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), version);
+    }
+
     // A client that does not trust the CA cannot connect.
     let strict = reqwest::Client::builder().build().unwrap();
     assert!(strict.get(airlock.url("/crm/hello")).send().await.is_err());
