@@ -264,7 +264,9 @@ impl Approvals {
         // Bounded: each round either returns or waits for a wake-up or the
         // deadline; spurious wake-ups are rare.
         for _ in 0..10_000 {
-            let rx = self.waiters.subscribe(id);
+            let bell = self.waiters.subscribe(id);
+            // Before the store read, so that a wake-up sent after it counts.
+            let rung = bell.as_deref().map(tokio::sync::Notify::notified);
             let hold = self
                 .store
                 .get(id)
@@ -283,10 +285,11 @@ impl Approvals {
             // largest part of a waiting call, and the store has it.
             drop(hold);
             let deadline = until.min(tokio::time::Instant::now() + expires_in);
-            let woke = match rx {
-                Some(mut rx) => {
+            // Moved in, so that it ends before the bell is dropped.
+            let woke = match { rung } {
+                Some(rung) => {
                     tokio::select! {
-                        _ = rx.changed() => true,
+                        () = rung => true,
                         () = tokio::time::sleep_until(deadline) => false,
                     }
                 }
@@ -295,6 +298,7 @@ impl Approvals {
                     false
                 }
             };
+            drop(bell);
             self.waiters.release(id);
             if !woke && tokio::time::Instant::now() >= until {
                 let hold = self

@@ -2,41 +2,44 @@
 //! source of truth: a wake-up only means "read the hold again".
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 #[derive(Default)]
 pub struct Waiters {
     // A std Mutex: held only to insert or remove an entry, never across an
-    // await. A watch channel per hold, because a receiver subscribed before
-    // the store read sees any wake-up sent after it (no lost wake-ups).
-    map: Mutex<HashMap<String, watch::Sender<()>>>,
+    // await. A `Notify` per hold, shared by everyone waiting on it: a
+    // `Notified` future created before the store read receives any
+    // `notify_waiters` sent after it (no lost wake-ups), and it is a few
+    // dozen bytes where a watch channel was several hundred, for each of
+    // possibly thousands of waiting calls.
+    map: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl Waiters {
-    /// Subscribes before reading the store, so no change is missed.
-    pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<()>> {
+    /// The bell for `id`. Call [`Notify::notified`] on it before reading the
+    /// store, so that no change is missed.
+    pub fn subscribe(&self, id: &str) -> Option<Arc<Notify>> {
         let mut map = self.map.lock().ok()?;
-        let tx = map
-            .entry(id.to_string())
-            .or_insert_with(|| watch::channel(()).0);
-        Some(tx.subscribe())
+        Some(map.entry(id.to_string()).or_default().clone())
     }
 
     /// Wakes everyone waiting on `id`.
     pub fn wake(&self, id: &str) {
-        let tx = self.map.lock().ok().and_then(|mut m| m.remove(id));
-        if let Some(tx) = tx {
-            // Dropping the sender right after also wakes every receiver.
-            let _ = tx.send(());
+        let bell = self.map.lock().ok().and_then(|mut m| m.remove(id));
+        if let Some(bell) = bell {
+            bell.notify_waiters();
         }
     }
 
-    /// Drops the entry for `id` once nobody waits on it any more.
+    /// Drops the entry for `id` once nobody waits on it any more. Callers
+    /// drop their own bell first.
     pub fn release(&self, id: &str) {
         if let Ok(mut map) = self.map.lock() {
-            if map.get(id).is_some_and(|tx| tx.receiver_count() == 0) {
+            // INVARIANT: every clone of a bell is taken under this lock, so
+            // a count of one (the map's own) cannot grow while we hold it.
+            if map.get(id).is_some_and(|bell| Arc::strong_count(bell) == 1) {
                 map.remove(id);
             }
         }

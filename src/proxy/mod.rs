@@ -154,7 +154,9 @@ async fn process(
 
     // Phase: read body.
     let (parts, body) = req.into_parts();
-    let body = read_body(&parts.headers, body, snap).await?;
+    // Boxed (360 bytes, and brief): `handle`'s future is allocated at its
+    // largest size for every connection, held calls included.
+    let body = Box::pin(read_body(&parts.headers, body, snap)).await?;
 
     // MCP routes judge JSON-RPC messages instead (see `proxy::mcp`).
     if route.config.protocol == crate::config::Protocol::Mcp {

@@ -213,10 +213,11 @@ impl Protocols {
                     .watch(self.http1.serve_connection(io, service))
                     .await
             }
+            // Boxed: an HTTP/2 connection's state is larger, and an
+            // HTTP/1.1 connection's task (one per held call) should not
+            // carry room for it. There are few HTTP/2 connections.
             HttpVersion::H2 => {
-                watcher
-                    .watch(self.http2.serve_connection(io, service))
-                    .await
+                Box::pin(watcher.watch(self.http2.serve_connection(io, service))).await
             }
         }
     }
