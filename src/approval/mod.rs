@@ -285,19 +285,7 @@ impl Approvals {
             // largest part of a waiting call, and the store has it.
             drop(hold);
             let deadline = until.min(tokio::time::Instant::now() + expires_in);
-            // Moved in, so that it ends before the bell is dropped.
-            let woke = match { rung } {
-                Some(rung) => {
-                    tokio::select! {
-                        () = rung => true,
-                        () = tokio::time::sleep_until(deadline) => false,
-                    }
-                }
-                None => {
-                    tokio::time::sleep_until(deadline).await;
-                    false
-                }
-            };
+            let woke = rung_or_deadline(rung, deadline).await;
             drop(bell);
             self.waiters.release(id);
             if !woke && tokio::time::Instant::now() >= until {
@@ -656,4 +644,24 @@ fn deliveries(cfg: &Config, event: &str, hold: &HoldRecord) -> Vec<NewDelivery> 
             payload: body.clone(),
         })
         .collect()
+}
+
+/// Whether `rung` sounded before `deadline`. Takes the `Notified` by value,
+/// so that it ends before the caller drops the bell it borrows.
+async fn rung_or_deadline(
+    rung: Option<tokio::sync::futures::Notified<'_>>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    match rung {
+        Some(rung) => {
+            tokio::select! {
+                () = rung => true,
+                () = tokio::time::sleep_until(deadline) => false,
+            }
+        }
+        None => {
+            tokio::time::sleep_until(deadline).await;
+            false
+        }
+    }
 }
