@@ -80,25 +80,75 @@ const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-
 /// Handles one agent request; never fails, since every error is an answer.
 ///
 /// `conn` is what the requests of the agent's connection share.
-pub async fn handle(
+///
+/// Not an `async fn`: hyper allocates this future once per connection at
+/// its largest size, and an `async fn` keeps a second copy of its
+/// arguments (the request is 264 bytes) for the whole call.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+pub fn handle(
     state: Arc<ProxyState>,
     conn: Arc<AgentConnection>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let started = Instant::now();
-    // On the stack: the record keeps the one owned copy.
-    let mut id_buf = uuid::Uuid::encode_buffer();
-    let request_id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
-    let snap = state.live.load_full();
-    let mut rec = AuditRecord {
-        time: rfc3339(std::time::SystemTime::now()),
-        request_id: request_id.to_owned(),
-        event: "decision",
-        method: method_name(req.method()),
-        snapshot: Some(snap.policy.version().clone()),
-        ..AuditRecord::default()
-    };
-    let result = process(&state, &snap, &conn, req, request_id, &mut rec).await;
+) -> impl std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> {
+    async move {
+        let started = Instant::now();
+        // On the stack: the record keeps the one owned copy.
+        let mut id_buf = uuid::Uuid::encode_buffer();
+        let request_id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
+        let snap = state.live.load_full();
+        let mut rec = AuditRecord {
+            time: rfc3339(std::time::SystemTime::now()),
+            request_id: request_id.to_owned(),
+            event: "decision",
+            method: method_name(req.method()),
+            snapshot: Some(snap.policy.version().clone()),
+            ..AuditRecord::default()
+        };
+        // `process` is boxed and done before a held call waits: rustc keeps
+        // room for every value a future has moved on from, so its ~1.8 KB
+        // would otherwise stay reserved while a human decides.
+        let result = match Box::pin(process(&state, &snap, &conn, req, request_id, &mut rec)).await
+        {
+            Ok(Reply::Now(resp)) => Ok(resp),
+            Ok(Reply::Held { approval }) => {
+                Box::pin(hold::await_decision(
+                    &state, &snap, &approval, request_id, &mut rec,
+                ))
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let (response, recorded) = answer(&state, started, request_id, rec, result);
+        recorded.await;
+        Ok(response)
+    }
+}
+
+/// What `process` leaves to `handle`.
+enum Reply {
+    Now(Response<ProxyBody>),
+    /// Stored for approval: `handle` waits for the decision.
+    Held {
+        approval: String,
+    },
+}
+
+/// The answer to send (an error becomes its JSON refusal), with the
+/// request counted and its audit record on the way. Not `async`, so that
+/// the record and result are not kept twice in `handle`'s future.
+fn answer<'s>(
+    state: &'s ProxyState,
+    started: Instant,
+    request_id: &str,
+    mut rec: AuditRecord,
+    result: Result<Response<ProxyBody>, ProxyError>,
+) -> (
+    Response<ProxyBody>,
+    impl std::future::Future<Output = ()> + 's,
+) {
     let response = match result {
         Ok(resp) => {
             rec.status = resp.status().as_u16();
@@ -127,8 +177,7 @@ pub async fn handle(
             verdict: rec.verdict,
         })
         .inc();
-    state.audit.record(rec).await;
-    Ok(response)
+    (response, state.audit.record(rec))
 }
 
 async fn process(
@@ -138,7 +187,7 @@ async fn process(
     req: Request<Incoming>,
     request_id: &str,
     rec: &mut AuditRecord,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Reply, ProxyError> {
     // Phase: screen, authenticate, route. The record names the path as
     // decoded once that worked (`admit` records it), and as sent when not.
     let (agent, route, rest) = match admit(snap, conn, &req, rec) {
@@ -173,7 +222,9 @@ async fn process(
         // state, and every request (and every held call, for as long as a
         // human takes) would otherwise carry room for these (7.8 KB for
         // `process`, 3.7 KB once boxed).
-        return Box::pin(mcp::handle(cx, parts, body, rec)).await;
+        return Box::pin(mcp::handle(cx, parts, body, rec))
+            .await
+            .map(Reply::Now);
     }
 
     // Phase: decide.
@@ -223,11 +274,10 @@ async fn process(
                 parts: &parts,
                 body,
             };
-            let id = Box::pin(hold::register(state, snap, held, gates, rec)).await?;
-            // A held call may wait for minutes, and the store has it now:
-            // let go of what was read from the agent.
-            drop((call, parts, rest));
-            return Box::pin(hold::await_decision(state, snap, &id, request_id, rec)).await;
+            let approval = Box::pin(hold::register(state, snap, held, gates, rec)).await?;
+            // The wait is `handle`'s, once this future and all it read from
+            // the agent are gone.
+            return Ok(Reply::Held { approval });
         }
     }
 
@@ -242,7 +292,7 @@ async fn process(
     ))
     .await?;
     rec.upstream_status = Some(resp.status().as_u16());
-    Ok(resp)
+    Ok(Reply::Now(resp))
 }
 
 /// The request's screen, authentication and route: who calls, the route
