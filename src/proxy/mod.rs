@@ -218,10 +218,9 @@ async fn process(
             request_id,
             lane: &conn.lane,
         };
-        // Boxed, as is `on_hold` below: a future is as large as its largest
-        // state, and every request (and every held call, for as long as a
-        // human takes) would otherwise carry room for these (7.8 KB for
-        // `process`, 3.7 KB once boxed).
+        // Boxed, as are the hold's steps below: a future is as large as its
+        // largest state, and every request would otherwise carry room for
+        // these.
         return Box::pin(mcp::handle(cx, parts, body, rec))
             .await
             .map(Reply::Now);
