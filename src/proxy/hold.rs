@@ -74,8 +74,6 @@ pub async fn register(
         .map(|s| s.trim().to_string());
     let mut hold = None;
     if let Some(id) = named {
-        // The brief store calls are boxed so that a held call's future,
-        // which lives while a human decides, has no room reserved for them.
         let found = approvals.attach(&id, &req.call.agent, &fp).await?;
         let stale_since =
             now_ms() - i64::try_from(cfg.approvals.replay_window.as_millis()).unwrap_or(0);
@@ -107,7 +105,7 @@ pub async fn register(
                     .collect(),
                 timeout,
             };
-            Box::pin(approvals.hold(cfg, call)).await?
+            approvals.hold(cfg, call).await?
         }
     };
     rec.approval_id = Some(hold.id.clone());
