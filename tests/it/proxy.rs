@@ -7,12 +7,18 @@ use crate::support::*;
 const CRM_POLICIES: &str = include_str!("../../policies/crm.cedar");
 
 async fn crm() -> (Upstream, Airlock) {
+    crm_with("").await
+}
+
+/// The CRM setup with more configuration.
+async fn crm_with(yaml: &str) -> (Upstream, Airlock) {
     let upstream = Upstream::start().await;
     let airlock = AirlockBuilder::new()
         .policy("crm.cedar", CRM_POLICIES)
         .route("crm", "/crm", &upstream.url("/api"))
         // Held calls answer 202 pending after this wait (see approvals.rs).
         .yaml("approvals:\n  wait: 1s\n")
+        .yaml(yaml)
         .start();
     (upstream, airlock)
 }
@@ -467,12 +473,7 @@ async fn an_h2c_preface_split_across_packets_is_still_http2() {
 #[tokio::test]
 async fn a_connection_that_never_sends_a_request_is_closed_after_the_header_read_timeout() {
     use tokio::io::AsyncReadExt;
-    let upstream = Upstream::start().await;
-    let airlock = AirlockBuilder::new()
-        .policy("crm.cedar", CRM_POLICIES)
-        .route("crm", "/crm", &upstream.url("/api"))
-        .yaml("timeouts:\n  header_read: 1s\n")
-        .start();
+    let (_upstream, airlock) = crm_with("timeouts:\n  header_read: 1s\n").await;
     let mut s = tokio::net::TcpStream::connect(airlock.proxy).await.unwrap();
     let opened = std::time::Instant::now();
     let mut out = Vec::new();
