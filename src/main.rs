@@ -10,8 +10,7 @@ use airlock::app::{self, AppError};
 use airlock::config::ConfigError;
 use airlock::upstream::UpstreamClients;
 
-// With `--features mimalloc`: faster per-request allocation, at the cost of
-// more resident memory when many calls are held (see Cargo.toml).
+// mimalloc unless built with `--no-default-features` (see Cargo.toml for why).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
