@@ -467,7 +467,26 @@ pub async fn forward(
     let uri = Uri::from_parts(target)
         .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?;
 
-    let content_length = HeaderValue::from(body.len());
+    // The agent's `Content-Length` stays when it is one value stating this
+    // body's length (hyper checked it against the bytes read): the usual
+    // request then formats and inserts no new one. An edited held call gets
+    // its length afresh.
+    let keep_length = {
+        let mut values = parts.headers.get_all(header::CONTENT_LENGTH).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => {
+                let digits = v.as_bytes();
+                !digits.is_empty()
+                    && digits.iter().all(u8::is_ascii_digit)
+                    && std::str::from_utf8(digits)
+                        .ok()
+                        .and_then(|d| d.parse().ok())
+                        == Some(body.len())
+            }
+            _ => false,
+        }
+    };
+    let content_length = (!keep_length).then(|| HeaderValue::from(body.len()));
     let version = parts.version;
     let mut out = Request::new(Full::new(body));
     *out.method_mut() = parts.method;
@@ -475,7 +494,14 @@ pub async fn forward(
     // The agent's own headers, cleaned in place rather than copied.
     *out.headers_mut() = parts.headers;
     let headers = out.headers_mut();
-    strip_for_upstream(headers);
+    strip(
+        headers,
+        if keep_length {
+            is_agent_only_but_length
+        } else {
+            is_agent_only
+        },
+    );
     for (name, value) in &route.config.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -483,7 +509,9 @@ pub async fn forward(
     if let Some(v) = &request_id {
         headers.insert(X_REQUEST_ID, v.clone());
     }
-    headers.insert(header::CONTENT_LENGTH, content_length);
+    if let Some(length) = content_length {
+        headers.insert(header::CONTENT_LENGTH, length);
+    }
 
     let timeout = route.config.response_timeout;
     let sent = tokio::time::timeout(timeout, send(route, version, lane, out)).await;
@@ -581,6 +609,12 @@ fn is_agent_only(name: &str) -> bool {
         name,
         "authorization" | "host" | "content-length" | "x-request-id"
     ) || name.starts_with("airlock-")
+}
+
+/// As [`is_agent_only`], but the agent's length is kept (it was checked to
+/// be the body's).
+fn is_agent_only_but_length(name: &str) -> bool {
+    name != "content-length" && is_agent_only(name)
 }
 
 /// Removes hop-by-hop headers in place (the upstream's answer is ours to

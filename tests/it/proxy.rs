@@ -59,6 +59,43 @@ async fn an_allowed_call_reaches_the_upstream_with_injected_credentials_only() {
 }
 
 #[tokio::test]
+async fn the_upstream_gets_the_body_with_one_exact_length_however_the_agent_framed_it() {
+    let (upstream, airlock) = crm().await;
+    let c = reqwest::Client::new();
+    let refund = br#"{"amount": 40, "customer": "c-1"}"#.to_vec();
+    // With a Content-Length, and chunked without one.
+    let framed = c
+        .post(airlock.url("/crm/refunds"))
+        .header("content-type", "application/json")
+        .body(refund.clone());
+    let chunked = c
+        .post(airlock.url("/crm/refunds"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_stream(vec![
+            refund[..10].to_vec(),
+            refund[10..].to_vec(),
+        ])));
+    for (how, req) in [("framed", framed), ("chunked", chunked)] {
+        let resp = req
+            .header("authorization", bearer(AGENT_KEY))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{how}");
+        let seen = upstream.last();
+        assert_eq!(seen.body, refund, "{how}");
+        let lengths: Vec<&str> = seen
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "content-length")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(lengths, [refund.len().to_string()], "{how}");
+        assert_eq!(seen.header("transfer-encoding"), None, "{how}");
+    }
+}
+
+#[tokio::test]
 async fn a_denied_call_gets_a_reason_and_never_reaches_the_upstream() {
     let (upstream, airlock) = crm().await;
     let resp = client()
