@@ -14,6 +14,7 @@
 
 mod decimals;
 mod index;
+mod json_scan;
 mod load;
 mod memo;
 mod reads;

@@ -23,6 +23,7 @@ use std::borrow::Cow;
 use cedar_policy::RestrictedExpression;
 use serde_json::Value;
 
+use super::json_scan;
 use super::reads::ContextNeeds;
 
 /// Maps a JSON value; `None` for `null`, which Cedar cannot express.
@@ -91,11 +92,44 @@ pub fn parse_json_needed(
     bytes: &[u8],
     needs: ContextNeeds<'_>,
 ) -> Result<Value, serde_json::Error> {
+    if let Some(v) = needed_members(bytes, needs) {
+        return Ok(v);
+    }
     parse_whole(bytes, NeededValue(needs))
+}
+
+/// The fast way to [`parse_json_needed`]'s answer, for an object that the
+/// scanner finds surely valid: serde_json reads only the members needed.
+/// `None` when it does not apply or is not sure (the slow way then gives
+/// the answer, or the exact error).
+fn needed_members(bytes: &[u8], needs: ContextNeeds<'_>) -> Option<Value> {
+    if needs.is_everything() {
+        return None;
+    }
+    let text = simdutf8::basic::from_utf8(bytes).ok()?;
+    let top = json_scan::scan(text)?;
+    if !top.is_object {
+        return None;
+    }
+    let mut out = serde_json::Map::new();
+    for (key, value) in top.members {
+        if let Some(n) = needs.below(key) {
+            let v = parse_whole(value.as_bytes(), NeededValue(n)).ok()?;
+            out.insert(key.to_owned(), v);
+        }
+    }
+    Some(Value::Object(out))
 }
 
 /// Checks `bytes` as [`parse_json_strict`] does, building nothing.
 pub fn check_json_strict(bytes: &[u8]) -> Result<(), serde_json::Error> {
+    let surely = simdutf8::basic::from_utf8(bytes)
+        .ok()
+        .and_then(json_scan::scan)
+        .is_some();
+    if surely {
+        return Ok(());
+    }
     parse_whole(bytes, Unneeded)
 }
 

@@ -1,0 +1,398 @@
+//! A fast, conservative first look at a JSON body.
+//!
+//! Most of a body is never read by any policy (a long `note`, a list of
+//! items), yet all of it must be checked as strictly as what is read:
+//! syntax, trailing bytes, duplicate keys at any depth. serde_json checks a
+//! string eight bytes at a time; this scanner skips 32 at a time (a loop
+//! the compiler turns into SIMD), and lets serde_json build only the
+//! top-level members the policies need.
+//!
+//! The scanner only ever says "surely valid" or "not sure". When it is not
+//! sure (an error, or anything it does not judge itself: `\u` escapes, a
+//! key with an escape, exponents, long numbers, deep nesting, large
+//! objects) the caller reads the body the old way, which gives the exact
+//! error. So it must never accept what `parse_json_strict` refuses; the
+//! property tests below hold it to that.
+
+use smallvec::SmallVec;
+
+/// Deeper documents are left to serde_json (its own limit is 128).
+const MAX_DEPTH: u32 = 64;
+/// Objects with more keys are left to serde_json, so that the duplicate
+/// check here stays a short linear search.
+const MAX_KEYS: usize = 32;
+/// Longer numbers are left to serde_json: up to this length and without an
+/// exponent, a number is always finite.
+const MAX_NUMBER: usize = 24;
+
+/// The top-level object's members in order: the key (without quotes; it
+/// had no escapes) and the text of its value.
+pub(super) type Members<'a> = SmallVec<[(&'a str, &'a str); 8]>;
+
+/// A surely valid document's top.
+#[derive(Debug)]
+pub(super) struct Top<'a> {
+    pub is_object: bool,
+    /// Empty unless the top is an object.
+    pub members: Members<'a>,
+}
+
+/// `text`'s top, when `text` is surely one strict JSON document (what
+/// `parse_json_strict` accepts); `None` when not sure.
+pub(super) fn scan(text: &str) -> Option<Top<'_>> {
+    let mut s = Scanner {
+        text,
+        b: text.as_bytes(),
+        i: 0,
+    };
+    s.ws();
+    let is_object = s.peek() == Some(b'{');
+    let members = if is_object {
+        s.object(1, true)?
+    } else {
+        s.value(0)?;
+        Members::new()
+    };
+    let top = Top { is_object, members };
+    s.ws();
+    (s.i == s.b.len()).then_some(top)
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+// === impl Scanner ===
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek() == Some(byte)).then(|| self.i += 1)
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn value(&mut self, depth: u32) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(depth + 1, false).map(drop),
+            b'[' => self.array(depth + 1),
+            b'"' => self.string().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// An object; its members when `collect`. Keys with escapes are not
+    /// judged here, so that comparing their text finds every duplicate.
+    fn object(&mut self, depth: u32, collect: bool) -> Option<Members<'a>> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.eat(b'{')?;
+        self.ws();
+        let mut keys: SmallVec<[&'a str; 16]> = SmallVec::new();
+        let mut members = Members::new();
+        if self.eat(b'}').is_some() {
+            return Some(members);
+        }
+        loop {
+            let (key, escaped) = self.string()?;
+            if escaped || keys.len() == MAX_KEYS || keys.contains(&key) {
+                return None;
+            }
+            keys.push(key);
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            let start = self.i;
+            self.value(depth)?;
+            if collect {
+                members.push((key, self.text.get(start..self.i)?));
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b'}' => {
+                    self.i += 1;
+                    return Some(members);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn array(&mut self, depth: u32) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.eat(b'[')?;
+        self.ws();
+        if self.eat(b']').is_some() {
+            return Some(());
+        }
+        loop {
+            self.value(depth)?;
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string: its text between the quotes, and whether it had escapes.
+    /// `\u` escapes are not judged here (serde_json refuses lone
+    /// surrogates).
+    fn string(&mut self) -> Option<(&'a str, bool)> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            // Whole chunks with nothing to look at are skipped; a fold has
+            // no early exit, so the compiler checks the chunk with SIMD.
+            while let Some(chunk) = self.b.get(self.i..self.i + 32) {
+                let special = chunk.iter().fold(false, |any, &b| {
+                    any | (b < 0x20) | (b == b'"') | (b == b'\\')
+                });
+                if special {
+                    break;
+                }
+                self.i += 32;
+            }
+            match self.peek()? {
+                b'"' => {
+                    // INVARIANT: `start` and `self.i` sit next to ASCII
+                    // quotes, so both are char boundaries of `text`.
+                    let text = self.text.get(start..self.i)?;
+                    self.i += 1;
+                    return Some((text, escaped));
+                }
+                b'\\' => {
+                    match self.b.get(self.i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        _ => return None,
+                    }
+                    escaped = true;
+                    self.i += 2;
+                }
+                0..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.b
+            .get(self.i..)?
+            .starts_with(word)
+            .then(|| self.i += word.len())
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?`; exponents are left to serde_json
+    /// (`1e400` is out of range there).
+    fn number(&mut self) -> Option<()> {
+        let start = self.i;
+        let _ = self.eat(b'-');
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.eat(b'.').is_some() {
+            if !self.peek()?.is_ascii_digit() {
+                return None;
+            }
+            self.digits();
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) || self.i - start > MAX_NUMBER {
+            return None;
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::value::parse_json_strict;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn surely(doc: &str) -> bool {
+        scan(doc).is_some()
+    }
+
+    #[test]
+    fn plain_documents_are_judged_here() {
+        let note = "x".repeat(1000);
+        for doc in [
+            format!(r#"{{"customer_id":"c-1","amount":50,"note":"{note}"}}"#),
+            r#" {"a": [1, -2.5, 0, -0, true, false, null, {"b": {}}, []], "c": "q\"\\\/\n"} "#
+                .to_string(),
+            r#""just a string""#.to_string(),
+            "[]".to_string(),
+            "-0.0".to_string(),
+        ] {
+            assert!(surely(&doc), "{doc}");
+            assert!(parse_json_strict(doc.as_bytes()).is_ok(), "{doc}");
+        }
+        let top = scan(r#"{"a": 1, "b" : [2, 3] ,"c":{"d":"e"}}"#).unwrap();
+        assert!(top.is_object);
+        assert_eq!(
+            top.members.as_slice(),
+            [("a", "1"), ("b", "[2, 3]"), ("c", r#"{"d":"e"}"#)]
+        );
+    }
+
+    #[test]
+    fn what_it_does_not_judge_is_left_to_serde_json() {
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        let many_keys = format!(
+            "{{{}}}",
+            (0..40)
+                .map(|i| format!("\"k{i}\":{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for doc in [
+            // Errors: serde_json words them.
+            r#"{"a":1,"a":2}"#,
+            r#"{"x":[{"b":1,"b":1}]}"#,
+            "{} {}",
+            "{\"a\":1,}",
+            "[1,]",
+            "01",
+            "1.",
+            "-",
+            "\"tab\there\"",
+            "\"\\x\"",
+            "tru",
+            "\u{feff}{}",
+            // Not judged here, valid or not.
+            r#"{"a":"\u0041"}"#,
+            r#"{"\u0061":1,"a":2}"#,
+            r#"{"q\"":1}"#,
+            "1e400",
+            "1e5",
+            "123456789012345678901234567890",
+            deep.as_str(),
+            many_keys.as_str(),
+        ] {
+            assert!(!surely(doc), "{doc}");
+        }
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[ -~\\n\\t\\\\\"é]{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-e]{1,2}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Pieces of JSON, valid and not, for documents serde_json must judge.
+    fn soup() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            Just("{"),
+            Just("}"),
+            Just("["),
+            Just("]"),
+            Just(","),
+            Just(":"),
+            Just("\"a\""),
+            Just("\"b\""),
+            Just("\"\\n\""),
+            Just("\"\\u0061\""),
+            Just("\"\\q\""),
+            Just("\"\t\""),
+            Just("1"),
+            Just("-0"),
+            Just("01"),
+            Just("1.5"),
+            Just("1."),
+            Just("2e3"),
+            Just("true"),
+            Just("nul"),
+            Just(" "),
+        ];
+        proptest::collection::vec(token, 1..16).prop_map(|t| t.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn documents_serde_json_writes_are_judged_here(v in json()) {
+            let doc = serde_json::to_string(&v).unwrap();
+            prop_assert!(surely(&doc), "{}", doc);
+        }
+
+        #[test]
+        fn what_is_surely_valid_here_is_valid_for_serde_json(doc in soup()) {
+            if surely(&doc) {
+                prop_assert!(parse_json_strict(doc.as_bytes()).is_ok(), "{}", doc);
+            }
+        }
+
+        #[test]
+        fn a_cut_or_doubled_document_is_never_surely_valid_by_mistake(
+            v in json(),
+            cut in any::<prop::sample::Index>(),
+            extra in any::<prop::sample::Index>(),
+        ) {
+            let doc = serde_json::to_string(&v).unwrap();
+            let at = cut.index(doc.len() + 1);
+            let mut cut_doc = doc.clone();
+            while !cut_doc.is_char_boundary(at.min(cut_doc.len())) {
+                cut_doc.pop();
+            }
+            cut_doc.truncate(at.min(cut_doc.len()));
+            // A key written twice in some object, when there is one.
+            let dup = match doc.match_indices('{').nth(extra.index(4)) {
+                Some((i, _)) => format!("{}\"a\":0,\"a\":1,{}", &doc[..=i], &doc[i + 1..]),
+                None => doc.clone(),
+            };
+            for d in [&cut_doc, &dup] {
+                if surely(d) {
+                    prop_assert!(parse_json_strict(d.as_bytes()).is_ok(), "{}", d);
+                }
+            }
+        }
+    }
+}
