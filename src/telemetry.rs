@@ -1,10 +1,13 @@
 //! Metrics (Prometheus text on the admin listener) and log setup.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -24,18 +27,83 @@ pub struct ShadowLabels {
     pub verdict: String,
 }
 
-/// Every metric Airlock exports. The types are atomics inside, so updates
-/// on the request path take no lock.
+/// Every metric Airlock exports. Counters and the decision histogram are
+/// atomics inside; a family takes a read lock to find its series, so the
+/// request path keeps the series it uses (see `AgentConnection`).
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<VerdictLabels, Counter>,
-    pub decision_seconds: Histogram,
+    pub decision_seconds: DecisionHistogram,
     pub decisions_memoized: Counter,
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub shadow_differences: Family<ShadowLabels, Counter>,
     pub audit_backpressure: Counter,
     pub holds_pending: Gauge,
     pub webhook_deliveries: Family<ResultLabels, Counter>,
+}
+
+/// Decision times in buckets of 1 µs, 2 µs, 4 µs ... 2^19 µs (about half a
+/// second) and above. prometheus-client's histogram takes a write lock for
+/// every observation, and every worker thread decides: this one counts with
+/// atomics only.
+#[derive(Clone, Debug, Default)]
+pub struct DecisionHistogram {
+    inner: Arc<DecisionBuckets>,
+}
+
+#[derive(Debug, Default)]
+struct DecisionBuckets {
+    /// Observations per bucket (not cumulative); the last is above 2^19 µs.
+    counts: [AtomicU64; DECISION_BUCKETS + 1],
+    sum_micros: AtomicU64,
+}
+
+const DECISION_BUCKETS: usize = 20;
+
+// === impl DecisionHistogram ===
+
+impl DecisionHistogram {
+    pub fn observe_micros(&self, micros: u64) {
+        // The first bucket whose bound 2^i µs is at least `micros`.
+        let i = match micros {
+            0 | 1 => 0,
+            n => (u64::BITS - (n - 1).leading_zeros()) as usize,
+        };
+        let b = &self.inner;
+        // Relaxed: each is a count read only when metrics are scraped.
+        b.counts[i.min(DECISION_BUCKETS)].fetch_add(1, Ordering::Relaxed);
+        b.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for DecisionHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for DecisionHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let b = &self.inner;
+        let buckets: Vec<(f64, u64)> = b
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let bound = if i < DECISION_BUCKETS {
+                    (1u64 << i) as f64 / 1e6
+                } else {
+                    f64::MAX
+                };
+                (bound, n.load(Ordering::Relaxed))
+            })
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = b.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 impl Metrics {
@@ -47,7 +115,7 @@ impl Metrics {
             "Agent calls by route and verdict",
             requests.clone(),
         );
-        let decision_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 20));
+        let decision_seconds = DecisionHistogram::default();
         registry.register(
             "decision_seconds",
             "Time to decide a call (mapping, entities, Cedar, verdict)",
@@ -127,4 +195,34 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_times_land_in_cumulative_power_of_two_buckets() {
+        let metrics = Metrics::new();
+        for micros in [0, 1, 2, 3, 4, 5, 1_000, 600_000] {
+            metrics.decision_seconds.observe_micros(micros);
+        }
+        let text = metrics.encode();
+        let bucket = |le: &str| {
+            let prefix = format!("airlock_decision_seconds_bucket{{le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no bucket {le} in:\n{text}"))
+                .to_string()
+        };
+        // 0 and 1 µs; then 2; then 3 and 4; 5 by 8 µs; 1 ms by 1.024 ms.
+        assert_eq!(bucket("0.000001"), "2");
+        assert_eq!(bucket("0.000002"), "3");
+        assert_eq!(bucket("0.000004"), "5");
+        assert_eq!(bucket("0.000008"), "6");
+        assert_eq!(bucket("0.001024"), "7");
+        assert_eq!(bucket("+Inf"), "8");
+        assert!(text.contains("airlock_decision_seconds_count 8"), "{text}");
+        assert!(text.contains("airlock_decision_seconds_sum 0.601015"), "{text}");
+    }
 }

@@ -1,11 +1,15 @@
-//! What the requests of one agent connection share: its upstream lane and
-//! the digest of the key it last authenticated with.
+//! What the requests of one agent connection share: its upstream lane, the
+//! digest of the key it last authenticated with, and the request counter it
+//! last counted on.
 //!
 //! Both live exactly as long as the agent's connection, so neither outlives
 //! what the agent itself keeps open.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use prometheus_client::metrics::counter::Counter;
+
+use crate::telemetry::{Metrics, VerdictLabels};
 use crate::upstream::paired::PairedUpstream;
 
 /// One agent connection's state, shared by its requests.
@@ -17,6 +21,8 @@ pub struct AgentConnection {
     // on HTTP/1.1 the requests of a connection come one at a time; on
     // HTTP/2 a stream that finds it busy simply hashes the key itself.
     last_key: Mutex<Option<KnownKey>>,
+    // As `last_key`: `try_lock`ed only, never held across an await.
+    last_counter: Mutex<Option<(VerdictLabels, Counter)>>,
 }
 
 /// A bearer key and its SHA-256. An agent sends the same key on every
@@ -49,6 +55,28 @@ impl AgentConnection {
         }
         sha256
     }
+
+    /// Counts one request under `labels`. A connection's requests nearly
+    /// always go to one route with one verdict, so the counter found last
+    /// is kept: counting then takes neither the metric family's lock
+    /// (shared by every worker thread) nor a hash of the labels.
+    pub fn count_request(&self, metrics: &Metrics, labels: VerdictLabels) {
+        let Ok(mut last) = self.last_counter.try_lock() else {
+            metrics.requests.get_or_create(&labels).inc();
+            return;
+        };
+        // The route name is shared with the snapshot: the same pointer is
+        // the same route, and a reload only costs one lookup.
+        if let Some((known, counter)) = last.as_ref() {
+            if Arc::ptr_eq(&known.route, &labels.route) && known.verdict == labels.verdict {
+                counter.inc();
+                return;
+            }
+        }
+        let counter = metrics.requests.get_or_create(&labels).clone();
+        counter.inc();
+        *last = Some((labels, counter));
+    }
 }
 
 #[cfg(test)]
@@ -65,5 +93,29 @@ mod tests {
         assert_eq!(b, crate::config::sha256(b"key-b"));
         assert_ne!(a, b);
         assert_eq!(conn.key_sha256(b"key-a"), a);
+    }
+
+    #[test]
+    fn requests_are_counted_under_their_own_labels_whatever_was_counted_last() {
+        let metrics = Metrics::new();
+        let conn = AgentConnection::new();
+        let crm: Arc<str> = "crm".into();
+        let labels = |route: &Arc<str>, verdict| VerdictLabels {
+            route: route.clone(),
+            verdict,
+        };
+        conn.count_request(&metrics, labels(&crm, "allow"));
+        conn.count_request(&metrics, labels(&crm, "allow"));
+        conn.count_request(&metrics, labels(&crm, "deny"));
+        // A reload's route of the same name: another pointer, same series.
+        conn.count_request(&metrics, labels(&"crm".into(), "allow"));
+        let count = |route: &str, verdict| {
+            metrics
+                .requests
+                .get_or_create(&labels(&route.into(), verdict))
+                .get()
+        };
+        assert_eq!(count("crm", "allow"), 3);
+        assert_eq!(count("crm", "deny"), 1);
     }
 }

@@ -121,7 +121,7 @@ pub fn handle(
             }
             Err(e) => Err(e),
         };
-        let (response, recorded) = answer(&state, started, request_id, rec, result);
+        let (response, recorded) = answer(&state, &conn, started, request_id, rec, result);
         recorded.await;
         Ok(response)
     }
@@ -141,6 +141,7 @@ enum Reply {
 /// the record and result are not kept twice in `handle`'s future.
 fn answer<'s>(
     state: &'s ProxyState,
+    conn: &AgentConnection,
     started: Instant,
     request_id: &str,
     mut rec: AuditRecord,
@@ -169,14 +170,13 @@ fn answer<'s>(
         }
     };
     rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    state
-        .metrics
-        .requests
-        .get_or_create(&VerdictLabels {
+    conn.count_request(
+        &state.metrics,
+        VerdictLabels {
             route: rec.route.clone().unwrap_or_else(|| "".into()),
             verdict: rec.verdict,
-        })
-        .inc();
+        },
+    );
     (response, state.audit.record(rec))
 }
 
@@ -356,7 +356,7 @@ fn decide(
     let metrics = &state.metrics;
     metrics
         .decision_seconds
-        .observe(decision.eval_micros as f64 / 1e6);
+        .observe_micros(decision.eval_micros);
     if decision.memoized {
         metrics.decisions_memoized.inc();
     }
