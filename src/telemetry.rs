@@ -223,6 +223,9 @@ mod tests {
         assert_eq!(bucket("0.001024"), "7");
         assert_eq!(bucket("+Inf"), "8");
         assert!(text.contains("airlock_decision_seconds_count 8"), "{text}");
-        assert!(text.contains("airlock_decision_seconds_sum 0.601015"), "{text}");
+        assert!(
+            text.contains("airlock_decision_seconds_sum 0.601015"),
+            "{text}"
+        );
     }
 }

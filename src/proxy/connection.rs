@@ -1,14 +1,16 @@
 //! What the requests of one agent connection share: its upstream lane, the
-//! digest of the key it last authenticated with, and the request counter it
-//! last counted on.
+//! digest of the key it last authenticated with, the policy plan it last
+//! used and the request counter it last counted on.
 //!
 //! Both live exactly as long as the agent's connection, so neither outlives
 //! what the agent itself keeps open.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use prometheus_client::metrics::counter::Counter;
 
+use crate::policy::{CallRequest, DecideError, DecisionPlan, Resource};
+use crate::snapshot::GatewaySnapshot;
 use crate::telemetry::{Metrics, VerdictLabels};
 use crate::upstream::paired::PairedUpstream;
 
@@ -22,7 +24,21 @@ pub struct AgentConnection {
     // HTTP/2 a stream that finds it busy simply hashes the key itself.
     last_key: Mutex<Option<KnownKey>>,
     // As `last_key`: `try_lock`ed only, never held across an await.
+    last_plan: Mutex<Option<KnownPlan>>,
+    // As `last_key`.
     last_counter: Mutex<Option<(VerdictLabels, Counter)>>,
+}
+
+/// The plan of a connection's last call and what it was made for.
+struct KnownPlan {
+    // Weak, so that a connection does not keep an old snapshot's policies
+    // alive after a reload; it still keeps the allocation, so no later
+    // snapshot can reuse its address and pass for it.
+    snapshot: Weak<GatewaySnapshot>,
+    agent: String,
+    action: String,
+    resource: Resource,
+    plan: DecisionPlan,
 }
 
 /// A bearer key and its SHA-256. An agent sends the same key on every
@@ -54,6 +70,40 @@ impl AgentConnection {
             });
         }
         sha256
+    }
+
+    /// The policy plan for `call` under `snap`. A connection's calls
+    /// nearly always have the same agent, action and resource, and a plan
+    /// depends on nothing else within a snapshot, so the last one is
+    /// reused: no slice lookup (a lock shared by every worker thread and a
+    /// hash) per request.
+    pub fn plan(
+        &self,
+        snap: &Arc<GatewaySnapshot>,
+        call: &CallRequest,
+    ) -> Result<DecisionPlan, DecideError> {
+        if let Ok(last) = self.last_plan.try_lock() {
+            let known = last.as_ref().filter(|k| {
+                std::ptr::eq(k.snapshot.as_ptr(), Arc::as_ptr(snap))
+                    && k.agent == call.agent
+                    && k.action == call.action
+                    && k.resource == call.resource
+            });
+            if let Some(k) = known {
+                return Ok(k.plan.reused());
+            }
+        }
+        let plan = snap.policy.plan(call)?;
+        if let Ok(mut last) = self.last_plan.try_lock() {
+            *last = Some(KnownPlan {
+                snapshot: Arc::downgrade(snap),
+                agent: call.agent.clone(),
+                action: call.action.clone(),
+                resource: call.resource.clone(),
+                plan: plan.reused(),
+            });
+        }
+        Ok(plan)
     }
 
     /// Counts one request under `labels`. A connection's requests nearly

@@ -182,7 +182,7 @@ fn answer<'s>(
 
 async fn process(
     state: &ProxyState,
-    snap: &GatewaySnapshot,
+    snap: &Arc<GatewaySnapshot>,
     conn: &AgentConnection,
     req: Request<Incoming>,
     request_id: &str,
@@ -230,7 +230,7 @@ async fn process(
     let mut call = call::http_request(&agent.id, &route.config.name, &parts);
     rec.action = Some(method_name(&parts.method));
     rec.resource = Some(route.resource.clone());
-    let plan = snap.policy.plan(&call).map_err(decide_error)?;
+    let plan = conn.plan(snap, &call).map_err(decide_error)?;
     call.context = call::http_context(&parts, &rec.path, &body, plan.needs())?;
     let decision = decide(state, snap, &call, Some(plan))?;
     rec.verdict = decision.verdict.name();
