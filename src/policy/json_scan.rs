@@ -121,17 +121,8 @@ impl<'a> Scanner<'a> {
             if collect {
                 members.push((key, self.text.get(start..self.i)?));
             }
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.i += 1;
-                    return Some(members);
-                }
-                _ => return None,
+            if self.comma_or(b'}')? {
+                return Some(members);
             }
         }
     }
@@ -147,19 +138,22 @@ impl<'a> Scanner<'a> {
         }
         loop {
             self.value(depth)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.comma_or(b']')? {
+                return Some(());
             }
         }
+    }
+
+    /// After a member or element: `true` at `close` (eaten), `false` after
+    /// a comma (eaten, with the whitespace after it).
+    fn comma_or(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let b = self.peek()?;
+        self.i += 1;
+        if b == close {
+            return Some(true);
+        }
+        (b == b',').then(|| self.ws()).map(|()| false)
     }
 
     /// A string: its text between the quotes, and whether it had escapes.
