@@ -469,9 +469,14 @@ pub async fn forward(
 
     // The agent's `Content-Length` stays when it is one value stating this
     // body's length (hyper checked it against the bytes read): the usual
-    // request then formats and inserts no new one. An edited held call gets
-    // its length afresh.
-    let keep_length = {
+    // request then formats and inserts no new one. An edited held call, or
+    // a route that names the header among its own, gets it afresh.
+    let route_sets_length = route
+        .config
+        .headers
+        .iter()
+        .any(|(name, _)| name == header::CONTENT_LENGTH);
+    let keep_length = !route_sets_length && {
         let mut values = parts.headers.get_all(header::CONTENT_LENGTH).iter();
         match (values.next(), values.next()) {
             (Some(v), None) => {
