@@ -2,7 +2,7 @@
 //! digest of the key it last authenticated with, the policy plan it last
 //! used and the request counter it last counted on.
 //!
-//! Both live exactly as long as the agent's connection, so neither outlives
+//! All live exactly as long as the agent's connection, so none outlives
 //! what the agent itself keeps open.
 
 use std::sync::{Arc, Mutex, Weak};
@@ -31,9 +31,10 @@ pub struct AgentConnection {
 
 /// The plan of a connection's last call and what it was made for.
 struct KnownPlan {
-    // Weak, so that a connection does not keep an old snapshot's policies
-    // alive after a reload; it still keeps the allocation, so no later
-    // snapshot can reuse its address and pass for it.
+    // Weak, so that after a reload an idle connection keeps only its
+    // plan's slice of the old policies alive, not the whole snapshot; it
+    // still keeps the allocation, so no later snapshot can reuse its
+    // address and pass for it.
     snapshot: Weak<GatewaySnapshot>,
     agent: String,
     action: String,
