@@ -467,31 +467,7 @@ pub async fn forward(
     let uri = Uri::from_parts(target)
         .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?;
 
-    // The agent's `Content-Length` stays when it is one value stating this
-    // body's length (hyper checked it against the bytes read): the usual
-    // request then formats and inserts no new one. An edited held call, or
-    // a route that names the header among its own, gets it afresh.
-    let route_sets_length = route
-        .config
-        .headers
-        .iter()
-        .any(|(name, _)| name == header::CONTENT_LENGTH);
-    let keep_length = !route_sets_length && {
-        let mut values = parts.headers.get_all(header::CONTENT_LENGTH).iter();
-        match (values.next(), values.next()) {
-            (Some(v), None) => {
-                let digits = v.as_bytes();
-                !digits.is_empty()
-                    && digits.iter().all(u8::is_ascii_digit)
-                    && std::str::from_utf8(digits)
-                        .ok()
-                        .and_then(|d| d.parse().ok())
-                        == Some(body.len())
-            }
-            _ => false,
-        }
-    };
-    let content_length = (!keep_length).then(|| HeaderValue::from(body.len()));
+    let body_len = body.len();
     let version = parts.version;
     let mut out = Request::new(Full::new(body));
     *out.method_mut() = parts.method;
@@ -499,14 +475,7 @@ pub async fn forward(
     // The agent's own headers, cleaned in place rather than copied.
     *out.headers_mut() = parts.headers;
     let headers = out.headers_mut();
-    strip(
-        headers,
-        if keep_length {
-            is_agent_only_but_length
-        } else {
-            is_agent_only
-        },
-    );
+    strip(headers, is_agent_only_but_length);
     for (name, value) in &route.config.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -514,8 +483,12 @@ pub async fn forward(
     if let Some(v) = &request_id {
         headers.insert(X_REQUEST_ID, v.clone());
     }
-    if let Some(length) = content_length {
-        headers.insert(header::CONTENT_LENGTH, length);
+    // The length sent is the body's. The agent's own value usually states
+    // it already (hyper checked it against the bytes read), and then no new
+    // one is formatted; an edited held call, a chunked body or a route's
+    // own `Content-Length` get it afresh.
+    if !states_length(headers, body_len) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     }
 
     let timeout = route.config.response_timeout;
@@ -616,10 +589,28 @@ fn is_agent_only(name: &str) -> bool {
     ) || name.starts_with("airlock-")
 }
 
-/// As [`is_agent_only`], but the agent's length is kept (it was checked to
-/// be the body's).
+/// As [`is_agent_only`], but the agent's length is kept for `forward` to
+/// check against the body.
 fn is_agent_only_but_length(name: &str) -> bool {
     name != "content-length" && is_agent_only(name)
+}
+
+/// Whether `headers` hold one `Content-Length`, of plain digits, equal to
+/// `len`.
+fn states_length(headers: &HeaderMap, len: usize) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => {
+            let digits = v.as_bytes();
+            !digits.is_empty()
+                && digits.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse().ok())
+                    == Some(len)
+        }
+        _ => false,
+    }
 }
 
 /// Removes hop-by-hop headers in place (the upstream's answer is ours to
@@ -715,6 +706,20 @@ mod tests {
         strip_for_upstream(&mut to);
         assert_eq!(names(&to), ["accept", "x-custom"]);
         assert_eq!(to.get_all("x-custom").iter().count(), 2);
+    }
+
+    #[test]
+    fn only_one_plain_length_equal_to_the_body_is_kept() {
+        assert!(states_length(&headers(&[("content-length", "12")]), 12));
+        for h in [
+            headers(&[]),
+            headers(&[("content-length", "13")]),
+            headers(&[("content-length", "+12")]),
+            headers(&[("content-length", " 12")]),
+            headers(&[("content-length", "12"), ("content-length", "12")]),
+        ] {
+            assert!(!states_length(&h, 12), "{h:?}");
+        }
     }
 
     #[test]
