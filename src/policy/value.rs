@@ -106,8 +106,7 @@ fn needed_members(bytes: &[u8], needs: ContextNeeds<'_>) -> Option<Value> {
     if needs.is_everything() {
         return None;
     }
-    let text = simdutf8::basic::from_utf8(bytes).ok()?;
-    let top = json_scan::scan(text)?;
+    let top = scanned(bytes)?;
     if !top.is_object {
         return None;
     }
@@ -123,14 +122,17 @@ fn needed_members(bytes: &[u8], needs: ContextNeeds<'_>) -> Option<Value> {
 
 /// Checks `bytes` as [`parse_json_strict`] does, building nothing.
 pub fn check_json_strict(bytes: &[u8]) -> Result<(), serde_json::Error> {
-    let surely = simdutf8::basic::from_utf8(bytes)
-        .ok()
-        .and_then(json_scan::scan)
-        .is_some();
-    if surely {
+    if scanned(bytes).is_some() {
         return Ok(());
     }
     parse_whole(bytes, Unneeded)
+}
+
+/// `bytes` as [`json_scan::scan`] sees them, when they are text.
+fn scanned(bytes: &[u8]) -> Option<json_scan::Top<'_>> {
+    simdutf8::basic::from_utf8(bytes)
+        .ok()
+        .and_then(json_scan::scan)
 }
 
 /// `bytes` as one JSON document read by `seed`; trailing bytes are an error.
