@@ -19,15 +19,18 @@ use crate::upstream::paired::PairedUpstream;
 pub struct AgentConnection {
     /// Its own upstream connection (HTTP/1.1 agents, plain-HTTP tools).
     pub lane: PairedUpstream,
+    last_key: Last<KnownKey>,
+    last_plan: Last<KnownPlan>,
+    last_counter: Last<(VerdictLabels, Counter)>,
+}
+
+/// One value a connection's last request worked out, for the next to reuse.
+struct Last<T>(
     // A std Mutex, only ever `try_lock`ed and never held across an await:
     // on HTTP/1.1 the requests of a connection come one at a time; on
-    // HTTP/2 a stream that finds it busy simply hashes the key itself.
-    last_key: Mutex<Option<KnownKey>>,
-    // As `last_key`: `try_lock`ed only, never held across an await.
-    last_plan: Mutex<Option<KnownPlan>>,
-    // As `last_key`.
-    last_counter: Mutex<Option<(VerdictLabels, Counter)>>,
-}
+    // HTTP/2 a stream that finds it busy simply works the value out itself.
+    Mutex<Option<T>>,
+);
 
 /// The plan of a connection's last call and what it was made for.
 struct KnownPlan {
@@ -51,6 +54,32 @@ struct KnownKey {
     sha256: [u8; 32],
 }
 
+// === impl Last ===
+
+impl<T> Default for Last<T> {
+    fn default() -> Self {
+        Last(Mutex::new(None))
+    }
+}
+
+impl<T> Last<T> {
+    /// What `f` makes of the kept value; `None` when there is none, `f`
+    /// finds it does not fit, or another request is using it.
+    fn find<R>(&self, f: impl FnOnce(&T) -> Option<R>) -> Option<R> {
+        self.0.try_lock().ok()?.as_ref().and_then(f)
+    }
+
+    /// Keeps `value` for the next request, unless another is using the
+    /// kept one.
+    fn keep(&self, value: T) {
+        if let Ok(mut last) = self.0.try_lock() {
+            *last = Some(value);
+        }
+    }
+}
+
+// === impl AgentConnection ===
+
 impl AgentConnection {
     pub fn new() -> Self {
         Self::default()
@@ -58,18 +87,14 @@ impl AgentConnection {
 
     /// The SHA-256 of `key`, computed once per key per connection.
     pub fn key_sha256(&self, key: &[u8]) -> [u8; 32] {
-        if let Ok(last) = self.last_key.try_lock() {
-            if let Some(known) = last.as_ref().filter(|k| *k.key == *key) {
-                return known.sha256;
-            }
+        if let Some(sha256) = self.last_key.find(|k| (*k.key == *key).then_some(k.sha256)) {
+            return sha256;
         }
         let sha256 = crate::config::sha256(key);
-        if let Ok(mut last) = self.last_key.try_lock() {
-            *last = Some(KnownKey {
-                key: key.into(),
-                sha256,
-            });
-        }
+        self.last_key.keep(KnownKey {
+            key: key.into(),
+            sha256,
+        });
         sha256
     }
 
@@ -83,27 +108,24 @@ impl AgentConnection {
         snap: &Arc<GatewaySnapshot>,
         call: &CallRequest,
     ) -> Result<DecisionPlan, DecideError> {
-        if let Ok(last) = self.last_plan.try_lock() {
-            let known = last.as_ref().filter(|k| {
-                std::ptr::eq(k.snapshot.as_ptr(), Arc::as_ptr(snap))
-                    && k.agent == call.agent
-                    && k.action == call.action
-                    && k.resource == call.resource
-            });
-            if let Some(k) = known {
-                return Ok(k.plan.reused());
-            }
+        let known = self.last_plan.find(|k| {
+            let same = std::ptr::eq(k.snapshot.as_ptr(), Arc::as_ptr(snap))
+                && k.agent == call.agent
+                && k.action == call.action
+                && k.resource == call.resource;
+            same.then(|| k.plan.reused())
+        });
+        if let Some(plan) = known {
+            return Ok(plan);
         }
         let plan = snap.policy.plan(call)?;
-        if let Ok(mut last) = self.last_plan.try_lock() {
-            *last = Some(KnownPlan {
-                snapshot: Arc::downgrade(snap),
-                agent: call.agent.clone(),
-                action: call.action.clone(),
-                resource: call.resource.clone(),
-                plan: plan.reused(),
-            });
-        }
+        self.last_plan.keep(KnownPlan {
+            snapshot: Arc::downgrade(snap),
+            agent: call.agent.clone(),
+            action: call.action.clone(),
+            resource: call.resource.clone(),
+            plan: plan.reused(),
+        });
         Ok(plan)
     }
 
@@ -112,21 +134,18 @@ impl AgentConnection {
     /// is kept: counting then takes neither the metric family's lock
     /// (shared by every worker thread) nor a hash of the labels.
     pub fn count_request(&self, metrics: &Metrics, labels: VerdictLabels) {
-        let Ok(mut last) = self.last_counter.try_lock() else {
-            metrics.requests.get_or_create(&labels).inc();
-            return;
-        };
         // The route name is shared with the snapshot: the same pointer is
         // the same route, and a reload only costs one lookup.
-        if let Some((known, counter)) = last.as_ref() {
-            if Arc::ptr_eq(&known.route, &labels.route) && known.verdict == labels.verdict {
-                counter.inc();
-                return;
-            }
+        let counted = self.last_counter.find(|(known, counter)| {
+            let same = Arc::ptr_eq(&known.route, &labels.route) && known.verdict == labels.verdict;
+            same.then(|| counter.inc())
+        });
+        if counted.is_some() {
+            return;
         }
         let counter = metrics.requests.get_or_create(&labels).clone();
         counter.inc();
-        *last = Some((labels, counter));
+        self.last_counter.keep((labels, counter));
     }
 }
 
