@@ -10,6 +10,13 @@
 
 use super::AuditRecord;
 
+/// A member's name as it is written, `"name":`, made at compile time.
+macro_rules! k {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
+
 /// Appends `r` as one JSON object (no newline).
 pub(super) fn write(r: &AuditRecord, out: &mut Vec<u8>) {
     // Destructured whole, so that a new field cannot be forgotten here.
@@ -43,48 +50,48 @@ pub(super) fn write(r: &AuditRecord, out: &mut Vec<u8>) {
         extra,
     } = r;
     let mut o = Object::open(out);
-    o.str("time", time);
-    o.str("request_id", request_id);
-    o.str("event", event);
-    o.opt_str("agent", agent.as_deref());
-    o.opt_str("route", route.as_deref());
-    o.str("method", method);
-    o.str("path", path);
-    o.opt_str("action", action.as_deref());
-    o.opt_str("resource", resource.as_deref());
-    o.str("verdict", verdict);
-    o.strs("policies", policies);
+    o.str(k!("time"), time);
+    o.str(k!("request_id"), request_id);
+    o.str(k!("event"), event);
+    o.opt_str(k!("agent"), agent.as_deref());
+    o.opt_str(k!("route"), route.as_deref());
+    o.str(k!("method"), method);
+    o.str(k!("path"), path);
+    o.opt_str(k!("action"), action.as_deref());
+    o.opt_str(k!("resource"), resource.as_deref());
+    o.str(k!("verdict"), verdict);
+    o.strs(k!("policies"), policies);
     if !reasons.is_empty() {
-        o.strs("reasons", reasons);
+        o.strs(k!("reasons"), reasons);
     }
     if !eval_errors.is_empty() {
-        o.strs("eval_errors", eval_errors);
+        o.strs(k!("eval_errors"), eval_errors);
     }
     if let Some(v) = shadow {
-        o.serde("shadow", v);
+        o.serde(k!("shadow"), v);
     }
-    o.opt_str("error", *error);
+    o.opt_str(k!("error"), *error);
     if let Some(f) = fault {
-        o.serde("fault", f);
+        o.serde(k!("fault"), f);
     }
-    o.opt_str("snapshot", snapshot.as_deref());
+    o.opt_str(k!("snapshot"), snapshot.as_deref());
     if let Some(n) = decision_us {
-        o.int("decision_us", *n);
+        o.int(k!("decision_us"), *n);
     }
     if let Some(n) = upstream_status {
-        o.int("upstream_status", u64::from(*n));
+        o.int(k!("upstream_status"), u64::from(*n));
     }
     if *status != 0 {
-        o.int("status", u64::from(*status));
+        o.int(k!("status"), u64::from(*status));
     }
-    o.serde("duration_ms", duration_ms);
-    o.opt_str("approval_id", approval_id.as_deref());
-    o.opt_str("approver", approver.as_deref());
-    o.opt_str("approval_status", *approval_status);
-    o.opt_str("decision", *decision);
-    o.opt_str("caller", caller.as_deref());
+    o.serde(k!("duration_ms"), duration_ms);
+    o.opt_str(k!("approval_id"), approval_id.as_deref());
+    o.opt_str(k!("approver"), approver.as_deref());
+    o.opt_str(k!("approval_status"), *approval_status);
+    o.opt_str(k!("decision"), *decision);
+    o.opt_str(k!("caller"), caller.as_deref());
     if let Some(v) = extra {
-        o.serde("extra", v);
+        o.serde(k!("extra"), v);
     }
     o.close();
 }
@@ -105,15 +112,14 @@ impl<'a> Object<'a> {
         self.out.push(b'}');
     }
 
-    /// `"key":`; keys are literals here with nothing to escape.
+    /// `key` is a member's name as [`k!`] writes it: quoted, with its
+    /// colon, and nothing to escape.
     fn key(&mut self, key: &str) {
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
     }
 
     fn str(&mut self, key: &str, v: &str) {

@@ -164,12 +164,25 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            // Whole chunks with nothing to look at are skipped.
-            while let Some(chunk) = self.b.get(self.i..self.i + 32) {
-                if has_special(chunk) {
-                    break;
+            // Straight to the next byte worth a look, 32 at a time.
+            let rest = self.b.get(self.i..)?;
+            let found = match <&[u8; 32]>::try_from(rest.get(..32).unwrap_or(&[])) {
+                Ok(chunk) => first_special(chunk),
+                Err(_) => {
+                    // The document's last bytes, padded with plain spaces.
+                    let mut chunk = [b' '; 32];
+                    chunk[..rest.len()].copy_from_slice(rest);
+                    first_special(&chunk).filter(|&k| k < rest.len())
                 }
-                self.i += 32;
+            };
+            match found {
+                Some(k) => self.i += k,
+                None if rest.len() > 32 => {
+                    self.i += 32;
+                    continue;
+                }
+                // Unterminated.
+                None => return None,
             }
             match self.peek()? {
                 b'"' => {
@@ -229,18 +242,28 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Whether `chunk` (32 bytes) holds a quote, a backslash or a control
-/// byte. Written as a mask per byte folded into two `u128`s, with no early
-/// exit: the compiler then checks 16 bytes per instruction (measured: 0.9
+/// Where `chunk`'s first quote, backslash or control byte is. Written as
+/// a mask per byte folded into two `u128`s, with no early exit: the
+/// compiler then checks 16 bytes per instruction (measured: 0.9
 /// instructions per byte, against 2.6 for serde_json's eight-byte steps).
-fn has_special(chunk: &[u8]) -> bool {
+fn first_special(chunk: &[u8; 32]) -> Option<usize> {
     let mut mask = [0u8; 32];
     for (m, &b) in mask.iter_mut().zip(chunk) {
         *m = u8::from((b < 0x20) | (b == b'"') | (b == b'\\')) * 0xff;
     }
     let (low, high) = mask.split_at(16);
-    let word = |half: &[u8]| <[u8; 16]>::try_from(half).map_or(1, u128::from_ne_bytes);
-    word(low) | word(high) != 0
+    // Little-endian: the first byte is the lowest, so trailing zeros count
+    // the plain bytes before the first special one.
+    let word = |half: &[u8]| <[u8; 16]>::try_from(half).map_or(u128::MAX, u128::from_le_bytes);
+    let (low, high) = (word(low), word(high));
+    let at = |w: u128| (w.trailing_zeros() / 8) as usize;
+    if low != 0 {
+        Some(at(low))
+    } else if high != 0 {
+        Some(16 + at(high))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

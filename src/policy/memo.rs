@@ -70,7 +70,7 @@ impl DecisionMemo {
                 part(tool.as_bytes());
             }
         }
-        serde_json::to_writer(&mut key, context).ok()?;
+        write_object(&mut key, context);
         (key.len() <= MAX_KEY_BYTES).then_some(key)
     }
 
@@ -90,5 +90,180 @@ impl DecisionMemo {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.read().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+// The context's part of a key: a tag per value and a length before every
+// string and collection, so the bytes name one value only. Written by hand:
+// serde_json's text form escaped every string byte by byte, which cost as
+// much as the lookup it served.
+
+fn write_len(key: &mut Vec<u8>, n: usize) {
+    key.extend_from_slice(&n.to_le_bytes());
+}
+
+fn write_str(key: &mut Vec<u8>, s: &str) {
+    write_len(key, s.len());
+    key.extend_from_slice(s.as_bytes());
+}
+
+fn write_object(key: &mut Vec<u8>, m: &Map<String, Value>) {
+    key.push(b'{');
+    write_len(key, m.len());
+    for (k, v) in m {
+        write_str(key, k);
+        write_value(key, v);
+    }
+}
+
+fn write_value(key: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => key.push(b'n'),
+        Value::Bool(b) => key.push(if *b { b't' } else { b'f' }),
+        // Each kind of number has its own tag: 1 and 1.0 get two keys,
+        // which only costs a miss.
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                key.push(b'u');
+                key.extend_from_slice(&u.to_le_bytes());
+            } else if let Some(i) = n.as_i64() {
+                key.push(b'i');
+                key.extend_from_slice(&i.to_le_bytes());
+            } else {
+                key.push(b'd');
+                let bits = n.as_f64().map_or(u64::MAX, f64::to_bits);
+                key.extend_from_slice(&bits.to_le_bytes());
+            }
+        }
+        Value::String(s) => {
+            key.push(b's');
+            write_str(key, s);
+        }
+        Value::Array(items) => {
+            key.push(b'[');
+            write_len(key, items.len());
+            for item in items {
+                write_value(key, item);
+            }
+        }
+        Value::Object(m) => write_object(key, m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Small values from few parts, so that two of them often look alike.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-2i64..3).prop_map(Value::from),
+            prop_oneof![Just(1.0f64), Just(-0.5), Just(2.5)].prop_map(Value::from),
+            // Tag bytes among the letters, to tempt a key without lengths.
+            "[asnu{\\[]{0,3}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("[asn]{0,2}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn key_of(m: &Map<String, Value>) -> Vec<u8> {
+        let mut key = Vec::new();
+        write_object(&mut key, m);
+        key
+    }
+
+    /// Reads a key's context part back: a key that can be read back names
+    /// one context only.
+    struct Reader<'k>(&'k [u8]);
+
+    impl Reader<'_> {
+        fn take(&mut self, n: usize) -> &[u8] {
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            head
+        }
+        fn len(&mut self) -> usize {
+            usize::from_le_bytes(self.take(8).try_into().unwrap())
+        }
+        fn u64(&mut self) -> u64 {
+            u64::from_le_bytes(self.take(8).try_into().unwrap())
+        }
+        fn str(&mut self) -> String {
+            let n = self.len();
+            String::from_utf8(self.take(n).to_vec()).unwrap()
+        }
+        fn object(&mut self) -> Map<String, Value> {
+            assert_eq!(self.take(1), b"{");
+            let n = self.len();
+            (0..n).map(|_| (self.str(), self.value())).collect()
+        }
+        fn value(&mut self) -> Value {
+            match self.0[0] {
+                b'{' => Value::Object(self.object()),
+                tag => {
+                    self.take(1);
+                    match tag {
+                        b'n' => Value::Null,
+                        b't' => Value::Bool(true),
+                        b'f' => Value::Bool(false),
+                        b'u' => Value::from(self.u64()),
+                        b'i' => Value::from(self.u64() as i64),
+                        b'd' => Value::from(f64::from_bits(self.u64())),
+                        b's' => Value::String(self.str()),
+                        b'[' => {
+                            let n = self.len();
+                            Value::Array((0..n).map(|_| self.value()).collect())
+                        }
+                        other => panic!("unknown tag {other}"),
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_key_reads_back_as_its_context(
+            m in proptest::collection::btree_map("[asn]{0,2}", json(), 0..3),
+        ) {
+            let m: Map<String, Value> = m.into_iter().collect();
+            let key = key_of(&m);
+            let mut reader = Reader(&key);
+            let back = reader.object();
+            prop_assert!(reader.0.is_empty(), "bytes left over");
+            // Compared as text too: Map equality ignores member order.
+            prop_assert_eq!(back.clone(), m.clone());
+            prop_assert_eq!(Value::Object(back).to_string(), Value::Object(m).to_string());
+        }
+    }
+
+    #[test]
+    fn values_that_print_alike_get_their_own_keys() {
+        let ctx = |v: Value| match v {
+            Value::Object(m) => key_of(&m),
+            _ => unreachable!(),
+        };
+        use serde_json::json;
+        let pairs = [
+            (json!({"a": 1}), json!({"a": "1"})),
+            (json!({"a": 1}), json!({"a": 1.0})),
+            (json!({"ab": "c"}), json!({"a": "bc"})),
+            (json!({"a": "bs", "c": null}), json!({"a": "b", "sc": null})),
+            (json!({"a": ["b", "c"]}), json!({"a": ["bc"]})),
+            (json!({"a": [[]]}), json!({"a": [[], []]})),
+            (json!({"a": null}), json!({"a": false})),
+            (json!({"a": -1}), json!({"a": u64::MAX})),
+        ];
+        for (x, y) in pairs {
+            assert_ne!(ctx(x.clone()), ctx(y.clone()), "{x} and {y}");
+        }
     }
 }

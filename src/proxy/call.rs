@@ -163,20 +163,28 @@ fn context_headers(
     headers: &http::HeaderMap,
     build: bool,
 ) -> Result<Map<String, Value>, ProxyError> {
+    let not_text = |name: &HeaderName| {
+        ProxyError::bad_request(
+            "bad_header",
+            format!("header `{name}` is not valid text, and policies may read it"),
+        )
+    };
     let mut out = Map::new();
+    if !build {
+        // Checked, not built: one pass over the few headers sent costs less
+        // than a lookup per header a policy could read.
+        for (name, v) in headers {
+            if CONTEXT_HEADERS.contains(name) && v.to_str().is_err() {
+                return Err(not_text(name));
+            }
+        }
+        return Ok(out);
+    }
     for name in &CONTEXT_HEADERS {
         // One value is the usual case; repeats are joined with `, `.
         let mut joined: Option<String> = None;
         for v in headers.get_all(name) {
-            let s = v.to_str().map_err(|_| {
-                ProxyError::bad_request(
-                    "bad_header",
-                    format!("header `{name}` is not valid text, and policies may read it"),
-                )
-            })?;
-            if !build {
-                continue;
-            }
+            let s = v.to_str().map_err(|_| not_text(name))?;
             match &mut joined {
                 None => joined = Some(s.to_owned()),
                 Some(j) => {
@@ -225,5 +233,27 @@ mod tests {
         assert_eq!(dup.kind(), "duplicate_json_key");
         assert_eq!(unread(b"{\"a\":").unwrap_err().kind(), "invalid_json");
         assert_eq!(unread(b"{} {}").unwrap_err().kind(), "invalid_json");
+    }
+
+    #[test]
+    fn a_readable_header_that_is_not_text_is_refused_whether_built_or_only_checked() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-other", http::HeaderValue::from_bytes(b"\xff").unwrap());
+        h.append("accept", "text/plain".parse().unwrap());
+        h.append("accept", "application/json".parse().unwrap());
+        assert!(context_headers(&h, false).unwrap().is_empty());
+        let built = context_headers(&h, true).unwrap();
+        assert_eq!(built["accept"], "text/plain, application/json");
+        assert!(!built.contains_key("x-other"));
+
+        h.insert(
+            "user-agent",
+            http::HeaderValue::from_bytes(b"a\xffb").unwrap(),
+        );
+        for build in [false, true] {
+            let e = context_headers(&h, build).unwrap_err();
+            assert_eq!(e.kind(), "bad_header");
+            assert!(e.to_string().contains("`user-agent`"), "{e}");
+        }
     }
 }

@@ -54,23 +54,44 @@ pub enum PathError {
     AboveRoot,
 }
 
+/// One segment percent-decoded, refused when it cannot round-trip.
+fn decode_segment(raw_seg: &str) -> Result<Cow<'_, str>, PathError> {
+    let decoded = percent_decode_str(raw_seg)
+        .decode_utf8()
+        .map_err(|_| PathError::BadCharacter)?;
+    if decoded.contains(['/', '\\']) {
+        return Err(PathError::EncodedSeparator(raw_seg.to_string()));
+    }
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError::BadCharacter);
+    }
+    Ok(decoded)
+}
+
 impl<'a> NormalizedPath<'a> {
     pub fn parse(raw: &'a str) -> Result<NormalizedPath<'a>, PathError> {
         if !raw.starts_with('/') {
             return Err(PathError::NotAbsolute);
         }
+        // The usual path is printable ASCII with nothing encoded: each
+        // segment is then its own decoding, and none can hold a separator
+        // or a control character, so `decode_segment` would find nothing.
+        let plain = raw
+            .bytes()
+            .all(|b| matches!(b, 0x21..=0x7e) && b != b'%' && b != b'\\');
+        Self::parse_segments(raw, plain)
+    }
+
+    /// `plain`: every segment is known to decode to itself.
+    fn parse_segments(raw: &'a str, plain: bool) -> Result<NormalizedPath<'a>, PathError> {
         let mut segments = SmallVec::new();
         let mut trailing_slash = false;
         for raw_seg in raw.split('/').skip(1) {
-            let decoded = percent_decode_str(raw_seg)
-                .decode_utf8()
-                .map_err(|_| PathError::BadCharacter)?;
-            if decoded.contains(['/', '\\']) {
-                return Err(PathError::EncodedSeparator(raw_seg.to_string()));
-            }
-            if decoded.chars().any(char::is_control) {
-                return Err(PathError::BadCharacter);
-            }
+            let decoded = if plain {
+                Cow::Borrowed(raw_seg)
+            } else {
+                decode_segment(raw_seg)?
+            };
             trailing_slash = false;
             match decoded.as_ref() {
                 "" | "." => trailing_slash = true,
@@ -153,6 +174,19 @@ pub fn upstream_path(base: &str, rest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn a_plain_path_parses_as_the_decoding_path_would(raw in proptest::prop_oneof![
+            "/[a-c0-9./~-]{0,24}",
+            "/[a-f0-9./%\\\\~ \u{1}é-]{0,24}",
+        ]) {
+            proptest::prop_assert_eq!(
+                NormalizedPath::parse(&raw),
+                NormalizedPath::parse_segments(&raw, false)
+            );
+        }
+    }
 
     fn norm(p: &str) -> Result<String, PathError> {
         NormalizedPath::parse(p).map(|n| n.decoded())
