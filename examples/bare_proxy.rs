@@ -22,6 +22,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 
+// The same allocator as Airlock's binary, so that the floor differs from it
+// by the policy layer only.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let listen: SocketAddr = args.next().ok_or("listen address")?.parse()?;

@@ -130,7 +130,7 @@ async fn try_decide(
             "edited_body": h.edited_body.as_deref().map(body_json),
         }));
     }
-    state.audit.record(rec).await;
+    state.audit.record(&rec).await;
     Ok(Json(view(h)).into_response())
 }
 
@@ -290,5 +290,5 @@ async fn record_refusal(state: &AdminState, id: &str, attempt: &Attempt, refusal
     if !extra.is_empty() {
         rec.extra = Some(Value::Object(extra));
     }
-    state.audit.record(rec).await;
+    state.audit.record(&rec).await;
 }

@@ -347,7 +347,7 @@ impl Approvals {
             if hold.state == HoldState::Pending {
                 self.metrics.holds_pending.dec();
             }
-            self.audit.record(trail::expired(hold)).await;
+            self.audit.record(&trail::expired(hold)).await;
             self.waiters.wake(&hold.id);
             if queued {
                 self.outbox_wake.notify_one();

@@ -15,8 +15,9 @@
 //! holds [`MAX_ENTRIES`] decisions it starts over. Shadow policies and the
 //! unindexed reference path never use it.
 
-use std::collections::HashMap;
 use std::sync::RwLock;
+
+use foldhash::HashMap;
 
 use serde_json::{Map, Value};
 
@@ -40,6 +41,10 @@ pub(super) struct DecisionMemo {
     // Read-mostly: after warm-up, calls take only the read lock. A std
     // RwLock because it is held for one hash lookup and never across an
     // await.
+    // foldhash (seeded at random per map) rather than SipHash: keys carry
+    // agents' values, but the map never holds more than MAX_ENTRIES, which
+    // bounds what crafted collisions could cost; SipHash cost more than the
+    // rest of a memoized decision.
     map: RwLock<HashMap<Vec<u8>, Memoized>>,
 }
 

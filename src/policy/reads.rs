@@ -21,9 +21,9 @@
 //! compares decisions on pruned contexts with decisions on full ones.
 
 use std::borrow::Cow;
-// foldhash, not SipHash: these keys come from the policies, never from an
-// agent, so there is nothing to flood; and every call looks keys up here.
-use foldhash::{HashMap, HashMapExt};
+// A BTreeMap: every call looks keys up here, nearly always missing among a
+// handful, and comparing a few short names costs less than hashing one.
+use std::collections::BTreeMap;
 
 use cedar_policy::Policy;
 use serde_json::{Map, Value};
@@ -34,7 +34,7 @@ pub(super) struct ContextReads {
     /// Some policy uses the value here as a whole: keep all of it.
     whole: bool,
     /// Keys read below this point (only meaningful when not `whole`).
-    keys: HashMap<String, ContextReads>,
+    keys: BTreeMap<String, ContextReads>,
 }
 
 impl ContextReads {
@@ -57,7 +57,7 @@ impl ContextReads {
     pub fn everything() -> ContextReads {
         ContextReads {
             whole: true,
-            keys: HashMap::new(),
+            keys: BTreeMap::new(),
         }
     }
 

@@ -21,8 +21,9 @@ use crate::policy::value::{check_json_strict, parse_json_needed};
 use crate::policy::{CallRequest, ContextNeeds, Resource};
 
 /// Headers a policy may read, as `context.headers["name"]`. Static names,
-/// so that looking them up parses nothing.
-pub const CONTEXT_HEADERS: [HeaderName; 6] = [
+/// so that looking them up parses nothing; a `static`, since a `const`
+/// array is built and dropped again at each use.
+pub static CONTEXT_HEADERS: [HeaderName; 6] = [
     HeaderName::from_static("accept"),
     HeaderName::from_static("content-type"),
     HeaderName::from_static("idempotency-key"),

@@ -95,12 +95,13 @@ pub fn handle(
 ) -> impl std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> {
     async move {
         let started = Instant::now();
+        let now = std::time::SystemTime::now();
         // On the stack: the record keeps the one owned copy.
         let mut id_buf = uuid::Uuid::encode_buffer();
-        let request_id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
+        let request_id: &str = new_request_id(now).hyphenated().encode_lower(&mut id_buf);
         let snap = state.live.load_full();
         let mut rec = AuditRecord {
-            time: rfc3339(std::time::SystemTime::now()),
+            time: rfc3339(now),
             request_id: request_id.to_owned(),
             event: "decision",
             method: method_name(req.method()),
@@ -121,10 +122,33 @@ pub fn handle(
             }
             Err(e) => Err(e),
         };
-        let (response, recorded) = answer(&state, &conn, started, request_id, rec, result);
+        let (response, recorded) = answer(&state, &conn, started, request_id, &mut rec, result);
         recorded.await;
         Ok(response)
     }
+}
+
+thread_local! {
+    // Each worker thread keeps its own: uuid's `now_v7` draws on one context
+    // behind a process-wide Mutex, which every request of every worker took.
+    // Ids stay unique (random bits below the counter) and ordered by time to
+    // the millisecond; within a thread they are strictly increasing.
+    static ID_CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
+}
+
+/// A fresh request id, a UUIDv7 of `now` (the instant the audit record
+/// names too), taking no lock shared between threads.
+fn new_request_id(now: std::time::SystemTime) -> uuid::Uuid {
+    let since = now
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    ID_CONTEXT.with(|cx| {
+        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            cx,
+            since.as_secs(),
+            since.subsec_nanos(),
+        ))
+    })
 }
 
 /// What `process` leaves to `handle`.
@@ -144,11 +168,11 @@ fn answer<'s>(
     conn: &AgentConnection,
     started: Instant,
     request_id: &str,
-    mut rec: AuditRecord,
+    rec: &mut AuditRecord,
     result: Result<Response<ProxyBody>, ProxyError>,
 ) -> (
     Response<ProxyBody>,
-    impl std::future::Future<Output = ()> + 's,
+    impl std::future::Future<Output = ()> + use<'s>,
 ) {
     let response = match result {
         Ok(resp) => {
@@ -706,6 +730,32 @@ mod tests {
         strip_for_upstream(&mut to);
         assert_eq!(names(&to), ["accept", "x-custom"]);
         assert_eq!(to.get_all("x-custom").iter().count(), 2);
+    }
+
+    #[test]
+    fn request_ids_are_unique_across_threads_and_rise_within_one() {
+        let now = std::time::SystemTime::now();
+        let per_thread: Vec<Vec<uuid::Uuid>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| s.spawn(move || (0..2000).map(|_| new_request_id(now)).collect()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let mut all = std::collections::HashSet::new();
+        for ids in &per_thread {
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "not rising");
+            for id in ids {
+                assert_eq!(id.get_version_num(), 7);
+                assert!(all.insert(*id), "{id} repeated");
+            }
+        }
+        // The id's time is the record's: the same millisecond.
+        let (secs, nanos) = per_thread[0][0].get_timestamp().unwrap().to_unix();
+        let since = now
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(secs, since.as_secs());
+        assert_eq!(nanos / 1_000_000, since.subsec_millis());
     }
 
     #[test]
