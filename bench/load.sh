@@ -99,7 +99,10 @@ YAML
 setsid ./target/release/airlock serve --config "$work/airlock.yaml" >"$work/airlock.out" 2>"$work/airlock.err" &
 pids+=($!)
 AIRLOCK_PID=$!
-BARE_THREADS=$(nproc) setsid ./target/release/examples/bare_proxy "127.0.0.1:$BP" "http://127.0.0.1:$UP" >/dev/null 2>&1 &
+# The bare proxy keeps one upstream connection per agent connection, as
+# Airlock's lanes do (BARE_PAIRED=0 for hyper-util's pool instead), and uses
+# the same allocator: it differs from Airlock by the policy layer alone.
+BARE_PAIRED=${BARE_PAIRED:-1} BARE_THREADS=$(nproc) setsid ./target/release/examples/bare_proxy "127.0.0.1:$BP" "http://127.0.0.1:$UP" >/dev/null 2>&1 &
 pids+=($!)
 BARE_PID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done

@@ -70,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn run(listener: tokio::net::TcpListener, upstream: hyper::Uri) -> std::io::Result<()> {
-    if std::env::var_os("BARE_PAIRED").is_some() {
+    if std::env::var("BARE_PAIRED").is_ok_and(|v| v == "1") {
         return run_paired(listener, upstream).await;
     }
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();

@@ -141,6 +141,34 @@ pub enum Protocol {
     Mcp,
 }
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, so
+/// they are never forwarded, in either direction.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Why a route may not inject header `name` (lower case), or `None` when
+/// it may.
+pub(crate) fn not_injectable(name: &str) -> Option<&'static str> {
+    if HOP_BY_HOP.contains(&name) {
+        Some("it is hop-by-hop, and Airlock never forwards those")
+    } else if matches!(name, "host" | "content-length") {
+        Some("Airlock sets it from the upstream URL and the exact body")
+    } else if name == "x-request-id" || name.starts_with("airlock-") {
+        Some("it is Airlock's own")
+    } else {
+        None
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
@@ -442,6 +470,36 @@ mod tests {
         assert_eq!(c.policies, PathBuf::from("/etc/airlock/policies"));
         assert_eq!(c.approvals.wait, Duration::from_secs(25));
         assert_eq!(c.approvals.progress_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_route_may_inject_credentials_but_not_framing_hop_by_hop_or_airlock_headers() {
+        let route = |header: &str| {
+            format!(
+                "listen: 127.0.0.1:8080\nroutes:\n  - name: crm\n    prefix: /crm\n    upstream: http://127.0.0.1:9000\n    headers:\n      {header}: x\n"
+            )
+        };
+        let c = load(&route("Authorization")).unwrap();
+        assert_eq!(c.routes[0].headers[0].0, "authorization");
+        for (header, why) in [
+            ("Content-Length", "the exact body"),
+            ("host", "the upstream URL"),
+            ("Transfer-Encoding", "hop-by-hop"),
+            ("connection", "hop-by-hop"),
+            ("x-request-id", "Airlock's own"),
+            ("Airlock-Approval", "Airlock's own"),
+        ] {
+            let err = load(&route(header)).unwrap_err();
+            let p = &err.problems()[0];
+            let lower = header.to_ascii_lowercase();
+            assert!(
+                p.message
+                    .contains(&format!("route `crm`: header `{lower}` cannot be injected"))
+                    && p.message.contains(why),
+                "{}",
+                p.message
+            );
+        }
     }
 
     #[test]

@@ -401,10 +401,19 @@ impl Validator {
                 http::HeaderName::from_bytes(k.as_bytes()),
                 http::HeaderValue::from_str(&v.0),
             ) {
-                (Ok(n), Ok(mut val)) => {
-                    val.set_sensitive(true);
-                    headers.push((n, val));
-                }
+                (Ok(n), Ok(mut val)) => match super::not_injectable(n.as_str()) {
+                    Some(why) => {
+                        self.problem(
+                            &r.name,
+                            format!("route `{name}`: header `{n}` cannot be injected: {why}"),
+                        );
+                        ok = false;
+                    }
+                    None => {
+                        val.set_sensitive(true);
+                        headers.push((n, val));
+                    }
+                },
                 _ => {
                     self.problem(
                         &r.name,

@@ -509,8 +509,8 @@ pub async fn forward(
     }
     // The length sent is the body's. The agent's own value usually states
     // it already (hyper checked it against the bytes read), and then no new
-    // one is formatted; an edited held call, a chunked body or a route's
-    // own `Content-Length` get it afresh.
+    // one is formatted; an edited held call or a chunked body gets it
+    // afresh (config refuses a route that injects its own).
     if !states_length(headers, body_len) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     }
@@ -590,18 +590,7 @@ fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
 
 /// Hop-by-hop headers, never forwarded in either direction.
 fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    crate::config::HOP_BY_HOP.contains(&name)
 }
 
 /// Headers of the agent's that never reach the upstream: its credentials,
