@@ -191,7 +191,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::error::Fault;
+    use crate::audit::Fault;
     use proptest::prelude::*;
 
     fn text() -> impl Strategy<Value = String> {

@@ -64,7 +64,7 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fault: Option<crate::proxy::error::Fault>,
+    pub fault: Option<Fault>,
     /// Shared with the policy snapshot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Arc<str>>,
@@ -96,6 +96,18 @@ pub struct AuditRecord {
     pub caller: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extra: Option<serde_json::Value>,
+}
+
+/// Who has to act for a failed call to succeed. Defined here, where it is
+/// recorded, so that the audit module needs nothing of the proxy's; the
+/// proxy's errors say which one is theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    Agent,
+    Upstream,
+    Policy,
+    Internal,
 }
 
 fn is_zero(n: &u16) -> bool {

@@ -8,15 +8,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
-/// Who has to act for the call to succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Fault {
-    Agent,
-    Upstream,
-    Policy,
-    Internal,
-}
+pub use crate::audit::Fault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
