@@ -252,17 +252,17 @@ thread_local! {
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (last, mut text) = LAST_SECOND.get();
-    if last != secs {
-        if let Some(head) = to_second(secs).as_bytes().get(..20) {
-            text.copy_from_slice(head);
+    let text = match LAST_SECOND.get() {
+        (last, text) if last == secs => text,
+        _ => {
+            let text = to_second(secs);
             LAST_SECOND.set((secs, text));
+            text
         }
-    }
+    };
     let millis = d.subsec_millis();
     let mut out = String::with_capacity(24);
-    // INVARIANT: `text` is ASCII, written by `to_second` for some second.
-    out.push_str(std::str::from_utf8(&text).unwrap_or("0000-00-00T00:00:00."));
+    out.extend(text.iter().map(|&b| char::from(b)));
     for digit in [millis / 100, millis / 10 % 10, millis % 10] {
         out.push(char::from(b'0' + digit as u8));
     }
@@ -270,8 +270,9 @@ pub fn rfc3339(t: SystemTime) -> String {
     out
 }
 
-/// `secs` as RFC 3339 UTC with `.000Z`: the calendar arithmetic.
-fn to_second(secs: u64) -> String {
+/// `secs` as RFC 3339 UTC up to the `.` (`2021-02-25T15:02:10.`): the
+/// calendar arithmetic.
+fn to_second(secs: u64) -> [u8; 20] {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -285,26 +286,27 @@ fn to_second(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = if month <= 2 { y + 1 } else { y };
-    // Digit by digit: this runs for every request, and `format!` with
-    // padding cost more than the rest of the record.
-    let mut out = String::with_capacity(24);
-    let mut digits = |n: i64, width: u32, then: Option<char>| {
+    // Digit by digit into a fixed array: `format!` with padding cost more
+    // than the rest of the record.
+    let mut out = [0u8; 20];
+    let mut at = out.iter_mut();
+    let mut digits = |n: i64, width: u32, then: u8| {
         for p in (0..width).rev() {
-            let d = (n / 10_i64.pow(p)).rem_euclid(10) as u8;
-            out.push(char::from(b'0' + d));
+            if let Some(slot) = at.next() {
+                *slot = b'0' + (n / 10_i64.pow(p)).rem_euclid(10) as u8;
+            }
         }
-        if let Some(c) = then {
-            out.push(c);
+        if let Some(slot) = at.next() {
+            *slot = then;
         }
     };
     let rem = rem as i64;
-    digits(year, 4, Some('-'));
-    digits(month, 2, Some('-'));
-    digits(day, 2, Some('T'));
-    digits(rem / 3600, 2, Some(':'));
-    digits((rem % 3600) / 60, 2, Some(':'));
-    digits(rem % 60, 2, Some('.'));
-    digits(0, 3, Some('Z'));
+    digits(year, 4, b'-');
+    digits(month, 2, b'-');
+    digits(day, 2, b'T');
+    digits(rem / 3600, 2, b':');
+    digits((rem % 3600) / 60, 2, b':');
+    digits(rem % 60, 2, b'.');
     out
 }
 
