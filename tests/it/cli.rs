@@ -130,6 +130,28 @@ fn check_reports_config_mistakes_at_their_line() {
 }
 
 #[test]
+fn check_refuses_a_route_that_injects_the_length_and_keeps_its_credentials() {
+    let builder = AirlockBuilder::permitting_everything().route_yaml(
+        "  - name: crm\n    prefix: /crm\n    upstream: http://127.0.0.1:9\n    headers:\n      Content-Length: \"5\"\n      Authorization: Bearer upstream-key\n",
+    );
+    let config = builder.write();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l.contains("name: crm"))
+        .expect("the route is in the config");
+    let (code, out, _) = run_cli(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&format!("airlock.yaml:{line}:"))
+                && l.contains("header `content-length` cannot be injected")),
+        "{out}"
+    );
+    assert!(!out.contains("authorization"), "{out}");
+}
+
+#[test]
 fn serve_refuses_a_bad_worker_count_instead_of_guessing() {
     let builder = AirlockBuilder::permitting_everything();
     let config = builder.write();
