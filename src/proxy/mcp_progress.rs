@@ -128,6 +128,22 @@ impl Progress {
     }
 }
 
+/// Sends the stream's last frame, waiting for room at most `limit` (the
+/// time an agent connection may sit idle): an agent that stops reading
+/// must not keep the stream's task, and its audit record, waiting forever.
+/// The audit `error` when it could not be sent.
+async fn send_last(
+    tx: &mpsc::Sender<Bytes>,
+    frame: Bytes,
+    limit: Duration,
+) -> Option<&'static str> {
+    match tokio::time::timeout(limit, tx.send(frame)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(_)) => Some("agent_gone"),
+        Err(_) => Some("agent_not_reading"),
+    }
+}
+
 // === impl HeldStream ===
 
 impl HeldStream {
@@ -142,9 +158,8 @@ impl HeldStream {
         rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         match end {
             End::Answer(answer) => {
-                if tx.send(sse::message(&answer)).await.is_err() {
-                    rec.error = Some("agent_gone");
-                }
+                let limit = snap.config.timeouts.header_read;
+                rec.error = send_last(&tx, sse::message(&answer), limit).await;
             }
             End::Gone => rec.error = Some("agent_gone"),
         }
@@ -340,5 +355,29 @@ impl HeldStream {
                 "requestId": self.held.request_id,
             })),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_last_frame_waits_for_a_stalled_agent_only_so_long() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let limit = Duration::from_millis(100);
+        assert_eq!(send_last(&tx, Bytes::from_static(b"a"), limit).await, None);
+        // The queue is full and nobody reads: given up after `limit`.
+        let started = Instant::now();
+        let stalled = send_last(&tx, Bytes::from_static(b"b"), limit).await;
+        assert_eq!(stalled, Some("agent_not_reading"));
+        assert!(started.elapsed() >= limit);
+        // Room again: it goes through.
+        assert_eq!(rx.recv().await.as_deref(), Some(&b"a"[..]));
+        assert_eq!(send_last(&tx, Bytes::from_static(b"c"), limit).await, None);
+        // The agent hung up.
+        drop(rx);
+        let gone = send_last(&tx, Bytes::from_static(b"d"), limit).await;
+        assert_eq!(gone, Some("agent_gone"));
     }
 }
