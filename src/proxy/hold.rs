@@ -152,6 +152,7 @@ pub async fn await_decision(
                         hold,
                         body,
                         request_id.to_string(),
+                        Session::Stored,
                         rec,
                     ))
                     .await;
@@ -206,6 +207,18 @@ pub fn stored_parts(r: &StoredRequest) -> Result<Parts, String> {
         .map_err(|e| format!("the stored request does not rebuild: {e}"))
 }
 
+/// The MCP session an approved call runs in.
+pub(super) enum Session {
+    /// As stored with the hold (REST calls have none).
+    Stored,
+    /// The agent's current attempt's `Mcp-Session-Id`, or none: an agent
+    /// that started a new session since the first attempt has usually
+    /// ended the old one, and the upstream would refuse that id.
+    Current(Option<HeaderValue>),
+}
+
+const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
+
 /// Forwards the approved call (`body`: the stored or edited payload) once.
 /// The forward runs in its own task, so that an agent hanging up mid-way
 /// cannot leave it half done: the outcome is always recorded for the replay.
@@ -215,6 +228,7 @@ pub(super) async fn execute(
     hold: HoldRecord,
     body: Bytes,
     request_id: String,
+    session: Session,
     rec: &mut AuditRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let approvals = approvals.clone();
@@ -224,7 +238,13 @@ pub(super) async fn execute(
         let result = match (snap.route_named(&hold.route), stored_parts(&hold.request)) {
             (None, _) => Err(ProxyError::NoRoute(hold.route.clone())),
             (_, Err(e)) => Err(ProxyError::Internal(e)),
-            (Some(route), Ok(parts)) => {
+            (Some(route), Ok(mut parts)) => {
+                if let Session::Current(current) = session {
+                    match current {
+                        Some(id) => parts.headers.insert(MCP_SESSION_ID, id),
+                        None => parts.headers.remove(MCP_SESSION_ID),
+                    };
+                }
                 // The pool: the agent's connection may be gone by now.
                 forward(route, &hold.request.rest, parts, body, &request_id, None).await
             }

@@ -17,11 +17,11 @@
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderMap, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::error::ProxyError;
-use super::hold::{execute, internal, stored_request};
+use super::hold::{execute, internal, stored_request, Session};
 use super::mcp::McpRequest;
 use super::ProxyBody;
 use crate::approval::fingerprint::fingerprint;
@@ -80,6 +80,7 @@ pub(super) async fn on_tool_hold(
         modern: msg.is_modern(),
         progress_token: progress_token(&params),
         request_id: cx.request_id.to_string(),
+        session: parts.headers.get("mcp-session-id").cloned(),
     };
     if held.progress_token.is_some() && accepts_events(&parts.headers) {
         return Ok(super::mcp_progress::respond(cx.state, hold.id, held, rec));
@@ -100,7 +101,17 @@ pub(super) async fn on_tool_hold(
         if approvals.claim(&hold.id).await.map_err(internal)? {
             let body = held.body_to_forward(&hold)?;
             let request_id = cx.request_id.to_string();
-            return execute(approvals, &cx.state.live, hold, body, request_id, rec).await;
+            let session = Session::Current(held.session.clone());
+            return execute(
+                approvals,
+                &cx.state.live,
+                hold,
+                body,
+                request_id,
+                session,
+                rec,
+            )
+            .await;
         }
     }
     Err(ProxyError::Internal(
@@ -118,6 +129,9 @@ pub(super) struct HeldTool {
     /// number).
     pub progress_token: Option<Value>,
     pub request_id: String,
+    /// The current attempt's `Mcp-Session-Id`, which the approved call
+    /// carries (see `hold::Session`).
+    pub session: Option<HeaderValue>,
 }
 
 // === impl HeldTool ===

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use super::error::ProxyError;
 use super::event_body;
-use super::hold::execute;
+use super::hold::{execute, Session};
 use super::mcp_hold::HeldTool;
 use super::{ProxyBody, ProxyState};
 use crate::approval::{ApprovalError, Approvals};
@@ -233,12 +233,14 @@ impl HeldStream {
             .route_named(&hold.route)
             .map_or(Duration::from_secs(30), |r| r.config.response_timeout);
         let request_id = self.held.request_id.clone();
+        let session = Session::Current(self.held.session.clone());
         let result = execute(
             &self.approvals,
             &self.live,
             hold,
             body,
             request_id,
+            session,
             &mut self.rec,
         )
         .await;

@@ -439,3 +439,67 @@ async fn a_client_that_hangs_up_mid_stream_never_has_its_call_run_without_it() {
     assert_eq!(text(&answer), "refunded 600 to c-4", "{answer}");
     assert_eq!(show(&airlock, &id).await["status"], "executed");
 }
+
+#[tokio::test]
+async fn an_approved_call_runs_in_the_session_the_agent_calls_again_from() {
+    let server = McpServer::python();
+    let airlock = crm(&server);
+    let first = session(&airlock).await;
+    let args = json!({"customer_id": "c-9", "amount": 900});
+    // Events accepted (the server insists) but no progress token: the
+    // answer comes as plain JSON.
+    let plain = "application/json, text/event-stream";
+
+    // The first attempt waits for a human; the agent gives up on it.
+    let waiting = tokio::spawn({
+        let airlock_url = airlock.url("/mcp/crm");
+        let call = tool_call(json!(1), "issue_refund", args.clone(), None);
+        let first = first.clone();
+        async move {
+            client()
+                .post(airlock_url)
+                .header("authorization", bearer(AGENT_KEY))
+                .header("accept", plain)
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("mcp-session-id", first)
+                .json(&call)
+                .send()
+                .await
+        }
+    });
+    let id = pending(&airlock).await;
+    waiting.abort();
+    let (status, body) = decide(&airlock, &id, ADMIN_TOKEN, json!({"decision": "approve"})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Meanwhile the agent restarted: it ended its session and began another.
+    let ended = client()
+        .delete(airlock.url("/mcp/crm"))
+        .header("authorization", bearer(AGENT_KEY))
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("mcp-session-id", &first)
+        .send()
+        .await
+        .unwrap();
+    assert!(ended.status().is_success(), "{}", ended.status());
+    let list = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"});
+    let stale = post(&airlock, Some(&first), &list, plain).await;
+    assert_eq!(stale.status(), 404, "the server forgot the first session");
+    let second = session(&airlock).await;
+
+    // Called again from the new session, the approved call runs there.
+    let call = tool_call(json!(2), "issue_refund", args, None);
+    let resp = post(&airlock, Some(&second), &call, plain).await;
+    assert_eq!(resp.status(), 200);
+    // The tool's own answer, relayed as the server sent it: an event stream.
+    let events = resp.text().await.unwrap();
+    let answer: Value = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .find(|m: &Value| m.get("result").is_some() || m.get("error").is_some())
+        .unwrap_or_else(|| panic!("no answer in {events}"));
+    assert_ne!(answer["result"]["isError"], true, "{answer}");
+    assert!(text(&answer).contains("refunded 900 to c-9"), "{answer}");
+    assert_eq!(show(&airlock, &id).await["status"], "executed");
+}
