@@ -217,7 +217,7 @@ pub(super) enum Session {
     Current(Option<HeaderValue>),
 }
 
-const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
+pub(super) const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
 
 /// Forwards the approved call (`body`: the stored or edited payload) once.
 /// The forward runs in its own task, so that an agent hanging up mid-way

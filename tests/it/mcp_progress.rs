@@ -90,12 +90,13 @@ async fn session(airlock: &Airlock) -> String {
     sid
 }
 
-async fn post(
+/// A JSON-RPC POST of the agent's, in `session` when given.
+fn request(
     airlock: &Airlock,
     session: Option<&str>,
     body: &Value,
     accept: &str,
-) -> reqwest::Response {
+) -> reqwest::RequestBuilder {
     let mut req = client()
         .post(airlock.url("/mcp/crm"))
         .header("authorization", bearer(AGENT_KEY))
@@ -105,7 +106,30 @@ async fn post(
     if let Some(s) = session {
         req = req.header("mcp-session-id", s);
     }
-    req.send().await.unwrap()
+    req
+}
+
+async fn post(
+    airlock: &Airlock,
+    session: Option<&str>,
+    body: &Value,
+    accept: &str,
+) -> reqwest::Response {
+    request(airlock, session, body, accept)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// [`post`] in a task of its own, for a call that waits for a human.
+fn spawn_post(
+    airlock: &Airlock,
+    session: &str,
+    body: &Value,
+    accept: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let req = request(airlock, Some(session), body, accept);
+    tokio::spawn(async move { req.send().await.unwrap() })
 }
 
 fn tool_call(id: Value, name: &str, args: Value, token: Option<Value>) -> Value {
@@ -313,22 +337,7 @@ async fn without_a_token_or_event_stream_acceptance_the_answer_is_plain_json() {
             json!({"customer_id": "c-2", "amount": amount}),
             token,
         );
-        let waiting = tokio::spawn({
-            let url = airlock.url("/mcp/crm");
-            let sid = sid.clone();
-            async move {
-                client()
-                    .post(url)
-                    .header("authorization", bearer(AGENT_KEY))
-                    .header("accept", accept)
-                    .header("mcp-protocol-version", "2025-06-18")
-                    .header("mcp-session-id", sid)
-                    .json(&call)
-                    .send()
-                    .await
-                    .unwrap()
-            }
-        });
+        let waiting = spawn_post(&airlock, &sid, &call, accept);
         let id = pending(&airlock).await;
         let (status, body) = decide(
             &airlock,
@@ -451,22 +460,8 @@ async fn an_approved_call_runs_in_the_session_the_agent_calls_again_from() {
     let plain = "application/json, text/event-stream";
 
     // The first attempt waits for a human; the agent gives up on it.
-    let waiting = tokio::spawn({
-        let airlock_url = airlock.url("/mcp/crm");
-        let call = tool_call(json!(1), "issue_refund", args.clone(), None);
-        let first = first.clone();
-        async move {
-            client()
-                .post(airlock_url)
-                .header("authorization", bearer(AGENT_KEY))
-                .header("accept", plain)
-                .header("mcp-protocol-version", "2025-06-18")
-                .header("mcp-session-id", first)
-                .json(&call)
-                .send()
-                .await
-        }
-    });
+    let call = tool_call(json!(1), "issue_refund", args.clone(), None);
+    let waiting = spawn_post(&airlock, &first, &call, plain);
     let id = pending(&airlock).await;
     waiting.abort();
     let (status, body) = decide(&airlock, &id, ADMIN_TOKEN, json!({"decision": "approve"})).await;
