@@ -22,6 +22,8 @@ pub struct Route {
     pub name: Arc<str>,
     /// The route as a policy resource (`Route::"name"`), for audit records.
     pub resource: Arc<str>,
+    /// The `Host` an HTTP/1.1 request to the upstream carries, made once.
+    pub host: Option<http::HeaderValue>,
 }
 
 pub struct GatewaySnapshot {
@@ -63,6 +65,10 @@ impl GatewaySnapshot {
                     client,
                     name: r.name.as_str().into(),
                     resource: Resource::Route(r.name.clone()).to_string().into(),
+                    host: r
+                        .upstream
+                        .authority()
+                        .and_then(crate::upstream::host_header),
                 }),
                 Err(e) => problems.push(PolicyProblem {
                     file: config.source.clone(),

@@ -53,7 +53,7 @@ use crate::config::AgentConfig;
 use crate::policy::{Gate, Verdict};
 use crate::snapshot::{GatewaySnapshot, Route};
 use crate::telemetry::{Metrics, VerdictLabels};
-use crate::upstream::paired::{PairedError, PairedUpstream};
+use crate::upstream::paired::{Claim, PairedError, PairedUpstream};
 pub use connection::AgentConnection;
 use error::ProxyError;
 use path::NormalizedPath;
@@ -480,26 +480,43 @@ pub async fn forward(
         path_and_query.push('?');
         path_and_query.push_str(q);
     }
-    // The route's scheme and authority are shared, not parsed again.
-    let mut target = http::uri::Parts::default();
-    target.scheme = Some(up.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP));
-    target.authority = up.authority().cloned();
-    target.path_and_query = Some(
-        http::uri::PathAndQuery::from_maybe_shared(Bytes::from(path_and_query))
-            .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?,
-    );
-    let uri = Uri::from_parts(target)
+    let path_and_query = http::uri::PathAndQuery::from_maybe_shared(Bytes::from(path_and_query))
         .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?;
+    let version = parts.version;
+    let claim = claim_lane(route, version, lane);
+    // The lane's HTTP/1.1 connection takes the path alone (origin form);
+    // the pool takes the absolute URI, the route's scheme and authority
+    // shared rather than parsed again.
+    let uri = if claim.is_some() {
+        Uri::from(path_and_query)
+    } else {
+        let mut target = http::uri::Parts::default();
+        target.scheme = Some(up.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP));
+        target.authority = up.authority().cloned();
+        target.path_and_query = Some(path_and_query);
+        Uri::from_parts(target)
+            .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?
+    };
 
     let body_len = body.len();
-    let version = parts.version;
     let mut out = Request::new(Full::new(body));
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     // The agent's own headers, cleaned in place rather than copied.
     *out.headers_mut() = parts.headers;
     let headers = out.headers_mut();
-    strip(headers, is_agent_only_but_length);
+    strip(headers, is_agent_only_but_length_and_host);
+    // The agent's `Host` names Airlock. On the lane it is replaced in place
+    // by the upstream's; the pool writes its own when there is none (and
+    // an HTTP/2 upstream takes the authority from the URI instead).
+    match (&claim, &route.host) {
+        (Some(_), Some(host)) => {
+            headers.insert(header::HOST, host.clone());
+        }
+        _ => {
+            headers.remove(header::HOST);
+        }
+    }
     for (name, value) in &route.config.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -516,7 +533,7 @@ pub async fn forward(
     }
 
     let timeout = route.config.response_timeout;
-    let sent = tokio::time::timeout(timeout, send(route, version, lane, out)).await;
+    let sent = tokio::time::timeout(timeout, send(route, claim, out)).await;
     let resp = match sent {
         Err(_) => {
             return Err(ProxyError::UpstreamTimeout {
@@ -537,23 +554,30 @@ pub async fn forward(
     ))
 }
 
-/// Sends over the lane when the agent speaks HTTP/1.x, the upstream is
-/// plain HTTP and the lane is free for it; through the pool otherwise.
-async fn send(
+/// The agent connection's lane, when this call can take it: the agent
+/// speaks HTTP/1.x, the upstream is plain HTTP and the lane is free for it.
+fn claim_lane<'a>(
     route: &Route,
     agent_version: Version,
-    lane: Option<&PairedUpstream>,
-    out: Request<Full<Bytes>>,
-) -> Result<Response<Incoming>, ProxyError> {
+    lane: Option<&'a PairedUpstream>,
+) -> Option<Claim<'a>> {
     let up = &route.config.upstream;
-    let claim = match (lane, up.authority()) {
+    match (lane, up.authority()) {
         (Some(lane), Some(authority))
             if agent_version < Version::HTTP_2 && up.scheme_str() == Some("http") =>
         {
             lane.claim(authority)
         }
         _ => None,
-    };
+    }
+}
+
+/// Sends over the claimed lane, or through the pool when there is none.
+async fn send(
+    route: &Route,
+    claim: Option<Claim<'_>>,
+    out: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, ProxyError> {
     let connect_timeout = route.config.connect_timeout;
     let unavailable = |detail: String| ProxyError::UpstreamUnavailable {
         route: route.config.name.clone(),
@@ -603,9 +627,9 @@ fn is_agent_only(name: &str) -> bool {
 }
 
 /// As [`is_agent_only`], but the agent's length is kept for `forward` to
-/// check against the body.
-fn is_agent_only_but_length(name: &str) -> bool {
-    name != "content-length" && is_agent_only(name)
+/// check against the body, and its `Host` for `forward` to replace.
+fn is_agent_only_but_length_and_host(name: &str) -> bool {
+    !matches!(name, "content-length" | "host") && is_agent_only(name)
 }
 
 /// Whether `headers` hold one `Content-Length`, of plain digits, equal to
@@ -643,26 +667,36 @@ pub(super) fn strip_for_upstream(headers: &mut HeaderMap) {
 fn strip(headers: &mut HeaderMap, also: fn(&str) -> bool) {
     // On the stack: a request or answer rarely has more to remove.
     let mut doomed: SmallVec<[http::HeaderName; 6]> = SmallVec::new();
-    {
-        // The headers `Connection` names are hop-by-hop too. It usually
-        // names only `keep-alive` (hop-by-hop already) or `close` (no
-        // header), and then nothing more needs looking up.
-        let listed = headers.get_all(header::CONNECTION);
-        let names_more = listed
+    let mut has_connection = false;
+    for name in headers.keys() {
+        has_connection |= name == header::CONNECTION;
+        let n = name.as_str();
+        if is_hop_by_hop(n) || also(n) {
+            doomed.push(name.clone());
+        }
+    }
+    // The headers `Connection` names are hop-by-hop too. It usually names
+    // only `keep-alive` (hop-by-hop already) or `close` (no header), and
+    // then nothing more needs looking up.
+    if has_connection {
+        let named: SmallVec<[&str; 4]> = headers
+            .get_all(header::CONNECTION)
             .iter()
+            // A whole value of one of the two is the usual case: no split.
+            .filter(|v| {
+                let v = v.as_bytes();
+                !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close")
+            })
             .flat_map(connection_tokens)
-            .any(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"));
-        let connection_listed = |n: &str| {
-            names_more
-                && listed
-                    .iter()
-                    .flat_map(connection_tokens)
-                    .any(|t| t.eq_ignore_ascii_case(n))
-        };
-        for name in headers.keys() {
-            let n = name.as_str();
-            if is_hop_by_hop(n) || also(n) || connection_listed(n) {
-                doomed.push(name.clone());
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .collect();
+        if !named.is_empty() {
+            for name in headers.keys() {
+                if named.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
+                    && !doomed.contains(name)
+                {
+                    doomed.push(name.clone());
+                }
             }
         }
     }
@@ -671,7 +705,6 @@ fn strip(headers: &mut HeaderMap, also: fn(&str) -> bool) {
     }
 }
 
-/// The tokens of one `Connection` value; none when it is not text.
 fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
     v.to_str()
         .into_iter()
@@ -776,5 +809,19 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(names(&h), ["content-type", "set-cookie"]);
         assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn every_connection_header_is_read_for_the_names_it_lists() {
+        let mut h = headers(&[
+            ("connection", "Keep-Alive"),
+            ("connection", "te, X-Second"),
+            ("te", "trailers"),
+            ("x-second", "1"),
+            ("keep-alive", "timeout=5"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["accept"]);
     }
 }

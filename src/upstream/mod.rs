@@ -167,6 +167,17 @@ fn build_connector(
         .wrap_connector(http))
 }
 
+/// `Host` for `authority`, as the pool writes it: the default port is left
+/// out. `None` only for an authority that is not a valid header value,
+/// which a parsed URI's never is.
+pub fn host_header(authority: &http::uri::Authority) -> Option<http::HeaderValue> {
+    match authority.port_u16() {
+        Some(80) => http::HeaderValue::from_str(authority.host()),
+        _ => http::HeaderValue::from_str(authority.as_str()),
+    }
+    .ok()
+}
+
 /// Describes a client error (the pool's or a lane's) for the agent by its
 /// innermost cause; TLS failures are named as such.
 pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{header, HeaderValue, Request, Response, Uri};
+use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -54,9 +54,8 @@ pub struct PairedUpstream {
 
 #[derive(Default)]
 struct Slot {
-    /// The upstream this lane serves, set by its first call, with the
-    /// `Host` its requests carry (made once, then shared).
-    bound: Option<(Authority, Option<HeaderValue>)>,
+    /// The upstream this lane serves, set by its first call.
+    bound: Option<Authority>,
     /// The connection, when it is idle between calls.
     idle: Option<Sender>,
     // INVARIANT: `busy` is true exactly while a `Claim` on this lane
@@ -76,19 +75,16 @@ impl PairedUpstream {
         if slot.busy {
             return None;
         }
-        let (bound, host) = slot
-            .bound
-            .get_or_insert_with(|| (authority.clone(), host_header(authority)));
+        let bound = slot.bound.get_or_insert_with(|| authority.clone());
         if bound != authority {
             return None;
         }
-        let (authority, host) = (bound.clone(), host.clone());
+        let authority = bound.clone();
         slot.busy = true;
         Some(Claim {
             lane: self,
             sender: slot.idle.take(),
             authority,
-            host,
         })
     }
 }
@@ -98,24 +94,27 @@ pub struct Claim<'a> {
     lane: &'a PairedUpstream,
     sender: Option<Sender>,
     authority: Authority,
-    host: Option<HeaderValue>,
 }
 
 impl Claim<'_> {
-    /// Sends `req` (an absolute URI, as for the pool) over the lane's
-    /// connection, opening one when there is none or it has closed.
+    /// Sends `req` over the lane's connection, opening one when there is
+    /// none or it has closed. The request is in origin form (the path
+    /// alone) and carries its `Host`, as an HTTP/1.1 connection takes it;
+    /// the pool takes the absolute URI instead.
     pub async fn send(
         mut self,
-        req: Request<Full<Bytes>>,
+        mut req: Request<Full<Bytes>>,
         connect_timeout: Duration,
     ) -> Result<Response<Incoming>, PairedError> {
-        let mut req = self.origin_form(req);
         if let Some(mut sender) = self.sender.take() {
-            let ready = !sender.is_closed()
-                && matches!(
-                    tokio::time::timeout(connect_timeout, sender.ready()).await,
-                    Ok(Ok(()))
-                );
+            // An idle connection is nearly always ready at once; only one
+            // that is not pays for a timer.
+            let ready = sender.is_ready()
+                || (!sender.is_closed()
+                    && matches!(
+                        tokio::time::timeout(connect_timeout, sender.ready()).await,
+                        Ok(Ok(()))
+                    ));
             if ready {
                 match sender.try_send_request(req).await {
                     Ok(resp) => {
@@ -136,33 +135,6 @@ impl Claim<'_> {
         self.sender = Some(sender);
         Ok(resp)
     }
-
-    /// An HTTP/1.1 connection takes the path alone, plus `Host`, where the
-    /// pool takes the absolute URI.
-    fn origin_form(&self, mut req: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-        // Taken apart rather than copied: the path is already in its own
-        // buffer.
-        let absolute = std::mem::take(req.uri_mut()).into_parts();
-        if let Some(pq) = absolute.path_and_query {
-            *req.uri_mut() = Uri::from(pq);
-        }
-        if let Some(host) = &self.host {
-            if !req.headers().contains_key(header::HOST) {
-                req.headers_mut().insert(header::HOST, host.clone());
-            }
-        }
-        req
-    }
-}
-
-/// `Host` for `authority`, as the pool writes it: the default port is left
-/// out.
-fn host_header(authority: &Authority) -> Option<HeaderValue> {
-    match authority.port_u16() {
-        Some(80) => HeaderValue::from_str(authority.host()),
-        _ => HeaderValue::from_str(authority.as_str()),
-    }
-    .ok()
 }
 
 impl Drop for Claim<'_> {

@@ -165,10 +165,16 @@ async fn calls_to_a_second_upstream_on_the_same_connection_go_through_the_pool()
         for (prefix, upstream) in [("/one", &one), ("/two", &two)] {
             let resp = post(&agent, &airlock, &format!("{prefix}/x"), json!({"n": i})).await;
             assert_eq!(resp.status(), 200);
+            let seen = upstream.last();
+            assert_eq!(seen.body, serde_json::to_vec(&json!({"n": i})).unwrap());
+            // Each upstream is named in `Host`, never Airlock: the lane
+            // replaces the agent's, the pool writes its own.
             assert_eq!(
-                upstream.last().body,
-                serde_json::to_vec(&json!({"n": i})).unwrap()
+                seen.header("host"),
+                Some(upstream.addr.to_string().as_str())
             );
+            assert_eq!(seen.headers.iter().filter(|(k, _)| k == "host").count(), 1);
+            assert_eq!(seen.path, "/x");
         }
     }
     assert_eq!((one.hits(), two.hits()), (5, 5));
