@@ -9,13 +9,18 @@
 //! read little or nothing of the context. For those the decision becomes one
 //! hash lookup.
 //!
-//! The memo lives in the snapshot, so a reload starts an empty one. It is
-//! bounded: keys longer than [`MAX_KEY_BYTES`] are not memoized (a policy
-//! that reads a whole body would make every key differ anyway), and when it
-//! holds [`MAX_ENTRIES`] decisions it starts over. Shadow policies and the
-//! unindexed reference path never use it.
+//! The memo belongs to one snapshot, so a reload starts an empty one. Each
+//! thread keeps its own: since a decision is a pure function of the
+//! snapshot and the key, threads gain nothing by sharing, and a shared map
+//! would put a lock, and a cache line that both data-plane workers write,
+//! on every call. It is bounded: keys longer than [`MAX_KEY_BYTES`] are not
+//! memoized (a policy that reads a whole body would make every key differ
+//! anyway), and when a thread's memo holds [`MAX_ENTRIES`] decisions it
+//! starts over. Shadow policies and the unindexed reference path never use
+//! it.
 
-use std::sync::RwLock;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use foldhash::HashMap;
 
@@ -23,7 +28,7 @@ use serde_json::{Map, Value};
 
 use super::{CallRequest, Resource, Verdict};
 
-/// Decisions kept per snapshot before the memo starts over.
+/// Decisions a thread keeps per snapshot before its memo starts over.
 pub(super) const MAX_ENTRIES: usize = 1024;
 /// Longer keys are not memoized.
 pub(super) const MAX_KEY_BYTES: usize = 1024;
@@ -36,16 +41,38 @@ pub(super) struct Memoized {
     pub errors: Vec<String>,
 }
 
-#[derive(Default)]
+/// A snapshot's memo: the name under which each thread keeps its part.
 pub(super) struct DecisionMemo {
-    // Read-mostly: after warm-up, calls take only the read lock. A std
-    // RwLock because it is held for one hash lookup and never across an
-    // await.
+    /// Unique per memo (so per snapshot) for the life of the process.
+    id: u64,
+}
+
+/// One thread's memo, for the snapshot it last decided for.
+#[derive(Default)]
+struct ThreadMemo {
+    /// The [`DecisionMemo::id`] the entries belong to; 0 is never one.
+    owner: u64,
     // foldhash (seeded at random per map) rather than SipHash: keys carry
     // agents' values, but the map never holds more than MAX_ENTRIES, which
     // bounds what crafted collisions could cost; SipHash cost more than the
     // rest of a memoized decision.
-    map: RwLock<HashMap<Vec<u8>, Memoized>>,
+    map: HashMap<Vec<u8>, Memoized>,
+}
+
+thread_local! {
+    // A RefCell, not a lock: only its own thread ever touches it, and no
+    // borrow is held beyond one lookup or insert.
+    static MEMO: RefCell<ThreadMemo> = RefCell::new(ThreadMemo::default());
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Default for DecisionMemo {
+    fn default() -> Self {
+        DecisionMemo {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 impl DecisionMemo {
@@ -79,22 +106,40 @@ impl DecisionMemo {
         (key.len() <= MAX_KEY_BYTES).then_some(key)
     }
 
+    /// This thread's memoized decision for `key`, if any.
     pub fn get(&self, key: &[u8]) -> Option<Memoized> {
-        self.map.read().ok()?.get(key).cloned()
+        MEMO.with(|m| {
+            let m = m.try_borrow().ok()?;
+            (m.owner == self.id).then(|| m.map.get(key).cloned())?
+        })
     }
 
+    /// Keeps `found` in this thread's memo; a memo left from another
+    /// snapshot is dropped first.
     pub fn put(&self, key: Vec<u8>, found: Memoized) {
-        if let Ok(mut map) = self.map.write() {
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
+        MEMO.with(|m| {
+            let Ok(mut m) = m.try_borrow_mut() else {
+                return;
+            };
+            if m.owner != self.id || m.map.len() >= MAX_ENTRIES {
+                m.map.clear();
+                m.owner = self.id;
             }
-            map.insert(key, found);
-        }
+            m.map.insert(key, found);
+        });
     }
 
+    /// How many decisions this thread keeps for this memo.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.map.read().map(|m| m.len()).unwrap_or(0)
+        MEMO.with(|m| {
+            let m = m.borrow();
+            if m.owner == self.id {
+                m.map.len()
+            } else {
+                0
+            }
+        })
     }
 }
 

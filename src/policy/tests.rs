@@ -296,6 +296,36 @@ mod index_equivalence {
         assert_eq!(snap.memo.len(), 2);
     }
 
+    #[test]
+    fn each_thread_keeps_its_own_memo_and_a_new_snapshot_starts_empty() {
+        let policies = [
+            r#"@id("small") permit(principal, action, resource) when { context has body && context.body has amount && context.body.amount < 100 };"#.to_string(),
+        ];
+        let (old, new) = (load(&policies), load(&policies));
+        let small = || {
+            let mut c = call("POST", Some(serde_json::Value::from(50)));
+            c.agent = "a0".into();
+            c.resource = Resource::Route("r0".into());
+            c
+        };
+        assert!(!old.decide(&small()).unwrap().memoized);
+        assert!(old.decide(&small()).unwrap().memoized);
+        // Another thread has not seen the call: it decides afresh, and
+        // then from its own memo.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(old.memo.len(), 0);
+                assert!(!old.decide(&small()).unwrap().memoized);
+                assert!(old.decide(&small()).unwrap().memoized);
+            });
+        });
+        // A reloaded snapshot never answers from the old one's decisions,
+        // and its first decision here drops them.
+        assert!(!new.decide(&small()).unwrap().memoized);
+        assert_eq!((old.memo.len(), new.memo.len()), (0, 1));
+        assert!(!old.decide(&small()).unwrap().memoized);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
         #[test]
