@@ -606,7 +606,7 @@ impl PolicySnapshot {
         // order Cedar happens to report them in.
         let mut determining: Vec<&PolicyId> = resp.diagnostics().reason().collect();
         determining.sort_by(|a, b| AsRef::<str>::as_ref(*a).cmp(AsRef::<str>::as_ref(*b)));
-        let ids: Vec<String> = determining.iter().map(|id| id.to_string()).collect();
+        let ids: Vec<String> = determining.iter().map(|id| id_text(id)).collect();
         match resp.decision() {
             CedarDecision::Allow => (Verdict::Allow, ids, Vec::new()),
             CedarDecision::Deny if determining.is_empty() => {
@@ -674,14 +674,14 @@ impl PolicySnapshot {
         errs.sort_by(|a, b| {
             let id = |e: &&cedar_policy::AuthorizationError| match e {
                 cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => {
-                    pe.policy_id().to_string()
+                    id_text(pe.policy_id())
                 }
             };
             id(a).cmp(&id(b))
         });
         for e in errs {
             let cedar_policy::AuthorizationError::PolicyEvaluationError(pe) = e;
-            policies.push(pe.policy_id().to_string());
+            policies.push(id_text(pe.policy_id()));
             errors.push(e.to_string());
         }
         let reasons = policies
@@ -705,6 +705,13 @@ impl PolicySnapshot {
             _ => format!("forbidden by policy `{id}`"),
         }
     }
+}
+
+/// A policy's id as written in its `@id`: `PolicyId`'s `Display` escapes
+/// quotes, backslashes and control characters, which would name a policy
+/// its metadata does not know (and costs a formatter per id).
+pub(crate) fn id_text(id: &PolicyId) -> String {
+    AsRef::<str>::as_ref(id).to_owned()
 }
 
 fn build_entities(

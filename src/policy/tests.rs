@@ -74,6 +74,27 @@ fn a_satisfied_gate_over_a_permit_holds() {
 }
 
 #[test]
+fn a_policy_id_with_quotes_is_named_as_written_and_keeps_its_reason() {
+    let quoted = r#"@id("no \"big\" refunds\\now") @reason("over the limit")
+forbid(principal, action == Action::"POST", resource)
+when { context has body && context.body has amount && context.body.amount > 100 };"#;
+    let s = snapshot(&[("a.cedar", PERMIT_WRITES), ("b.cedar", quoted)]).unwrap();
+    let d = s.decide(&call("POST", Some(500.into()))).unwrap();
+    let id = r#"no "big" refunds\now"#;
+    assert_eq!(d.policies, vec![id]);
+    match d.verdict {
+        Verdict::Deny { reasons } => {
+            assert_eq!(reasons, vec![format!("`{id}`: over the limit")]);
+        }
+        other => panic!("expected deny, got {other:?}"),
+    }
+    // An evaluation error names it as written too.
+    let d = s.decide(&call("POST", Some("lots".into()))).unwrap();
+    assert_eq!(d.policies, vec![id]);
+    assert!(d.verdict.name() == "deny");
+}
+
+#[test]
 fn a_gate_with_nothing_permitting_behind_it_is_a_deny() {
     let s = snapshot(&[("b.cedar", GATE)]).unwrap();
     let d = s.decide(&call("POST", Some(500.into()))).unwrap();

@@ -39,7 +39,7 @@ impl PolicySnapshot {
             .authorizer
             .is_authorized(&request, &sets.main, &self.entities);
         let ids = |r: &Response| -> Vec<String> {
-            r.diagnostics().reason().map(|id| id.to_string()).collect()
+            r.diagnostics().reason().map(super::id_text).collect()
         };
         if resp.decision() == CedarDecision::Allow {
             return Ok(Visibility {
@@ -60,7 +60,7 @@ impl PolicySnapshot {
                     "hidden: every call is denied, {}",
                     self.deny_reason(first.as_ref())
                 ),
-                policies: blocking.iter().map(|id| id.to_string()).collect(),
+                policies: blocking.iter().map(|id| super::id_text(id)).collect(),
             });
         }
         let lifted = self
@@ -85,7 +85,7 @@ impl PolicySnapshot {
                     .get(id)
                     .is_some_and(|m| m.effect == Effect::Permit)
             })
-            .map(|id| id.to_string())
+            .map(|id| super::id_text(&id))
             .collect();
         failing_permits.sort();
         failing_permits.dedup();
