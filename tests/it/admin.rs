@@ -18,12 +18,7 @@ async fn health_metrics_and_status_answer_and_v1_needs_the_admin_token() {
     // on one connection, so one worker decides both, and the second comes
     // from its memo (each worker thread keeps its own).
     for _ in 0..2 {
-        let resp = c
-            .get(airlock.url("/crm/x"))
-            .header("authorization", bearer(AGENT_KEY))
-            .send()
-            .await
-            .unwrap();
+        let resp = airlock.agent_get_via(&c, "/crm/x").await;
         assert_eq!(resp.status(), 200);
         resp.text().await.unwrap();
     }

@@ -473,12 +473,7 @@ async fn agents_may_speak_h2c() {
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let resp = c
-        .get(airlock.url("/crm/customers"))
-        .header("authorization", bearer(AGENT_KEY))
-        .send()
-        .await
-        .unwrap();
+    let resp = airlock.agent_get_via(&c, "/crm/customers").await;
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
 }

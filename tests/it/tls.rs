@@ -84,12 +84,7 @@ async fn agents_can_reach_airlock_over_tls() {
             .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
             .build()
             .unwrap();
-        let resp = c
-            .get(airlock.url("/crm/hello"))
-            .header("authorization", bearer(AGENT_KEY))
-            .send()
-            .await
-            .unwrap();
+        let resp = airlock.agent_get_via(&c, "/crm/hello").await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), version);
         assert_eq!(upstream.last().path, "/hello");

@@ -248,7 +248,12 @@ impl Airlock {
 
     /// `GET` on the proxy as the test agent (`AGENT_KEY`).
     pub async fn agent_get(&self, path: &str) -> reqwest::Response {
-        client()
+        self.agent_get_via(&client(), path).await
+    }
+
+    /// `GET` as the agent through `client`: its connection, its protocol.
+    pub async fn agent_get_via(&self, client: &reqwest::Client, path: &str) -> reqwest::Response {
+        client
             .get(self.url(path))
             .header("authorization", bearer(AGENT_KEY))
             .send()
