@@ -201,6 +201,13 @@ awk -v a="$a_rps" -v n="$n_rps" 'BEGIN { printf "airlock/nginx throughput: %.2fx
 awk -v a="$a_p99" -v n="$n_p99" 'BEGIN { printf "airlock/nginx p99:        %.2fx (target <= 1.50x)\n", a/n }'
 b_rps=$(median "${RPS[bare]}")
 awk -v b="$b_rps" -v n="$n_rps" 'BEGIN { printf "bare hyper/nginx:         %.2fx (the floor without policy)\n", b/n }'
+# Round by round, each ratio compares runs seconds apart, so it drifts
+# less than a ratio of medians.
+per_round() { # a b: a's req/s over b's, one ratio per round
+  paste -d' ' <(tr ' ' '\n' <<<"${RPS[$1]}" | grep -v '^$') <(tr ' ' '\n' <<<"${RPS[$2]}" | grep -v '^$') |
+    awk '{printf "%.3f ", $1 / $2}'
+}
+echo "per round, median: airlock/nginx $(median "$(per_round airlock nginx)")x, airlock/bare $(median "$(per_round airlock bare)")x (what policy, audit and header care cost over forwarding alone)"
 cpu() { # name: median user + sys µs per request
   awk -v u="$(median "${USR[$1]}")" -v s="$(median "${SYS[$1]}")" 'BEGIN { printf "%.1f us user + %.1f us sys", u, s }'
 }
