@@ -21,3 +21,8 @@ pub mod pull;
 pub mod schema_gen;
 pub mod sse;
 pub mod tools_list;
+
+/// The header that carries a Streamable HTTP session: the server names it in
+/// its answer to `initialize`, and the client sends it with every later
+/// request (the upstream answers 404 for one it has ended).
+pub const SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");

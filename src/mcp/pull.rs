@@ -130,7 +130,7 @@ impl Session<'_> {
             h.insert(name.clone(), value.clone());
         }
         if let Some(id) = &self.id {
-            h.insert("mcp-session-id", id.clone());
+            h.insert(super::SESSION_ID, id.clone());
         }
         if let Some(v) = self
             .version
@@ -159,7 +159,7 @@ impl Session<'_> {
             .await
             .map_err(|_| self.fail(format!("no answer to `{method}` within {timeout:?}")))?
             .map_err(|e| self.fail(crate::upstream::describe_error(&e)))?;
-        if let Some(sid) = resp.headers().get("mcp-session-id") {
+        if let Some(sid) = resp.headers().get(super::SESSION_ID) {
             self.id = Some(sid.clone());
         }
         let status = resp.status();

@@ -217,8 +217,6 @@ pub(super) enum Session {
     Current(Option<HeaderValue>),
 }
 
-pub(super) const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
-
 /// Forwards the approved call (`body`: the stored or edited payload) once.
 /// The forward runs in its own task, so that an agent hanging up mid-way
 /// cannot leave it half done: the outcome is always recorded for the replay.
@@ -241,8 +239,8 @@ pub(super) async fn execute(
             (Some(route), Ok(mut parts)) => {
                 if let Session::Current(current) = session {
                     match current {
-                        Some(id) => parts.headers.insert(MCP_SESSION_ID, id),
-                        None => parts.headers.remove(MCP_SESSION_ID),
+                        Some(id) => parts.headers.insert(crate::mcp::SESSION_ID, id),
+                        None => parts.headers.remove(crate::mcp::SESSION_ID),
                     };
                 }
                 // The pool: the agent's connection may be gone by now.

@@ -21,7 +21,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::error::ProxyError;
-use super::hold::{execute, internal, stored_request, Session, MCP_SESSION_ID};
+use super::hold::{execute, internal, stored_request, Session};
 use super::mcp::McpRequest;
 use super::ProxyBody;
 use crate::approval::fingerprint::fingerprint;
@@ -80,7 +80,7 @@ pub(super) async fn on_tool_hold(
         modern: msg.is_modern(),
         progress_token: progress_token(&params),
         request_id: cx.request_id.to_string(),
-        session: parts.headers.get(MCP_SESSION_ID).cloned(),
+        session: parts.headers.get(crate::mcp::SESSION_ID).cloned(),
     };
     if held.progress_token.is_some() && accepts_events(&parts.headers) {
         return Ok(super::mcp_progress::respond(cx.state, hold.id, held, rec));
