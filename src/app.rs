@@ -36,6 +36,8 @@ pub enum AppError {
     },
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    #[error("cannot listen for shutdown signals: {0}")]
+    Signals(std::io::Error),
     #[error("cannot open the approval store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -69,6 +71,10 @@ pub fn load_snapshot(
 
 /// Runs Airlock until a shutdown signal.
 pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
+    // First of all: a SIGTERM that comes as soon as Airlock answers (its
+    // health check included) must still stop it cleanly, with every queued
+    // audit record written, rather than kill it by the default action.
+    let shutdown = shutdown_signal().map_err(AppError::Signals)?;
     let metrics = Arc::new(Metrics::new());
     let config = Config::load(&config_path)?;
     // AIRLOCK_WORKERS overrides the number of data-plane threads (default:
@@ -193,7 +199,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         shutdown_grace: config.timeouts.shutdown_grace,
         tls,
     };
-    proxy::serve(proxy_listener, &workers, state, opts, shutdown_signal()).await;
+    proxy::serve(proxy_listener, &workers, state, opts, shutdown).await;
     workers.stop();
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -214,18 +220,18 @@ fn local(l: &TcpListener) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Listens for SIGTERM and SIGINT from now on (tokio installs a signal's
+/// handler when its listener is made, not when it is first awaited); the
+/// future ends at the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
-    eprintln!("airlock: shutting down");
+        eprintln!("airlock: shutting down");
+    })
 }
