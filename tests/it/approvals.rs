@@ -85,7 +85,7 @@ pub(crate) async fn pending_id(airlock: &Airlock, body: Value) -> String {
 }
 
 /// Verifies a delivery with the reference implementation (PyPI
-/// `standardwebhooks`), installed by `.ci/setup`.
+/// `standardwebhooks`, in the test peers' venv).
 fn python_verifies(d: &crate::support::webhook::Delivery, secret: &str) -> bool {
     let script = r#"
 import sys
@@ -94,18 +94,31 @@ secret, msg_id, ts, sig = sys.argv[1:5]
 Webhook(secret).verify(sys.stdin.buffer.read(), {"webhook-id": msg_id, "webhook-timestamp": ts, "webhook-signature": sig})
 print("verified")
 "#;
-    let mut child = Command::new("python3")
+    let python = crate::support::peers::python();
+    let mut child = Command::new(&python)
         .args(["-c", script, secret, &d.id, &d.timestamp, &d.signature])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3");
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start the standardwebhooks verifier ({}): {e}",
+                python.display()
+            )
+        });
     use std::io::Write;
     child.stdin.take().unwrap().write_all(&d.body).unwrap();
     let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A verifier that could not even run is a broken peer, not a refusal.
+    assert!(
+        !stderr.contains("ModuleNotFoundError") && !stderr.contains("ImportError"),
+        "the standardwebhooks verifier could not start ({} -c ...):\n{stderr}",
+        python.display()
+    );
     if !out.status.success() {
-        eprintln!("python: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("standardwebhooks refused: {stderr}");
     }
     out.status.success() && String::from_utf8_lossy(&out.stdout).contains("verified")
 }

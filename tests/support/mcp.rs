@@ -1,21 +1,15 @@
 //! Real MCP peers for tests: the official Python SDK 2.x (server and
-//! client) and `@modelcontextprotocol/server-everything`, installed by
-//! `.ci/setup` under `tests/peers/`.
+//! client) and `@modelcontextprotocol/server-everything`, provisioned on
+//! first use under `tests/peers/` (see `support::peers`).
 
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub fn peers_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers"))
-}
-
-pub fn python() -> PathBuf {
-    peers_dir().join(".venv/bin/python")
-}
+use super::peers::{node_modules, Peer};
+pub use super::peers::{peers_dir, python};
 
 /// A free loopback port, for peers that cannot report the port they bound.
 pub fn free_port() -> u16 {
@@ -25,7 +19,7 @@ pub fn free_port() -> u16 {
 
 /// A running MCP server process, killed on drop.
 pub struct McpServer {
-    child: Child,
+    peer: Peer,
     pub port: u16,
 }
 
@@ -33,57 +27,36 @@ impl McpServer {
     /// The Python SDK server of `tests/peers/mcp_server.py`.
     pub fn python() -> McpServer {
         let port = free_port();
-        let child = Command::new(python())
-            .arg(peers_dir().join("mcp_server.py"))
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the Python MCP server (run .ci/setup)");
-        Self::ready(child, port)
+        let mut cmd = Command::new(python());
+        cmd.arg(peers_dir().join("mcp_server.py"))
+            .arg(port.to_string());
+        Self::ready(Peer::spawn("Python MCP server", cmd), port)
     }
 
     /// `@modelcontextprotocol/server-everything` over Streamable HTTP.
     pub fn everything() -> McpServer {
         let port = free_port();
-        let child = Command::new("node")
-            .arg(
-                peers_dir()
-                    .join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
-            )
+        let mut cmd = Command::new("node");
+        cmd.arg(node_modules().join("@modelcontextprotocol/server-everything/dist/index.js"))
             .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start server-everything (run .ci/setup)");
-        Self::ready(child, port)
+            .env("PORT", port.to_string());
+        Self::ready(Peer::spawn("server-everything MCP server", cmd), port)
     }
 
-    fn ready(mut child: Child, port: u16) -> McpServer {
+    fn ready(mut peer: Peer, port: u16) -> McpServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("MCP server exited early: {status}");
+            peer.check_alive(&format!("before listening on port {port}"));
+            if Instant::now() > deadline {
+                peer.fail(&format!("did not listen on port {port} within 30 s"));
             }
-            assert!(
-                Instant::now() < deadline,
-                "MCP server did not listen on {port}"
-            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        McpServer { child, port }
+        McpServer { peer, port }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
-    }
-}
-
-impl Drop for McpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -114,6 +87,7 @@ pub fn python_client(url: &str, key: &str, plan: &Value) -> Value {
 /// Runs the TypeScript SDK client (`tests/peers/ts_client.mjs`) with a plan
 /// and returns what it saw.
 pub fn ts_client(url: &str, key: &str, plan: &Value) -> Value {
+    node_modules();
     let out = Command::new("node")
         .arg(peers_dir().join("ts_client.mjs"))
         .arg(url)

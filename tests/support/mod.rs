@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mcp;
+pub mod peers;
 pub mod reload;
 pub mod sse;
 pub mod tls;
