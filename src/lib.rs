@@ -40,6 +40,7 @@
 //! - [`approvals_client`] is the `airlock approvals` command's API client.
 //! - [`explain`] answers "what would happen to this call?" for the CLI.
 //! - [`policytest`] runs the YAML policy test cases of `airlock test`.
+//! - [`cli`] holds code only the command line uses (`airlock init`).
 //! - [`demo`] is a small tool server for the quickstart.
 //! - [`app`] wires everything together; `main.rs` is only the CLI.
 //!
@@ -58,6 +59,7 @@ pub mod app;
 pub mod approval;
 pub mod approvals_client;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod duration;

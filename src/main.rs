@@ -26,33 +26,78 @@ struct Cli {
     command: Command,
 }
 
+/// Which configuration file to use.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The configuration file [default: `$AIRLOCK_CONFIG`, else
+    /// `./config/airlock.yaml`].
+    #[arg(long, env = "AIRLOCK_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The file given, else `./config/airlock.yaml` when it exists.
+    fn path(self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = self.config {
+            return Ok(p);
+        }
+        let default = PathBuf::from(DEFAULT_CONFIG);
+        if default.is_file() {
+            return Ok(default);
+        }
+        anyhow::bail!(
+            "no configuration: `--config` and `$AIRLOCK_CONFIG` are not set, and \
+             `./{DEFAULT_CONFIG}` does not exist here; pass `--config FILE`, or run \
+             `airlock init` to write a starter configuration in this directory"
+        )
+    }
+}
+
+const DEFAULT_CONFIG: &str = "config/airlock.yaml";
+
 #[derive(Subcommand)]
 enum Command {
+    /// Write a commented starter config, the schema, an example policy file
+    /// and its test cases into DIR; never overwrites.
+    Init {
+        /// Where to write `config/` and `policies/`.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Agent key helpers.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Run the gateway.
     Serve {
-        #[arg(long, default_value = "config/airlock.yaml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Validate the configuration, schema and policies; exit 1 on problems.
     Check {
-        #[arg(long, default_value = "config/airlock.yaml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Run policy test cases (default: `<policies>/tests/*.yaml`); exit 1 on a failure.
     Test {
-        #[arg(long, default_value = "config/airlock.yaml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Test files [default: `<policies>/tests/*.yaml`].
         files: Vec<PathBuf>,
     },
     /// Print the verdict a call would get, as JSON: an HTTP call
     /// (`--method`, `--path`) or an MCP tool call (`--tool`, `--args`).
     Explain {
-        #[arg(long, default_value = "config/airlock.yaml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The calling agent's id, as in the config's `agents`.
         #[arg(long)]
         agent: String,
+        /// The HTTP method, e.g. `POST`.
         #[arg(long, required_unless_present = "tool")]
         method: Option<String>,
+        /// The request path, prefix included, e.g. `/crm/refunds`.
         #[arg(long, required_unless_present = "tool")]
         path: Option<String>,
         /// A JSON body.
@@ -73,10 +118,15 @@ enum Command {
     /// List and decide held calls through the admin API.
     Approvals {
         /// The admin API's base URL.
-        #[arg(long, env = "AIRLOCK_ADMIN", default_value = "http://127.0.0.1:9090")]
+        #[arg(
+            long,
+            global = true,
+            env = "AIRLOCK_ADMIN",
+            default_value = "http://127.0.0.1:9090"
+        )]
         admin: String,
         /// An approver's (or the admin) bearer token.
-        #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true)]
+        #[arg(long, global = true, env = "AIRLOCK_TOKEN", hide_env_values = true)]
         token: Option<String>,
         #[command(subcommand)]
         command: ApprovalsCmd,
@@ -84,12 +134,19 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// Read an agent key on stdin and print the `key_sha256` to put in the
+    /// config in place of the key itself.
+    Hash,
+}
+
+#[derive(Subcommand)]
 enum SchemaCommand {
     /// Ask every MCP route's server for its tools and write their typed
     /// declarations to `<policies>/tools.cedarschema` for review.
     Pull {
-        #[arg(long, default_value = "config/airlock.yaml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Where to write; defaults to `tools.cedarschema` in the policies directory.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -114,10 +171,15 @@ enum ApprovalsCmd {
         all: bool,
     },
     /// Show one approval as JSON.
-    Show { id: String },
+    Show {
+        /// The approval's id.
+        id: String,
+    },
     /// Approve a held call, optionally replacing its payload.
     Approve {
+        /// The approval's id.
         id: String,
+        /// Why, for the audit trail.
         #[arg(long)]
         reason: Option<String>,
         /// Replacement JSON body (REST) or tool arguments (MCP).
@@ -126,7 +188,9 @@ enum ApprovalsCmd {
     },
     /// Deny a held call; the reason reaches the agent.
     Deny {
+        /// The approval's id.
         id: String,
+        /// Why; the agent gets it with its 403.
         #[arg(long)]
         reason: String,
     },
@@ -146,16 +210,41 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Init { dir } => {
+            let written = airlock::cli::init::write_starter(&dir)?;
+            for p in &written {
+                print_stdout(&format!("wrote {}", p.display()));
+            }
+            let config = dir.join(DEFAULT_CONFIG);
+            print_stdout(&format!(
+                "next: airlock check --config {c} && airlock test --config {c} && airlock serve --config {c}",
+                c = config.display()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Hash,
+        } => {
+            let mut key = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut key)
+                .context("cannot read the key from stdin")?;
+            // A trailing newline from `echo` or a terminal is not the key's.
+            let key = key.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!key.is_empty(), "no key on stdin: pipe the agent's key in, e.g. `printf %s \"$KEY\" | airlock keys hash`");
+            print_stdout(&hex::encode(airlock::config::sha256(key.as_bytes())));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config } => {
+            let config = config.path()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(app::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => Ok(check(&config)),
+        Command::Check { config } => Ok(check(&config.path()?)),
         Command::Schema {
             command: SchemaCommand::Pull { config, out },
         } => {
-            let cfg = airlock::config::Config::load(&config)?;
+            let cfg = airlock::config::Config::load(&config.path()?)?;
             let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let (text, count) = rt.block_on(airlock::mcp::pull::schema_text(&cfg, &clients))?;
@@ -169,6 +258,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { config, files } => {
+            let config = config.path()?;
             let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
             let snap = match app::load_snapshot(&config, &clients) {
                 Ok(s) => s,
@@ -229,6 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tool,
             args,
         } => {
+            let config = config.path()?;
             let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
             let snap = match app::load_snapshot(&config, &clients) {
                 Ok(s) => s,

@@ -165,3 +165,74 @@ fn serve_refuses_a_bad_worker_count_instead_of_guessing() {
     assert!(err.contains("AIRLOCK_WORKERS"), "{err}");
     assert!(err.contains("`zero`"), "{err}");
 }
+
+/// Runs `airlock` in `dir` with `stdin`, and returns (exit code, stdout,
+/// stderr).
+fn run_in(dir: &std::path::Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(airlock_bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("AIRLOCK_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run airlock");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn outside_the_repository_serve_names_both_ways_out_and_init_writes_a_starter_that_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_in(dir.path(), &["serve"], "");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--config FILE") && err.contains("airlock init"),
+        "{err}"
+    );
+    assert!(err.contains("$AIRLOCK_CONFIG"), "{err}");
+
+    let (code, out, err) = run_in(dir.path(), &["init"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("config/airlock.yaml"), "{out}");
+
+    // With no --config, ./config/airlock.yaml is found.
+    let (code, out, err) = run_in(dir.path(), &["check"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok:"), "{out}");
+    let (code, out, err) = run_in(dir.path(), &["test"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+
+    // A second init changes nothing.
+    let policy = dir.path().join("policies/crm.cedar");
+    std::fs::write(&policy, "// edited").unwrap();
+    let (code, _, err) = run_in(dir.path(), &["init"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(std::fs::read_to_string(&policy).unwrap(), "// edited");
+}
+
+#[test]
+fn keys_hash_prints_the_sha256_the_config_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_in(dir.path(), &["keys", "hash"], "dev-agent-key\n");
+    assert_eq!(code, 0, "{err}");
+    let expected = hex::encode(airlock::config::sha256(b"dev-agent-key"));
+    assert_eq!(out.trim(), expected);
+    let (code, _, err) = run_in(dir.path(), &["keys", "hash"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("no key on stdin"), "{err}");
+}

@@ -1,0 +1,3 @@
+//! Code only the command line uses.
+
+pub mod init;
