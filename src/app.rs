@@ -29,8 +29,10 @@ pub enum AppError {
     Policy(Vec<PolicyProblem>),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
-    #[error("cannot listen on `{addr}`: {source}")]
+    #[error("cannot listen on `{addr}` for the {listener}: {source}")]
     Bind {
+        /// Which listener: `listen`, `admin.listen` or `demo.listen`.
+        listener: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -131,13 +133,17 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         }
     };
 
-    let bind = |addr: SocketAddr| async move {
+    let bind = |listener: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
-            .map_err(|source| AppError::Bind { addr, source })
+            .map_err(|source| AppError::Bind {
+                listener,
+                addr,
+                source,
+            })
     };
-    let proxy_listener = bind(config.listen).await?;
-    let admin_listener = bind(config.admin.listen).await?;
+    let proxy_listener = bind("proxy (`listen`)", config.listen).await?;
+    let admin_listener = bind("admin API (`admin.listen`)", config.admin.listen).await?;
     let tls = match &config.tls {
         Some(t) => Some(proxy::server_tls(&t.cert, &t.key).map_err(AppError::Tls)?),
         None => None,
@@ -146,7 +152,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(demo) = &config.demo {
-        let demo_listener = bind(demo.listen).await?;
+        let demo_listener = bind("demo tools (`demo.listen`)", demo.listen).await?;
         eprintln!(
             "airlock: demo tools listening on http://{}",
             local(&demo_listener)

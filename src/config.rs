@@ -238,6 +238,37 @@ pub struct DemoConfig {
 }
 
 /// SHA-256 of a secret, as stored for keys and tokens.
+/// `path` without `.` components, and without `dir/..` pairs whose `dir` is
+/// not a symbolic link (through a link, `..` leads elsewhere, so those stay):
+/// `config/../policies` is printed as `policies`, and means the same file.
+pub fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    // How many components at the end of `out` are ordinary names.
+    let mut names = 0usize;
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if names > 0 && !out.is_symlink() => {
+                out.pop();
+                names -= 1;
+            }
+            Component::Normal(_) => {
+                out.push(c);
+                names += 1;
+            }
+            other => {
+                out.push(other);
+                names = 0;
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
@@ -288,7 +319,7 @@ impl Config {
             if p.is_absolute() {
                 p
             } else {
-                base.join(p)
+                tidy(&base.join(p))
             }
         };
 
@@ -457,6 +488,20 @@ fn first_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_tidied_except_through_symbolic_links() {
+        assert_eq!(tidy(Path::new("config/../policies")), Path::new("policies"));
+        assert_eq!(tidy(Path::new("./a/./b/../c")), Path::new("a/c"));
+        assert_eq!(tidy(Path::new("../x")), Path::new("../x"));
+        assert_eq!(tidy(Path::new("/etc/airlock/../p")), Path::new("/etc/p"));
+        assert_eq!(tidy(Path::new("config/..")), Path::new("."));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        let through = dir.path().join("link/../p");
+        assert_eq!(tidy(&through), through);
+    }
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_yaml(Path::new("/etc/airlock/airlock.yaml"), text)
