@@ -236,3 +236,43 @@ fn keys_hash_prints_the_sha256_the_config_takes() {
     assert_eq!(code, 1);
     assert!(err.contains("no key on stdin"), "{err}");
 }
+
+#[test]
+fn a_taken_port_names_its_listener_and_says_the_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(run_in(dir.path(), &["init"], "").0, 0);
+    let config = dir.path().join("config/airlock.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "listen: 127.0.0.1:8080",
+        &format!("listen: 127.0.0.1:{port}"),
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let (code, _, err) = run_in(dir.path(), &["serve"], "");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}` for the proxy (`listen`)")),
+        "{err}"
+    );
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+}
+
+#[test]
+fn explain_says_a_refusal_once() {
+    let (code, _, err) = run_cli(&[
+        "explain",
+        "--config",
+        &shipped_config(),
+        "--agent",
+        "support-bot",
+        "--method",
+        "GET",
+        "--path",
+        "/nowhere",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("no route matches").count(), 1, "{err}");
+}
