@@ -9,6 +9,7 @@
 //! [`paired`].
 
 pub mod paired;
+mod verify;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -125,6 +126,8 @@ fn build_connector(
     connect_timeout: Duration,
 ) -> Result<HttpsConnector<HttpConnector>, UpstreamSetupError> {
     let mut roots = native_roots().clone();
+    // The route's own certificates, also trusted as themselves (`verify`).
+    let mut own = Vec::new();
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| UpstreamSetupError::CaFile {
             path: path.to_path_buf(),
@@ -136,10 +139,13 @@ fn build_connector(
                 path: path.to_path_buf(),
                 detail: e.to_string(),
             })?;
-            roots.add(cert).map_err(|e| UpstreamSetupError::CaFile {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            })?;
+            roots
+                .add(cert.clone())
+                .map_err(|e| UpstreamSetupError::CaFile {
+                    path: path.to_path_buf(),
+                    detail: e.to_string(),
+                })?;
+            own.push(cert);
             added += 1;
         }
         if added == 0 {
@@ -150,11 +156,19 @@ fn build_connector(
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| UpstreamSetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| UpstreamSetupError::Tls(e.to_string()))?;
+    let tls = if own.is_empty() {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let verifier =
+            verify::RouteVerifier::new(roots, own, provider).map_err(UpstreamSetupError::Tls)?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth()
+    };
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -178,6 +192,11 @@ pub fn host_header(authority: &http::uri::Authority) -> Option<http::HeaderValue
     .ok()
 }
 
+/// What an operator does about a certificate the tool's name or trust
+/// roots do not match.
+const CERT_HINT: &str = "put the tool's CA certificate (or its self-signed certificate) \
+     in the route's `ca_file`, and make sure the upstream URL's host is a name the certificate lists";
+
 /// Describes a client error (the pool's or a lane's) for the agent by its
 /// innermost cause; TLS failures are named as such.
 pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
@@ -186,10 +205,13 @@ pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
     while let Some(s) = source {
         detail = s.to_string();
         if let Some(tls) = s.downcast_ref::<rustls::Error>() {
-            return format!("TLS error: {tls}");
+            return match tls {
+                rustls::Error::InvalidCertificate(_) => format!("TLS error: {tls}; {CERT_HINT}"),
+                _ => format!("TLS error: {tls}"),
+            };
         }
         if s.to_string().contains("certificate") {
-            return format!("TLS error: {s}");
+            return format!("TLS error: {s}; {CERT_HINT}");
         }
         source = s.source();
     }

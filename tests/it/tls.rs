@@ -52,6 +52,48 @@ async fn an_https_upstream_with_a_private_ca_works_and_is_never_trusted_blindly(
 }
 
 #[tokio::test]
+async fn a_self_signed_upstream_named_in_ca_file_is_trusted_as_curl_cacert_trusts_it() {
+    let pki = TestPki::self_signed();
+    let upstream = https_upstream(&pki).await;
+    let stranger = https_upstream(&TestPki::self_signed()).await;
+    let builder = AirlockBuilder::new().policy("open.cedar", OPEN);
+    let (ca, _, _) = pki.write(builder.dir());
+    let route = |name: &str, port: u16| {
+        format!(
+            "  - name: {name}\n    prefix: /{name}\n    upstream: https://127.0.0.1:{port}/v1\n    ca_file: {}",
+            ca.display()
+        )
+    };
+    let airlock = builder
+        .route_yaml(&route("selfsigned", upstream.port()))
+        .route_yaml(&route("stranger", stranger.port()))
+        .start();
+
+    let resp = client()
+        .get(airlock.url("/selfsigned/things"))
+        .header("authorization", bearer(AGENT_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["tls"], true);
+
+    // Another self-signed certificate is not the one in `ca_file`: refused,
+    // with the route and what to do.
+    let resp = client()
+        .get(airlock.url("/stranger/things"))
+        .header("authorization", bearer(AGENT_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("`stranger`"), "{message}");
+    assert!(message.contains("`ca_file`"), "{message}");
+}
+
+#[tokio::test]
 async fn agents_can_reach_airlock_over_tls() {
     let pki = TestPki::new();
     let upstream = Upstream::start().await;

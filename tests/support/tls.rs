@@ -37,6 +37,26 @@ impl TestPki {
         }
     }
 
+    /// A self-signed server certificate for 127.0.0.1 / localhost that is
+    /// also marked as a CA, as `openssl req -x509 -newkey ...` makes it; it
+    /// is its own `ca_pem`.
+    pub fn self_signed() -> TestPki {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        let cert = params.self_signed(&key).expect("self-signed cert");
+        TestPki {
+            ca_pem: cert.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
     /// Writes `ca.pem`, `cert.pem`, `key.pem` into `dir`.
     pub fn write(&self, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         let ca = dir.join("ca.pem");
