@@ -55,9 +55,6 @@ pub fn open_store(
     Ok(match location {
         StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
         StoreLocation::SqliteMemory => Arc::new(SqliteStore::in_memory()?),
-        StoreLocation::Postgres(_) => {
-            return Err(crate::store::StoreError::Unsupported("postgres".into()))
-        }
     })
 }
 

@@ -117,7 +117,6 @@ pub enum StoreLocation {
     Sqlite(PathBuf),
     /// `sqlite::memory:` keeps holds only for the life of the process.
     SqliteMemory,
-    Postgres(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

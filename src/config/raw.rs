@@ -270,11 +270,14 @@ impl Validator {
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             StoreLocation::Sqlite(resolve(path))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            StoreLocation::Postgres(url.to_string())
-        } else {
-            let msg = format!(
-                "`{url}` is not a store; write `sqlite://PATH`, `sqlite::memory:` or `postgres://...`"
+            // Refused here, so that `airlock check` and `serve` agree.
+            self.problem(
+                s,
+                "PostgreSQL stores are not supported yet; use `sqlite://PATH`".to_string(),
             );
+            StoreLocation::SqliteMemory
+        } else {
+            let msg = format!("`{url}` is not a store; write `sqlite://PATH` or `sqlite::memory:`");
             self.problem(s, msg);
             StoreLocation::SqliteMemory
         }

@@ -191,8 +191,6 @@ pub enum StoreError {
     Backend(String),
     #[error("the store task failed: {0}")]
     Task(String),
-    #[error("store `{0}` is not supported by this build")]
-    Unsupported(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
