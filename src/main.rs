@@ -150,6 +150,11 @@ enum SchemaCommand {
         /// Where to write; defaults to `tools.cedarschema` in the policies directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The client capabilities to declare in the second `initialize`
+        /// (servers may list some tools only to clients that have them), as
+        /// a JSON object.
+        #[arg(long, default_value = airlock::mcp::pull::AGENT_CAPABILITIES)]
+        capabilities: String,
     },
 }
 
@@ -256,17 +261,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config } => Ok(check(&config.path()?)),
         Command::Schema {
-            command: SchemaCommand::Pull { config, out },
+            command:
+                SchemaCommand::Pull {
+                    config,
+                    out,
+                    capabilities,
+                },
         } => {
+            let capabilities: serde_json::Value = serde_json::from_str(&capabilities)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .with_context(|| {
+                    format!("`--capabilities` must be a JSON object, not `{capabilities}`")
+                })?;
             let cfg = airlock::config::Config::load(&config.path()?)?;
             let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            let (text, count) = rt.block_on(airlock::mcp::pull::schema_text(&cfg, &clients))?;
+            let pulled = rt.block_on(airlock::mcp::pull::schema_text(
+                &cfg,
+                &clients,
+                &capabilities,
+            ))?;
             let out = out.unwrap_or_else(|| cfg.policies.join("tools.cedarschema"));
-            std::fs::write(&out, text)
+            std::fs::write(&out, pulled.text)
                 .with_context(|| format!("cannot write `{}`", out.display()))?;
+            for (route, tools) in &pulled.only_with_capabilities {
+                print_stdout(&format!(
+                    "route `{route}` lists {} only to clients declaring {capabilities}",
+                    tools.join(", ")
+                ));
+            }
             print_stdout(&format!(
-                "wrote {count} tool declarations to {}; review them, then run `airlock check`",
+                "wrote {} tool declarations to {}; review them, then run `airlock check`",
+                pulled.count,
                 out.display()
             ));
             Ok(ExitCode::SUCCESS)

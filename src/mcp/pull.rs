@@ -5,6 +5,13 @@
 //! It speaks the handshake revision every current server accepts:
 //! `initialize`, `notifications/initialized`, then `tools/list` page by
 //! page, with the route's injected headers.
+//!
+//! Some servers list a tool only to a client that can answer what the tool
+//! asks of it (sampling, elicitation, roots). So each server is asked
+//! twice: declaring no capabilities, then the capabilities agents declare
+//! ([`AGENT_CAPABILITIES`] unless the command line says otherwise). Every
+//! tool of either list is declared, and the tools seen only with
+//! capabilities are named, so that policies can be written for them.
 
 use std::time::Duration;
 
@@ -18,6 +25,10 @@ use crate::config::RouteConfig;
 use crate::upstream::UpstreamClient;
 
 const PROTOCOL_VERSION: &str = "2025-06-18";
+
+/// What agents' MCP clients commonly declare at `initialize`.
+pub const AGENT_CAPABILITIES: &str =
+    r#"{"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": true}}"#;
 const MAX_PAGES: usize = 100;
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
@@ -33,10 +44,36 @@ pub enum PullError {
     },
 }
 
-/// Lists every tool of one MCP route's server.
+/// Every tool of one MCP route's server, asked without capabilities and
+/// with `capabilities`, and the names of those it lists only with them.
 pub async fn pull_tools(
     route: &RouteConfig,
     client: &UpstreamClient,
+    capabilities: &Value,
+) -> Result<(Vec<ToolDecl>, Vec<String>), PullError> {
+    let plain = list_tools(route, client, &json!({})).await?;
+    let mut tools = list_tools(route, client, capabilities).await?;
+    let mut only_with: Vec<String> = tools
+        .iter()
+        .filter(|t| !plain.iter().any(|p| p.name == t.name))
+        .map(|t| t.name.clone())
+        .collect();
+    only_with.sort();
+    // A tool a server lists only without capabilities is still a tool.
+    for t in plain {
+        if !tools.iter().any(|c| c.name == t.name) {
+            tools.push(t);
+        }
+    }
+    tools.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((tools, only_with))
+}
+
+/// One session's `tools/list`, every page, declaring `capabilities`.
+async fn list_tools(
+    route: &RouteConfig,
+    client: &UpstreamClient,
+    capabilities: &Value,
 ) -> Result<Vec<ToolDecl>, PullError> {
     let mut session = Session {
         route,
@@ -49,7 +86,7 @@ pub async fn pull_tools(
             "initialize",
             json!({
                 "protocolVersion": PROTOCOL_VERSION,
-                "capabilities": {},
+                "capabilities": capabilities,
                 "clientInfo": {"name": "airlock", "version": env!("CARGO_PKG_VERSION")},
             }),
             Some(1),
@@ -98,7 +135,6 @@ pub async fn pull_tools(
         }
     }
     session.close().await;
-    tools.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(tools)
 }
 
@@ -236,12 +272,22 @@ fn sse_messages(body: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-/// The whole `tools.cedarschema` text for every MCP route of `config`, and
-/// how many tools it declares.
+/// What `schema pull` made: the file's text, how many tools it declares,
+/// and, per route, the tools its server listed only to a client declaring
+/// capabilities.
+pub struct Pulled {
+    pub text: String,
+    pub count: usize,
+    pub only_with_capabilities: Vec<(String, Vec<String>)>,
+}
+
+/// The whole `tools.cedarschema` text for every MCP route of `config`, each
+/// server asked without capabilities and with `capabilities`.
 pub async fn schema_text(
     config: &crate::config::Config,
     clients: &crate::upstream::UpstreamClients,
-) -> Result<(String, usize), PullError> {
+    capabilities: &Value,
+) -> Result<Pulled, PullError> {
     let mut out = String::from(
         "// Tool declarations for MCP routes, written by `airlock schema pull` from\n\
          // each server's own `tools/list`. Review changes like code, and pull again\n\
@@ -251,6 +297,7 @@ pub async fn schema_text(
          // `Tool::\"<route>/<tool>\"`; its arguments are `context.arguments`.\n\n",
     );
     let mut count = 0;
+    let mut only_with_capabilities = Vec::new();
     for route in config
         .routes
         .iter()
@@ -262,13 +309,25 @@ pub async fn schema_text(
                 route: route.name.clone(),
                 detail: e.to_string(),
             })?;
-        let tools = pull_tools(route, &client).await?;
+        let (tools, only_with) = pull_tools(route, &client, capabilities).await?;
         count += tools.len();
+        if !only_with.is_empty() {
+            out.push_str(&format!(
+                "// `{}` lists these tools only to clients declaring capabilities {capabilities}: {}\n",
+                route.name,
+                only_with.join(", ")
+            ));
+            only_with_capabilities.push((route.name.clone(), only_with));
+        }
         out.push_str(&super::schema_gen::route_section(
             &route.name,
             &route.upstream.to_string(),
             &tools,
         ));
     }
-    Ok((out, count))
+    Ok(Pulled {
+        text: out,
+        count,
+        only_with_capabilities,
+    })
 }

@@ -302,6 +302,21 @@ when { context.arguments.a.greaterThan(decimal("1000.0")) };
     let config = builder.write();
     let (code, out, err) = run_cli(&["schema", "pull", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 0, "schema pull failed: {out}\n{err}");
+    // server-everything registers some tools only for clients that declare
+    // sampling, elicitation or roots: they are declared all the same, and
+    // named.
+    let pulled = std::fs::read_to_string(builder.dir().join("policies/tools.cedarschema")).unwrap();
+    for tool in ["trigger-sampling-request", "get-roots-list", "echo"] {
+        assert!(
+            pulled.contains(&format!("action \"everything/{tool}\" in")),
+            "{tool} missing from:\n{pulled}"
+        );
+    }
+    assert!(
+        out.contains("route `everything` lists") && out.contains("trigger-sampling-request"),
+        "{out}"
+    );
+    assert!(!out.contains("echo,") && !out.contains(" echo "), "{out}");
     let airlock = builder.start();
     let plan = json!({"mode": "auto", "calls": [
         {"name": "echo", "args": {"message": "hello through airlock"}},
