@@ -188,10 +188,15 @@ impl ApprovalsClient {
             .to_bytes();
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
-            let message = v["message"]
+            let mut message = v["message"]
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            if status == 401 {
+                message.push_str(
+                    "; give an approver's or the admin token with `--token` or `$AIRLOCK_TOKEN`",
+                );
+            }
             return Err(ClientError::Refused { status, message });
         }
         Ok(v)
@@ -204,8 +209,25 @@ fn query_value(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// What an approver recognises a held call by: an MCP tool as
+/// `route/tool`, an HTTP call as `METHOD path`.
+fn call_name(a: &Value) -> String {
+    let resource = a["resource"].as_str().unwrap_or("");
+    if let Some(tool) = resource
+        .strip_prefix("Tool::\"")
+        .and_then(|t| t.strip_suffix('"'))
+    {
+        return tool.to_string();
+    }
+    format!(
+        "{} {}",
+        a["method"].as_str().unwrap_or(""),
+        a["path"].as_str().unwrap_or("")
+    )
+}
+
 fn table(approvals: &[Value]) -> String {
-    let mut out = String::from("ID                                    STATUS    AGENT         METHOD PATH                      EXPIRES                   GATES\n");
+    let mut out = String::from("ID                                    STATUS    AGENT         CALL                             EXPIRES                   GATES\n");
     for a in approvals {
         let s = |k: &str| a[k].as_str().unwrap_or("").to_string();
         let gates: Vec<&str> = a["gates"]
@@ -215,15 +237,27 @@ fn table(approvals: &[Value]) -> String {
             .filter_map(|g| g["policy"].as_str())
             .collect();
         out.push_str(&format!(
-            "{:<37} {:<9} {:<13} {:<6} {:<25} {:<25} {}\n",
+            "{:<37} {:<9} {:<13} {:<32} {:<25} {}\n",
             s("id"),
             s("status"),
             s("agent"),
-            s("method"),
-            s("path"),
+            call_name(a),
             s("expires_at"),
             gates.join(",")
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_call_is_named_by_its_tool_or_its_method_and_path() {
+        let mcp = serde_json::json!({"resource": "Tool::\"crm-mcp/issue_refund\"", "method": "POST", "path": "/mcp/crm"});
+        assert_eq!(call_name(&mcp), "crm-mcp/issue_refund");
+        let rest = serde_json::json!({"resource": "Route::\"crm\"", "method": "POST", "path": "/crm/refunds"});
+        assert_eq!(call_name(&rest), "POST /crm/refunds");
+    }
 }

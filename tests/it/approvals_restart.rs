@@ -191,6 +191,13 @@ async fn the_cli_lists_shows_and_decides() {
     let (code, out, err) = approvals_cli(&airlock, APPROVER_TOKEN, &["list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&id) && out.contains(&other), "{out}");
+    assert!(out.contains("POST /crm/refunds"), "{out}");
+    let (code, _, err) = approvals_cli(&airlock, "not-a-token", &["list"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("401") && err.contains("--token") && err.contains("$AIRLOCK_TOKEN"),
+        "{err}"
+    );
     let (code, out, _) = approvals_cli(&airlock, APPROVER_TOKEN, &["show", &id]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
