@@ -9,8 +9,17 @@
 #   ROUNDS=5 DURATION=15 POLICIES=10000 bench/load.sh
 #   VARY=1 bench/load.sh                # a new amount per request: no
 #                                       # decision is ever repeated
+#   PIN=1 bench/load.sh                 # per core: each proxy alone on CPU 0,
+#                                       # wrk and the upstream on CPU 1
 #
-# Needs: wrk and nginx (Debian packages `wrk`, `nginx`), a release build.
+# Without PIN, wrk, the upstream and the proxy share every core, so a ratio
+# also compares how much CPU each proxy leaves to wrk and the upstream. With
+# PIN=1 each proxy gets one core of its own (nginx with one worker, the bare
+# proxy with one thread, Airlock with AIRLOCK_WORKERS=1), and the ratio
+# compares the proxies' work per request.
+#
+# Needs: wrk and nginx (Debian packages `wrk`, `nginx`), a release build;
+# with PIN=1, taskset (util-linux) and at least 2 CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,12 +30,38 @@ POLICIES=${POLICIES:-10}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "nginx is missing: apt-get install nginx" >&2; exit 1; }
 
+PIN=${PIN:-}
+if [[ -n $PIN ]]; then
+  command -v taskset >/dev/null || { echo "PIN=1 needs taskset: apt-get install util-linux" >&2; exit 1; }
+  (( $(nproc) >= 2 )) || { echo "PIN=1 needs 2 CPUs, this process may use $(nproc)" >&2; exit 1; }
+  # nginx takes its CPU from taskset, which its workers inherit; its own
+  # `worker_cpu_affinity auto` would bind the worker to CPU 0 whatever
+  # taskset says, so the configs below never set it.
+  PROXY_THREADS=1
+  NGINX_PROCESSES=1
+  WRK_THREADS=1
+  # Prefixes that run a command (and whatever it starts) on the proxies'
+  # CPU, or on wrk's and the upstream's. Arrays rather than functions, so
+  # that `$!` of a backgrounded server is the server itself.
+  ON_PROXY_CPU=(taskset -c 0)
+  ON_LOAD_CPU=(taskset -c 1)
+else
+  PROXY_THREADS=$(nproc)
+  NGINX_PROCESSES=auto
+  WRK_THREADS=2
+  ON_PROXY_CPU=()
+  ON_LOAD_CPU=()
+fi
+
 cargo build --release --quiet --bins --example bare_proxy ${FEATURES:+--features "$FEATURES"}
 work=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  local f
+  for f in "$work"/nginx*.pid; do
+    if [[ -f $f ]]; then kill "$(cat "$f")" 2>/dev/null || true; fi
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -37,33 +72,48 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NG=$(free_port); AL=$(free_port); AD=$(free_port); BP=$(free_port)
 
-# nginx: a static upstream and a plain pass-through proxy to it.
-mkdir -p "$work/nginx"
-cat > "$work/nginx.conf" <<CONF
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
+# nginx: a static upstream and a plain pass-through proxy to it. One nginx
+# serves both, except with PIN=1, where each is its own nginx on its own CPU.
+nginx_conf() { # name processes servers...: writes $work/<name>.conf
+  local name=$1 processes=$2; shift 2
+  mkdir -p "$work/$name"
+  {
+    cat <<CONF
+worker_processes $processes;
+pid $work/$name.pid;
+error_log $work/$name/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-  upstream tool { server 127.0.0.1:$UP; keepalive 64; }
-  server {
+  client_body_temp_path $work/$name; proxy_temp_path $work/$name;
+  fastcgi_temp_path $work/$name; uwsgi_temp_path $work/$name; scgi_temp_path $work/$name;
+CONF
+    printf '%s\n' "$@"
+    echo "}"
+  } > "$work/$name.conf"
+}
+upstream_server="  server {
     listen 127.0.0.1:$UP;
-    location / { client_max_body_size 2m; default_type application/json; return 200 '{"ok":true}'; }
-  }
+    location / { client_max_body_size 2m; default_type application/json; return 200 '{\"ok\":true}'; }
+  }"
+proxy_server="  upstream tool { server 127.0.0.1:$UP; keepalive 64; }
   server {
     listen 127.0.0.1:$NG;
     location / {
       proxy_pass http://tool;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection \"\";
     }
-  }
-}
-CONF
-nginx -c "$work/nginx.conf"
+  }"
+if [[ -n $PIN ]]; then
+  nginx_conf nginx-upstream 1 "$upstream_server"
+  nginx_conf nginx "$NGINX_PROCESSES" "$proxy_server"
+  "${ON_LOAD_CPU[@]}" nginx -c "$work/nginx-upstream.conf"
+  "${ON_PROXY_CPU[@]}" nginx -c "$work/nginx.conf"
+else
+  nginx_conf nginx "$NGINX_PROCESSES" "$upstream_server" "$proxy_server"
+  nginx -c "$work/nginx.conf"
+fi
 
 # Airlock: one agent, one route, audit to a file.
 mkdir -p "$work/policies"
@@ -95,14 +145,14 @@ YAML
 # Each server runs in its own session, as the nginx daemon does: the kernel's
 # autogroup scheduling shares CPU between sessions, so a server left in this
 # script's session would compete with wrk for one share while nginx had its
-# own (measured: that alone tripled Airlock's p99).
-setsid ./target/release/airlock serve --config "$work/airlock.yaml" >"$work/airlock.out" 2>"$work/airlock.err" &
+# own, which alone multiplies the proxy's p99.
+AIRLOCK_WORKERS=$PROXY_THREADS "${ON_PROXY_CPU[@]}" setsid ./target/release/airlock serve --config "$work/airlock.yaml" >"$work/airlock.out" 2>"$work/airlock.err" &
 pids+=($!)
 AIRLOCK_PID=$!
 # The bare proxy keeps one upstream connection per agent connection, as
 # Airlock's lanes do (BARE_PAIRED=0 for hyper-util's pool instead), and uses
 # the same allocator: it differs from Airlock by the policy layer alone.
-BARE_PAIRED=${BARE_PAIRED:-1} BARE_THREADS=$(nproc) setsid ./target/release/examples/bare_proxy "127.0.0.1:$BP" "http://127.0.0.1:$UP" >/dev/null 2>&1 &
+BARE_PAIRED=${BARE_PAIRED:-1} BARE_THREADS=$PROXY_THREADS "${ON_PROXY_CPU[@]}" setsid ./target/release/examples/bare_proxy "127.0.0.1:$BP" "http://127.0.0.1:$UP" >/dev/null 2>&1 &
 pids+=($!)
 BARE_PID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
@@ -144,10 +194,13 @@ TCK=$(getconf CLK_TCK)
 # User and system CPU ticks of the processes given.
 cpu_ticks() { local u=0 s=0 p; for p in "$@"; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
 NGINX_WORKERS=$(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')
+# The upstream's workers: with PIN=1 another nginx, otherwise the same one.
+UPSTREAM_WORKERS=$NGINX_WORKERS
+[[ -n $PIN ]] && UPSTREAM_WORKERS=$(pgrep -P "$(cat "$work/nginx-upstream.pid")" | tr '\n' ' ')
 run() { # name url [pids whose CPU per request to report]
   local out name=$1 url=$2; shift 2
   local before; before=$(cpu_ticks "$@")
-  out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/post.lua" "$url")
+  out=$("${ON_LOAD_CPU[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/post.lua" "$url")
   local after; after=$(cpu_ticks "$@")
   local rps p50 p99 errs n cpu=""
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -170,12 +223,13 @@ run() { # name url [pids whose CPU per request to report]
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "load: POST 1 KiB JSON, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, $POLICIES policies in Airlock, $([[ -n ${VARY:-} ]] && echo 'a new amount per request (VARY=1)' || echo 'the same body every request')"
+[[ -z $PIN ]] || echo "pinned (PIN=1): each proxy alone on CPU 0 with one worker or thread; wrk and the upstream on CPU 1"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
-  # nginx serves the upstream too: its CPU in the direct run is the
-  # upstream's alone, to subtract from its CPU as proxy and upstream.
+  # Without PIN, nginx serves the upstream too: its CPU in the direct run
+  # is the upstream's alone, to subtract from its CPU as proxy and upstream.
   # shellcheck disable=SC2086
-  run direct "http://127.0.0.1:$UP/tool/x" $NGINX_WORKERS
+  run direct "http://127.0.0.1:$UP/tool/x" $UPSTREAM_WORKERS
   # shellcheck disable=SC2086
   run nginx "http://127.0.0.1:$NG/tool/x" $NGINX_WORKERS
   run bare "http://127.0.0.1:$BP/tool/x" "$BARE_PID"
@@ -211,10 +265,14 @@ echo "per round, median: airlock/nginx $(median "$(per_round airlock nginx)")x, 
 cpu() { # name: median user + sys µs per request
   awk -v u="$(median "${USR[$1]}")" -v s="$(median "${SYS[$1]}")" 'BEGIN { printf "%.1f us user + %.1f us sys", u, s }'
 }
-nginx_proxy=$(awk -v pu="$(median "${USR[nginx]}")" -v ps="$(median "${SYS[nginx]}")" \
-  -v du="$(median "${USR[direct]}")" -v ds="$(median "${SYS[direct]}")" \
-  'BEGIN { printf "%.1f us user + %.1f us sys", pu - du, ps - ds }')
-echo "cpu per request (median): airlock $(cpu airlock); bare $(cpu bare); nginx as proxy ~$nginx_proxy (its CPU minus the upstream's)"
+if [[ -n $PIN ]]; then
+  nginx_proxy="$(cpu nginx) (its own nginx)"
+else
+  nginx_proxy=$(awk -v pu="$(median "${USR[nginx]}")" -v ps="$(median "${SYS[nginx]}")" \
+    -v du="$(median "${USR[direct]}")" -v ds="$(median "${SYS[direct]}")" \
+    'BEGIN { printf "~%.1f us user + %.1f us sys (its CPU minus the upstream'"'"'s)", pu - du, ps - ds }')
+fi
+echo "cpu per request (median): airlock $(cpu airlock); bare $(cpu bare); nginx as proxy $nginx_proxy"
 echo "airlock resident memory: idle $((idle_rss / 1024)) MiB, under load $((peak_rss / 1024)) MiB ($POLICIES policies)"
 echo "audit records written: $(wc -l < "$work/audit.jsonl")"
 if [[ -n ${KEEP:-} ]]; then

@@ -6,9 +6,9 @@
 //!
 //! `BARE_THREADS=N` runs N single-threaded runtimes (as `bench/load.sh`
 //! does). `BARE_PAIRED=1` replaces hyper-util's pooled client with one
-//! upstream connection per agent connection: measured side by side on 2
-//! cores (2026-11-28), pooled 0.83–0.91× nginx's requests/s, paired
-//! 0.98–1.14×, so the pool costs 10–30% of the plumbing's throughput.
+//! upstream connection per agent connection, as Airlock's lanes do; with
+//! `BARE_PAIRED=0` a side-by-side run shows what the pool costs the
+//! plumbing (docs/performance.md).
 
 use std::net::SocketAddr;
 

@@ -125,11 +125,14 @@ impl TestReport {
         self.results.len() - self.passed()
     }
 
+    /// Every case passed, and there was at least one: a run that tested
+    /// nothing is not a pass.
     pub fn success(&self) -> bool {
-        self.problems.is_empty() && self.failed() == 0
+        self.problems.is_empty() && !self.results.is_empty() && self.failed() == 0
     }
 
-    /// The human-readable report; its last line is `N passed, M failed`.
+    /// The human-readable report. Its last line is `N passed, M failed`, or
+    /// `0 cases run` when a case file could not be read or held no case.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for p in &self.problems {
@@ -155,14 +158,18 @@ impl TestReport {
                 let _ = writeln!(out, "      reason: {reason}");
             }
         }
-        if !self.uncovered.is_empty() {
+        if !self.results.is_empty() && !self.uncovered.is_empty() {
             let _ = writeln!(
                 out,
                 "note: no case is determined by {}",
                 list(&self.uncovered)
             );
         }
-        let _ = writeln!(out, "{} passed, {} failed", self.passed(), self.failed());
+        if self.results.is_empty() {
+            let _ = writeln!(out, "0 cases run");
+        } else {
+            let _ = writeln!(out, "{} passed, {} failed", self.passed(), self.failed());
+        }
         out
     }
 }
@@ -189,40 +196,24 @@ pub fn default_files(policies_dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Runs every case in `files` against `snap`.
+/// Runs every case in `files` against `snap`. Every file is read first: when
+/// one cannot be read or parsed, no case runs, so that a partial run never
+/// passes for a full one.
 pub fn run(snap: &GatewaySnapshot, files: &[PathBuf]) -> TestReport {
     let mut report = TestReport::default();
-    let mut determined = BTreeSet::new();
+    let mut parsed = Vec::with_capacity(files.len());
     for file in files {
-        let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) => {
-                report
-                    .problems
-                    .push(format!("{}:1:1: cannot read: {e}", file.display()));
-                continue;
-            }
-        };
-        let parsed: CaseFile = match serde_saphyr::from_str(&text) {
-            Ok(p) => p,
-            Err(e) => {
-                let (line, col) = e
-                    .location()
-                    .map(|l| (l.line(), l.column()))
-                    .unwrap_or((1, 1));
-                let msg = e.to_string();
-                let msg = msg.lines().next().unwrap_or_default().trim();
-                // The message repeats the location we already print.
-                let msg = msg
-                    .split_once(&format!("column {col}: "))
-                    .map_or(msg, |(_, rest)| rest);
-                report
-                    .problems
-                    .push(format!("{}:{line}:{col}: {msg}", file.display()));
-                continue;
-            }
-        };
-        for case in parsed.cases {
+        match read_case_file(file) {
+            Ok(cases) => parsed.push((file, cases)),
+            Err(problem) => report.problems.push(problem),
+        }
+    }
+    if !report.problems.is_empty() {
+        return report;
+    }
+    let mut determined = BTreeSet::new();
+    for (file, cases) in parsed {
+        for case in cases.cases {
             let at = format!(
                 "{}:{}:{}",
                 file.display(),
@@ -241,6 +232,25 @@ pub fn run(snap: &GatewaySnapshot, files: &[PathBuf]) -> TestReport {
         .filter(|id| !determined.contains(id))
         .collect();
     report
+}
+
+/// One case file, or its problem as `file:line:col: message`.
+fn read_case_file(file: &Path) -> Result<CaseFile, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("{}:1:1: cannot read: {e}", file.display()))?;
+    serde_saphyr::from_str(&text).map_err(|e| {
+        let (line, col) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let msg = e.to_string();
+        let msg = msg.lines().next().unwrap_or_default().trim();
+        // The message repeats the location we already print.
+        let msg = msg
+            .split_once(&format!("column {col}: "))
+            .map_or(msg, |(_, rest)| rest);
+        format!("{}:{line}:{col}: {msg}", file.display())
+    })
 }
 
 fn run_case(snap: &GatewaySnapshot, at: String, case: RawCase) -> CaseResult {

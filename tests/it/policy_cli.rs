@@ -209,7 +209,32 @@ fn a_malformed_case_file_is_reported_with_file_line_col() {
         out.contains(&format!("error: {file}:5:13: unknown variant `maybe`")),
         "{out}"
     );
-    assert!(out.ends_with("0 passed, 0 failed\n"), "{out}");
+    assert!(out.ends_with("0 cases run\n"), "{out}");
+}
+
+#[test]
+fn an_unreadable_case_file_runs_no_case_and_exits_1() {
+    let (_b, config, good) = crm_cases(
+        "cases:\n  - name: reads\n    agent: bot\n    call: { method: GET, path: /crm/a }\n    expect: allow\n",
+    );
+    let missing = format!("{good}.missing");
+    let (code, out, _) = run_cli(&["test", "--config", &config, &good, &missing]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(&format!("error: {missing}:1:1: cannot read: ")),
+        "{out}"
+    );
+    assert!(!out.contains("ok    reads"), "a partial run: {out}");
+    assert!(!out.contains("no case is determined by"), "{out}");
+    assert!(out.ends_with("0 cases run\n"), "{out}");
+}
+
+#[test]
+fn a_case_file_with_no_cases_is_not_a_pass() {
+    let (_b, config, file) = crm_cases("cases: []\n");
+    let (code, out, _) = run_cli(&["test", "--config", &config, &file]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out, "0 cases run\n");
 }
 
 #[test]
