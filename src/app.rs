@@ -106,7 +106,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     };
     let sweep = approvals.spawn_expiry_sweep(config_of.clone());
     let webhook_client = clients
-        .client(None, config.timeouts.upstream_connect)
+        .client(None, crate::notify::outbox::CONNECT_TIMEOUT)
         .map_err(|e| AppError::Tls(e.to_string()))?;
     let outbox = WebhookOutbox {
         store,

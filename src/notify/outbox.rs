@@ -1,10 +1,16 @@
 //! The webhook outbox worker. Deliveries are rows in the store, written in
 //! the same transaction as the change they announce; this worker sends the
 //! due ones, signed, and records each attempt. A delivery is retried with
-//! exponential backoff and jitter until a 2xx, a 410 (endpoint gone), or
-//! the endpoint's `max_attempts`. A restart simply resumes from the rows.
+//! exponential backoff and jitter (or after the endpoint's `Retry-After`)
+//! until a 2xx, a 410 (endpoint gone), or the endpoint's `max_attempts`. A
+//! restart simply resumes from the rows.
+//!
+//! Endpoints are served side by side, each with at most one attempt in
+//! flight: an endpoint that accepts connections and never answers delays
+//! only its own deliveries, never another endpoint's.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,8 +26,15 @@ use crate::store::{ApprovalStore, AttemptResult, Delivery};
 use crate::telemetry::{Metrics, ResultLabels};
 use crate::upstream::UpstreamClient;
 
-const BATCH: u32 = 16;
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many endpoints are attempted per pass.
+const BATCH: u32 = 64;
+/// Connecting to an endpoint: short, since a live one accepts at once.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// From the request sent to the endpoint's response headers.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How soon to look again when a delivery is due but its endpoint is busy:
+/// the busy attempt wakes the worker when it ends, this is the backstop.
+const BUSY_POLL: Duration = Duration::from_millis(200);
 const BACKOFF_BASE_MS: i64 = 1_000;
 const BACKOFF_CAP_MS: i64 = 60 * 60 * 1_000;
 /// How long the worker sleeps when nothing is due and nobody wakes it.
@@ -46,13 +59,37 @@ pub fn backoff_ms(attempts: u32, jitter: f64) -> i64 {
     d / 2 + ((d / 2) as f64 * jitter.clamp(0.0, 1.0)) as i64
 }
 
-impl WebhookOutbox {
-    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move { self.run().await })
+/// The endpoints with an attempt in flight. A std Mutex: it is only held
+/// to insert or remove one URL, never across an await.
+#[derive(Default)]
+struct Busy(Mutex<HashSet<String>>);
+
+impl Busy {
+    /// Claims `url`; false when it already has an attempt in flight.
+    fn claim(&self, url: &str) -> bool {
+        self.0
+            .lock()
+            .map(|mut b| b.insert(url.to_string()))
+            .unwrap_or(false)
     }
 
-    async fn run(self) {
+    fn release(&self, url: &str) {
+        if let Ok(mut b) = self.0.lock() {
+            b.remove(url);
+        }
+    }
+}
+
+impl WebhookOutbox {
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move { Arc::new(self).run().await })
+    }
+
+    async fn run(self: Arc<Self>) {
+        let busy = Arc::new(Busy::default());
         loop {
+            // Each endpoint's earliest due delivery: one endpoint's backlog
+            // never fills the batch.
             let due = match self.store.due_deliveries(now_ms(), BATCH).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -60,38 +97,50 @@ impl WebhookOutbox {
                     Vec::new()
                 }
             };
-            let full = due.len() == BATCH as usize;
             for d in due {
-                let result = self.attempt(&d).await;
-                let label = match &result {
-                    AttemptResult::Delivered { .. } => "delivered",
-                    AttemptResult::Failed { give_up: true, .. } => "gave_up",
-                    AttemptResult::Failed { .. } => "failed",
-                };
-                self.metrics
-                    .webhook_deliveries
-                    .get_or_create(&ResultLabels {
-                        result: label.to_string(),
-                    })
-                    .inc();
-                if let Err(e) = self.store.record_attempt(&d.id, result).await {
-                    tracing::warn!(error = %e, delivery = %d.id, "cannot record a webhook attempt");
+                if !busy.claim(&d.url) {
+                    continue;
                 }
-            }
-            if full {
-                continue;
+                let (outbox, busy) = (self.clone(), busy.clone());
+                tokio::spawn(async move {
+                    outbox.deliver(&d).await;
+                    busy.release(&d.url);
+                    // The endpoint may have more due: look again now.
+                    outbox.wake.notify_one();
+                });
             }
             let sleep = match self.store.next_delivery_ms().await {
-                Ok(Some(next)) => {
-                    Duration::from_millis(u64::try_from(next.saturating_sub(now_ms())).unwrap_or(0))
-                        .min(IDLE_POLL)
-                }
+                Ok(Some(next)) => match u64::try_from(next.saturating_sub(now_ms())) {
+                    // Due already, so its endpoint is busy: its attempt
+                    // wakes the worker when it ends.
+                    Ok(0) | Err(_) => BUSY_POLL,
+                    Ok(ms) => Duration::from_millis(ms).min(IDLE_POLL),
+                },
                 _ => IDLE_POLL,
             };
             tokio::select! {
                 () = self.wake.notified() => {},
                 () = tokio::time::sleep(sleep) => {},
             }
+        }
+    }
+
+    /// One attempt at `d`, counted and recorded.
+    async fn deliver(&self, d: &Delivery) {
+        let result = self.attempt(d).await;
+        let label = match &result {
+            AttemptResult::Delivered { .. } => "delivered",
+            AttemptResult::Failed { give_up: true, .. } => "gave_up",
+            AttemptResult::Failed { .. } => "failed",
+        };
+        self.metrics
+            .webhook_deliveries
+            .get_or_create(&ResultLabels {
+                result: label.to_string(),
+            })
+            .inc();
+        if let Err(e) = self.store.record_attempt(&d.id, result).await {
+            tracing::warn!(error = %e, delivery = %d.id, "cannot record a webhook attempt");
         }
     }
 
@@ -131,8 +180,18 @@ impl WebhookOutbox {
             Ok(r) => r,
             Err(e) => return fail(None, format!("cannot build the request: {e}"), None),
         };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.client.request(req)).await {
-            Err(_) => fail(None, "the endpoint did not answer within 10s".into(), None),
+        // The client's own connect timeout (`CONNECT_TIMEOUT`) comes first.
+        match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, self.client.request(req))
+            .await
+        {
+            Err(_) => fail(
+                None,
+                format!(
+                    "the endpoint did not answer within {}s",
+                    RESPONSE_TIMEOUT.as_secs()
+                ),
+                None,
+            ),
             Ok(Err(e)) => fail(None, crate::upstream::describe_error(&e), None),
             Ok(Ok(resp)) if resp.status().is_success() => AttemptResult::Delivered {
                 status: resp.status().as_u16(),

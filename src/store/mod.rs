@@ -243,7 +243,8 @@ pub trait ApprovalStore: Send + Sync {
     /// Pending holds whose time ran out by `now_ms`.
     fn due_expiries(&self, now_ms: i64, limit: u32) -> StoreFuture<'_, Vec<HoldRecord>>;
 
-    /// Deliveries to attempt now, oldest first.
+    /// Deliveries to attempt now, oldest first: each endpoint's earliest
+    /// due one, so that one endpoint's backlog never hides another's.
     fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreFuture<'_, Vec<Delivery>>;
 
     /// When the next pending delivery is due, if any.

@@ -357,8 +357,12 @@ impl ApprovalStore for SqliteStore {
     fn due_deliveries(&self, now_ms: i64, limit: u32) -> StoreFuture<'_, Vec<Delivery>> {
         self.run(move |c| {
             let sql = format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries
-                 WHERE state = 'pending' AND next_attempt_ms <= ?1
+                "SELECT {DELIVERY_COLUMNS} FROM (
+                   SELECT *, ROW_NUMBER() OVER (
+                     PARTITION BY url ORDER BY next_attempt_ms, rowid) AS place
+                   FROM deliveries
+                   WHERE state = 'pending' AND next_attempt_ms <= ?1)
+                 WHERE place = 1
                  ORDER BY next_attempt_ms LIMIT ?2"
             );
             let mut st = c.prepare(&sql)?;
@@ -471,6 +475,31 @@ pub(crate) mod tests {
             executed_ms: None,
             outcome: None,
         }
+    }
+
+    #[tokio::test]
+    async fn due_deliveries_give_each_endpoint_its_earliest_one() {
+        let s = SqliteStore::in_memory().unwrap();
+        let delivery = |n: u32, url: &str| NewDelivery {
+            id: format!("msg_{n}"),
+            url: url.into(),
+            event: "approval.requested".into(),
+            payload: "{}".into(),
+        };
+        let backlog = (0..5).map(|n| delivery(n, "http://dead/hook"));
+        let mut all: Vec<NewDelivery> = backlog.collect();
+        all.push(delivery(9, "http://live/hook"));
+        s.insert_hold(hold("h1"), all).await.unwrap();
+        let due = s.due_deliveries(i64::MAX, 2).await.unwrap();
+        let mut got: Vec<(&str, &str)> = due
+            .iter()
+            .map(|d| (d.url.as_str(), d.id.as_str()))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            [("http://dead/hook", "msg_0"), ("http://live/hook", "msg_9")]
+        );
     }
 
     #[tokio::test]
