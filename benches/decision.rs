@@ -5,7 +5,7 @@
 //!
 //!     cargo bench --bench decision
 //!
-//! The target (issue 6): the decision at 10,000 policies within 3x of the
+//! The target: the decision at 10,000 policies within 3x of the
 //! decision at 10, and under 20 µs at 10. Each size is measured twice:
 //! `first`, a call whose read context was not seen before (Cedar runs), and
 //! `repeat`, the same call again (the decision memo answers). `first` is

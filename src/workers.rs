@@ -4,10 +4,9 @@
 //! turn to the workers; a connection then lives on one worker for its whole
 //! life, with its requests, its timers and (through [`worker_index`]) its
 //! own pool of upstream connections. Nothing is stolen between threads, so
-//! a request never pays for waking another thread. Measured here on 2
-//! cores with a bare hyper proxy (`examples/bare_proxy.rs`): one
-//! work-stealing runtime reached about 0.7× nginx's throughput, runtimes
-//! per core about 1.0×.
+//! a request never pays for waking another thread: with a bare hyper proxy
+//! (`examples/bare_proxy.rs`), runtimes per core keep up with nginx where
+//! one work-stealing runtime does not (docs/performance.md).
 //!
 //! The control plane (admin API, reloads, webhooks, the expiry sweep) stays
 //! on the main multi-threaded runtime, where work stealing is harmless.

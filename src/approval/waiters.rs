@@ -11,9 +11,9 @@ pub struct Waiters {
     // A std Mutex: held only to insert or remove an entry, never across an
     // await. A `Notify` per hold, shared by everyone waiting on it: a
     // `Notified` future created before the store read receives any
-    // `notify_waiters` sent after it (no lost wake-ups), and it is a few
-    // dozen bytes where a watch channel was several hundred, for each of
-    // possibly thousands of waiting calls.
+    // `notify_waiters` sent after it (no lost wake-ups), and it is far
+    // smaller than a watch channel, for each of possibly thousands of
+    // waiting calls.
     map: Mutex<HashMap<String, Arc<Notify>>>,
 }
 

@@ -54,8 +54,8 @@ struct ThreadMemo {
     owner: u64,
     // foldhash (seeded at random per map) rather than SipHash: keys carry
     // agents' values, but the map never holds more than MAX_ENTRIES, which
-    // bounds what crafted collisions could cost; SipHash cost more than the
-    // rest of a memoized decision.
+    // bounds what crafted collisions could cost, and SipHash would cost more
+    // than the rest of a memoized decision.
     map: HashMap<Vec<u8>, Memoized>,
 }
 

@@ -2,7 +2,7 @@
 //! context is converted to Cedar only as far as some policy looks.
 //!
 //! Converting the whole context (a 1 KiB JSON body becomes dozens of Cedar
-//! values) used to cost more than evaluating the policies. Most slices of
+//! values) can cost more than evaluating the policies. Most slices of
 //! the scope index read a few fields or none, so each slice carries the
 //! tree of context paths its policies mention, and the call's context is
 //! pruned to that tree before conversion.

@@ -46,8 +46,8 @@ struct KnownPlan {
 }
 
 /// A bearer key and its SHA-256. An agent sends the same key on every
-/// request of a connection, and hashing it cost more than the decision
-/// itself once decisions were memoized. The raw key is kept only for as
+/// request of a connection, and hashing it can cost more than a memoized
+/// decision. The raw key is kept only for as
 /// long as the connection that carries it is open.
 struct KnownKey {
     key: Box<[u8]>,

@@ -2,9 +2,8 @@
 //! HTTP/1.1 agents calling plain-HTTP tools.
 //!
 //! hyper-util's pooled client hands every request to a shared pool and its
-//! connections' tasks; measured side by side (`examples/bare_proxy.rs`,
-//! `BARE_PAIRED=1`), that dispatch costs 10–30% of a bare proxy's
-//! throughput. Here an HTTP/1.1 agent connection, which carries one
+//! connections' tasks, a dispatch that shows in a bare proxy's throughput
+//! (`examples/bare_proxy.rs` with and without `BARE_PAIRED=1`). Here an HTTP/1.1 agent connection, which carries one
 //! request at a time anyway, gets one upstream connection of its own,
 //! driven on the same worker thread, as nginx does with `keepalive`.
 //!
