@@ -1,5 +1,11 @@
 //! One integration-test binary: each module is a group of scenarios run
 //! against the real `airlock` binary over real sockets.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a scenario fails by panicking"
+)]
 
 #[path = "support/mod.rs"]
 mod support;

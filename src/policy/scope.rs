@@ -199,7 +199,6 @@ fn permits(set: &PolicySet) -> impl Iterator<Item = &Policy> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::str::FromStr;

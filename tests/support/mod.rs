@@ -1,6 +1,9 @@
 //! Builders for integration tests: a real upstream on port 0, and the real
 //! `airlock` binary started on port 0 with a config written to a temp dir.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each scenario module uses its own part of the support"
+)]
 
 pub mod mcp;
 pub mod peers;
