@@ -223,7 +223,6 @@ async fn process(
             return Err(e);
         }
     };
-    rec.route = Some(route.name.clone());
 
     // Phase: read body.
     let (parts, body) = req.into_parts();
@@ -238,7 +237,7 @@ async fn process(
             rest: &rest,
             agent: &agent.id,
             request_id,
-            lane: &conn.lane,
+            conn,
         };
         // Boxed, as are the hold's steps below: a future is as large as its
         // largest state, and every request would otherwise carry room for
@@ -254,6 +253,7 @@ async fn process(
     let mut call = call::http_request(&agent.id, &route.config.name, &parts);
     rec.action = Some(method_name(&parts.method));
     rec.resource = Some(route.resource.clone());
+    call::screen_form_override(&parts.headers, &body)?;
     let plan = conn.plan(snap, &call).map_err(decide_error)?;
     call.context = call::http_context(&parts, &rec.path, &body, plan.needs())?;
     let decision = decide(state, snap, &call, Some(plan))?;
@@ -304,22 +304,14 @@ async fn process(
 
     // Phase: forward. Boxed: a held MCP call waits inside this future, which
     // would otherwise carry room for the forward's 2.6 KB all that time.
-    let resp = Box::pin(forward(
-        route,
-        &rest,
-        parts,
-        body,
-        request_id,
-        Some(&conn.lane),
-    ))
-    .await?;
+    let resp = Box::pin(forward(route, &rest, parts, body, request_id, Some(conn))).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(Reply::Now(resp))
 }
 
 /// The request's screen, authentication and route: who calls, the route
-/// and the encoded rest of the path after its prefix. The agent and the
-/// decoded path go into `rec` as soon as they are known.
+/// and the encoded rest of the path after its prefix. The agent, the
+/// decoded path and the route go into `rec` as soon as they are known.
 fn admit<'s>(
     snap: &'s GatewaySnapshot,
     conn: &AgentConnection,
@@ -337,13 +329,136 @@ fn admit<'s>(
     }
     let agent = authenticate(snap, conn, req.headers())?;
     rec.agent = Some(agent.id.clone());
-    let path = NormalizedPath::parse(req.uri().path())
-        .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?;
-    rec.path = path.decoded();
-    let Some((route, rest)) = snap.route_for(&path) else {
-        return Err(ProxyError::NoRoute(rec.path.clone()));
+    screen_overrides(req.headers())?;
+    let routed = match route_path(snap, req.uri().path()) {
+        Ok(r) => r,
+        Err(e) => {
+            if let ProxyError::NoRoute(decoded) = &e {
+                rec.path.clone_from(decoded);
+            }
+            return Err(e);
+        }
     };
-    Ok((agent, route, rest))
+    rec.path = routed.decoded;
+    rec.route = Some(routed.route.name.clone());
+    screen_method(snap, routed.route, req)?;
+    Ok((agent, routed.route, routed.rest))
+}
+
+/// A request path after routing: the route, the path the policy reads and
+/// the encoded rest the upstream gets after the route's base path.
+pub struct Routed<'s> {
+    pub route: &'s Route,
+    pub decoded: String,
+    pub rest: String,
+}
+
+/// Normalizes `raw` (see [`path`]), picks its route and applies the route's
+/// reading of paths (`path_params`, `case_insensitive`), so that the path
+/// the policy reads and the one the upstream gets are made together.
+pub fn route_path<'s>(snap: &'s GatewaySnapshot, raw: &str) -> Result<Routed<'s>, ProxyError> {
+    let mut path =
+        NormalizedPath::parse(raw).map_err(|e| ProxyError::bad_request(e.kind(), e.to_string()))?;
+    let Some((route, taken)) = snap.route_for(&path) else {
+        return Err(ProxyError::NoRoute(path.decoded()));
+    };
+    let cfg = &route.config;
+    if path.has_params() && !cfg.path_params {
+        return Err(ProxyError::bad_request(
+            "path_params",
+            format!(
+                "the path carries `;` parameters, which servlet containers cut off before routing; route `{}` refuses them (send `;` as `%3B` if it is data)",
+                cfg.name
+            ),
+        ));
+    }
+    if cfg.case_insensitive {
+        path.fold_case();
+    }
+    Ok(Routed {
+        route,
+        decoded: path.decoded(),
+        rest: path.encoded_from(taken),
+    })
+}
+
+/// Headers that make common frameworks run another method or path than
+/// the one judged (method-override middleware, IIS and Symfony rewrites).
+const OVERRIDE_HEADERS: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Refuses a request carrying an [`OVERRIDE_HEADERS`] header.
+fn screen_overrides(headers: &HeaderMap) -> Result<(), ProxyError> {
+    match headers
+        .keys()
+        .find(|n| n.as_str().starts_with("x-") && OVERRIDE_HEADERS.contains(&n.as_str()))
+    {
+        None => Ok(()),
+        Some(name) => Err(override_refused(&format!("header `{name}`"))),
+    }
+}
+
+/// The refusal of a method or path override sent as `what`.
+fn override_refused(what: &str) -> ProxyError {
+    ProxyError::bad_request(
+        "override_header",
+        format!("{what} overrides the method or path in common frameworks, past what the policy judges; it is refused"),
+    )
+}
+
+/// Refuses a method the route cannot judge as it will run: on REST
+/// routes, one that is not an upper-case action of the schema (a server
+/// may upper-case `delete` and run it); on MCP routes, anything but `GET`,
+/// `POST` and `DELETE`, and an `Origin` the route does not allow.
+fn screen_method(
+    snap: &GatewaySnapshot,
+    route: &Route,
+    req: &Request<Incoming>,
+) -> Result<(), ProxyError> {
+    let m = req.method();
+    let refused = |why| ProxyError::MethodRefused {
+        method: m.as_str().to_owned(),
+        why,
+    };
+    match route.config.protocol {
+        crate::config::Protocol::Http => {
+            if !snap.policy.declares_upper_case_action(m.as_str()) {
+                return Err(refused(
+                    "methods are compared exactly, and only upper-case methods the policy schema declares as actions are accepted",
+                ));
+            }
+        }
+        crate::config::Protocol::Mcp => {
+            if !matches!(*m, Method::GET | Method::POST | Method::DELETE) {
+                return Err(refused(
+                    "an MCP route accepts `GET`, `POST` and `DELETE`, compared exactly",
+                ));
+            }
+            screen_origin(&route.config.allowed_origins, req.headers())?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an `Origin` that is present and not allowed (the MCP transport
+/// asks this of servers against DNS rebinding; the server behind Airlock
+/// sees Airlock's `Host`, not the agent's, and cannot tell).
+fn screen_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ProxyError> {
+    for origin in headers.get_all(header::ORIGIN) {
+        let ok = allowed
+            .iter()
+            .any(|a| a.as_bytes().eq_ignore_ascii_case(origin.as_bytes()));
+        if !ok {
+            let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+            return Err(ProxyError::OriginRefused(shown));
+        }
+    }
+    Ok(())
 }
 
 /// The method's name, without copying it for the standard methods.
@@ -465,15 +580,18 @@ async fn read_body(
 }
 
 /// Sends the call upstream exactly as judged and streams the answer back:
-/// over `lane` when it can carry the call, else through the route's pool.
+/// over the agent connection's lane when it can carry the call, else
+/// through the route's pool. Without `conn` (an approved held call, whose
+/// agent may be gone) no `X-Forwarded-*` headers are sent.
 pub async fn forward(
     route: &Route,
     rest: &str,
     parts: http::request::Parts,
     body: Bytes,
     request_id: &str,
-    lane: Option<&PairedUpstream>,
+    conn: Option<&AgentConnection>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let lane = conn.map(|c| &c.lane);
     let up = &route.config.upstream;
     let mut path_and_query = path::upstream_path(up.path(), rest);
     if let Some(q) = parts.uri.query() {
@@ -509,13 +627,16 @@ pub async fn forward(
     // The agent's `Host` names Airlock. On the lane it is replaced in place
     // by the upstream's; the pool writes its own when there is none (and
     // an HTTP/2 upstream takes the authority from the URI instead).
-    match (&claim, &route.host) {
-        (Some(_), Some(host)) => {
-            headers.insert(header::HOST, host.clone());
-        }
-        _ => {
-            headers.remove(header::HOST);
-        }
+    let agent_host = match (&claim, &route.host) {
+        (Some(_), Some(host)) => headers.insert(header::HOST, host.clone()),
+        _ => headers.remove(header::HOST),
+    };
+    if let Some(hop) = conn.and_then(|c| c.hop.as_ref()) {
+        let agent_host = agent_host.or_else(|| {
+            let authority = parts.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        hop.set_forwarded(headers, agent_host);
     }
     for (name, value) in &route.config.headers {
         headers.insert(name.clone(), value.clone());
@@ -618,11 +739,21 @@ fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// Headers of the agent's that never reach the upstream: its credentials,
-/// `Host`, the length (set again for the exact body) and Airlock's own.
+/// `Host`, the length (set again for the exact body), Airlock's own, and
+/// what proxies say about the client (Airlock's own values replace them,
+/// as nginx's do).
 fn is_agent_only(name: &str) -> bool {
     matches!(
         name,
-        "authorization" | "host" | "content-length" | "x-request-id"
+        "authorization"
+            | "host"
+            | "content-length"
+            | "x-request-id"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-real-ip"
     ) || name.starts_with("airlock-")
 }
 
