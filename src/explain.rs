@@ -65,8 +65,13 @@ pub fn decide_http(
         .body(())
         .map_err(|e| ProxyError::bad_request("bad_request", e.to_string()))?
         .into_parts();
-    let crate::proxy::Routed { route, decoded, .. } =
-        crate::proxy::route_path(snap, parts.uri.path())?;
+    let crate::proxy::Routed {
+        route,
+        decoded,
+        params,
+        ..
+    } = crate::proxy::route_path(snap, parts.uri.path())?;
+    crate::proxy::screen_params(route, params)?;
     let body = Bytes::from(spec.body.unwrap_or("").to_string());
     let call = http_call(spec.agent, &route.config.name, &parts, decoded, &body)?;
     let decision = snap

@@ -42,3 +42,6 @@ mod approvals_pages;
 
 #[path = "it/upstream_lanes.rs"]
 mod upstream_lanes;
+
+#[path = "it/bypass_paths.rs"]
+mod bypass_paths;

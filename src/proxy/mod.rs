@@ -339,10 +339,17 @@ fn admit<'s>(
             return Err(e);
         }
     };
-    rec.path = routed.decoded;
-    rec.route = Some(routed.route.name.clone());
-    screen_method(snap, routed.route, req)?;
-    Ok((agent, routed.route, routed.rest))
+    let Routed {
+        route,
+        decoded,
+        rest,
+        params,
+    } = routed;
+    rec.path = decoded;
+    rec.route = Some(route.name.clone());
+    screen_params(route, params)?;
+    screen_method(snap, route, req)?;
+    Ok((agent, route, rest))
 }
 
 /// A request path after routing: the route, the path the policy reads and
@@ -351,34 +358,43 @@ pub struct Routed<'s> {
     pub route: &'s Route,
     pub decoded: String,
     pub rest: String,
+    /// The path carries `;` parameters sent as is.
+    pub params: bool,
+}
+
+/// Refuses `;` path parameters (`params`), which servlet containers cut
+/// off before routing, unless `route` allows them.
+pub fn screen_params(route: &Route, params: bool) -> Result<(), ProxyError> {
+    if !params || route.config.path_params {
+        return Ok(());
+    }
+    Err(ProxyError::bad_request(
+        "path_params",
+        format!(
+            "the path carries `;` parameters, which servlet containers cut off before routing; route `{}` refuses them (send `;` as `%3B` if it is data)",
+            route.config.name
+        ),
+    ))
 }
 
 /// Normalizes `raw` (see [`path`]), picks its route and applies the route's
-/// reading of paths (`path_params`, `case_insensitive`), so that the path
-/// the policy reads and the one the upstream gets are made together.
+/// case folding, so that the path the policy reads and the one the
+/// upstream gets are made together. The caller screens the parameters
+/// ([`screen_params`]) once it has recorded the route.
 pub fn route_path<'s>(snap: &'s GatewaySnapshot, raw: &str) -> Result<Routed<'s>, ProxyError> {
     let mut path =
         NormalizedPath::parse(raw).map_err(|e| ProxyError::bad_request(e.kind(), e.to_string()))?;
     let Some((route, taken)) = snap.route_for(&path) else {
         return Err(ProxyError::NoRoute(path.decoded()));
     };
-    let cfg = &route.config;
-    if path.has_params() && !cfg.path_params {
-        return Err(ProxyError::bad_request(
-            "path_params",
-            format!(
-                "the path carries `;` parameters, which servlet containers cut off before routing; route `{}` refuses them (send `;` as `%3B` if it is data)",
-                cfg.name
-            ),
-        ));
-    }
-    if cfg.case_insensitive {
+    if route.config.case_insensitive {
         path.fold_case();
     }
     Ok(Routed {
         route,
         decoded: path.decoded(),
         rest: path.encoded_from(taken),
+        params: path.has_params(),
     })
 }
 
