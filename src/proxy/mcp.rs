@@ -17,7 +17,13 @@
 //!   `mcp::tools_list`).
 //! - Requests without a JSON-RPC body (the GET event stream, `DELETE` of a
 //!   session) are judged as `protocol` and pass through with their
-//!   `Mcp-Session-Id`.
+//!   `Mcp-Session-Id`; a body on anything but a POST is refused, since
+//!   nobody judged it. (Methods other than `GET`, `POST` and `DELETE`, and
+//!   an `Origin` outside the route's `allowed_origins`, are refused before
+//!   the body is read: `proxy::screen_method`.)
+//! - A repeated `Mcp-Method` or `Mcp-Name` header is refused (-32020), and
+//!   so is a method that is not one Airlock knows but folds to one
+//!   (`Tools/call`, -32600): a server could read either copy, or fold.
 
 use std::time::Instant;
 

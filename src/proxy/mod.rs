@@ -11,8 +11,10 @@
 //! 2. **screen**: refuse `CONNECT` and absolute-form targets (never an open
 //!    proxy).
 //! 3. **authenticate**: `Authorization: Bearer <key>` names the agent (401).
-//! 4. **route**: normalize the path (400 on ambiguity) and pick the longest
-//!    matching prefix (404).
+//! 4. **route**: refuse method and path overrides (400), normalize the path
+//!    (400 on ambiguity), pick the longest matching prefix (404) and apply
+//!    the route's reading of paths and methods (400, 403, 405; see
+//!    docs/security.md).
 //! 5. **read body**: buffer up to `limits.max_body` (413) within
 //!    `timeouts.body_read` (408); parse JSON strictly (400).
 //! 6. **decide**: map the call to Cedar and get a [`Verdict`].

@@ -250,8 +250,8 @@ impl<'a> NormalizedPath<'a> {
 /// A segment as the upstream gets it: its text, escaped where needed, with
 /// each `;`, `=` and `,` encoded again when it arrived encoded.
 fn encode_segment(out: &mut String, s: &Segment<'_>) {
-    if !s.raw.contains('%') {
-        // Every delimiter in the text was sent as is.
+    if matches!(s.text, Cow::Borrowed(_)) || !s.raw.contains('%') {
+        // Nothing was decoded: every delimiter in the text was sent as is.
         out.extend(utf8_percent_encode(&s.text, SEGMENT));
         return;
     }
