@@ -139,7 +139,7 @@ fn parse_query(q: &str) -> Result<Map<String, Value>, ProxyError> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = decode_component(k)?;
         if is_method_field(&k) {
-            return Err(super::override_refused("query parameter `_method`"));
+            return Err(super::screen::override_refused("query parameter `_method`"));
         }
         let v = decode_component(v)?;
         if out.contains_key(&k) {
@@ -181,7 +181,7 @@ pub fn screen_form_override(headers: &http::HeaderMap, body: &[u8]) -> Result<()
             .collect();
         let decoded: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
         if decoded.eq_ignore_ascii_case(b"_method") {
-            return Err(super::override_refused("form field `_method`"));
+            return Err(super::screen::override_refused("form field `_method`"));
         }
     }
     Ok(())

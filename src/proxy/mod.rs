@@ -36,6 +36,7 @@ mod mcp_hold;
 mod mcp_progress;
 pub mod path;
 pub mod recheck;
+pub mod screen;
 mod server;
 
 use std::borrow::Cow;
@@ -58,7 +59,8 @@ use crate::telemetry::{Metrics, VerdictLabels};
 use crate::upstream::paired::{Claim, PairedError, PairedUpstream};
 pub use connection::AgentConnection;
 use error::ProxyError;
-use path::NormalizedPath;
+pub use screen::{route_path, screen_params, Routed};
+use screen::{screen_method, screen_overrides};
 
 pub use server::{serve, tls_acceptor as server_tls, ServeOptions};
 
@@ -352,131 +354,6 @@ fn admit<'s>(
     screen_params(route, params)?;
     screen_method(snap, route, req)?;
     Ok((agent, route, rest))
-}
-
-/// A request path after routing: the route, the path the policy reads and
-/// the encoded rest the upstream gets after the route's base path.
-pub struct Routed<'s> {
-    pub route: &'s Route,
-    pub decoded: String,
-    pub rest: String,
-    /// The path carries `;` parameters sent as is.
-    pub params: bool,
-}
-
-/// Refuses `;` path parameters (`params`), which servlet containers cut
-/// off before routing, unless `route` allows them.
-pub fn screen_params(route: &Route, params: bool) -> Result<(), ProxyError> {
-    if !params || route.config.path_params {
-        return Ok(());
-    }
-    Err(ProxyError::bad_request(
-        "path_params",
-        format!(
-            "the path carries `;` parameters, which servlet containers cut off before routing; route `{}` refuses them (send `;` as `%3B` if it is data)",
-            route.config.name
-        ),
-    ))
-}
-
-/// Normalizes `raw` (see [`path`]), picks its route and applies the route's
-/// case folding, so that the path the policy reads and the one the
-/// upstream gets are made together. The caller screens the parameters
-/// ([`screen_params`]) once it has recorded the route.
-pub fn route_path<'s>(snap: &'s GatewaySnapshot, raw: &str) -> Result<Routed<'s>, ProxyError> {
-    let mut path =
-        NormalizedPath::parse(raw).map_err(|e| ProxyError::bad_request(e.kind(), e.to_string()))?;
-    let Some((route, taken)) = snap.route_for(&path) else {
-        return Err(ProxyError::NoRoute(path.decoded()));
-    };
-    if route.config.case_insensitive {
-        path.fold_case();
-    }
-    Ok(Routed {
-        route,
-        decoded: path.decoded(),
-        rest: path.encoded_from(taken),
-        params: path.has_params(),
-    })
-}
-
-/// Headers that make common frameworks run another method or path than
-/// the one judged (method-override middleware, IIS and Symfony rewrites).
-const OVERRIDE_HEADERS: [&str; 5] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
-];
-
-/// Refuses a request carrying an [`OVERRIDE_HEADERS`] header.
-fn screen_overrides(headers: &HeaderMap) -> Result<(), ProxyError> {
-    match headers
-        .keys()
-        .find(|n| n.as_str().starts_with("x-") && OVERRIDE_HEADERS.contains(&n.as_str()))
-    {
-        None => Ok(()),
-        Some(name) => Err(override_refused(&format!("header `{name}`"))),
-    }
-}
-
-/// The refusal of a method or path override sent as `what`.
-fn override_refused(what: &str) -> ProxyError {
-    ProxyError::bad_request(
-        "override_header",
-        format!("{what} overrides the method or path in common frameworks, past what the policy judges; it is refused"),
-    )
-}
-
-/// Refuses a method the route cannot judge as it will run: on REST
-/// routes, one that is not an upper-case action of the schema (a server
-/// may upper-case `delete` and run it); on MCP routes, anything but `GET`,
-/// `POST` and `DELETE`, and an `Origin` the route does not allow.
-fn screen_method(
-    snap: &GatewaySnapshot,
-    route: &Route,
-    req: &Request<Incoming>,
-) -> Result<(), ProxyError> {
-    let m = req.method();
-    let refused = |why| ProxyError::MethodRefused {
-        method: m.as_str().to_owned(),
-        why,
-    };
-    match route.config.protocol {
-        crate::config::Protocol::Http => {
-            if !snap.policy.declares_upper_case_action(m.as_str()) {
-                return Err(refused(
-                    "methods are compared exactly, and only upper-case methods the policy schema declares as actions are accepted",
-                ));
-            }
-        }
-        crate::config::Protocol::Mcp => {
-            if !matches!(*m, Method::GET | Method::POST | Method::DELETE) {
-                return Err(refused(
-                    "an MCP route accepts `GET`, `POST` and `DELETE`, compared exactly",
-                ));
-            }
-            screen_origin(&route.config.allowed_origins, req.headers())?;
-        }
-    }
-    Ok(())
-}
-
-/// Refuses an `Origin` that is present and not allowed (the MCP transport
-/// asks this of servers against DNS rebinding; the server behind Airlock
-/// sees Airlock's `Host`, not the agent's, and cannot tell).
-fn screen_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ProxyError> {
-    for origin in headers.get_all(header::ORIGIN) {
-        let ok = allowed
-            .iter()
-            .any(|a| a.as_bytes().eq_ignore_ascii_case(origin.as_bytes()));
-        if !ok {
-            let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-            return Err(ProxyError::OriginRefused(shown));
-        }
-    }
-    Ok(())
 }
 
 /// The method's name, without copying it for the standard methods.
