@@ -136,3 +136,44 @@ fn screen_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ProxyErr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn override_headers_are_refused_in_any_case() {
+        assert!(screen_overrides(&headers(&[("x-custom", "1"), ("accept", "*/*")])).is_ok());
+        for name in ["X-HTTP-Method-Override", "x-original-url", "X-Rewrite-Url"] {
+            let e = screen_overrides(&headers(&[(name, "DELETE")])).unwrap_err();
+            assert_eq!(e.kind(), "override_header");
+            assert!(e.to_string().contains(&name.to_ascii_lowercase()), "{e}");
+        }
+    }
+
+    #[test]
+    fn only_a_listed_origin_or_none_passes() {
+        let allowed = ["https://app.example".to_string()];
+        assert!(screen_origin(&allowed, &headers(&[])).is_ok());
+        assert!(screen_origin(&[], &headers(&[])).is_ok());
+        let with = |o: &str| headers(&[("origin", o)]);
+        assert!(screen_origin(&allowed, &with("HTTPS://App.Example")).is_ok());
+        for bad in ["https://app.example.evil", "null", "http://app.example"] {
+            let e = screen_origin(&allowed, &with(bad)).unwrap_err();
+            assert_eq!((e.kind(), e.status().as_u16()), ("origin_not_allowed", 403));
+        }
+        assert!(screen_origin(&[], &with("https://app.example")).is_err());
+    }
+}
