@@ -5,7 +5,7 @@
 //! | attribute | value |
 //! | --- | --- |
 //! | `method` | the HTTP method, e.g. `"POST"` |
-//! | `path` | the normalized, decoded path as the agent sent it, prefix included |
+//! | `path` | the normalized, decoded path as the agent sent it, prefix included (folded on `case_insensitive` routes; see `proxy::path`) |
 //! | `query` | a record of query parameters (`+` and `%XX` decoded); a repeated parameter is refused with 400, since upstreams disagree on which copy wins |
 //! | `headers` | a record of the [`CONTEXT_HEADERS`] the agent sent, names in lower case, repeated values joined with `, ` |
 //! | `body` | the JSON body, mapped as described in `policy::value`; absent when the body is empty or not JSON |
