@@ -108,7 +108,7 @@ fn is_dot_with_params(s: &str) -> bool {
     s.starts_with(".;") || s.starts_with("..;")
 }
 
-/// The lower case of `c` as `str::to_lowercase` gives it (without its
+/// `s` in lower case as `str::to_lowercase` gives it (without its
 /// word-final sigma rule), one char at a time so that comparing needs no
 /// copy.
 fn fold(s: &str) -> impl Iterator<Item = char> + '_ {
