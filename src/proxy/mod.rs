@@ -640,16 +640,9 @@ fn is_hop_by_hop(name: &str) -> bool {
 fn is_agent_only(name: &str) -> bool {
     matches!(
         name,
-        "authorization"
-            | "host"
-            | "content-length"
-            | "x-request-id"
-            | "forwarded"
-            | "x-forwarded-for"
-            | "x-forwarded-host"
-            | "x-forwarded-proto"
-            | "x-real-ip"
+        "authorization" | "host" | "content-length" | "x-request-id" | "forwarded" | "x-real-ip"
     ) || name.starts_with("airlock-")
+        || name.starts_with("x-forwarded-")
 }
 
 /// As [`is_agent_only`], but the agent's length is kept for `forward` to
@@ -774,6 +767,10 @@ mod tests {
             ("x-custom", "a"),
             ("x-custom", "b"),
             ("airlock-reason", "y"),
+            ("x-forwarded-for", "10.9.9.9"),
+            ("X-Forwarded-Prefix", "/admin"),
+            ("forwarded", "for=10.9.9.9"),
+            ("x-real-ip", "10.9.9.9"),
         ]);
         strip_for_upstream(&mut to);
         assert_eq!(names(&to), ["accept", "x-custom"]);
