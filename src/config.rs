@@ -181,6 +181,15 @@ pub struct RouteConfig {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// `path_params: allow`: a `;` sent as is in the path is kept and shown
+    /// to the policy, instead of refused.
+    pub path_params: bool,
+    /// `case_insensitive: true`: the path is folded to lower case for the
+    /// policy and the upstream alike (the prefix is stored folded).
+    pub case_insensitive: bool,
+    /// MCP routes: the `Origin` values a request may carry (exact, without
+    /// a path); a request with any other `Origin` is refused.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -603,5 +612,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.routes[0].prefix, "/crm");
         assert_eq!(c.routes[0].protocol, Protocol::Mcp);
+    }
+
+    #[test]
+    fn route_reading_options_are_checked() {
+        let route = |extra: &str| {
+            load(&format!(
+                "listen: 127.0.0.1:8080\nroutes:\n  - name: t\n    prefix: /Ops\n    upstream: http://127.0.0.1:9000\n    protocol: mcp\n{extra}"
+            ))
+        };
+        let c = route("").unwrap();
+        let t = &c.routes[0];
+        assert!(!t.path_params && !t.case_insensitive && t.allowed_origins.is_empty());
+        assert_eq!(t.prefix, "/Ops");
+        let c = route("    path_params: allow\n    case_insensitive: true\n    allowed_origins: [\"https://app.example\", \"http://localhost:3000\"]\n").unwrap();
+        let t = &c.routes[0];
+        assert!(t.path_params && t.case_insensitive);
+        assert_eq!(t.prefix, "/ops");
+        assert_eq!(
+            t.allowed_origins,
+            ["https://app.example", "http://localhost:3000"]
+        );
+        for bad in [
+            "    path_params: strip\n",
+            "    allowed_origins: [\"https://app.example/x\"]\n",
+            "    allowed_origins: [\"app.example\"]\n",
+        ] {
+            let err = route(bad).unwrap_err();
+            assert_eq!(err.problems().len(), 1, "{bad}: {err}");
+        }
+        let err = load("listen: 127.0.0.1:8080\nroutes:\n  - name: t\n    prefix: /a;b\n    upstream: http://127.0.0.1:9000\n    allowed_origins: [\"https://app.example\"]\n").unwrap_err();
+        assert_eq!(err.problems().len(), 2, "{err}");
     }
 }

@@ -7,7 +7,6 @@ use serde_json::{json, Value};
 use crate::policy::{CallRequest, Decision, Verdict};
 use crate::proxy::call::http_call;
 use crate::proxy::error::ProxyError;
-use crate::proxy::path::NormalizedPath;
 use crate::snapshot::GatewaySnapshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +65,13 @@ pub fn decide_http(
         .body(())
         .map_err(|e| ProxyError::bad_request("bad_request", e.to_string()))?
         .into_parts();
-    let path = NormalizedPath::parse(parts.uri.path())
-        .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?;
-    let decoded = path.decoded();
-    let (route, _) = snap
-        .route_for(&path)
-        .ok_or_else(|| ProxyError::NoRoute(decoded.clone()))?;
+    let crate::proxy::Routed {
+        route,
+        decoded,
+        params,
+        ..
+    } = crate::proxy::route_path(snap, parts.uri.path())?;
+    crate::proxy::screen_params(route, params)?;
     let body = Bytes::from(spec.body.unwrap_or("").to_string());
     let call = http_call(spec.agent, &route.config.name, &parts, decoded, &body)?;
     let decision = snap

@@ -104,11 +104,13 @@ impl GatewaySnapshot {
         self.config.agents.iter().find(|a| a.id == id)
     }
 
-    /// The most specific route for a path, with the encoded rest of the path.
-    pub fn route_for(&self, path: &NormalizedPath) -> Option<(&Route, String)> {
-        self.routes
-            .iter()
-            .find_map(|r| path.strip_prefix(&r.config.prefix).map(|rest| (r, rest)))
+    /// The most specific route for a path, with how many of its segments
+    /// the route's prefix takes.
+    pub fn route_for(&self, path: &NormalizedPath) -> Option<(&Route, usize)> {
+        self.routes.iter().find_map(|r| {
+            path.prefix_len(&r.config.prefix, r.config.case_insensitive)
+                .map(|taken| (r, taken))
+        })
     }
 
     pub fn route_named(&self, name: &str) -> Option<&Route> {

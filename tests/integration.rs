@@ -51,3 +51,6 @@ mod upstream_lanes;
 
 #[path = "it/webhooks.rs"]
 mod webhooks;
+
+#[path = "it/bypass_paths.rs"]
+mod bypass_paths;

@@ -107,6 +107,9 @@ pub struct RawRoute {
     pub ca_file: Option<Env>,
     pub connect_timeout: Option<Spanned<Env>>,
     pub timeout: Option<Spanned<Env>>,
+    pub path_params: Option<Spanned<Env>>,
+    pub case_insensitive: Option<bool>,
+    pub allowed_origins: Option<Vec<Spanned<Env>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,11 +357,15 @@ impl Validator {
             self.problem(&r.name, format!("route `{name}` is defined twice"));
             ok = false;
         }
-        let prefix = normalize_prefix(&r.prefix.value.0);
-        if prefix.contains("..") || prefix.contains('%') || prefix.contains("//") {
+        let case_insensitive = r.case_insensitive.unwrap_or(false);
+        let mut prefix = normalize_prefix(&r.prefix.value.0);
+        if case_insensitive {
+            prefix = prefix.chars().flat_map(char::to_lowercase).collect();
+        }
+        if prefix.contains("..") || prefix.contains(['%', ';']) || prefix.contains("//") {
             self.problem(
                 &r.prefix,
-                format!("prefix `{prefix}` must be a plain path without `..`, `%` or `//`"),
+                format!("prefix `{prefix}` must be a plain path without `..`, `%`, `;` or `//`"),
             );
             ok = false;
         }
@@ -426,6 +433,9 @@ impl Validator {
                 }
             }
         }
+        let path_params = self.path_params(r.path_params.as_ref());
+        let allowed_origins = self.allowed_origins(&name, &r, protocol);
+        ok &= path_params.is_some() && allowed_origins.is_some();
         let connect_timeout =
             self.duration_or(r.connect_timeout.as_ref(), timeouts.upstream_connect);
         let response_timeout = self.duration_or(r.timeout.as_ref(), timeouts.upstream_response);
@@ -439,9 +449,69 @@ impl Validator {
                 ca_file: r.ca_file.map(|c| resolve(&c.0)),
                 connect_timeout,
                 response_timeout,
+                path_params: path_params.unwrap_or(false),
+                case_insensitive,
+                allowed_origins: allowed_origins.unwrap_or_default(),
             }),
             _ => None,
         }
+    }
+
+    /// `path_params`: `refuse` (the default) or `allow`; `None` when
+    /// invalid.
+    fn path_params(&mut self, v: Option<&Spanned<Env>>) -> Option<bool> {
+        match v.map(|v| v.value.0.as_str()) {
+            None | Some("refuse") => Some(false),
+            Some("allow") => Some(true),
+            Some(other) => {
+                let msg = format!("path_params `{other}` is unknown; use `refuse` or `allow`");
+                if let Some(v) = v {
+                    self.problem(v, msg);
+                }
+                None
+            }
+        }
+    }
+
+    /// `allowed_origins`: `scheme://host[:port]` each, on MCP routes only;
+    /// `None` when invalid.
+    fn allowed_origins(
+        &mut self,
+        route: &str,
+        r: &RawRoute,
+        protocol: Protocol,
+    ) -> Option<Vec<String>> {
+        let Some(list) = &r.allowed_origins else {
+            return Some(Vec::new());
+        };
+        if protocol != Protocol::Mcp {
+            self.problem(
+                &r.name,
+                format!(
+                    "route `{route}`: `allowed_origins` applies to `protocol: mcp` routes only"
+                ),
+            );
+            return None;
+        }
+        let mut ok = true;
+        for o in list {
+            let text = &o.value.0;
+            let bare = text
+                .split_once("://")
+                .is_some_and(|(_, rest)| !rest.contains(['/', '?', '#']));
+            let valid = bare
+                && text
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.scheme().is_some() && u.authority().is_some());
+            if !valid {
+                self.problem(
+                    o,
+                    format!("origin `{text}` must be `scheme://host[:port]`, without a path"),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| list.iter().map(|o| o.value.0.clone()).collect())
     }
 
     pub fn approvals(&mut self, a: Option<&RawApprovals>) -> ApprovalSettings {

@@ -30,7 +30,21 @@ const HOUSEKEEPING: &[&str] = &[
     "subscriptions/listen",
 ];
 
-/// What is wrong with a message's parameters.
+/// The methods [`call_for`] names, besides [`HOUSEKEEPING`] and
+/// `notifications/*`.
+const KNOWN: &[&str] = &[
+    "tools/call",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "prompts/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/get",
+];
+
+/// What is wrong with a message's method or parameters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamsError {
     #[error("`{method}` needs `params.{field}` as a {kind}")]
@@ -39,6 +53,50 @@ pub enum ParamsError {
         field: &'static str,
         kind: &'static str,
     },
+    #[error("method `{method}` is not `{known}`: methods are compared exactly, and a server that folds case would run it as `{known}`")]
+    LookAlike { method: String, known: &'static str },
+}
+
+impl ParamsError {
+    /// The JSON-RPC error code of the answer.
+    pub fn code(&self) -> i64 {
+        match self {
+            ParamsError::Missing { .. } => super::jsonrpc::INVALID_PARAMS,
+            ParamsError::LookAlike { .. } => super::jsonrpc::INVALID_REQUEST,
+        }
+    }
+
+    /// The `error` kind of the audit record.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ParamsError::Missing { .. } => "invalid_params",
+            ParamsError::LookAlike { .. } => "mcp_method_case",
+        }
+    }
+}
+
+/// The known method `method` is not, but reads as once case is folded
+/// (the way Go's `EqualFold` folds, `K` and `ſ` included).
+fn look_alike(method: &str) -> Option<&'static str> {
+    fn fold(c: char) -> char {
+        match c {
+            'ſ' => 's',
+            c => c.to_lowercase().next().unwrap_or(c),
+        }
+    }
+    let folded = |s: &'static str| method.chars().map(fold).eq(s.chars().map(fold));
+    if let Some(known) = KNOWN
+        .iter()
+        .chain(HOUSEKEEPING)
+        .copied()
+        .find(|k| folded(k))
+    {
+        return Some(known);
+    }
+    const NOTIFICATIONS: &str = "notifications/";
+    let head = method.chars().take(NOTIFICATIONS.len()).map(fold);
+    (!method.starts_with(NOTIFICATIONS) && head.eq(NOTIFICATIONS.chars()))
+        .then_some("notifications/*")
 }
 
 /// The field of `params` that names what a method acts on, which the
@@ -112,7 +170,15 @@ pub fn call_for(
         {
             route_call("protocol", context)
         }
-        _ => route_call("other_method", context),
+        m => {
+            if let Some(known) = look_alike(m) {
+                return Err(ParamsError::LookAlike {
+                    method: m.to_string(),
+                    known,
+                });
+            }
+            route_call("other_method", context)
+        }
     })
 }
 
@@ -157,5 +223,25 @@ pub fn transport_call(agent: &str, route: &str, http_method: &str) -> CallReques
         action: "protocol".to_string(),
         resource: Resource::Route(route.to_string()),
         context,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_method_that_only_folds_to_a_known_one_is_named() {
+        assert_eq!(look_alike("Tools/call"), Some("tools/call"));
+        assert_eq!(look_alike("TOOLS/CALL"), Some("tools/call"));
+        assert_eq!(look_alike("logging/setlevel"), Some("logging/setLevel"));
+        // The Kelvin sign and the long s fold to `k` and `s` in Go.
+        assert_eq!(look_alike("tools/li\u{17F}t"), Some("tools/list"));
+        assert_eq!(
+            look_alike("Notifications/initialized"),
+            Some("notifications/*")
+        );
+        assert_eq!(look_alike("tools/calls"), None);
+        assert_eq!(look_alike("x/custom"), None);
     }
 }

@@ -276,6 +276,9 @@ pub struct PolicySnapshot {
     /// Every action the schema declares, so that MCP calls can use a
     /// per-tool action when one exists.
     actions: HashSet<String>,
+    /// The declared actions whose names are upper case (HTTP methods), few
+    /// enough that a scan beats a hash.
+    upper_case_actions: Box<[Box<str>]>,
     /// Context paths each action declares `decimal`.
     decimals: decimals::DecimalPaths,
     authorizer: Authorizer,
@@ -368,6 +371,13 @@ impl PolicySnapshot {
             entities,
             types,
             agents: directory.agents.iter().map(|a| a.id.clone()).collect(),
+            upper_case_actions: loaded
+                .schema
+                .actions()
+                .map(|a| a.id().unescaped())
+                .filter(|a| is_upper_case(a))
+                .map(Into::into)
+                .collect(),
             actions: loaded
                 .schema
                 .actions()
@@ -413,6 +423,12 @@ impl PolicySnapshot {
     /// Whether the schema declares `Action::"<id>"`.
     pub fn has_action(&self, id: &str) -> bool {
         self.actions.contains(id)
+    }
+
+    /// Whether `name` is upper case and declared as an action: what an
+    /// HTTP method must be to be judged at all.
+    pub fn declares_upper_case_action(&self, name: &str) -> bool {
+        self.upper_case_actions.iter().any(|a| **a == *name)
     }
 
     /// Decides one call, evaluating only the policies whose scope can apply.
@@ -770,6 +786,11 @@ fn build_entities(
         }
         msg
     })
+}
+
+/// No lower-case letter and at least one upper-case one.
+fn is_upper_case(name: &str) -> bool {
+    name.chars().any(char::is_uppercase) && !name.chars().any(char::is_lowercase)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! | attribute | value |
 //! | --- | --- |
 //! | `method` | the HTTP method, e.g. `"POST"` |
-//! | `path` | the normalized, decoded path as the agent sent it, prefix included |
+//! | `path` | the normalized, decoded path as the agent sent it, prefix included (folded on `case_insensitive` routes; see `proxy::path`) |
 //! | `query` | a record of query parameters (`+` and `%XX` decoded); a repeated parameter is refused with 400, since upstreams disagree on which copy wins |
 //! | `headers` | a record of the [`CONTEXT_HEADERS`] the agent sent, names in lower case, repeated values joined with `, ` |
 //! | `body` | the JSON body, mapped as described in `policy::value`; absent when the body is empty or not JSON |
@@ -138,6 +138,9 @@ fn parse_query(q: &str) -> Result<Map<String, Value>, ProxyError> {
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = decode_component(k)?;
+        if is_method_field(&k) {
+            return Err(super::screen::override_refused("query parameter `_method`"));
+        }
         let v = decode_component(v)?;
         if out.contains_key(&k) {
             return Err(ProxyError::bad_request(
@@ -148,6 +151,40 @@ fn parse_query(q: &str) -> Result<Map<String, Value>, ProxyError> {
         out.insert(k, Value::String(v));
     }
     Ok(out)
+}
+
+/// Whether a form field or query parameter named `name` overrides the
+/// method in common frameworks (Rails and Rack, Laravel, Symfony,
+/// Express's method-override).
+fn is_method_field(name: &str) -> bool {
+    name.eq_ignore_ascii_case("_method")
+}
+
+/// Refuses a form body (`application/x-www-form-urlencoded`) that has a
+/// `_method` field, however its name is encoded or cased: frameworks run
+/// the method it names instead of the request's.
+pub fn screen_form_override(headers: &http::HeaderMap, body: &[u8]) -> Result<(), ProxyError> {
+    const FORM: &[u8] = b"application/x-www-form-urlencoded";
+    let is_form = headers.get(http::header::CONTENT_TYPE).is_some_and(|ct| {
+        ct.as_bytes()
+            .get(..FORM.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(FORM))
+    });
+    if !is_form {
+        return Ok(());
+    }
+    for pair in body.split(|b| *b == b'&') {
+        let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+        let plus: Vec<u8> = name
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
+        if decoded.eq_ignore_ascii_case(b"_method") {
+            return Err(super::screen::override_refused("form field `_method`"));
+        }
+    }
+    Ok(())
 }
 
 fn decode_component(s: &str) -> Result<String, ProxyError> {
@@ -204,6 +241,34 @@ fn context_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_method_override_in_a_form_body_or_the_query_is_refused() {
+        let mut h = http::HeaderMap::new();
+        let refused = |h: &http::HeaderMap, b: &[u8]| {
+            screen_form_override(h, b).is_err_and(|e| e.kind() == "override_header")
+        };
+        assert!(!refused(&h, b"_method=DELETE"), "not a form");
+        h.insert(
+            "content-type",
+            "Application/X-WWW-Form-Urlencoded; charset=utf-8"
+                .parse()
+                .unwrap(),
+        );
+        for body in [
+            &b"_method=DELETE"[..],
+            b"a=1&_METHOD=delete",
+            b"a=1&%5Fmethod=PUT",
+            b"_%6Dethod",
+        ] {
+            assert!(refused(&h, body), "{}", String::from_utf8_lossy(body));
+        }
+        for body in [&b"a=_method"[..], b"method=DELETE", b"_method_x=1", b""] {
+            assert!(!refused(&h, body), "{}", String::from_utf8_lossy(body));
+        }
+        let e = parse_query("a=1&%5FMethod=DELETE").unwrap_err();
+        assert_eq!(e.kind(), "override_header");
+    }
 
     #[test]
     fn query_decodes_and_refuses_repeats() {

@@ -5,7 +5,11 @@
 //! All live exactly as long as the agent's connection, so none outlives
 //! what the agent itself keeps open.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -19,6 +23,8 @@ use crate::upstream::paired::PairedUpstream;
 pub struct AgentConnection {
     /// Its own upstream connection (HTTP/1.1 agents, plain-HTTP tools).
     pub lane: PairedUpstream,
+    /// What the upstream is told of the agent's hop; `None` when unknown.
+    pub hop: Option<Hop>,
     last_key: Last<KnownKey>,
     last_plan: Last<KnownPlan>,
     last_counter: Last<(VerdictLabels, Counter)>,
@@ -54,6 +60,41 @@ struct KnownKey {
     sha256: [u8; 32],
 }
 
+/// The `X-Forwarded-*` values of one agent connection, made once for all
+/// its requests.
+pub struct Hop {
+    forwarded_for: HeaderValue,
+    proto: HeaderValue,
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+impl Hop {
+    /// The hop of an agent at `peer`, over TLS or not.
+    pub fn new(peer: SocketAddr, tls: bool) -> Hop {
+        let ip = Bytes::from(peer.ip().to_string());
+        Hop {
+            // An IP address's text is always a valid header value.
+            forwarded_for: HeaderValue::from_maybe_shared(ip)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+        }
+    }
+
+    /// Sets Airlock's own `X-Forwarded-For`, `-Proto` and (the `Host` the
+    /// agent sent, when it sent one) `-Host` on a request to the upstream,
+    /// whose agent's copies are already gone.
+    pub(super) fn set_forwarded(&self, headers: &mut HeaderMap, agent_host: Option<HeaderValue>) {
+        headers.insert(X_FORWARDED_FOR, self.forwarded_for.clone());
+        headers.insert(X_FORWARDED_PROTO, self.proto.clone());
+        if let Some(host) = agent_host {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+}
+
 // === impl Last ===
 
 impl<T> Default for Last<T> {
@@ -83,6 +124,14 @@ impl<T> Last<T> {
 impl AgentConnection {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A connection from an agent at `peer`, over TLS or not.
+    pub fn from_peer(peer: SocketAddr, tls: bool) -> Self {
+        AgentConnection {
+            hop: Some(Hop::new(peer, tls)),
+            ..Self::default()
+        }
     }
 
     /// The SHA-256 of `key`, computed once per key per connection.

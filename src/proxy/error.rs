@@ -20,6 +20,10 @@ pub enum ProxyError {
     BadRequest { kind: &'static str, message: String },
     #[error("method `{0}` is not accepted: Airlock is a reverse proxy, not an open proxy")]
     MethodNotAllowed(String),
+    #[error("method `{method}` is refused: {why}")]
+    MethodRefused { method: String, why: &'static str },
+    #[error("origin `{0}` is not allowed on this MCP route (its `allowed_origins`)")]
+    OriginRefused(String),
     #[error("the request body is over the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("the agent took too long to send the request")]
@@ -67,7 +71,10 @@ impl ProxyError {
             ProxyError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::MethodNotAllowed(_) | ProxyError::MethodRefused { .. } => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
+            ProxyError::OriginRefused(_) => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Denied { .. }
@@ -88,6 +95,8 @@ impl ProxyError {
             ProxyError::NoRoute(_) => "no_route",
             ProxyError::BadRequest { kind, .. } => kind,
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::MethodRefused { .. } => "method_refused",
+            ProxyError::OriginRefused(_) => "origin_not_allowed",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::RequestTimeout => "request_timeout",
             ProxyError::Denied { .. } => "denied",
@@ -108,6 +117,8 @@ impl ProxyError {
             | ProxyError::NoRoute(_)
             | ProxyError::BadRequest { .. }
             | ProxyError::MethodNotAllowed(_)
+            | ProxyError::MethodRefused { .. }
+            | ProxyError::OriginRefused(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::RequestTimeout
             | ProxyError::UnknownApproval(_)

@@ -17,7 +17,13 @@
 //!   `mcp::tools_list`).
 //! - Requests without a JSON-RPC body (the GET event stream, `DELETE` of a
 //!   session) are judged as `protocol` and pass through with their
-//!   `Mcp-Session-Id`.
+//!   `Mcp-Session-Id`; a body on anything but a POST is refused, since
+//!   nobody judged it. (Methods other than `GET`, `POST` and `DELETE`, and
+//!   an `Origin` outside the route's `allowed_origins`, are refused before
+//!   the body is read: `proxy::screen_method`.)
+//! - A repeated `Mcp-Method` or `Mcp-Name` header is refused (-32020), and
+//!   so is a method that is not one Airlock knows but folds to one
+//!   (`Tools/call`, -32600): a server could read either copy, or fold.
 
 use std::time::Instant;
 
@@ -47,8 +53,8 @@ pub(super) struct McpRequest<'a> {
     pub rest: &'a str,
     pub agent: &'a str,
     pub request_id: &'a str,
-    /// The agent connection's own upstream connection.
-    pub lane: &'a super::PairedUpstream,
+    /// The agent's connection: its own upstream connection and its hop.
+    pub conn: &'a super::AgentConnection,
 }
 
 /// One judged message.
@@ -67,6 +73,17 @@ pub(super) async fn handle(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let route_name = cx.route.config.name.as_str();
     if parts.method != Method::POST {
+        if !body.is_empty() {
+            // Only a POST carries JSON-RPC; a body elsewhere is one nobody
+            // judged, which a server could still read.
+            return Err(ProxyError::bad_request(
+                "mcp_body_not_post",
+                format!(
+                    "a `{}` to an MCP route must have no body; JSON-RPC messages are sent with `POST`",
+                    parts.method
+                ),
+            ));
+        }
         let call = method::transport_call(cx.agent, route_name, parts.method.as_str());
         rec.action = Some(call.action.clone().into());
         rec.resource = Some(call.resource.to_string().into());
@@ -151,10 +168,10 @@ pub(super) async fn handle(
             Ok(c) => c,
             Err(e) => {
                 rec.verdict = "error";
-                rec.error = Some("invalid_params");
+                rec.error = Some(e.kind());
                 rec.reasons = vec![e.to_string()];
                 let id = msg.request_id().cloned().unwrap_or(Value::Null);
-                let answer = jsonrpc::error(&id, jsonrpc::INVALID_PARAMS, &e.to_string(), None);
+                let answer = jsonrpc::error(&id, e.code(), &e.to_string(), None);
                 return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
             }
         };
@@ -393,6 +410,13 @@ fn header_mismatch(headers: &HeaderMap, messages: &[Message], batch: bool) -> Op
     if h_method.is_none() && h_name.is_none() {
         return None;
     }
+    for (lower, name) in [("mcp-method", "Mcp-Method"), ("mcp-name", "Mcp-Name")] {
+        if headers.get_all(lower).iter().nth(1).is_some() {
+            return Some(format!(
+                "header `{name}` is repeated; a server could read either copy"
+            ));
+        }
+    }
     if batch {
         return Some("`Mcp-Method` and `Mcp-Name` cannot describe a batch".to_string());
     }
@@ -473,7 +497,7 @@ async fn forward(
     body: Bytes,
     rec: &mut AuditRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let resp = super::forward(cx.route, cx.rest, parts, body, cx.request_id, Some(cx.lane)).await?;
+    let resp = super::forward(cx.route, cx.rest, parts, body, cx.request_id, Some(cx.conn)).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(resp)
 }

@@ -11,8 +11,10 @@
 //! 2. **screen**: refuse `CONNECT` and absolute-form targets (never an open
 //!    proxy).
 //! 3. **authenticate**: `Authorization: Bearer <key>` names the agent (401).
-//! 4. **route**: normalize the path (400 on ambiguity) and pick the longest
-//!    matching prefix (404).
+//! 4. **route**: refuse method and path overrides (400), normalize the path
+//!    (400 on ambiguity), pick the longest matching prefix (404) and apply
+//!    the route's reading of paths and methods (400, 403, 405; see
+//!    docs/security.md).
 //! 5. **read body**: buffer up to `limits.max_body` (413) within
 //!    `timeouts.body_read` (408); parse JSON strictly (400).
 //! 6. **decide**: map the call to Cedar and get a [`Verdict`].
@@ -34,6 +36,7 @@ mod mcp_hold;
 mod mcp_progress;
 pub mod path;
 pub mod recheck;
+pub mod screen;
 mod server;
 
 use std::borrow::Cow;
@@ -56,7 +59,8 @@ use crate::telemetry::{Metrics, VerdictLabels};
 use crate::upstream::paired::{Claim, PairedError, PairedUpstream};
 pub use connection::AgentConnection;
 use error::ProxyError;
-use path::NormalizedPath;
+pub use screen::{route_path, screen_params, Routed};
+use screen::{screen_method, screen_overrides};
 
 pub use server::{serve, tls_acceptor as server_tls, ServeOptions};
 
@@ -223,7 +227,6 @@ async fn process(
             return Err(e);
         }
     };
-    rec.route = Some(route.name.clone());
 
     // Phase: read body.
     let (parts, body) = req.into_parts();
@@ -238,7 +241,7 @@ async fn process(
             rest: &rest,
             agent: &agent.id,
             request_id,
-            lane: &conn.lane,
+            conn,
         };
         // Boxed, as are the hold's steps below: a future is as large as its
         // largest state, and every request would otherwise carry room for
@@ -254,6 +257,7 @@ async fn process(
     let mut call = call::http_request(&agent.id, &route.config.name, &parts);
     rec.action = Some(method_name(&parts.method));
     rec.resource = Some(route.resource.clone());
+    call::screen_form_override(&parts.headers, &body)?;
     let plan = conn.plan(snap, &call).map_err(decide_error)?;
     call.context = call::http_context(&parts, &rec.path, &body, plan.needs())?;
     let decision = decide(state, snap, &call, Some(plan))?;
@@ -304,22 +308,14 @@ async fn process(
 
     // Phase: forward. Boxed: a held MCP call waits inside this future, which
     // would otherwise carry room for the forward's 2.6 KB all that time.
-    let resp = Box::pin(forward(
-        route,
-        &rest,
-        parts,
-        body,
-        request_id,
-        Some(&conn.lane),
-    ))
-    .await?;
+    let resp = Box::pin(forward(route, &rest, parts, body, request_id, Some(conn))).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     Ok(Reply::Now(resp))
 }
 
 /// The request's screen, authentication and route: who calls, the route
-/// and the encoded rest of the path after its prefix. The agent and the
-/// decoded path go into `rec` as soon as they are known.
+/// and the encoded rest of the path after its prefix. The agent, the
+/// decoded path and the route go into `rec` as soon as they are known.
 fn admit<'s>(
     snap: &'s GatewaySnapshot,
     conn: &AgentConnection,
@@ -337,12 +333,26 @@ fn admit<'s>(
     }
     let agent = authenticate(snap, conn, req.headers())?;
     rec.agent = Some(agent.id.clone());
-    let path = NormalizedPath::parse(req.uri().path())
-        .map_err(|e| ProxyError::bad_request("bad_path", e.to_string()))?;
-    rec.path = path.decoded();
-    let Some((route, rest)) = snap.route_for(&path) else {
-        return Err(ProxyError::NoRoute(rec.path.clone()));
+    screen_overrides(req.headers())?;
+    let routed = match route_path(snap, req.uri().path()) {
+        Ok(r) => r,
+        Err(e) => {
+            if let ProxyError::NoRoute(decoded) = &e {
+                rec.path.clone_from(decoded);
+            }
+            return Err(e);
+        }
     };
+    let Routed {
+        route,
+        decoded,
+        rest,
+        params,
+    } = routed;
+    rec.path = decoded;
+    rec.route = Some(route.name.clone());
+    screen_params(route, params)?;
+    screen_method(snap, route, req)?;
     Ok((agent, route, rest))
 }
 
@@ -465,15 +475,18 @@ async fn read_body(
 }
 
 /// Sends the call upstream exactly as judged and streams the answer back:
-/// over `lane` when it can carry the call, else through the route's pool.
+/// over the agent connection's lane when it can carry the call, else
+/// through the route's pool. Without `conn` (an approved held call, whose
+/// agent may be gone) no `X-Forwarded-*` headers are sent.
 pub async fn forward(
     route: &Route,
     rest: &str,
     parts: http::request::Parts,
     body: Bytes,
     request_id: &str,
-    lane: Option<&PairedUpstream>,
+    conn: Option<&AgentConnection>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let lane = conn.map(|c| &c.lane);
     let up = &route.config.upstream;
     let mut path_and_query = path::upstream_path(up.path(), rest);
     if let Some(q) = parts.uri.query() {
@@ -509,13 +522,16 @@ pub async fn forward(
     // The agent's `Host` names Airlock. On the lane it is replaced in place
     // by the upstream's; the pool writes its own when there is none (and
     // an HTTP/2 upstream takes the authority from the URI instead).
-    match (&claim, &route.host) {
-        (Some(_), Some(host)) => {
-            headers.insert(header::HOST, host.clone());
-        }
-        _ => {
-            headers.remove(header::HOST);
-        }
+    let agent_host = match (&claim, &route.host) {
+        (Some(_), Some(host)) => headers.insert(header::HOST, host.clone()),
+        _ => headers.remove(header::HOST),
+    };
+    if let Some(hop) = conn.and_then(|c| c.hop.as_ref()) {
+        let agent_host = agent_host.or_else(|| {
+            let authority = parts.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        hop.set_forwarded(headers, agent_host);
     }
     for (name, value) in &route.config.headers {
         headers.insert(name.clone(), value.clone());
@@ -618,12 +634,15 @@ fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// Headers of the agent's that never reach the upstream: its credentials,
-/// `Host`, the length (set again for the exact body) and Airlock's own.
+/// `Host`, the length (set again for the exact body), Airlock's own, and
+/// what proxies say about the client (Airlock's own values replace them,
+/// as nginx's do).
 fn is_agent_only(name: &str) -> bool {
     matches!(
         name,
-        "authorization" | "host" | "content-length" | "x-request-id"
+        "authorization" | "host" | "content-length" | "x-request-id" | "forwarded" | "x-real-ip"
     ) || name.starts_with("airlock-")
+        || name.starts_with("x-forwarded-")
 }
 
 /// As [`is_agent_only`], but the agent's length is kept for `forward` to
@@ -748,6 +767,10 @@ mod tests {
             ("x-custom", "a"),
             ("x-custom", "b"),
             ("airlock-reason", "y"),
+            ("x-forwarded-for", "10.9.9.9"),
+            ("X-Forwarded-Prefix", "/admin"),
+            ("forwarded", "for=10.9.9.9"),
+            ("x-real-ip", "10.9.9.9"),
         ]);
         strip_for_upstream(&mut to);
         assert_eq!(names(&to), ["accept", "x-custom"]);

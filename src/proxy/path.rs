@@ -6,6 +6,14 @@
 //! segments, so the upstream cannot read `/a/%2e%2e/admin` as anything but
 //! `/admin`. Paths that cannot round-trip are refused: an encoded `/` or
 //! `\`, control characters, invalid UTF-8, and `..` above the root.
+//!
+//! Servlet containers (Tomcat, Jetty, Spring) cut `;params` off each
+//! segment before resolving dot segments, so `/x/..;/admin` is `/admin`
+//! to them. A segment that is `.` or `..` once its parameters are cut is
+//! refused; a `;` sent as is marks the path as carrying parameters, which
+//! a route refuses unless it allows them ([`NormalizedPath::has_params`]).
+//! A `;`, `=` or `,` that arrived percent-encoded is data, and is
+//! forwarded encoded again, never as a live delimiter.
 
 use std::borrow::Cow;
 
@@ -31,13 +39,26 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
+/// Sub-delimiters that servers give a meaning inside a segment (path
+/// parameters): re-encoded when they arrived encoded.
+const DELIMITERS: [char; 3] = [';', '=', ','];
+
+/// One segment: as the policy reads it, and as it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment<'a> {
+    text: Cow<'a, str>,
+    raw: &'a str,
+}
+
 /// A path after normalization, as decoded segments. A segment with nothing
 /// to decode borrows from the request, and a usual path's segments fit on
 /// the stack: a plain path is parsed without allocating.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath<'a> {
-    segments: SmallVec<[Cow<'a, str>; 8]>,
+    segments: SmallVec<[Segment<'a>; 8]>,
     trailing_slash: bool,
+    /// A `;` was sent as is somewhere in the path.
+    params: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +73,20 @@ pub enum PathError {
     BadCharacter,
     #[error("the path climbs above the root with `..`")]
     AboveRoot,
+    #[error(
+        "segment `{0}` is a dot segment with `;` parameters, which servlet containers resolve"
+    )]
+    DotWithParams(String),
+}
+
+impl PathError {
+    /// The `error` kind the agent is answered with.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PathError::DotWithParams(_) => "path_params",
+            _ => "bad_path",
+        }
+    }
 }
 
 /// One segment percent-decoded, refused when it cannot round-trip.
@@ -66,6 +101,18 @@ fn decode_segment(raw_seg: &str) -> Result<Cow<'_, str>, PathError> {
         return Err(PathError::BadCharacter);
     }
     Ok(decoded)
+}
+
+/// Whether a decoded segment is `.` or `..` followed by `;` parameters.
+fn is_dot_with_params(s: &str) -> bool {
+    s.starts_with(".;") || s.starts_with("..;")
+}
+
+/// `s` in lower case as `str::to_lowercase` gives it (without its
+/// word-final sigma rule), one char at a time so that comparing needs no
+/// copy.
+fn fold(s: &str) -> impl Iterator<Item = char> + '_ {
+    s.chars().flat_map(char::to_lowercase)
 }
 
 impl<'a> NormalizedPath<'a> {
@@ -86,14 +133,18 @@ impl<'a> NormalizedPath<'a> {
     fn parse_segments(raw: &'a str, plain: bool) -> Result<NormalizedPath<'a>, PathError> {
         let mut segments = SmallVec::new();
         let mut trailing_slash = false;
+        let params = raw.contains(';');
         for raw_seg in raw.split('/').skip(1) {
-            let decoded = if plain {
+            let text = if plain {
                 Cow::Borrowed(raw_seg)
             } else {
                 decode_segment(raw_seg)?
             };
+            if is_dot_with_params(&text) {
+                return Err(PathError::DotWithParams(raw_seg.to_string()));
+            }
             trailing_slash = false;
-            match decoded.as_ref() {
+            match text.as_ref() {
                 "" | "." => trailing_slash = true,
                 ".." => {
                     if segments.pop().is_none() {
@@ -101,46 +152,81 @@ impl<'a> NormalizedPath<'a> {
                     }
                     trailing_slash = true;
                 }
-                _ => segments.push(decoded),
+                _ => segments.push(Segment { text, raw: raw_seg }),
             }
         }
         Ok(NormalizedPath {
             trailing_slash: trailing_slash && !segments.is_empty(),
             segments,
+            params,
         })
+    }
+
+    /// Whether the agent sent a `;` as is: path parameters, which servlet
+    /// containers cut off before they route.
+    pub fn has_params(&self) -> bool {
+        self.params
+    }
+
+    /// Folds every segment to lower case, for a route whose tool ignores
+    /// case: the policy and the upstream then read the same folded path.
+    pub fn fold_case(&mut self) {
+        for s in &mut self.segments {
+            if fold(&s.text).ne(s.text.chars()) {
+                s.text = Cow::Owned(fold(&s.text).collect());
+            }
+        }
     }
 
     /// The decoded path the policy sees, e.g. `/crm/refunds`.
     pub fn decoded(&self) -> String {
         let mut out = String::with_capacity(self.joined_len(0));
-        self.join_into(&mut out, 0, |out, s| out.push_str(s));
+        self.join_into(&mut out, 0, |out, s| out.push_str(&s.text));
         out
     }
 
-    /// If this path is `prefix` or below it, the encoded rest (`""` or
-    /// `/x/y`). `prefix` is a configured route prefix such as `/crm`.
-    pub fn strip_prefix(&self, prefix: &str) -> Option<String> {
+    /// How many segments route prefix `prefix` (such as `/crm`) takes when
+    /// this path is `prefix` or below it; `fold` compares in lower case
+    /// (`prefix` is then lower case already).
+    pub fn prefix_len(&self, prefix: &str, fold_case: bool) -> Option<usize> {
         let mut wanted = 0;
         for p in prefix.split('/').filter(|s| !s.is_empty()) {
-            if self.segments.get(wanted).is_none_or(|s| s != p) {
+            let s = &self.segments.get(wanted)?.text;
+            let same = if fold_case {
+                fold(s).eq(p.chars())
+            } else {
+                s == p
+            };
+            if !same {
                 return None;
             }
             wanted += 1;
         }
-        if wanted == self.segments.len() {
+        Some(wanted)
+    }
+
+    /// The encoded path from segment `from` on (`""` when there is none, or
+    /// `/x/y`), as the upstream gets it after a route prefix that took
+    /// `from` segments.
+    pub fn encoded_from(&self, from: usize) -> String {
+        if from >= self.segments.len() {
             // The prefix itself, with or without its trailing `/`.
-            return Some(String::new());
+            return String::new();
         }
-        let mut rest = String::with_capacity(self.joined_len(wanted));
-        self.join_into(&mut rest, wanted, |out, s| {
-            out.extend(utf8_percent_encode(s, SEGMENT));
-        });
-        Some(rest)
+        let mut rest = String::with_capacity(self.joined_len(from));
+        self.join_into(&mut rest, from, encode_segment);
+        rest
+    }
+
+    /// If this path is `prefix` or below it, the encoded rest (`""` or
+    /// `/x/y`).
+    pub fn strip_prefix(&self, prefix: &str) -> Option<String> {
+        self.prefix_len(prefix, false).map(|n| self.encoded_from(n))
     }
 
     /// `/`-joined segments from `from` on, with the trailing `/` (or `/`
     /// alone when there are none).
-    fn join_into(&self, out: &mut String, from: usize, push: impl Fn(&mut String, &str)) {
+    fn join_into(&self, out: &mut String, from: usize, push: impl Fn(&mut String, &Segment<'_>)) {
         for s in &self.segments[from..] {
             out.push('/');
             push(out, s);
@@ -155,10 +241,66 @@ impl<'a> NormalizedPath<'a> {
     fn joined_len(&self, from: usize) -> usize {
         self.segments[from..]
             .iter()
-            .map(|s| s.len() + 1)
+            .map(|s| s.text.len() + 1)
             .sum::<usize>()
             + 1
     }
+}
+
+/// A segment as the upstream gets it: its text, escaped where needed, with
+/// each `;`, `=` and `,` encoded again when it arrived encoded.
+fn encode_segment(out: &mut String, s: &Segment<'_>) {
+    if matches!(s.text, Cow::Borrowed(_)) || !s.raw.contains('%') {
+        // Nothing was decoded: every delimiter in the text was sent as is.
+        out.extend(utf8_percent_encode(&s.text, SEGMENT));
+        return;
+    }
+    // Folding case never adds or removes a delimiter, so the text's
+    // delimiters pair up, in order, with the raw segment's.
+    let mut sent_encoded = raw_delimiters(s.raw);
+    let mut text: &str = &s.text;
+    while let Some(at) = text.find(DELIMITERS) {
+        out.extend(utf8_percent_encode(&text[..at], SEGMENT));
+        let d = text.as_bytes()[at];
+        if sent_encoded.next().unwrap_or(true) {
+            out.push_str(match d {
+                b';' => "%3B",
+                b'=' => "%3D",
+                _ => "%2C",
+            });
+        } else {
+            out.push(char::from(d));
+        }
+        text = &text[at + 1..];
+    }
+    out.extend(utf8_percent_encode(text, SEGMENT));
+}
+
+/// For each `;`, `=` or `,` of a raw segment in order, whether it was sent
+/// percent-encoded.
+fn raw_delimiters(raw: &str) -> impl Iterator<Item = bool> + '_ {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == b'%' {
+                let hex = |at: usize| bytes.get(at).and_then(|h| char::from(*h).to_digit(16));
+                if let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2)) {
+                    i += 3;
+                    if char::from_u32(high * 16 + low).is_some_and(|d| DELIMITERS.contains(&d)) {
+                        return Some(true);
+                    }
+                    continue;
+                }
+            }
+            i += 1;
+            if DELIMITERS.contains(&char::from(b)) {
+                return Some(false);
+            }
+        }
+        None
+    })
 }
 
 /// Joins an upstream base path and the encoded rest of the agent's path.
@@ -185,6 +327,27 @@ mod tests {
                 NormalizedPath::parse(&raw),
                 NormalizedPath::parse_segments(&raw, false)
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// The upstream reads the forwarded path as the policy read the
+        /// agent's: the same segments, and the same parameters.
+        #[test]
+        fn the_forwarded_path_reads_back_as_what_the_policy_saw(
+            raw in "(/([a-cA-C0-9.;=,%~ é-]|%3B|%3d|%2C|%2e|%25|%C3%89|%41|%E2%84%AA){0,6}){1,5}",
+            fold_case: bool,
+        ) {
+            let Ok(mut judged) = NormalizedPath::parse(&raw) else {
+                return Ok(());
+            };
+            if fold_case {
+                judged.fold_case();
+            }
+            let forwarded = upstream_path("", &judged.encoded_from(0));
+            let read = NormalizedPath::parse(&forwarded).unwrap();
+            proptest::prop_assert_eq!(read.decoded(), judged.decoded(), "{}", forwarded);
+            proptest::prop_assert_eq!(read.has_params(), judged.has_params(), "{}", forwarded);
         }
     }
 
@@ -217,6 +380,78 @@ mod tests {
         assert_eq!(norm("/a%00"), Err(PathError::BadCharacter));
         assert_eq!(norm("/%ff"), Err(PathError::BadCharacter));
         assert_eq!(norm("a"), Err(PathError::NotAbsolute));
+    }
+
+    fn upstream(p: &str) -> String {
+        NormalizedPath::parse(p).unwrap().encoded_from(0)
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_refused_however_they_are_spelled() {
+        for p in [
+            "/crm/x/..;/admin",
+            "/crm/x/.;/admin",
+            "/crm/..;jsessionid=1/admin",
+            "/crm/x/%2e%2e;/admin",
+            "/crm/x/..%3B/admin",
+            "/crm/x/%2E;a=b",
+        ] {
+            assert!(
+                matches!(NormalizedPath::parse(p), Err(PathError::DotWithParams(_))),
+                "{p}"
+            );
+        }
+        assert_eq!(PathError::DotWithParams("..;".into()).kind(), "path_params");
+        // Only a whole `.` or `..` before the `;` is a dot segment.
+        assert!(NormalizedPath::parse("/crm/...;x").is_ok());
+        assert!(NormalizedPath::parse("/crm/.well-known;x").is_ok());
+    }
+
+    #[test]
+    fn a_semicolon_sent_as_is_marks_parameters_and_an_encoded_one_does_not() {
+        assert!(NormalizedPath::parse("/crm/admin;jsessionid=1")
+            .unwrap()
+            .has_params());
+        assert!(NormalizedPath::parse("/crm/a;b/../c").unwrap().has_params());
+        let encoded = NormalizedPath::parse("/crm/admin%3Bjsessionid=1").unwrap();
+        assert!(!encoded.has_params());
+        assert_eq!(encoded.decoded(), "/crm/admin;jsessionid=1");
+        assert!(!NormalizedPath::parse("/crm/a=b,c").unwrap().has_params());
+    }
+
+    #[test]
+    fn delimiters_that_arrived_encoded_are_forwarded_encoded() {
+        assert_eq!(upstream("/a%3Bb"), "/a%3Bb");
+        assert_eq!(upstream("/a%3bb%3D1%2c2"), "/a%3Bb%3D1%2C2");
+        // Sent as is, they stay as they were, in the same segment too.
+        assert_eq!(upstream("/a;v=1,2"), "/a;v=1,2");
+        assert_eq!(upstream("/a%20b;v=1%3D2"), "/a%20b;v=1%3D2");
+        assert_eq!(upstream("/%41=%2C"), "/A=%2C");
+        // Everything else decodes and is re-encoded as before.
+        assert_eq!(upstream("/caf%C3%A9"), "/caf%C3%A9");
+        assert_eq!(upstream("/%7e%2"), "/~%252");
+    }
+
+    #[test]
+    fn raw_delimiters_pair_each_delimiter_with_how_it_was_sent() {
+        let flags: Vec<bool> = raw_delimiters("a;b%3Bc%3d%2,d%2C%zz=").collect();
+        assert_eq!(flags, [false, true, true, false, true, false]);
+    }
+
+    #[test]
+    fn case_folding_is_for_the_policy_and_the_upstream_alike() {
+        // `%E2%84%AA` is the Kelvin sign, whose lower case is `k`.
+        let mut p = NormalizedPath::parse("/CRM/Admin/%C3%89T%C3%89;X%3DY/%E2%84%AAey").unwrap();
+        assert_eq!(p.prefix_len("/crm", true), Some(1));
+        assert_eq!(p.prefix_len("/crm", false), None);
+        assert_eq!(p.prefix_len("/crm/admin", true), Some(2));
+        p.fold_case();
+        assert_eq!(p.decoded(), "/crm/admin/été;x=y/key");
+        assert_eq!(p.encoded_from(1), "/admin/%C3%A9t%C3%A9;x%3Dy/key");
+        let plain = NormalizedPath::parse("/crm/x").unwrap();
+        let mut folded = plain.clone();
+        folded.fold_case();
+        assert_eq!(plain, folded);
     }
 
     #[test]

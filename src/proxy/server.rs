@@ -88,7 +88,7 @@ pub async fn serve(
                 }
             };
             // Its lane and key digest live and die with the connection.
-            let conn = Arc::new(super::AgentConnection::new());
+            let conn = Arc::new(super::AgentConnection::from_peer(peer, tls.is_some()));
             let service = service_fn(move |req| super::handle(state.clone(), conn.clone(), req));
             let result = match tls {
                 None => {
