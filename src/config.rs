@@ -182,6 +182,10 @@ pub struct RouteConfig {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Bodies that are neither JSON nor a form (multipart, compressed,
+    /// undeclared) are forwarded as `body_kind: "opaque"`, unread, instead
+    /// of being refused.
+    pub opaque_bodies: bool,
 }
 
 #[derive(Debug, Clone, Copy)]

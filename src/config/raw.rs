@@ -107,6 +107,8 @@ pub struct RawRoute {
     pub ca_file: Option<Env>,
     pub connect_timeout: Option<Spanned<Env>>,
     pub timeout: Option<Spanned<Env>>,
+    #[serde(default)]
+    pub opaque_bodies: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,6 +438,7 @@ impl Validator {
                 ca_file: r.ca_file.map(|c| resolve(&c.0)),
                 connect_timeout,
                 response_timeout,
+                opaque_bodies: r.opaque_bodies,
             }),
             _ => None,
         }

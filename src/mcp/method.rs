@@ -11,8 +11,15 @@
 //! | `initialize`, `server/discover`, `ping`, `notifications/*`, `logging/setLevel`, `completion/complete`, `subscriptions/listen`, client responses, the GET stream, `DELETE` | `protocol` | route | `method` |
 //! | anything else | `other_method` | route | `method` |
 //!
-//! Every one of these actions is a member of `Action::"mcp"`, and every
-//! per-tool action of `Action::"call_tool"`.
+//! Every context also has `body_kind`: `json` for a JSON-RPC message,
+//! `none` for the GET stream and `DELETE`. Every one of these actions is a
+//! member of `Action::"mcp"`, and every per-tool action of
+//! `Action::"call_tool"`.
+//!
+//! A tool's `arguments` may hold no key, at any depth, that reads as a
+//! name the schema declares without being it (`Amount` for `amount`): a
+//! server that matches keys without regard to case would bind it to the
+//! field the policy finds empty (see `policy::keys`).
 
 use serde_json::{json, Map, Value};
 
@@ -39,6 +46,8 @@ pub enum ParamsError {
         field: &'static str,
         kind: &'static str,
     },
+    #[error("`params.arguments` has key `{key}`, which servers that match keys without regard to case read as `{declared}`; send `{declared}`")]
+    AmbiguousKey { key: String, declared: String },
 }
 
 /// The field of `params` that names what a method acts on, which the
@@ -73,6 +82,7 @@ pub fn call_for(
     };
     let mut context = Map::new();
     context.insert("method".into(), json!(method));
+    context.insert("body_kind".into(), json!("json"));
     let route_call = |action: &str, context: Map<String, Value>| CallRequest {
         agent: agent.to_string(),
         action: action.to_string(),
@@ -84,7 +94,10 @@ pub fn call_for(
             let tool = text("name")?;
             let arguments = match params.and_then(|p| p.get("arguments")) {
                 None | Some(Value::Null) => Value::Object(Map::new()),
-                Some(a @ Value::Object(_)) => a.clone(),
+                Some(a @ Value::Object(_)) => {
+                    unambiguous(a, policy.declared_names(), 0)?;
+                    a.clone()
+                }
                 Some(_) => {
                     return Err(ParamsError::Missing {
                         method: method.to_string(),
@@ -116,6 +129,35 @@ pub fn call_for(
     })
 }
 
+/// Refuses a key anywhere in `v` that reads as a declared name it is not.
+/// Keys that collide with each other were refused when the message was
+/// parsed.
+fn unambiguous(
+    v: &Value,
+    names: &crate::policy::keys::DeclaredNames,
+    depth: usize,
+) -> Result<(), ParamsError> {
+    // serde_json refuses deeper documents.
+    if depth > 128 {
+        return Ok(());
+    }
+    match v {
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if let Some(declared) = names.json_key(k) {
+                return Err(ParamsError::AmbiguousKey {
+                    key: k.clone(),
+                    declared: declared.to_string(),
+                });
+            }
+            unambiguous(v, names, depth + 1)
+        }),
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|i| unambiguous(i, names, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
 /// The call for one tool: its per-tool action when the schema declares one.
 /// `arguments` is `None` when asking whether the tool is listed.
 pub fn tool_call(
@@ -133,6 +175,7 @@ pub fn tool_call(
     };
     let mut context = Map::new();
     context.insert("method".into(), json!("tools/call"));
+    context.insert("body_kind".into(), json!("json"));
     context.insert("tool".into(), json!(tool));
     if let Some(a) = arguments {
         context.insert("arguments".into(), a);
@@ -152,6 +195,7 @@ pub fn tool_call(
 pub fn transport_call(agent: &str, route: &str, http_method: &str) -> CallRequest {
     let mut context = Map::new();
     context.insert("method".into(), json!(http_method));
+    context.insert("body_kind".into(), json!("none"));
     CallRequest {
         agent: agent.to_string(),
         action: "protocol".to_string(),

@@ -14,7 +14,9 @@
 //! 4. **route**: normalize the path (400 on ambiguity) and pick the longest
 //!    matching prefix (404).
 //! 5. **read body**: buffer up to `limits.max_body` (413) within
-//!    `timeouts.body_read` (408); parse JSON strictly (400).
+//!    `timeouts.body_read` (408); read it by its declared type only (JSON
+//!    strictly, forms as records of strings; 400), refuse what cannot be
+//!    read one way only (415, see `body`).
 //! 6. **decide**: map the call to Cedar and get a [`Verdict`].
 //! 7. **act**: allow forwards the exact bytes received; deny answers 403 with
 //!    the reasons; hold stores the call for a human and waits (see `hold`):
@@ -24,6 +26,7 @@
 //!    without the agent's credentials; stream the response back.
 //! 9. **audit**: one record per request, written off the request path.
 
+mod body;
 pub mod call;
 mod connection;
 pub mod error;
@@ -255,7 +258,11 @@ async fn process(
     rec.action = Some(method_name(&parts.method));
     rec.resource = Some(route.resource.clone());
     let plan = conn.plan(snap, &call).map_err(decide_error)?;
-    call.context = call::http_context(&parts, &rec.path, &body, plan.needs())?;
+    let rules = call::BodyRules {
+        names: snap.policy.declared_names(),
+        opaque_bodies: route.config.opaque_bodies,
+    };
+    call.context = call::http_context(&parts, &rec.path, &body, plan.needs(), rules)?;
     let decision = decide(state, snap, &call, Some(plan))?;
     rec.verdict = decision.verdict.name();
     rec.decision_us = Some(decision.eval_micros);
