@@ -236,14 +236,14 @@ fn admit_key<'de, E: serde::de::Error>(
     key: &Cow<'de, str>,
     names: &DeclaredNames,
 ) -> Result<(), E> {
-    if let Some(declared) = names.json_key(key) {
-        return Err(E::custom(format!(
-            "ambiguous key `{key}`: servers that match keys without regard to case read it as `{declared}`; send `{declared}`"
-        )));
-    }
     if !seen.insert(key.clone()) {
         return Err(E::custom(format!(
             "duplicate key `{key}` (keys are compared without regard to case)"
+        )));
+    }
+    if let Some(declared) = names.json_key(key) {
+        return Err(E::custom(format!(
+            "ambiguous key `{key}`: servers that match keys without regard to case read it as `{declared}`; send `{declared}`"
         )));
     }
     Ok(())
