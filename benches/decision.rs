@@ -146,14 +146,9 @@ fn bench_decision(c: &mut Criterion) {
                 names: snap.declared_names(),
                 opaque_bodies: false,
             };
-            call.context = http_context(
-                parts,
-                "/crm/refunds",
-                black_box(body),
-                plan.needs(),
-                rules,
-            )
-            .expect("context");
+            call.context =
+                http_context(parts, "/crm/refunds", black_box(body), plan.needs(), rules)
+                    .expect("context");
             snap.decide_planned(&call, plan).expect("decide")
         };
         first_and_repeat(&mut group, n, &bodies, decide);

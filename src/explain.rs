@@ -81,7 +81,14 @@ pub fn decide_http(
         names: snap.policy.declared_names(),
         opaque_bodies: route.config.opaque_bodies,
     };
-    let call = http_call(spec.agent, &route.config.name, &parts, decoded, &body, rules)?;
+    let call = http_call(
+        spec.agent,
+        &route.config.name,
+        &parts,
+        decoded,
+        &body,
+        rules,
+    )?;
     let decision = snap
         .policy
         .decide(&call)

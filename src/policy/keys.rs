@@ -147,7 +147,9 @@ impl DeclaredNames {
         if self.exact.contains(name) {
             return None;
         }
-        self.fields.get(field_name(name).as_ref()).map(String::as_str)
+        self.fields
+            .get(field_name(name).as_ref())
+            .map(String::as_str)
     }
 }
 

@@ -221,7 +221,7 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor<'_> {
         let mut out = serde_json::Map::new();
         let mut seen = SeenKeys::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            admit_key(&mut seen, &key, self.0)?;
+            admit_key(&mut seen, key.clone(), self.0)?;
             let v = map.next_value_seed(StrictValue(self.0))?;
             out.insert(key.into_owned(), v);
         }
@@ -233,20 +233,22 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor<'_> {
 /// it reads as a declared name it is not.
 fn admit_key<'de, E: serde::de::Error>(
     seen: &mut SeenKeys<'de>,
-    key: &Cow<'de, str>,
+    key: Cow<'de, str>,
     names: &DeclaredNames,
 ) -> Result<(), E> {
-    if !seen.insert(key.clone()) {
-        return Err(E::custom(format!(
-            "duplicate key `{key}` (keys are compared without regard to case)"
-        )));
+    if let Some(declared) = names.json_key(&key).map(str::to_owned) {
+        // A collision is the clearer error when there is one.
+        if seen.insert(key.clone()) {
+            return Err(E::custom(format!(
+                "ambiguous key `{key}`: servers that match keys without regard to case read it as `{declared}`; send `{declared}`"
+            )));
+        }
+    } else if seen.insert(key.clone()) {
+        return Ok(());
     }
-    if let Some(declared) = names.json_key(key) {
-        return Err(E::custom(format!(
-            "ambiguous key `{key}`: servers that match keys without regard to case read it as `{declared}`; send `{declared}`"
-        )));
-    }
-    Ok(())
+    Err(E::custom(format!(
+        "duplicate key `{key}` (keys are compared without regard to case)"
+    )))
 }
 
 /// A value of which only `needs` is built.
@@ -303,7 +305,7 @@ impl<'de> serde::de::Visitor<'de> for NeededVisitor<'_, '_> {
         let mut out = serde_json::Map::new();
         let mut seen = SeenKeys::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            admit_key(&mut seen, &key, self.1)?;
+            admit_key(&mut seen, key.clone(), self.1)?;
             match self.0.below(&key) {
                 Some(needs) => {
                     let v = map.next_value_seed(NeededValue(needs, self.1))?;
@@ -423,7 +425,7 @@ impl<'de> serde::de::Visitor<'de> for Unneeded<'_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen = SeenKeys::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            admit_key(&mut seen, &key, self.0)?;
+            admit_key(&mut seen, key.clone(), self.0)?;
             map.next_value_seed(self)?;
         }
         Ok(())
@@ -453,12 +455,18 @@ mod tests {
             strict.starts_with("invalid unicode code point at line 1 column"),
             "{strict}"
         );
-        assert_eq!(check_json_strict(doc, &NO_NAMES).unwrap_err().to_string(), strict);
+        assert_eq!(
+            check_json_strict(doc, &NO_NAMES).unwrap_err().to_string(),
+            strict
+        );
         // A lone surrogate is valid UTF-8 text but not a valid string.
         let lone = br#"{"a": "\ud800"}"#;
         let escaped = parse_json_strict(lone).unwrap_err().to_string();
         assert!(escaped.contains("line 1 column 14"), "{escaped}");
-        assert_eq!(check_json_strict(lone, &NO_NAMES).unwrap_err().to_string(), escaped);
+        assert_eq!(
+            check_json_strict(lone, &NO_NAMES).unwrap_err().to_string(),
+            escaped
+        );
     }
 
     #[test]

@@ -214,7 +214,9 @@ pub fn parse_fields(
                 what.noun()
             )));
         }
-        let entry = bases.entry(base.clone()).or_insert_with(|| (k.clone(), false));
+        let entry = bases
+            .entry(base.clone())
+            .or_insert_with(|| (k.clone(), false));
         if suffix.is_empty() {
             entry.1 = true;
         } else {
@@ -276,7 +278,10 @@ mod tests {
         let form = [("content-type", "application/x-www-form-urlencoded")];
         assert_eq!(kind(&form, b"{\"a\":1}"), Ok(BodyKind::Form));
         assert_eq!(kind(&[], b""), Ok(BodyKind::None));
-        assert_eq!(kind(&[("content-encoding", "gzip")], b""), Ok(BodyKind::None));
+        assert_eq!(
+            kind(&[("content-encoding", "gzip")], b""),
+            Ok(BodyKind::None)
+        );
     }
 
     #[test]
@@ -285,7 +290,10 @@ mod tests {
         for (pairs, body) in [
             (&[][..], &b"{\"amount\":500}"[..]),
             (&[("content-type", "text/plain")][..], b"{}"),
-            (&[("content-type", "multipart/form-data; boundary=x")][..], b"--x"),
+            (
+                &[("content-type", "multipart/form-data; boundary=x")][..],
+                b"--x",
+            ),
             (
                 &[
                     ("content-type", "application/json"),
@@ -300,7 +308,10 @@ mod tests {
                 ][..],
                 b"\x1f\x8b",
             ),
-            (&[("content-type", "application/json")][..], b"\xef\xbb\xbf{}"),
+            (
+                &[("content-type", "application/json")][..],
+                b"\xef\xbb\xbf{}",
+            ),
             (
                 &[("content-type", "application/json; charset=utf-16")][..],
                 b"{\0}\0",

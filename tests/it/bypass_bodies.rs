@@ -88,6 +88,8 @@ fn assert_held(o: &Outcome) {
     );
 }
 
+type Header = (&'static str, &'static str);
+
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 const JSON: (&str, &str) = ("content-type", "application/json");
 const TEXT: (&str, &str) = ("content-type", "text/plain");
@@ -123,13 +125,12 @@ async fn a_repeated_form_field_is_refused() {
 #[tokio::test]
 async fn bodies_that_cannot_be_read_one_way_are_refused_unread() {
     let (upstream, airlock) = crm(false).await;
-    let multipart = "--x\r\ncontent-disposition: form-data; name=\"amount\"\r\n\r\n500\r\n--x--\r\n";
+    let multipart =
+        "--x\r\ncontent-disposition: form-data; name=\"amount\"\r\n\r\n500\r\n--x--\r\n";
     let bom_json = b"\xef\xbb\xbf{\"amount\":500,\"customer_id\":\"c-1\"}".to_vec();
-    let utf16: Vec<u8> = r#"{"amount":500,"customer_id":"c-1"}"#
-        .encode_utf16()
-        .flat_map(u16::to_le_bytes)
-        .collect();
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>)> = vec![
+    let utf16: Vec<u8> =
+        r#"{"amount":500,"customer_id":"c-1"}"#.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let cases: Vec<(&str, Vec<Header>, Vec<u8>)> = vec![
         (
             "multipart",
             vec![("content-type", "multipart/form-data; boundary=x")],
@@ -146,7 +147,11 @@ async fn bodies_that_cannot_be_read_one_way_are_refused_unread() {
             GZIPPED_REFUND.to_vec(),
         ),
         ("JSON after a BOM, as text", vec![TEXT], bom_json.clone()),
-        ("JSON after a BOM, two content types", vec![JSON, TEXT], bom_json),
+        (
+            "JSON after a BOM, two content types",
+            vec![JSON, TEXT],
+            bom_json,
+        ),
         ("UTF-16 JSON, as text", vec![TEXT], utf16),
         (
             "JSON with two content types",
@@ -170,7 +175,8 @@ async fn bodies_that_cannot_be_read_one_way_are_refused_unread() {
 #[tokio::test]
 async fn a_route_that_takes_opaque_bodies_forwards_none_the_gate_cannot_read() {
     let (upstream, airlock) = crm(true).await;
-    let multipart = "--x\r\ncontent-disposition: form-data; name=\"amount\"\r\n\r\n500\r\n--x--\r\n";
+    let multipart =
+        "--x\r\ncontent-disposition: form-data; name=\"amount\"\r\n\r\n500\r\n--x--\r\n";
     let o = refund(
         &airlock,
         &[("content-type", "multipart/form-data; boundary=x")],
