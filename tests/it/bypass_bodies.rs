@@ -294,3 +294,26 @@ async fn mcp_arguments_whose_keys_differ_only_in_case_are_refused() {
     assert_eq!(o.record["verdict"], "hold", "{}", o.record);
     assert_eq!(upstream.hits(), 0);
 }
+
+#[tokio::test]
+async fn an_mcp_message_is_read_only_as_the_json_it_declares() {
+    let (upstream, airlock) = crm(false).await;
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"issue_refund","arguments":{"customer_id":"c-1","amount":500}}}"#;
+    for headers in [
+        vec![TEXT],
+        vec![JSON, ("content-encoding", "gzip")],
+        vec![JSON, TEXT],
+    ] {
+        let mut req = client()
+            .post(airlock.url("/mcp/crm"))
+            .header("accept", "application/json, text/event-stream");
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        let o = send(&airlock, req.body(call)).await;
+        assert_eq!(o.status, 415, "{headers:?}: {}", o.body);
+        assert_eq!(o.body["error"]["code"], -32700, "{}", o.body);
+        assert_eq!(o.record["error"], "unsupported_body", "{}", o.record);
+    }
+    assert_eq!(upstream.hits(), 0);
+}
