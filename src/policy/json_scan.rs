@@ -364,6 +364,16 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_key_that_reads_as_a_declared_name_is_left_to_serde_json() {
+        let names = crate::policy::keys::DeclaredNames::new(["amount".to_string()].into());
+        assert!(surely_valid(r#"{"amount":1,"Note":{"x":2}}"#, &names));
+        for doc in [r#"{"Amount":1}"#, r#"[{"a":{"AMOUNT":1}}]"#] {
+            assert!(!surely_valid(doc, &names), "{doc}");
+            assert!(surely(doc), "{doc}");
+        }
+    }
+
     fn json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -392,6 +402,7 @@ mod tests {
             Just(":"),
             Just("\"a\""),
             Just("\"b\""),
+            Just("\"A\""),
             Just("\"\\n\""),
             Just("\"\\u0061\""),
             Just("\"\\q\""),

@@ -18,11 +18,13 @@
 //! order mark, or (in a form) NUL bytes. A body is never read as JSON
 //! because it looks like JSON: only its declared type counts.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use http::{header, HeaderMap};
 use percent_encoding::percent_decode;
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use super::error::ProxyError;
 use crate::policy::keys::{field_name, fold, DeclaredNames};
@@ -180,51 +182,88 @@ pub fn parse_fields(
     names: &DeclaredNames,
     what: Fields,
 ) -> Result<Map<String, Value>, ProxyError> {
-    let mut out = Map::new();
-    // Per name as servers may read it: the first name seen, and whether
-    // one came without a `[...]` part (it then clashes with any other).
-    let mut bases: HashMap<String, (String, bool)> = HashMap::new();
-    // Per name and `[...]` part, folded: the first name seen.
-    let mut nested: HashMap<(String, String), String> = HashMap::new();
+    // On the stack: most queries and forms have a few fields.
+    let mut pairs: SmallVec<[(String, String); 4]> = SmallVec::new();
     for pair in text.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = decode_component(k, what)?;
-        let v = decode_component(v, what)?;
-        let base = field_name(&k).into_owned();
-        let suffix = match k.find('[') {
-            Some(i) if i > 0 => fold(&k[i..]).into_owned(),
-            _ => String::new(),
-        };
-        let clash = match bases.get(&base) {
-            Some((first, plain)) if *plain || suffix.is_empty() => Some(first.clone()),
-            _ if suffix.is_empty() => None,
-            _ => nested.get(&(base.clone(), suffix.clone())).cloned(),
-        };
-        if let Some(first) = clash {
-            let noun = what.noun();
-            return Err(what.ambiguous(if first == k {
-                format!("{noun} `{k}` is repeated; send it once")
-            } else {
-                format!("{noun}s `{first}` and `{k}` are one to some servers, which ignore case, `.` and `[]` in names; send one")
-            }));
-        }
-        if let Some(declared) = names.field(&k) {
+        pairs.push((decode_component(k, what)?, decode_component(v, what)?));
+    }
+    let read: SmallVec<[ReadAs<'_>; 4]> = pairs.iter().map(|(k, _)| read_as(k)).collect();
+    let clashing = clash(&read);
+    drop(read);
+    if let Some((i, j)) = clashing {
+        let (first, k, noun) = (&pairs[i].0, &pairs[j].0, what.noun());
+        return Err(what.ambiguous(if first == k {
+            format!("{noun} `{k}` is repeated; send it once")
+        } else {
+            format!("{noun}s `{first}` and `{k}` are one to some servers, which ignore case, `.` and `[]` in names; send one")
+        }));
+    }
+    for (k, _) in &pairs {
+        if let Some(declared) = names.field(k) {
             return Err(what.ambiguous(format!(
                 "{} `{k}` reads as `{declared}` to some servers; send `{declared}`",
                 what.noun()
             )));
         }
-        let entry = bases
-            .entry(base.clone())
-            .or_insert_with(|| (k.clone(), false));
-        if suffix.is_empty() {
-            entry.1 = true;
-        } else {
-            nested.entry((base, suffix)).or_insert_with(|| k.clone());
-        }
-        out.insert(k, Value::String(v));
     }
-    Ok(out)
+    Ok(pairs
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect())
+}
+
+/// A field name as servers may read it: its [`field_name`], and its
+/// `[...]` part folded (empty when it has none).
+type ReadAs<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+fn read_as(name: &str) -> ReadAs<'_> {
+    let suffix = match name.find('[') {
+        Some(i) if i > 0 => fold(&name[i..]),
+        _ => Cow::Borrowed(""),
+    };
+    (field_name(name), suffix)
+}
+
+/// The first two fields servers could take for one, by index: the same
+/// name, unless both have `[...]` parts and these differ.
+fn clash(read: &[ReadAs<'_>]) -> Option<(usize, usize)> {
+    const FEW: usize = 16;
+    if read.len() <= FEW {
+        let collide = |a: &ReadAs<'_>, b: &ReadAs<'_>| {
+            a.0 == b.0 && (a.1.is_empty() || b.1.is_empty() || a.1 == b.1)
+        };
+        return (1..read.len()).find_map(|j| {
+            (0..j)
+                .find(|&i| collide(&read[i], &read[j]))
+                .map(|i| (i, j))
+        });
+    }
+    // Many fields: grouped by name, so that this stays linear. Per name,
+    // the first field, and the first without a `[...]` part.
+    let mut by_name: HashMap<&str, (usize, Option<usize>)> = HashMap::new();
+    let mut nested: HashMap<(&str, &str), usize> = HashMap::new();
+    for (j, (name, suffix)) in read.iter().enumerate() {
+        if let Some(&(first, plain)) = by_name.get(name.as_ref()) {
+            if let Some(p) = plain {
+                return Some((p, j));
+            }
+            if suffix.is_empty() {
+                return Some((first, j));
+            }
+        }
+        if !suffix.is_empty() {
+            if let Some(&i) = nested.get(&(name.as_ref(), suffix.as_ref())) {
+                return Some((i, j));
+            }
+            nested.insert((name, suffix), j);
+        }
+        let entry = by_name.entry(name).or_insert((j, None));
+        if suffix.is_empty() {
+            entry.1 = Some(j);
+        }
+    }
+    None
 }
 
 /// A form body as a record of strings (see [`parse_fields`]).
@@ -347,6 +386,14 @@ mod tests {
         ] {
             let e = parse_fields(q, &NO_NAMES, Fields::Query).unwrap_err();
             assert_eq!(e.kind(), "ambiguous_query", "{q}");
+        }
+        let many: Vec<String> = (0..40).map(|i| format!("p[{i}]=1")).collect();
+        let many = many.join("&");
+        assert!(parse_fields(&many, &NO_NAMES, Fields::Query).is_ok());
+        for extra in ["p=1", "P[7]=2", "p[39]=3"] {
+            let q = format!("{many}&{extra}");
+            let e = parse_fields(&q, &NO_NAMES, Fields::Query).unwrap_err();
+            assert_eq!(e.kind(), "ambiguous_query", "{extra}");
         }
         let e = parse_fields("amount=1&amount=2", &NO_NAMES, Fields::Form).unwrap_err();
         assert_eq!(e.kind(), "ambiguous_form");
