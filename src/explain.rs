@@ -220,6 +220,8 @@ pub fn decide_tool(
     if !arguments.is_object() {
         return Err(ExplainError::BadArgs("not an object".into()));
     }
+    crate::mcp::method::check_arguments(&snap.policy, &arguments)
+        .map_err(|e| ExplainError::BadArgs(e.to_string()))?;
     let call = crate::mcp::method::tool_call(&snap.policy, agent, route, name, Some(arguments));
     let decision = snap
         .policy

@@ -95,7 +95,7 @@ pub fn call_for(
             let arguments = match params.and_then(|p| p.get("arguments")) {
                 None | Some(Value::Null) => Value::Object(Map::new()),
                 Some(a @ Value::Object(_)) => {
-                    unambiguous(a, policy.declared_names(), 0)?;
+                    check_arguments(policy, a)?;
                     a.clone()
                 }
                 Some(_) => {
@@ -129,9 +129,13 @@ pub fn call_for(
     })
 }
 
-/// Refuses a key anywhere in `v` that reads as a declared name it is not.
-/// Keys that collide with each other were refused when the message was
-/// parsed.
+/// Refuses tool arguments with a key, at any depth, that reads as a name
+/// the schema declares without being it. Keys that collide with each other
+/// are refused when the message is parsed.
+pub fn check_arguments(policy: &PolicySnapshot, arguments: &Value) -> Result<(), ParamsError> {
+    unambiguous(arguments, policy.declared_names(), 0)
+}
+
 fn unambiguous(
     v: &Value,
     names: &crate::policy::keys::DeclaredNames,
