@@ -6,10 +6,11 @@
 //!   and `ſ` (U+017F) to `s`; Jackson and System.Text.Json can do the same.
 //!   So two keys of one object that [`fold`] the same are one key to such a
 //!   server: the object is refused.
-//! - A lone key that is not a name the schema declares, but folds to one
-//!   (`Amount` where the schema declares `amount`), is what such a server
-//!   binds to the declared field, while the policy finds no `amount`: it is
-//!   refused too ([`DeclaredNames::json_key`]).
+//! - A lone key that is not a name the schema declares for a body, query
+//!   or tool arguments, but folds to one (`Amount` where the schema
+//!   declares `amount`), is what such a server binds to the declared
+//!   field, while the policy finds no `amount`: it is refused too
+//!   ([`DeclaredNames::json_key`]).
 //! - Query and form field names are read more loosely still: PHP turns `.`
 //!   and spaces into `_` and `a[]` into `a`, Rack and Rails nest `a[b]`
 //!   under `a`, ASP.NET binds without regard to case. [`field_name`] is
@@ -17,7 +18,7 @@
 //!   and a field whose name reads as a declared name it is not is refused.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
@@ -81,9 +82,11 @@ pub fn field_name(name: &str) -> Cow<'_, str> {
     Cow::Owned(fold(&mangled).into_owned())
 }
 
-/// Every attribute name the schema declares, anywhere: what a policy can
-/// read. Names are not tied to where they are declared, which refuses a
-/// little more than needed and keeps the check one lookup.
+/// Every attribute name the schema declares inside what the agent writes:
+/// the request `body`, the `query` and MCP tool `arguments` of every
+/// action's context, at any depth. Names are not tied to where they are
+/// declared, which refuses a little more than needed and keeps the check
+/// one lookup.
 #[derive(Debug, Default)]
 pub struct DeclaredNames {
     exact: BTreeSet<String>,
@@ -104,12 +107,37 @@ pub static NO_NAMES: DeclaredNames = DeclaredNames {
 };
 
 impl DeclaredNames {
-    /// The attribute names of schema fragments in Cedar's JSON form: the
-    /// keys of every `attributes` object.
-    pub fn from_schema_json<'a>(fragments: impl IntoIterator<Item = &'a Value>) -> Self {
+    /// The names below `body`, `query` and `arguments` in the action
+    /// contexts of schema fragments in Cedar's JSON form.
+    pub fn from_schema_json<'a>(fragments: impl IntoIterator<Item = &'a Value> + Clone) -> Self {
+        let mut common: HashMap<&str, &Value> = HashMap::new();
+        for ns in fragments.clone().into_iter().filter_map(Value::as_object) {
+            for types in ns
+                .values()
+                .filter_map(|n| n.get("commonTypes")?.as_object())
+            {
+                for (name, ty) in types {
+                    common.entry(name.as_str()).or_insert(ty);
+                }
+            }
+        }
         let mut names = BTreeSet::new();
-        for f in fragments {
-            collect(f, &mut names, 0);
+        let contexts = fragments
+            .into_iter()
+            .filter_map(Value::as_object)
+            .flat_map(|ns| ns.values())
+            .filter_map(|n| n.get("actions")?.as_object())
+            .flat_map(|actions| actions.values())
+            .filter_map(|a| a.get("appliesTo")?.get("context"));
+        for ctx in contexts {
+            let Some(attrs) = record(ctx, &common, 0) else {
+                continue;
+            };
+            for part in ["body", "query", "arguments"] {
+                if let Some(ty) = attrs.get(part) {
+                    collect(ty, &common, &mut names, 0);
+                }
+            }
         }
         Self::new(names)
     }
@@ -153,22 +181,69 @@ impl DeclaredNames {
     }
 }
 
-fn collect(v: &Value, out: &mut BTreeSet<String>, depth: usize) {
-    if depth > 64 {
+/// Deeper types are not followed (Cedar's own types are far shallower).
+const MAX_TYPE_DEPTH: usize = 32;
+
+/// The attributes of the record `ty` is, following common type names.
+fn record<'a>(
+    ty: &'a Value,
+    common: &HashMap<&str, &'a Value>,
+    depth: usize,
+) -> Option<&'a serde_json::Map<String, Value>> {
+    match resolve(ty, common, depth)? {
+        t if t.get("type")?.as_str()? == "Record" => t.get("attributes")?.as_object(),
+        _ => None,
+    }
+}
+
+/// `ty`, or the common type it names, until a record, a set or another
+/// type.
+fn resolve<'a>(
+    ty: &'a Value,
+    common: &HashMap<&str, &'a Value>,
+    depth: usize,
+) -> Option<&'a Value> {
+    if depth > MAX_TYPE_DEPTH {
+        return None;
+    }
+    let kind = ty.get("type")?.as_str()?;
+    let named = match kind {
+        "Record" | "Set" | "Entity" | "Extension" => return Some(ty),
+        "EntityOrCommon" => ty.get("name")?.as_str()?,
+        other => other,
+    };
+    let short = named.rsplit("::").next().unwrap_or(named);
+    match common.get(short) {
+        Some(t) => resolve(t, common, depth + 1),
+        None => Some(ty),
+    }
+}
+
+/// Every attribute name in `ty`, at any depth.
+fn collect(ty: &Value, common: &HashMap<&str, &Value>, out: &mut BTreeSet<String>, depth: usize) {
+    if depth > MAX_TYPE_DEPTH {
         return;
     }
-    match v {
-        Value::Object(map) => {
-            for (k, v) in map {
-                if k == "attributes" {
-                    if let Value::Object(attrs) = v {
-                        out.extend(attrs.keys().cloned());
-                    }
-                }
-                collect(v, out, depth + 1);
+    let Some(t) = resolve(ty, common, depth) else {
+        return;
+    };
+    match t.get("type").and_then(Value::as_str) {
+        Some("Record") => {
+            for (k, v) in t
+                .get("attributes")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                out.insert(k.clone());
+                collect(v, common, out, depth + 1);
             }
         }
-        Value::Array(items) => items.iter().for_each(|i| collect(i, out, depth + 1)),
+        Some("Set") => {
+            if let Some(e) = t.get("element") {
+                collect(e, common, out, depth + 1);
+            }
+        }
         _ => {}
     }
 }
@@ -227,14 +302,53 @@ mod tests {
     }
 
     #[test]
-    fn declared_names_are_every_attribute_in_the_schema() {
+    fn declared_names_are_those_below_body_query_and_arguments() {
         let json: Value = serde_json::from_str(
-            r#"{"": {"commonTypes": {"Body": {"type": "Record", "attributes": {"amount": {"type": "Long"}, "meta": {"type": "Record", "attributes": {"Tag": {"type": "String"}}}}}}}}"#,
+            r#"{"": {
+              "commonTypes": {
+                "Body": {"type": "Record", "attributes": {
+                  "amount": {"type": "Long"},
+                  "items": {"type": "Set", "element": {"type": "Record", "attributes": {"Sku": {"type": "String"}}}}}},
+                "Ctx": {"type": "Record", "attributes": {
+                  "method": {"type": "String"},
+                  "body": {"type": "EntityOrCommon", "name": "Body", "required": false}}}},
+              "entityTypes": {"Agent": {"shape": {"type": "Record", "attributes": {"team": {"type": "String"}}}}},
+              "actions": {
+                "POST": {"appliesTo": {"context": {"type": "Ctx"}}},
+                "t": {"appliesTo": {"context": {"type": "Record", "attributes": {
+                  "tool": {"type": "String"},
+                  "arguments": {"type": "Record", "attributes": {"customerId": {"type": "String"}}}}}}}}}}"#,
         )
         .unwrap();
         let names = DeclaredNames::from_schema_json([&json]);
         assert_eq!(names.json_key("AMOUNT"), Some("amount"));
-        assert_eq!(names.json_key("tag"), Some("Tag"));
-        assert_eq!(names.json_key("Body"), None);
+        assert_eq!(names.json_key("sku"), Some("Sku"));
+        assert_eq!(names.json_key("customerid"), Some("customerId"));
+        for free in ["Method", "Team", "Tool", "Body", "Arguments"] {
+            assert_eq!(names.json_key(free), None, "{free}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_schema_declares_the_refund_fields() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/");
+        let json: Vec<Value> = ["schema.cedarschema", "tools.cedarschema"]
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(format!("{dir}{f}")).unwrap();
+                let (frag, _) = cedar_policy::SchemaFragment::from_cedarschema_str(&text).unwrap();
+                serde_json::from_str(&frag.to_json_string().unwrap()).unwrap()
+            })
+            .collect();
+        let names = DeclaredNames::from_schema_json(&json);
+        for (key, declared) in [
+            ("Amount", "amount"),
+            ("DRY_RUN", "dry_run"),
+            ("Customer_ID", "customer_id"),
+        ] {
+            assert_eq!(names.json_key(key), Some(declared), "{key}");
+        }
+        assert_eq!(names.field("dry.run"), Some("dry_run"));
+        assert_eq!(names.json_key("Name"), None);
     }
 }
