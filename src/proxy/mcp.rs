@@ -19,7 +19,7 @@
 //!   `mcp::tools_list`).
 //! - Requests without a JSON-RPC body (the GET event stream, `DELETE` of a
 //!   session) are judged as `protocol` and pass through with their
-//!   `Mcp-Session-Id`.
+//!   `Mcp-Session-Id`; one that carries a body anyway is refused (415).
 
 use std::time::Instant;
 
@@ -69,6 +69,13 @@ pub(super) async fn handle(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let route_name = cx.route.config.name.as_str();
     if parts.method != Method::POST {
+        // Judged as transport, with no body: one would go unjudged.
+        if !body.is_empty() {
+            return Err(ProxyError::UnsupportedBody(format!(
+                "an MCP `{}` request carries no body",
+                parts.method
+            )));
+        }
         let call = method::transport_call(cx.agent, route_name, parts.method.as_str());
         rec.action = Some(call.action.clone().into());
         rec.resource = Some(call.resource.to_string().into());

@@ -315,5 +315,10 @@ async fn an_mcp_message_is_read_only_as_the_json_it_declares() {
         assert_eq!(o.body["error"]["code"], -32700, "{}", o.body);
         assert_eq!(o.record["error"], "unsupported_body", "{}", o.record);
     }
+    // A DELETE is judged as transport, without a body: it may carry none.
+    let req = client().delete(airlock.url("/mcp/crm")).body(call);
+    let o = send(&airlock, req).await;
+    assert_eq!(o.status, 415, "{}", o.body);
+    assert_eq!(o.record["error"], "unsupported_body", "{}", o.record);
     assert_eq!(upstream.hits(), 0);
 }
