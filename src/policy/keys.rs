@@ -166,6 +166,14 @@ impl DeclaredNames {
         if (self.all_plain && is_plain(key)) || self.exact.contains(key) {
             return None;
         }
+        // A short ASCII key (a camelCase one, say) folds on the stack.
+        let mut buf = [0u8; 64];
+        if let Some(lower) = buf.get_mut(..key.len()).filter(|_| key.is_ascii()) {
+            lower.copy_from_slice(key.as_bytes());
+            lower.make_ascii_lowercase();
+            let folded = std::str::from_utf8(lower).ok()?;
+            return self.folded.get(folded).map(String::as_str);
+        }
         self.folded.get(fold(key).as_ref()).map(String::as_str)
     }
 

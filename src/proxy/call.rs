@@ -240,6 +240,50 @@ mod tests {
     }
 
     #[test]
+    fn the_context_says_how_the_body_was_read() {
+        let parts = |ct: Option<&str>| {
+            let mut b = http::Request::builder().method("POST").uri("/crm/refunds");
+            if let Some(ct) = ct {
+                b = b.header("content-type", ct);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let context = |ct: Option<&str>, body: &'static [u8], opaque_bodies: bool| {
+            let rules = BodyRules {
+                names: &NO_NAMES,
+                opaque_bodies,
+            };
+            let body = Bytes::from_static(body);
+            http_context(
+                &parts(ct),
+                "/crm/refunds",
+                &body,
+                ContextNeeds::everything(),
+                rules,
+            )
+        };
+        let form = context(
+            Some("application/x-www-form-urlencoded"),
+            b"amount=500",
+            false,
+        );
+        let form = form.unwrap();
+        assert_eq!(form["body_kind"], "form");
+        assert_eq!(form["body"], serde_json::json!({"amount": "500"}));
+        let json = context(Some("application/json"), b"{\"amount\":500}", false).unwrap();
+        assert_eq!(json["body_kind"], "json");
+        assert_eq!(json["body"]["amount"], 500);
+        let none = context(None, b"", false).unwrap();
+        assert_eq!(none["body_kind"], "none");
+        assert!(!none.contains_key("body"));
+        let refused = context(Some("text/plain"), b"{\"amount\":500}", false).unwrap_err();
+        assert_eq!(refused.kind(), "unsupported_body");
+        let opaque = context(Some("text/plain"), b"{\"amount\":500}", true).unwrap();
+        assert_eq!(opaque["body_kind"], "opaque");
+        assert!(!opaque.contains_key("body"));
+    }
+
+    #[test]
     fn a_readable_header_that_is_not_text_is_refused_whether_built_or_only_checked() {
         let mut h = http::HeaderMap::new();
         h.insert("x-other", http::HeaderValue::from_bytes(b"\xff").unwrap());
