@@ -19,7 +19,7 @@
 //! because it looks like JSON: only its declared type counts.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use http::{header, HeaderMap};
 use percent_encoding::percent_decode;
@@ -264,6 +264,25 @@ fn clash(read: &[ReadAs<'_>]) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// Refuses a form field that is also a query parameter, names read as
+/// servers read them: PHP's `$_REQUEST`, Flask's `request.values` and
+/// Rails' `params` merge the two, and disagree on which one wins.
+pub fn not_in_both(
+    query: &Map<String, Value>,
+    form: &Map<String, Value>,
+) -> Result<(), ProxyError> {
+    if query.is_empty() {
+        return Ok(());
+    }
+    let names: HashSet<Cow<'_, str>> = query.keys().map(|k| field_name(k)).collect();
+    match form.keys().find(|k| names.contains(&field_name(k))) {
+        Some(k) => Err(Fields::Form.ambiguous(format!(
+            "form field `{k}` is also a query parameter; servers that merge the two disagree on which wins"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A form body as a record of strings (see [`parse_fields`]).

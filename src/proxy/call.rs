@@ -16,7 +16,9 @@ use http::request::Parts;
 use http::HeaderName;
 use serde_json::{Map, Value};
 
-pub use super::body::{body_kind, parse_fields, read_form, BodyKind, BodyRules, Fields};
+pub use super::body::{
+    body_kind, not_in_both, parse_fields, read_form, BodyKind, BodyRules, Fields,
+};
 use super::error::ProxyError;
 use crate::policy::keys::DeclaredNames;
 use crate::policy::value::{check_json_strict, parse_json_needed};
@@ -86,6 +88,14 @@ pub fn http_context(
         ctx.insert("path".into(), n.keep(Value::String(decoded_path.into())));
     }
     let query = parse_query(parts.uri.query().unwrap_or(""), rules.names)?;
+    let kind = body_kind(&parts.headers, body, rules.opaque_bodies)?;
+    let form = match kind {
+        BodyKind::Form => Some(read_form(body, rules.names)?),
+        _ => None,
+    };
+    if let Some(form) = &form {
+        not_in_both(&query, form)?;
+    }
     if let Some(n) = needs.below("query") {
         ctx.insert("query".into(), n.keep(Value::Object(query)));
     }
@@ -94,17 +104,13 @@ pub fn http_context(
     if let Some(n) = headers {
         ctx.insert("headers".into(), n.keep(Value::Object(headers_value)));
     }
-    let kind = body_kind(&parts.headers, body, rules.opaque_bodies)?;
     if let Some(n) = needs.below("body_kind") {
         ctx.insert("body_kind".into(), n.keep(kind.name().into()));
     }
-    let read = match kind {
-        BodyKind::Json => json_body(body, needs.below("body"), rules.names)?,
-        BodyKind::Form => {
-            let form = read_form(body, rules.names)?;
-            needs.below("body").map(|n| n.keep(Value::Object(form)))
-        }
-        BodyKind::None | BodyKind::Opaque => None,
+    let read = match (kind, form) {
+        (BodyKind::Json, _) => json_body(body, needs.below("body"), rules.names)?,
+        (_, Some(form)) => needs.below("body").map(|n| n.keep(Value::Object(form))),
+        _ => None,
     };
     if let Some(b) = read {
         ctx.insert("body".into(), b);
@@ -278,6 +284,21 @@ mod tests {
         assert!(!none.contains_key("body"));
         let refused = context(Some("text/plain"), b"{\"amount\":500}", false).unwrap_err();
         assert_eq!(refused.kind(), "unsupported_body");
+        let parts = http::Request::builder()
+            .method("POST")
+            .uri("/crm/refunds?amount=500")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let rules = BodyRules {
+            names: &NO_NAMES,
+            opaque_bodies: false,
+        };
+        let body = Bytes::from_static(b"Amount=50");
+        let both = http_context(&parts, "/", &body, ContextNeeds::everything(), rules);
+        assert_eq!(both.unwrap_err().kind(), "ambiguous_form");
         let opaque = context(Some("text/plain"), b"{\"amount\":500}", true).unwrap();
         assert_eq!(opaque["body_kind"], "opaque");
         assert!(!opaque.contains_key("body"));

@@ -119,6 +119,14 @@ async fn a_repeated_form_field_is_refused() {
     assert_refused(&o, 400, "ambiguous_form");
     let o = refund(&airlock, &[FORM], "amount=50&AMOUNT=500").await;
     assert_refused(&o, 400, "ambiguous_form");
+    // PHP's `$_REQUEST`, Flask's `request.values` and Rails' `params`
+    // merge the query and the form, and disagree on which one wins.
+    let req = client()
+        .post(airlock.url("/crm/refunds?amount=500"))
+        .header(FORM.0, FORM.1)
+        .body("amount=50&customer_id=c-1");
+    let o = send(&airlock, req).await;
+    assert_refused(&o, 400, "ambiguous_form");
     assert_eq!(upstream.hits(), 0);
 }
 
