@@ -26,7 +26,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 
 use airlock::policy::{Decision, Directory, PolicySnapshot, PrincipalSpec};
-use airlock::proxy::call::{http_context, http_request};
+use airlock::proxy::call::{http_context, http_request, BodyRules};
 
 /// Writes the shipped schema and `n` policies: the shipped CRM policies
 /// plus generated ones scoped to other agents and routes, as a large
@@ -148,8 +148,13 @@ fn bench_decision(c: &mut Criterion) {
             let parts = black_box(&parts);
             let mut call = http_request("support-bot", "crm", parts);
             let plan = snap.plan(&call).expect("plan");
-            call.context = http_context(parts, "/crm/refunds", black_box(body), plan.needs())
-                .expect("context");
+            let rules = BodyRules {
+                names: snap.declared_names(),
+                opaque_bodies: false,
+            };
+            call.context =
+                http_context(parts, "/crm/refunds", black_box(body), plan.needs(), rules)
+                    .expect("context");
             snap.decide_planned(&call, plan).expect("decide")
         };
         first_and_repeat(&mut group, n, &bodies, decide);

@@ -190,6 +190,10 @@ pub struct RouteConfig {
     /// MCP routes: the `Origin` values a request may carry (exact, without
     /// a path); a request with any other `Origin` is refused.
     pub allowed_origins: Vec<String>,
+    /// Bodies that are neither JSON nor a form (multipart, compressed,
+    /// undeclared) are forwarded as `body_kind: "opaque"`, unread, instead
+    /// of being refused.
+    pub opaque_bodies: bool,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -55,7 +55,11 @@ pub fn decide_http(
         .parse()
         .map_err(|_| ExplainError::BadMethod(spec.method.to_string()))?;
     let mut builder = http::Request::builder().method(method).uri(spec.path);
-    if spec.body.is_some() {
+    let typed = spec
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+    if spec.body.is_some() && !typed {
         builder = builder.header(http::header::CONTENT_TYPE, "application/json");
     }
     for (name, value) in spec.headers {
@@ -73,7 +77,18 @@ pub fn decide_http(
     } = crate::proxy::route_path(snap, parts.uri.path())?;
     crate::proxy::screen_params(route, params)?;
     let body = Bytes::from(spec.body.unwrap_or("").to_string());
-    let call = http_call(spec.agent, &route.config.name, &parts, decoded, &body)?;
+    let rules = crate::proxy::call::BodyRules {
+        names: snap.policy.declared_names(),
+        opaque_bodies: route.config.opaque_bodies,
+    };
+    let call = http_call(
+        spec.agent,
+        &route.config.name,
+        &parts,
+        decoded,
+        &body,
+        rules,
+    )?;
     let decision = snap
         .policy
         .decide(&call)
@@ -205,6 +220,8 @@ pub fn decide_tool(
     if !arguments.is_object() {
         return Err(ExplainError::BadArgs("not an object".into()));
     }
+    crate::mcp::method::check_arguments(&snap.policy, &arguments)
+        .map_err(|e| ExplainError::BadArgs(e.to_string()))?;
     let call = crate::mcp::method::tool_call(&snap.policy, agent, route, name, Some(arguments));
     let decision = snap
         .policy

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! A REST call has `method`, `path` (which may carry a query string), and
-//! optionally `query`, `headers` and a JSON `body`. An MCP tool call has
+//! optionally `query`, `headers` and a `body`: JSON, or the text of a body
+//! of the `content-type` the headers declare (a form, say). An MCP tool call has
 //! `tool: ROUTE/TOOL` and `arguments` instead. `policies`, when given,
 //! lists ids that must all be among the policies that determined the
 //! verdict.
@@ -336,7 +337,13 @@ fn decide_rest(
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), scalar(v)))
         .collect();
-    let body = call.body.as_ref().map(Value::to_string);
+    // A string body with a declared `Content-Type` is sent as written (a
+    // form, say); any other body as JSON.
+    let typed = headers.iter().any(|(k, _)| k == "content-type");
+    let body = call.body.as_ref().map(|b| match b {
+        Value::String(s) if typed => s.clone(),
+        other => other.to_string(),
+    });
     let spec = HttpCallSpec {
         agent,
         method,

@@ -54,3 +54,6 @@ mod webhooks;
 
 #[path = "it/bypass_paths.rs"]
 mod bypass_paths;
+
+#[path = "it/bypass_bodies.rs"]
+mod bypass_bodies;

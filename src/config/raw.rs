@@ -110,6 +110,8 @@ pub struct RawRoute {
     pub path_params: Option<Spanned<Env>>,
     pub case_insensitive: Option<bool>,
     pub allowed_origins: Option<Vec<Spanned<Env>>>,
+    #[serde(default)]
+    pub opaque_bodies: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -452,6 +454,7 @@ impl Validator {
                 path_params: path_params.unwrap_or(false),
                 case_insensitive,
                 allowed_origins: allowed_origins.unwrap_or_default(),
+                opaque_bodies: r.opaque_bodies,
             }),
             _ => None,
         }

@@ -11,8 +11,15 @@
 //! | `initialize`, `server/discover`, `ping`, `notifications/*`, `logging/setLevel`, `completion/complete`, `subscriptions/listen`, client responses, the GET stream, `DELETE` | `protocol` | route | `method` |
 //! | anything else | `other_method` | route | `method` |
 //!
-//! Every one of these actions is a member of `Action::"mcp"`, and every
-//! per-tool action of `Action::"call_tool"`.
+//! Every context also has `body_kind`: `json` for a JSON-RPC message,
+//! `none` for the GET stream and `DELETE`. Every one of these actions is a
+//! member of `Action::"mcp"`, and every per-tool action of
+//! `Action::"call_tool"`.
+//!
+//! A tool's `arguments` may hold no key, at any depth, that reads as a
+//! name the schema declares without being it (`Amount` for `amount`): a
+//! server that matches keys without regard to case would bind it to the
+//! field the policy finds empty (see `policy::keys`).
 
 use serde_json::{json, Map, Value};
 
@@ -55,13 +62,17 @@ pub enum ParamsError {
     },
     #[error("method `{method}` is not `{known}`: methods are compared exactly, and a server that folds case would run it as `{known}`")]
     LookAlike { method: String, known: &'static str },
+    #[error("`params.arguments` has key `{key}`, which servers that match keys without regard to case read as `{declared}`; send `{declared}`")]
+    AmbiguousKey { key: String, declared: String },
 }
 
 impl ParamsError {
     /// The JSON-RPC error code of the answer.
     pub fn code(&self) -> i64 {
         match self {
-            ParamsError::Missing { .. } => super::jsonrpc::INVALID_PARAMS,
+            ParamsError::Missing { .. } | ParamsError::AmbiguousKey { .. } => {
+                super::jsonrpc::INVALID_PARAMS
+            }
             ParamsError::LookAlike { .. } => super::jsonrpc::INVALID_REQUEST,
         }
     }
@@ -69,7 +80,7 @@ impl ParamsError {
     /// The `error` kind of the audit record.
     pub fn kind(&self) -> &'static str {
         match self {
-            ParamsError::Missing { .. } => "invalid_params",
+            ParamsError::Missing { .. } | ParamsError::AmbiguousKey { .. } => "invalid_params",
             ParamsError::LookAlike { .. } => "mcp_method_case",
         }
     }
@@ -131,6 +142,7 @@ pub fn call_for(
     };
     let mut context = Map::new();
     context.insert("method".into(), json!(method));
+    context.insert("body_kind".into(), json!("json"));
     let route_call = |action: &str, context: Map<String, Value>| CallRequest {
         agent: agent.to_string(),
         action: action.to_string(),
@@ -142,7 +154,10 @@ pub fn call_for(
             let tool = text("name")?;
             let arguments = match params.and_then(|p| p.get("arguments")) {
                 None | Some(Value::Null) => Value::Object(Map::new()),
-                Some(a @ Value::Object(_)) => a.clone(),
+                Some(a @ Value::Object(_)) => {
+                    check_arguments(policy, a)?;
+                    a.clone()
+                }
                 Some(_) => {
                     return Err(ParamsError::Missing {
                         method: method.to_string(),
@@ -182,6 +197,39 @@ pub fn call_for(
     })
 }
 
+/// Refuses tool arguments with a key, at any depth, that reads as a name
+/// the schema declares without being it. Keys that collide with each other
+/// are refused when the message is parsed.
+pub fn check_arguments(policy: &PolicySnapshot, arguments: &Value) -> Result<(), ParamsError> {
+    unambiguous(arguments, policy.declared_names(), 0)
+}
+
+fn unambiguous(
+    v: &Value,
+    names: &crate::policy::keys::DeclaredNames,
+    depth: usize,
+) -> Result<(), ParamsError> {
+    // serde_json refuses deeper documents.
+    if depth > 128 {
+        return Ok(());
+    }
+    match v {
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if let Some(declared) = names.json_key(k) {
+                return Err(ParamsError::AmbiguousKey {
+                    key: k.clone(),
+                    declared: declared.to_string(),
+                });
+            }
+            unambiguous(v, names, depth + 1)
+        }),
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|i| unambiguous(i, names, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
 /// The call for one tool: its per-tool action when the schema declares one.
 /// `arguments` is `None` when asking whether the tool is listed.
 pub fn tool_call(
@@ -199,6 +247,7 @@ pub fn tool_call(
     };
     let mut context = Map::new();
     context.insert("method".into(), json!("tools/call"));
+    context.insert("body_kind".into(), json!("json"));
     context.insert("tool".into(), json!(tool));
     if let Some(a) = arguments {
         context.insert("arguments".into(), a);
@@ -218,6 +267,7 @@ pub fn tool_call(
 pub fn transport_call(agent: &str, route: &str, http_method: &str) -> CallRequest {
     let mut context = Map::new();
     context.insert("method".into(), json!(http_method));
+    context.insert("body_kind".into(), json!("none"));
     CallRequest {
         agent: agent.to_string(),
         action: "protocol".to_string(),

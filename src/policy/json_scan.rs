@@ -9,12 +9,17 @@
 //!
 //! The scanner only ever says "surely valid" or "not sure". When it is not
 //! sure (an error, or anything it does not judge itself: `\u` escapes, a
-//! key with an escape, exponents, long numbers, deep nesting, large
-//! objects) the caller reads the body the old way, which gives the exact
-//! error. So it must never accept what `parse_json_strict` refuses; the
-//! property tests below hold it to that.
+//! key with an escape or outside ASCII, exponents, long numbers, deep
+//! nesting, large objects) the caller reads the body the slow way, which
+//! gives the exact error. So it must never accept what `parse_json_strict`
+//! refuses; the property tests below hold it to that.
+//!
+//! Keys are compared without regard to ASCII case (see `policy::keys`), and
+//! a key that reads as a declared name it is not is left to serde_json too.
 
 use smallvec::SmallVec;
+
+use super::keys::DeclaredNames;
 
 /// Deeper documents are left to serde_json (its own limit is 128).
 const MAX_DEPTH: u32 = 64;
@@ -37,13 +42,21 @@ pub(super) struct Top<'a> {
     pub members: Members<'a>,
 }
 
+/// Whether `text` is surely one strict JSON document whose keys `names`
+/// admits; `false` when not sure. The entry point for fuzzing.
+pub fn surely_valid(text: &str, names: &DeclaredNames) -> bool {
+    scan(text, names).is_some()
+}
+
 /// `text`'s top, when `text` is surely one strict JSON document (what
-/// `parse_json_strict` accepts); `None` when not sure.
-pub(super) fn scan(text: &str) -> Option<Top<'_>> {
+/// `parse_json_strict` accepts) whose keys `names` admits; `None` when not
+/// sure.
+pub(super) fn scan<'a>(text: &'a str, names: &DeclaredNames) -> Option<Top<'a>> {
     let mut s = Scanner {
         text,
         b: text.as_bytes(),
         i: 0,
+        names,
     };
     s.ws();
     let is_object = s.peek() == Some(b'{');
@@ -58,15 +71,16 @@ pub(super) fn scan(text: &str) -> Option<Top<'_>> {
     (s.i == s.b.len()).then_some(top)
 }
 
-struct Scanner<'a> {
+struct Scanner<'a, 'n> {
     text: &'a str,
     b: &'a [u8],
     i: usize,
+    names: &'n DeclaredNames,
 }
 
 // === impl Scanner ===
 
-impl<'a> Scanner<'a> {
+impl<'a> Scanner<'a, '_> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
@@ -94,8 +108,9 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// An object; its members when `collect`. Keys with escapes are not
-    /// judged here, so that comparing their text finds every duplicate.
+    /// An object; its members when `collect`. Keys with escapes or outside
+    /// ASCII are not judged here, so that comparing their text without
+    /// regard to ASCII case finds every key Go would take for another.
     fn object(&mut self, depth: u32, collect: bool) -> Option<Members<'a>> {
         if depth > MAX_DEPTH {
             return None;
@@ -109,7 +124,12 @@ impl<'a> Scanner<'a> {
         }
         loop {
             let (key, escaped) = self.string()?;
-            if escaped || keys.len() == MAX_KEYS || keys.contains(&key) {
+            if escaped
+                || keys.len() == MAX_KEYS
+                || !key.is_ascii()
+                || keys.iter().any(|k| k.eq_ignore_ascii_case(key))
+                || self.names.json_key(key).is_some()
+            {
                 return None;
             }
             keys.push(key);
@@ -274,7 +294,7 @@ mod tests {
     use serde_json::Value;
 
     fn surely(doc: &str) -> bool {
-        scan(doc).is_some()
+        scan(doc, &crate::policy::keys::NO_NAMES).is_some()
     }
 
     #[test]
@@ -291,7 +311,11 @@ mod tests {
             assert!(surely(&doc), "{doc}");
             assert!(parse_json_strict(doc.as_bytes()).is_ok(), "{doc}");
         }
-        let top = scan(r#"{"a": 1, "b" : [2, 3] ,"c":{"d":"e"}}"#).unwrap();
+        let top = scan(
+            r#"{"a": 1, "b" : [2, 3] ,"c":{"d":"e"}}"#,
+            &crate::policy::keys::NO_NAMES,
+        )
+        .unwrap();
         assert!(top.is_object);
         assert_eq!(
             top.members.as_slice(),
@@ -313,6 +337,8 @@ mod tests {
             // Errors: serde_json words them.
             r#"{"a":1,"a":2}"#,
             r#"{"x":[{"b":1,"b":1}]}"#,
+            r#"{"amount":50,"AMOUNT":500}"#,
+            r#"{"x":{"Ab":1,"aB":2}}"#,
             "{} {}",
             "{\"a\":1,}",
             "[1,]",
@@ -327,6 +353,7 @@ mod tests {
             r#"{"a":"\u0041"}"#,
             r#"{"\u0061":1,"a":2}"#,
             r#"{"q\"":1}"#,
+            "{\"\u{212a}\":1}",
             "1e400",
             "1e5",
             "123456789012345678901234567890",
@@ -334,6 +361,16 @@ mod tests {
             many_keys.as_str(),
         ] {
             assert!(!surely(doc), "{doc}");
+        }
+    }
+
+    #[test]
+    fn a_key_that_reads_as_a_declared_name_is_left_to_serde_json() {
+        let names = crate::policy::keys::DeclaredNames::new(["amount".to_string()].into());
+        assert!(surely_valid(r#"{"amount":1,"Note":{"x":2}}"#, &names));
+        for doc in [r#"{"Amount":1}"#, r#"[{"a":{"AMOUNT":1}}]"#] {
+            assert!(!surely_valid(doc, &names), "{doc}");
+            assert!(surely(doc), "{doc}");
         }
     }
 
@@ -365,6 +402,7 @@ mod tests {
             Just(":"),
             Just("\"a\""),
             Just("\"b\""),
+            Just("\"A\""),
             Just("\"\\n\""),
             Just("\"\\u0061\""),
             Just("\"\\q\""),

@@ -63,6 +63,8 @@ pub(crate) struct LoadedPolicies {
     /// The files' bytes, for the snapshot's content hash.
     pub sources: Vec<(PathBuf, String)>,
     pub decimals: super::decimals::DecimalPaths,
+    /// Every attribute name the schema declares (see `keys`).
+    pub names: super::keys::DeclaredNames,
     pub scope: super::scope::ScopeIndex,
 }
 
@@ -124,6 +126,12 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
         }
     }
     let decimals = super::decimals::decimal_paths(&fragments);
+    let fragment_json: Vec<serde_json::Value> = fragments
+        .iter()
+        .filter_map(|f| f.to_json_string().ok())
+        .filter_map(|j| serde_json::from_str(&j).ok())
+        .collect();
+    let names = super::keys::DeclaredNames::from_schema_json(&fragment_json);
     let schema = if schema_ok {
         match Schema::from_schema_fragments(fragments) {
             Ok(schema) => Some(schema),
@@ -281,6 +289,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
             meta,
             sources,
             decimals,
+            names,
             scope,
         })
     } else {

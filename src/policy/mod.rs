@@ -14,7 +14,8 @@
 
 mod decimals;
 mod index;
-mod json_scan;
+pub mod json_scan;
+pub mod keys;
 mod load;
 mod memo;
 mod reads;
@@ -281,6 +282,8 @@ pub struct PolicySnapshot {
     upper_case_actions: Box<[Box<str>]>,
     /// Context paths each action declares `decimal`.
     decimals: decimals::DecimalPaths,
+    /// Every attribute name the schema declares.
+    names: keys::DeclaredNames,
     authorizer: Authorizer,
     policy_count: usize,
     scope: scope::ScopeIndex,
@@ -384,6 +387,7 @@ impl PolicySnapshot {
                 .map(|a| a.id().unescaped().to_string())
                 .collect(),
             decimals: loaded.decimals,
+            names: loaded.names,
             authorizer: Authorizer::new(),
         })
     }
@@ -405,6 +409,12 @@ impl PolicySnapshot {
     }
 
     /// Problems that do not stop loading, `file:line:col` each.
+    /// Every attribute name the schema declares: a key that is not one of
+    /// them but folds to one is refused (see [`keys`]).
+    pub fn declared_names(&self) -> &keys::DeclaredNames {
+        &self.names
+    }
+
     pub fn warnings(&self) -> &[PolicyProblem] {
         &self.warnings
     }

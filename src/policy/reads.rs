@@ -342,7 +342,7 @@ mod tests {
             #[test]
             fn building_to_the_needs_equals_pruning_the_whole(v in json(), r in reads()) {
                 let doc = serde_json::to_vec(&v).unwrap();
-                let built = parse_json_needed(&doc, ContextNeeds::of(&r)).unwrap();
+                let built = parse_json_needed(&doc, ContextNeeds::of(&r), &crate::policy::keys::NO_NAMES).unwrap();
                 prop_assert_eq!(built, r.prune_value(&parse_json_strict(&doc).unwrap()));
             }
 
@@ -360,8 +360,8 @@ mod tests {
                 }
                 let kind = |e: serde_json::Error| e.to_string().starts_with("duplicate key");
                 let whole = parse_json_strict(doc.as_bytes()).map(drop).map_err(kind);
-                let needed = parse_json_needed(doc.as_bytes(), ContextNeeds::of(&r)).map(drop).map_err(kind);
-                let checked = check_json_strict(doc.as_bytes()).map_err(kind);
+                let needed = parse_json_needed(doc.as_bytes(), ContextNeeds::of(&r), &crate::policy::keys::NO_NAMES).map(drop).map_err(kind);
+                let checked = check_json_strict(doc.as_bytes(), &crate::policy::keys::NO_NAMES).map_err(kind);
                 prop_assert_eq!(&needed, &whole, "{}", doc);
                 prop_assert_eq!(&checked, &whole, "{}", doc);
             }

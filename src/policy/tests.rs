@@ -413,7 +413,7 @@ mod index_equivalence {
                         let n = needs.below(k)?;
                         let v = if k == "body" {
                             let doc = serde_json::to_vec(v).unwrap();
-                            crate::policy::value::parse_json_needed(&doc, n).unwrap()
+                            crate::policy::value::parse_json_needed(&doc, n, &crate::policy::keys::NO_NAMES).unwrap()
                         } else {
                             n.keep(v.clone())
                         };

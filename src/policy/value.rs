@@ -24,6 +24,7 @@ use cedar_policy::RestrictedExpression;
 use serde_json::Value;
 
 use super::json_scan;
+use super::keys::{fold, is_plain, DeclaredNames, NO_NAMES};
 use super::reads::ContextNeeds;
 
 /// Maps a JSON value; `None` for `null`, which Cedar cannot express.
@@ -78,61 +79,70 @@ pub(crate) fn fits_decimal(text: &str) -> bool {
         && int.parse::<u64>().is_ok_and(|i| i < 922_337_203_685_477)
 }
 
-/// Parses JSON, refusing duplicate object keys: two parsers that pick
-/// different duplicates would let the policy and the upstream see different
-/// calls.
+/// Parses JSON, refusing duplicate object keys, compared without regard to
+/// case as Go's `encoding/json` compares them (see `policy::keys`): two
+/// parsers that pick different duplicates would let the policy and the
+/// upstream see different calls.
 pub fn parse_json_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    parse_whole(bytes, StrictValue)
+    parse_whole(bytes, StrictValue(&NO_NAMES))
 }
 
-/// [`parse_json_strict`], building only what `needs` asks for: the result
+/// [`parse_json_strict`], also refusing any key that `names` finds
+/// ambiguous (a declared name it is not, but folds to).
+pub fn parse_json_named(bytes: &[u8], names: &DeclaredNames) -> Result<Value, serde_json::Error> {
+    parse_whole(bytes, StrictValue(names))
+}
+
+/// [`parse_json_named`], building only what `needs` asks for: the result
 /// equals the pruned full value, and every error of the full parse is still
-/// an error (syntax, trailing bytes, duplicate keys at any depth).
+/// an error (syntax, trailing bytes, duplicate or ambiguous keys at any
+/// depth).
 pub fn parse_json_needed(
     bytes: &[u8],
     needs: ContextNeeds<'_>,
+    names: &DeclaredNames,
 ) -> Result<Value, serde_json::Error> {
-    if let Some(v) = needed_members(bytes, needs) {
+    if let Some(v) = needed_members(bytes, needs, names) {
         return Ok(v);
     }
-    parse_whole(bytes, NeededValue(needs))
+    parse_whole(bytes, NeededValue(needs, names))
 }
 
 /// The fast way to [`parse_json_needed`]'s answer, for an object that the
 /// scanner finds surely valid: serde_json reads only the members needed.
 /// `None` when it does not apply or is not sure (the slow way then gives
 /// the answer, or the exact error).
-fn needed_members(bytes: &[u8], needs: ContextNeeds<'_>) -> Option<Value> {
+fn needed_members(bytes: &[u8], needs: ContextNeeds<'_>, names: &DeclaredNames) -> Option<Value> {
     if needs.is_everything() {
         return None;
     }
-    let top = scanned(bytes)?;
+    let top = scanned(bytes, names)?;
     if !top.is_object {
         return None;
     }
     let mut out = serde_json::Map::new();
     for (key, value) in top.members {
         if let Some(n) = needs.below(key) {
-            let v = parse_whole(value.as_bytes(), NeededValue(n)).ok()?;
+            let v = parse_whole(value.as_bytes(), NeededValue(n, names)).ok()?;
             out.insert(key.to_owned(), v);
         }
     }
     Some(Value::Object(out))
 }
 
-/// Checks `bytes` as [`parse_json_strict`] does, building nothing.
-pub fn check_json_strict(bytes: &[u8]) -> Result<(), serde_json::Error> {
-    if scanned(bytes).is_some() {
+/// Checks `bytes` as [`parse_json_named`] does, building nothing.
+pub fn check_json_strict(bytes: &[u8], names: &DeclaredNames) -> Result<(), serde_json::Error> {
+    if scanned(bytes, names).is_some() {
         return Ok(());
     }
-    parse_whole(bytes, Unneeded)
+    parse_whole(bytes, Unneeded(names))
 }
 
 /// `bytes` as [`json_scan::scan`] sees them, when they are text.
-fn scanned(bytes: &[u8]) -> Option<json_scan::Top<'_>> {
+fn scanned<'a>(bytes: &'a [u8], names: &DeclaredNames) -> Option<json_scan::Top<'a>> {
     simdutf8::basic::from_utf8(bytes)
         .ok()
-        .and_then(json_scan::scan)
+        .and_then(|text| json_scan::scan(text, names))
 }
 
 /// `bytes` as one JSON document read by `seed`; trailing bytes are an error.
@@ -159,18 +169,18 @@ fn parse_whole<'de, S: serde::de::DeserializeSeed<'de>>(
     }
 }
 
-struct StrictValue;
+struct StrictValue<'n>(&'n DeclaredNames);
 
-impl<'de> serde::de::DeserializeSeed<'de> for StrictValue {
+impl<'de> serde::de::DeserializeSeed<'de> for StrictValue<'_> {
     type Value = Value;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(StrictVisitor)
+        d.deserialize_any(StrictVisitor(self.0))
     }
 }
 
-struct StrictVisitor;
+struct StrictVisitor<'n>(&'n DeclaredNames);
 
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+impl<'de> serde::de::Visitor<'de> for StrictVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -202,100 +212,115 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(StrictValue)? {
+        while let Some(v) = seq.next_element_seed(StrictValue(self.0))? {
             out.push(v);
         }
         Ok(Value::Array(out))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(duplicate(&key));
-            }
-            let v = map.next_value_seed(StrictValue)?;
-            out.insert(key, v);
+        let mut seen = SeenKeys::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            admit_key(&mut seen, key.clone(), self.0)?;
+            let v = map.next_value_seed(StrictValue(self.0))?;
+            out.insert(key.into_owned(), v);
         }
         Ok(Value::Object(out))
     }
 }
 
-fn duplicate<E: serde::de::Error>(key: &str) -> E {
-    E::custom(format!("duplicate key `{key}`"))
+/// Refuses `key` when an earlier key of its object folds the same, or when
+/// it reads as a declared name it is not.
+fn admit_key<'de, E: serde::de::Error>(
+    seen: &mut SeenKeys<'de>,
+    key: Cow<'de, str>,
+    names: &DeclaredNames,
+) -> Result<(), E> {
+    if let Some(declared) = names.json_key(&key).map(str::to_owned) {
+        // A collision is the clearer error when there is one.
+        if seen.insert(key.clone()) {
+            return Err(E::custom(format!(
+                "ambiguous key `{key}`: servers that match keys without regard to case read it as `{declared}`; send `{declared}`"
+            )));
+        }
+    } else if seen.insert(key.clone()) {
+        return Ok(());
+    }
+    Err(E::custom(format!(
+        "duplicate key `{key}` (keys are compared without regard to case)"
+    )))
 }
 
 /// A value of which only `needs` is built.
-struct NeededValue<'a>(ContextNeeds<'a>);
+struct NeededValue<'a, 'n>(ContextNeeds<'a>, &'n DeclaredNames);
 
-impl<'de> serde::de::DeserializeSeed<'de> for NeededValue<'_> {
+impl<'de> serde::de::DeserializeSeed<'de> for NeededValue<'_, '_> {
     type Value = Value;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         if self.0.is_everything() {
-            return d.deserialize_any(StrictVisitor);
+            return d.deserialize_any(StrictVisitor(self.1));
         }
-        d.deserialize_any(NeededVisitor(self.0))
+        d.deserialize_any(NeededVisitor(self.0, self.1))
     }
 }
 
 /// Like [`StrictVisitor`], but an object keeps only the keys needed. Any
 /// other value is needed whole, as pruning keeps it.
-struct NeededVisitor<'a>(ContextNeeds<'a>);
+struct NeededVisitor<'a, 'n>(ContextNeeds<'a>, &'n DeclaredNames);
 
-impl<'de> serde::de::Visitor<'de> for NeededVisitor<'_> {
+impl<'de> serde::de::Visitor<'de> for NeededVisitor<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
     fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
-        StrictVisitor.visit_bool(v)
+        StrictVisitor(self.1).visit_bool(v)
     }
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
-        StrictVisitor.visit_i64(v)
+        StrictVisitor(self.1).visit_i64(v)
     }
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
-        StrictVisitor.visit_u64(v)
+        StrictVisitor(self.1).visit_u64(v)
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-        StrictVisitor.visit_f64(v)
+        StrictVisitor(self.1).visit_f64(v)
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
-        StrictVisitor.visit_str(v)
+        StrictVisitor(self.1).visit_str(v)
     }
     fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
-        StrictVisitor.visit_string(v)
+        StrictVisitor(self.1).visit_string(v)
     }
     fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
-        StrictVisitor.visit_unit()
+        StrictVisitor(self.1).visit_unit()
     }
     fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
-        StrictVisitor.visit_none()
+        StrictVisitor(self.1).visit_none()
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
-        StrictVisitor.visit_seq(seq)
+        StrictVisitor(self.1).visit_seq(seq)
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = serde_json::Map::new();
         let mut seen = SeenKeys::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            if !seen.insert(key.clone()) {
-                return Err(duplicate(&key));
-            }
+            admit_key(&mut seen, key.clone(), self.1)?;
             match self.0.below(&key) {
                 Some(needs) => {
-                    let v = map.next_value_seed(NeededValue(needs))?;
+                    let v = map.next_value_seed(NeededValue(needs, self.1))?;
                     out.insert(key.into_owned(), v);
                 }
-                None => map.next_value_seed(Unneeded)?,
+                None => map.next_value_seed(Unneeded(self.1))?,
             }
         }
         Ok(Value::Object(out))
     }
 }
 
-/// The keys of one object so far, to refuse duplicates without building
-/// the object. Small objects are searched in order; large ones hashed, so a
-/// body of many keys cannot make this quadratic.
+/// The keys of one object so far, folded, to refuse duplicates without
+/// building the object. Small objects are searched in order; large ones
+/// hashed, so a body of many keys cannot make this quadratic.
 #[derive(Default)]
 struct SeenKeys<'de> {
     // On the stack: most objects have a few keys.
@@ -304,9 +329,14 @@ struct SeenKeys<'de> {
 }
 
 impl<'de> SeenKeys<'de> {
-    /// False when `key` was already there.
+    /// False when a key that folds as `key` does was already there.
     fn insert(&mut self, key: Cow<'de, str>) -> bool {
         const FEW: usize = 16;
+        let key = match key {
+            Cow::Borrowed(k) => fold(k),
+            Cow::Owned(k) if is_plain(&k) => Cow::Owned(k),
+            Cow::Owned(k) => Cow::Owned(fold(&k).into_owned()),
+        };
         if self.many.is_empty() {
             if self.few.contains(&key) {
                 return false;
@@ -349,18 +379,19 @@ impl<'de> serde::de::Visitor<'de> for KeyVisitor {
     }
 }
 
-/// A value nobody reads: checked as strictly as any other (duplicate keys
-/// at any depth are refused), but never built.
-struct Unneeded;
+/// A value nobody reads: checked as strictly as any other (duplicate or
+/// ambiguous keys at any depth are refused), but never built.
+#[derive(Clone, Copy)]
+struct Unneeded<'n>(&'n DeclaredNames);
 
-impl<'de> serde::de::DeserializeSeed<'de> for Unneeded {
+impl<'de> serde::de::DeserializeSeed<'de> for Unneeded<'_> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Unneeded {
+impl<'de> serde::de::Visitor<'de> for Unneeded<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -388,16 +419,14 @@ impl<'de> serde::de::Visitor<'de> for Unneeded {
         Ok(())
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Unneeded)?.is_some() {}
+        while seq.next_element_seed(self)?.is_some() {}
         Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen = SeenKeys::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            if !seen.insert(key.clone()) {
-                return Err(duplicate(&key));
-            }
-            map.next_value_seed(Unneeded)?;
+            admit_key(&mut seen, key.clone(), self.0)?;
+            map.next_value_seed(self)?;
         }
         Ok(())
     }
@@ -412,6 +441,9 @@ mod tests {
         assert!(parse_json_strict(br#"{"a":1,"a":2}"#).is_err());
         assert!(parse_json_strict(br#"{"x":[{"b":1,"b":1}]}"#).is_err());
         assert!(parse_json_strict(br#"{"a":1,"b":{"a":2}}"#).is_ok());
+        assert!(parse_json_strict(br#"{"amount":50,"AMOUNT":500}"#).is_err());
+        assert!(parse_json_strict("{\"k\":1,\"\u{212a}\":2}".as_bytes()).is_err());
+        assert!(parse_json_strict("{\"x\":[{\"s\":1,\"\\u017f\":2}]}".as_bytes()).is_err());
         assert!(parse_json_strict(b"{} trailing").is_err());
     }
 
@@ -423,12 +455,18 @@ mod tests {
             strict.starts_with("invalid unicode code point at line 1 column"),
             "{strict}"
         );
-        assert_eq!(check_json_strict(doc).unwrap_err().to_string(), strict);
+        assert_eq!(
+            check_json_strict(doc, &NO_NAMES).unwrap_err().to_string(),
+            strict
+        );
         // A lone surrogate is valid UTF-8 text but not a valid string.
         let lone = br#"{"a": "\ud800"}"#;
         let escaped = parse_json_strict(lone).unwrap_err().to_string();
         assert!(escaped.contains("line 1 column 14"), "{escaped}");
-        assert_eq!(check_json_strict(lone).unwrap_err().to_string(), escaped);
+        assert_eq!(
+            check_json_strict(lone, &NO_NAMES).unwrap_err().to_string(),
+            escaped
+        );
     }
 
     #[test]

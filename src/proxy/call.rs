@@ -6,17 +6,21 @@
 //! | --- | --- |
 //! | `method` | the HTTP method, e.g. `"POST"` |
 //! | `path` | the normalized, decoded path as the agent sent it, prefix included (folded on `case_insensitive` routes; see `proxy::path`) |
-//! | `query` | a record of query parameters (`+` and `%XX` decoded); a repeated parameter is refused with 400, since upstreams disagree on which copy wins |
+//! | `query` | a record of query parameters (`+` and `%XX` decoded); names that servers could read as one (a repeat, `dry_run` beside `dry.run`, `dry_run[]` or `DRY_RUN`) are refused with 400, since upstreams disagree on which copy wins; so is `_method`, which frameworks run as the method |
 //! | `headers` | a record of the [`CONTEXT_HEADERS`] the agent sent, names in lower case, repeated values joined with `, ` |
-//! | `body` | the JSON body, mapped as described in `policy::value`; absent when the body is empty or not JSON |
+//! | `body_kind` | how the body was read: `none`, `json`, `form` or `opaque` (see `proxy::body`) |
+//! | `body` | a JSON body mapped as described in `policy::value`, or a form body as a record of strings; absent for `none` and `opaque` |
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::HeaderName;
-use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 
+pub use super::body::{
+    body_kind, not_in_both, parse_fields, read_form, BodyKind, BodyRules, Fields,
+};
 use super::error::ProxyError;
+use crate::policy::keys::DeclaredNames;
 use crate::policy::value::{check_json_strict, parse_json_needed};
 use crate::policy::{CallRequest, ContextNeeds, Resource};
 
@@ -39,9 +43,16 @@ pub fn http_call(
     parts: &Parts,
     decoded_path: String,
     body: &Bytes,
+    rules: BodyRules<'_>,
 ) -> Result<CallRequest, ProxyError> {
     let mut call = http_request(agent, route, parts);
-    call.context = http_context(parts, &decoded_path, body, ContextNeeds::everything())?;
+    call.context = http_context(
+        parts,
+        &decoded_path,
+        body,
+        ContextNeeds::everything(),
+        rules,
+    )?;
     Ok(call)
 }
 
@@ -58,13 +69,15 @@ pub fn http_request(agent: &str, route: &str, parts: &Parts) -> CallRequest {
 
 /// The call's context, built only as far as `needs` asks. Every part is
 /// checked all the same (a repeated query parameter, a header that is not
-/// text, a body that is not valid JSON or repeats a key: 400), so that
-/// what is refused never depends on which policies apply.
+/// text, a body that is not valid JSON or repeats a key: 400; a body that
+/// cannot be read one way only: 415), so that what is refused never
+/// depends on which policies apply.
 pub fn http_context(
     parts: &Parts,
     decoded_path: &str,
     body: &Bytes,
     needs: ContextNeeds<'_>,
+    rules: BodyRules<'_>,
 ) -> Result<Map<String, Value>, ProxyError> {
     let mut ctx = Map::new();
     if let Some(n) = needs.below("method") {
@@ -74,7 +87,15 @@ pub fn http_context(
     if let Some(n) = needs.below("path") {
         ctx.insert("path".into(), n.keep(Value::String(decoded_path.into())));
     }
-    let query = parse_query(parts.uri.query().unwrap_or(""))?;
+    let query = parse_query(parts.uri.query().unwrap_or(""), rules.names)?;
+    let kind = body_kind(&parts.headers, body, rules.opaque_bodies)?;
+    let form = match kind {
+        BodyKind::Form => Some(read_form(body, rules.names)?),
+        _ => None,
+    };
+    if let Some(form) = &form {
+        not_in_both(&query, form)?;
+    }
     if let Some(n) = needs.below("query") {
         ctx.insert("query".into(), n.keep(Value::Object(query)));
     }
@@ -83,74 +104,60 @@ pub fn http_context(
     if let Some(n) = headers {
         ctx.insert("headers".into(), n.keep(Value::Object(headers_value)));
     }
-    if let Some(b) = json_body(&parts.headers, body, needs.below("body"))? {
+    if let Some(n) = needs.below("body_kind") {
+        ctx.insert("body_kind".into(), n.keep(kind.name().into()));
+    }
+    let read = match (kind, form) {
+        (BodyKind::Json, _) => json_body(body, needs.below("body"), rules.names)?,
+        (_, Some(form)) => needs.below("body").map(|n| n.keep(Value::Object(form))),
+        _ => None,
+    };
+    if let Some(b) = read {
         ctx.insert("body".into(), b);
     }
     Ok(ctx)
 }
 
-/// Parses the body as JSON when it looks like JSON or says it is. A body
-/// declared as JSON that does not parse is refused; so is one with duplicate
-/// keys, which two parsers could read differently. Only `needs` of it is
-/// built; with no needs it is checked and `None`.
+/// Parses a body declared as JSON. One that does not parse is refused; so
+/// is one with duplicate keys (compared without regard to case) or a key
+/// that reads as a declared name it is not, which two parsers could read
+/// differently. Only `needs` of it is built; with no needs it is checked
+/// and `None`.
 pub fn json_body(
-    headers: &http::HeaderMap,
     body: &Bytes,
     needs: Option<ContextNeeds<'_>>,
+    names: &DeclaredNames,
 ) -> Result<Option<Value>, ProxyError> {
-    let declared_json = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let starts = ct
-                .get(..16)
-                .is_some_and(|p| p.eq_ignore_ascii_case("application/json"));
-            starts
-                || ct
-                    .as_bytes()
-                    .windows(5)
-                    .any(|w| w.eq_ignore_ascii_case(b"+json"))
-        });
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let looks_json = matches!(first, Some(b'{') | Some(b'['));
-    if body.is_empty() || !(declared_json || looks_json) {
-        return Ok(None);
-    }
     let parsed = match needs {
-        Some(n) => parse_json_needed(body, n).map(Some),
-        None => check_json_strict(body).map(|()| None),
+        Some(n) => parse_json_needed(body, n, names).map(Some),
+        None => check_json_strict(body, names).map(|()| None),
     };
-    match parsed {
-        Ok(v) => Ok(v),
-        Err(e) if e.to_string().starts_with("duplicate key") => Err(ProxyError::bad_request(
-            "duplicate_json_key",
-            format!("the JSON body is ambiguous: {e}"),
-        )),
-        Err(e) => Err(ProxyError::bad_request(
-            "invalid_json",
-            format!("the JSON body does not parse: {e}"),
-        )),
-    }
+    parsed.map_err(|e| {
+        let text = e.to_string();
+        let kind = if text.starts_with("duplicate key") {
+            "duplicate_json_key"
+        } else if text.starts_with("ambiguous key") {
+            "ambiguous_json_key"
+        } else {
+            return ProxyError::bad_request(
+                "invalid_json",
+                format!("the JSON body does not parse: {text}"),
+            );
+        };
+        ProxyError::bad_request(kind, format!("the JSON body is ambiguous: {text}"))
+    })
 }
 
-fn parse_query(q: &str) -> Result<Map<String, Value>, ProxyError> {
-    let mut out = Map::new();
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = decode_component(k)?;
-        if is_method_field(&k) {
-            return Err(super::screen::override_refused("query parameter `_method`"));
-        }
-        let v = decode_component(v)?;
-        if out.contains_key(&k) {
-            return Err(ProxyError::bad_request(
-                "ambiguous_query",
-                format!("query parameter `{k}` is repeated; send it once"),
-            ));
-        }
-        out.insert(k, Value::String(v));
+/// A query string as a record of strings (see [`parse_fields`]).
+pub fn parse_query(q: &str, names: &DeclaredNames) -> Result<Map<String, Value>, ProxyError> {
+    if q.is_empty() {
+        return Ok(Map::new());
     }
-    Ok(out)
+    let fields = parse_fields(q, names, Fields::Query)?;
+    if fields.keys().any(|k| is_method_field(k)) {
+        return Err(super::screen::override_refused("query parameter `_method`"));
+    }
+    Ok(fields)
 }
 
 /// Whether a form field or query parameter named `name` overrides the
@@ -185,14 +192,6 @@ pub fn screen_form_override(headers: &http::HeaderMap, body: &[u8]) -> Result<()
         }
     }
     Ok(())
-}
-
-fn decode_component(s: &str) -> Result<String, ProxyError> {
-    let plus = s.replace('+', " ");
-    percent_decode_str(&plus)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| ProxyError::bad_request("bad_query", "the query string is not valid UTF-8"))
 }
 
 /// The headers a policy may read, checked to be text; built only when
@@ -242,6 +241,8 @@ fn context_headers(
 mod tests {
     use super::*;
 
+    use crate::policy::keys::NO_NAMES;
+
     #[test]
     fn a_method_override_in_a_form_body_or_the_query_is_refused() {
         let mut h = http::HeaderMap::new();
@@ -266,39 +267,107 @@ mod tests {
         for body in [&b"a=_method"[..], b"method=DELETE", b"_method_x=1", b""] {
             assert!(!refused(&h, body), "{}", String::from_utf8_lossy(body));
         }
-        let e = parse_query("a=1&%5FMethod=DELETE").unwrap_err();
+        let e = parse_query("a=1&%5FMethod=DELETE", &NO_NAMES).unwrap_err();
         assert_eq!(e.kind(), "override_header");
     }
 
     #[test]
     fn query_decodes_and_refuses_repeats() {
-        let q = parse_query("a=1&b=x+y%21&c").unwrap();
+        let q = parse_query("a=1&b=x+y%21&c", &NO_NAMES).unwrap();
         assert_eq!(q["b"], "x y!");
         assert_eq!(q["c"], "");
-        assert!(parse_query("a=1&a=2").is_err());
+        assert!(parse_query("a=1&a=2", &NO_NAMES).is_err());
+        assert!(parse_query("dry_run=1&dry.run=0", &NO_NAMES).is_err());
     }
 
     #[test]
-    fn non_json_bodies_are_not_exposed_but_broken_json_is_refused() {
-        let mut h = http::HeaderMap::new();
+    fn broken_json_is_refused() {
         let all = Some(ContextNeeds::everything());
-        let json_body = |h: &http::HeaderMap, b: &Bytes| json_body(h, b, all);
-        assert_eq!(json_body(&h, &Bytes::from_static(b"hello")).unwrap(), None);
-        assert!(json_body(&h, &Bytes::from_static(b"{nope")).is_err());
-        h.insert("content-type", "application/json".parse().unwrap());
-        assert!(json_body(&h, &Bytes::from_static(b"42")).unwrap().is_some());
-        assert!(json_body(&h, &Bytes::from_static(b"{\"a\":1,\"a\":2}")).is_err());
+        let json_body = |b: &'static [u8]| json_body(&Bytes::from_static(b), all, &NO_NAMES);
+        assert!(json_body(b"{nope").is_err());
+        assert!(json_body(b"42").unwrap().is_some());
+        assert!(json_body(b"{\"a\":1,\"a\":2}").is_err());
+        let folded = json_body(b"{\"amount\":50,\"AMOUNT\":500}").unwrap_err();
+        assert_eq!(folded.kind(), "duplicate_json_key");
     }
 
     #[test]
     fn an_unread_body_is_still_checked_but_not_built() {
-        let h = http::HeaderMap::new();
-        let unread = |b: &'static [u8]| super::json_body(&h, &Bytes::from_static(b), None);
+        let unread = |b: &'static [u8]| super::json_body(&Bytes::from_static(b), None, &NO_NAMES);
         assert_eq!(unread(b"{\"a\":[1,{\"b\":2}]}").unwrap(), None);
         let dup = unread(b"{\"a\":{\"b\":1,\"b\":2}}").unwrap_err();
         assert_eq!(dup.kind(), "duplicate_json_key");
         assert_eq!(unread(b"{\"a\":").unwrap_err().kind(), "invalid_json");
         assert_eq!(unread(b"{} {}").unwrap_err().kind(), "invalid_json");
+    }
+
+    #[test]
+    fn a_key_that_reads_as_a_declared_name_is_refused_whether_built_or_only_checked() {
+        let names = DeclaredNames::new(["amount".to_string()].into());
+        let body = Bytes::from_static(b"{\"note\":\"x\",\"Amount\":500}");
+        for needs in [None, Some(ContextNeeds::everything())] {
+            let e = json_body(&body, needs, &names).unwrap_err();
+            assert_eq!(e.kind(), "ambiguous_json_key", "{e}");
+        }
+    }
+
+    #[test]
+    fn the_context_says_how_the_body_was_read() {
+        let parts = |ct: Option<&str>| {
+            let mut b = http::Request::builder().method("POST").uri("/crm/refunds");
+            if let Some(ct) = ct {
+                b = b.header("content-type", ct);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let context = |ct: Option<&str>, body: &'static [u8], opaque_bodies: bool| {
+            let rules = BodyRules {
+                names: &NO_NAMES,
+                opaque_bodies,
+            };
+            let body = Bytes::from_static(body);
+            http_context(
+                &parts(ct),
+                "/crm/refunds",
+                &body,
+                ContextNeeds::everything(),
+                rules,
+            )
+        };
+        let form = context(
+            Some("application/x-www-form-urlencoded"),
+            b"amount=500",
+            false,
+        );
+        let form = form.unwrap();
+        assert_eq!(form["body_kind"], "form");
+        assert_eq!(form["body"], serde_json::json!({"amount": "500"}));
+        let json = context(Some("application/json"), b"{\"amount\":500}", false).unwrap();
+        assert_eq!(json["body_kind"], "json");
+        assert_eq!(json["body"]["amount"], 500);
+        let none = context(None, b"", false).unwrap();
+        assert_eq!(none["body_kind"], "none");
+        assert!(!none.contains_key("body"));
+        let refused = context(Some("text/plain"), b"{\"amount\":500}", false).unwrap_err();
+        assert_eq!(refused.kind(), "unsupported_body");
+        let parts = http::Request::builder()
+            .method("POST")
+            .uri("/crm/refunds?amount=500")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let rules = BodyRules {
+            names: &NO_NAMES,
+            opaque_bodies: false,
+        };
+        let body = Bytes::from_static(b"Amount=50");
+        let both = http_context(&parts, "/", &body, ContextNeeds::everything(), rules);
+        assert_eq!(both.unwrap_err().kind(), "ambiguous_form");
+        let opaque = context(Some("text/plain"), b"{\"amount\":500}", true).unwrap();
+        assert_eq!(opaque["body_kind"], "opaque");
+        assert!(!opaque.contains_key("body"));
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum ProxyError {
     BodyTooLarge { limit: usize },
     #[error("the agent took too long to send the request")]
     RequestTimeout,
+    /// A body that cannot be read one way only (see `proxy::body`).
+    #[error("the request body is not judged: {0}")]
+    UnsupportedBody(String),
     #[error("denied by policy: {}", reasons.join("; "))]
     Denied {
         reasons: Vec<String>,
@@ -77,6 +80,7 @@ impl ProxyError {
             ProxyError::OriginRefused(_) => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::UnsupportedBody(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProxyError::Denied { .. }
             | ProxyError::ApprovalRequired { .. }
             | ProxyError::ApprovalDenied { .. }
@@ -99,6 +103,7 @@ impl ProxyError {
             ProxyError::OriginRefused(_) => "origin_not_allowed",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::RequestTimeout => "request_timeout",
+            ProxyError::UnsupportedBody(_) => "unsupported_body",
             ProxyError::Denied { .. } => "denied",
             ProxyError::ApprovalRequired { .. } => "approval_required",
             ProxyError::ApprovalDenied { .. } => "approval_denied",
@@ -121,6 +126,7 @@ impl ProxyError {
             | ProxyError::OriginRefused(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::RequestTimeout
+            | ProxyError::UnsupportedBody(_)
             | ProxyError::UnknownApproval(_)
             | ProxyError::ApprovalMismatch(_) => Fault::Agent,
             ProxyError::Denied { .. }

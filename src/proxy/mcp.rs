@@ -2,8 +2,10 @@
 //! judged on its own, and refusals are answered in JSON-RPC so that the
 //! model can read them.
 //!
-//! - A POST body that is not JSON gets a parse error (-32700); a message
-//!   that is not JSON-RPC gets -32600; HTTP status 400 for both.
+//! - A POST body that is not declared `application/json`, is compressed
+//!   or starts with a byte order mark gets a parse error (-32700) with HTTP
+//!   status 415 (`unsupported_body`); one that is not JSON gets -32700, and
+//!   a message that is not JSON-RPC -32600, with status 400.
 //! - `Mcp-Method` / `Mcp-Name` headers must repeat what the body says, or
 //!   the request is refused (-32020): Airlock decides from the body it
 //!   forwards, so no header may route one tool past a policy for another.
@@ -100,6 +102,19 @@ pub(super) async fn handle(
                 policies: decision.policies,
             }),
         };
+    }
+
+    // Phase: the body is JSON by its declared type, as the server reads it.
+    if let Err(problem) = declared_json(&parts.headers, &body) {
+        rec.verdict = "error";
+        rec.error = Some("unsupported_body");
+        rec.reasons = vec![problem.clone()];
+        let answer = jsonrpc::error(&Value::Null, jsonrpc::PARSE_ERROR, &problem, None);
+        return Ok(rpc_answer(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &answer,
+            cx.request_id,
+        ));
     }
 
     // Phase: parse.
@@ -261,6 +276,18 @@ pub(super) async fn handle(
             let answer = jsonrpc::error(&first_id, -32603, &problem, None);
             Ok(rpc_answer(StatusCode::BAD_GATEWAY, &answer, cx.request_id))
         }
+    }
+}
+
+/// Refuses a POST body that is not declared JSON, is compressed, or starts
+/// with a byte order mark: the server would read it otherwise, or not at
+/// all (see `proxy::body`).
+fn declared_json(headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+    use super::body::{body_kind, BodyKind};
+    match body_kind(headers, body, false) {
+        Ok(BodyKind::Json | BodyKind::None) => Ok(()),
+        Ok(_) => Err("a JSON-RPC message is sent as `application/json`".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

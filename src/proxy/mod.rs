@@ -16,7 +16,9 @@
 //!    the route's reading of paths and methods (400, 403, 405; see
 //!    docs/security.md).
 //! 5. **read body**: buffer up to `limits.max_body` (413) within
-//!    `timeouts.body_read` (408); parse JSON strictly (400).
+//!    `timeouts.body_read` (408); read it by its declared type only (JSON
+//!    strictly, forms as records of strings; 400), refuse what cannot be
+//!    read one way only (415, see `body`).
 //! 6. **decide**: map the call to Cedar and get a [`Verdict`].
 //! 7. **act**: allow forwards the exact bytes received; deny answers 403 with
 //!    the reasons; hold stores the call for a human and waits (see `hold`):
@@ -26,6 +28,7 @@
 //!    without the agent's credentials; stream the response back.
 //! 9. **audit**: one record per request, written off the request path.
 
+mod body;
 pub mod call;
 mod connection;
 pub mod error;
@@ -259,7 +262,11 @@ async fn process(
     rec.resource = Some(route.resource.clone());
     call::screen_form_override(&parts.headers, &body)?;
     let plan = conn.plan(snap, &call).map_err(decide_error)?;
-    call.context = call::http_context(&parts, &rec.path, &body, plan.needs())?;
+    let rules = call::BodyRules {
+        names: snap.policy.declared_names(),
+        opaque_bodies: route.config.opaque_bodies,
+    };
+    call.context = call::http_context(&parts, &rec.path, &body, plan.needs(), rules)?;
     let decision = decide(state, snap, &call, Some(plan))?;
     rec.verdict = decision.verdict.name();
     rec.decision_us = Some(decision.eval_micros);

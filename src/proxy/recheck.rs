@@ -45,12 +45,19 @@ impl CallChecker for SnapshotChecker {
             _ => {
                 let parts = stored_parts(&hold.request)?;
                 let body = Bytes::copy_from_slice(body);
+                let rules = super::call::BodyRules {
+                    names: snap.policy.declared_names(),
+                    opaque_bodies: snap
+                        .route_named(&hold.route)
+                        .is_some_and(|r| r.config.opaque_bodies),
+                };
                 http_call(
                     &hold.agent,
                     &hold.route,
                     &parts,
                     hold.request.path.clone(),
                     &body,
+                    rules,
                 )
                 .map_err(|e| e.to_string())?
             }
