@@ -213,6 +213,9 @@ pub struct ApprovalSettings {
     /// Decoded `whsec_` key that signed decision callbacks are checked
     /// against; `None` refuses signed callbacks.
     pub callback_secret: Option<Vec<u8>>,
+    /// How many calls one agent may have awaiting a decision at once; past
+    /// it the agent gets 429, so that it cannot flood the approvers.
+    pub max_pending_per_agent: u32,
 }
 
 #[derive(Debug, Clone)]

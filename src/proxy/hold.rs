@@ -15,7 +15,8 @@ use serde_json::json;
 use super::error::ProxyError;
 use super::{forward, strip_for_upstream, ProxyBody, ProxyState};
 use crate::approval::fingerprint::fingerprint;
-use crate::approval::{now_ms, ApprovalError, Approvals, HeldCall};
+use super::recheck::SnapshotChecker;
+use crate::approval::{now_ms, ApprovalError, Approvals, Claim, HeldCall};
 use crate::audit::AuditRecord;
 use crate::policy::{CallRequest, Gate};
 use crate::snapshot::GatewaySnapshot;
@@ -39,6 +40,9 @@ impl From<ApprovalError> for ProxyError {
         match e {
             ApprovalError::NotFound(id) => ProxyError::UnknownApproval(id),
             ApprovalError::Mismatch { id } => ProxyError::ApprovalMismatch(id),
+            ApprovalError::TooManyPending { agent, cap } => {
+                ProxyError::TooManyPending { agent, cap }
+            }
             other => ProxyError::Internal(other.to_string()),
         }
     }
@@ -129,40 +133,57 @@ pub async fn await_decision(
     for _ in 0..3 {
         let hold = approvals.wait(cfg, id, cfg.approvals.wait).await?;
         rec.approver = hold.decided_by.clone();
-        match hold.state {
-            HoldState::Pending | HoldState::Executing => return Ok(pending(&hold, request_id)),
-            HoldState::Denied => {
-                return Err(ProxyError::ApprovalDenied {
-                    id: hold.id.clone(),
-                    by: hold.decided_by.clone().unwrap_or_default(),
-                    reason: hold.reason.clone().unwrap_or_default(),
-                })
+        if let Some(answer) = settled_answer(&hold, request_id) {
+            return answer;
+        }
+        // Approved: judged again by the policies as they are now.
+        let checker = SnapshotChecker {
+            live: state.live.clone(),
+        };
+        match Box::pin(approvals.claim_checked(cfg, hold, &checker)).await? {
+            Claim::Run(hold) => {
+                let body = Bytes::copy_from_slice(hold.body_to_forward());
+                return Box::pin(execute(
+                    &state.approvals,
+                    &state.live,
+                    hold,
+                    body,
+                    request_id.to_string(),
+                    Session::Stored,
+                    rec,
+                ))
+                .await;
             }
-            HoldState::Expired => return Err(ProxyError::ApprovalExpired(hold.id.clone())),
-            HoldState::Executed => return Ok(replay(&hold, request_id)),
-            HoldState::Approved => {
-                if Box::pin(approvals.claim(&hold.id))
-                    .await
-                    .map_err(internal)?
-                {
-                    let body = Bytes::copy_from_slice(hold.body_to_forward());
-                    return Box::pin(execute(
-                        &state.approvals,
-                        &state.live,
-                        hold,
-                        body,
-                        request_id.to_string(),
-                        Session::Stored,
-                        rec,
-                    ))
-                    .await;
+            Claim::Settled(hold) => {
+                rec.approver = hold.decided_by.clone();
+                if let Some(answer) = settled_answer(&hold, request_id) {
+                    return answer;
                 }
             }
+            Claim::Lost => {}
         }
     }
     Err(ProxyError::Internal(
         "the approved call did not settle; retry with the same approval".into(),
     ))
+}
+
+/// The answer for a hold that is not approved; `None` when it is.
+fn settled_answer(
+    hold: &HoldRecord,
+    request_id: &str,
+) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+    Some(match hold.state {
+        HoldState::Pending | HoldState::Executing => Ok(pending(hold, request_id)),
+        HoldState::Denied => Err(ProxyError::ApprovalDenied {
+            id: hold.id.clone(),
+            by: hold.decided_by.clone().unwrap_or_default(),
+            reason: hold.reason.clone().unwrap_or_default(),
+        }),
+        HoldState::Expired => Err(ProxyError::ApprovalExpired(hold.id.clone())),
+        HoldState::Executed => Ok(replay(hold, request_id)),
+        HoldState::Approved => return None,
+    })
 }
 
 pub(super) fn internal(e: impl std::fmt::Display) -> ProxyError {
