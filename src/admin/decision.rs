@@ -107,7 +107,8 @@ async fn try_decide(
             return Err(Refusal::agent_key());
         }
         None if headers.contains_key("webhook-signature") => {
-            let d = verify_callback(state, headers, id, body, parsed.as_ref().ok(), attempt).await?;
+            let d =
+                verify_callback(state, headers, id, body, parsed.as_ref().ok(), attempt).await?;
             attempt.caller = Some(d.id.clone());
             d
         }

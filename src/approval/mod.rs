@@ -39,8 +39,8 @@ use crate::store::{
     ApprovalStore, DecisionFields, HoldPageQuery, HoldRecord, HoldState, NewDelivery, Outcome,
     StoreError, StoredGate, StoredRequest,
 };
-pub use bound::Claim;
 use crate::telemetry::Metrics;
+pub use bound::Claim;
 pub use waiters::Waiters;
 
 /// A held call about to be stored.
@@ -111,7 +111,9 @@ pub enum ApprovalError {
     WrongGroup { decider: String, group: String },
     #[error("approval `{id}` names no approver group (its gate has no `@approvers`), so only the admin token decides it")]
     AdminOnly { id: String },
-    #[error("agent `{agent}` already has {cap} calls awaiting approval; retry when some are decided")]
+    #[error(
+        "agent `{agent}` already has {cap} calls awaiting approval; retry when some are decided"
+    )]
     TooManyPending { agent: String, cap: u32 },
     #[error("the edited call is denied by policy: {}", reasons.join("; "))]
     EditDenied { reasons: Vec<String> },

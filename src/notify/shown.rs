@@ -139,9 +139,10 @@ fn pairs(fields: Vec<(String, String)>) -> Value {
 fn is_form(headers: &[(String, String)]) -> bool {
     headers.iter().any(|(k, v)| {
         k.eq_ignore_ascii_case("content-type")
-            && v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+            && v.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
     })
 }
 
@@ -388,7 +389,12 @@ mod tests {
         let shown = body(&h, raw, Audience::Authenticated);
         assert_eq!(
             shown["form"],
-            json!([["amount", "100"], ["payout token", "acct-attacker"], ["note", "a b"], ["amount", "5"]])
+            json!([
+                ["amount", "100"],
+                ["payout token", "acct-attacker"],
+                ["note", "a b"],
+                ["amount", "5"]
+            ])
         );
         let redacted = body(&h, raw, Audience::Redacted);
         assert_eq!(redacted["form"][1][1], marker(b"acct-attacker"));

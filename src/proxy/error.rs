@@ -46,7 +46,9 @@ pub enum ProxyError {
     },
     #[error("approval `{0}` expired before the call was made; the call was not made")]
     ApprovalExpired(String),
-    #[error("agent `{agent}` already has {cap} calls awaiting approval; retry when some are decided")]
+    #[error(
+        "agent `{agent}` already has {cap} calls awaiting approval; retry when some are decided"
+    )]
     TooManyPending { agent: String, cap: u32 },
     #[error("no approval `{0}`")]
     UnknownApproval(String),

@@ -13,9 +13,9 @@ use http_body_util::{Either, Full};
 use serde_json::json;
 
 use super::error::ProxyError;
+use super::recheck::SnapshotChecker;
 use super::{forward, strip_for_upstream, ProxyBody, ProxyState};
 use crate::approval::fingerprint::fingerprint;
-use super::recheck::SnapshotChecker;
 use crate::approval::{now_ms, ApprovalError, Approvals, Claim, HeldCall};
 use crate::audit::AuditRecord;
 use crate::policy::{CallRequest, Gate};

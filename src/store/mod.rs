@@ -18,9 +18,9 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 pub use page::{CursorError, HoldCursor, HoldPage, HoldPageQuery};
-pub use sqlite::SqliteStore;
 #[cfg(test)]
 pub(crate) use sqlite::tests::hold as test_hold;
+pub use sqlite::SqliteStore;
 
 /// The life of an approval. Transitions:
 /// `pending → approved → executing → executed`, `pending → denied`,
