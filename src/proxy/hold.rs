@@ -61,7 +61,10 @@ pub async fn register(
 ) -> Result<String, ProxyError> {
     let approvals = &state.approvals;
     let cfg = &snap.config;
-    let stored = stored_request(req.parts, &req.decoded_path, req.rest, &req.body);
+    let injected = snap
+        .route_named(req.route)
+        .map_or(&[][..], |r| &r.config.headers[..]);
+    let stored = stored_request(req.parts, &req.decoded_path, req.rest, &req.body, injected);
     let fp = fingerprint(
         "http",
         &stored.method,
@@ -190,15 +193,22 @@ pub(super) fn internal(e: impl std::fmt::Display) -> ProxyError {
     ProxyError::Internal(e.to_string())
 }
 
-/// The call as it would be forwarded: never the agent's credentials.
+/// The call as it will be forwarded, which is what an approver is shown:
+/// never the agent's credentials, nor its own values of the headers the
+/// route injects (`injected`), which replace them on the way out. A header
+/// value that is not text is neither kept nor forwarded.
 pub(super) fn stored_request(
     parts: &Parts,
     decoded_path: &str,
     rest: &str,
     body: &Bytes,
+    injected: &[(http::HeaderName, HeaderValue)],
 ) -> StoredRequest {
     let mut fwd = parts.headers.clone();
     strip_for_upstream(&mut fwd);
+    for (name, _) in injected {
+        fwd.remove(name);
+    }
     StoredRequest {
         method: parts.method.as_str().to_string(),
         path: decoded_path.to_string(),

@@ -62,7 +62,7 @@ pub(super) async fn on_tool_hold(
         action: rec.action.clone().unwrap_or_default().into_owned(),
         resource: rec.resource.as_deref().unwrap_or_default().to_owned(),
         fingerprint: fp,
-        request: stored_request(parts, &rec.path, cx.rest, &body),
+        request: stored_request(parts, &rec.path, cx.rest, &body, &cx.route.config.headers),
         gates: gates
             .iter()
             .map(|g| StoredGate {

@@ -554,6 +554,73 @@ pub(crate) mod tests {
 }
 
 #[cfg(test)]
+mod scope_tests {
+    use super::tests::hold;
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pending_cap_counts_only_the_agents_pending_holds() {
+        let s = SqliteStore::in_memory().unwrap();
+        for n in 0..2 {
+            let mut h = hold(&format!("h{n}"));
+            h.fingerprint = format!("fp{n}");
+            s.insert_hold(h, vec![], 2).await.unwrap();
+        }
+        let mut third = hold("h2");
+        third.fingerprint = "fp2".into();
+        assert!(matches!(
+            s.insert_hold(third.clone(), vec![], 2).await,
+            Err(StoreError::TooManyPending { cap: 2, .. })
+        ));
+        let mut other = third.clone();
+        other.agent = "other".into();
+        other.id = "h9".into();
+        s.insert_hold(other, vec![], 2).await.unwrap();
+        let d = DecisionFields::default();
+        s.transition("h0", HoldState::Pending, HoldState::Denied, 5, d, vec![])
+            .await
+            .unwrap();
+        s.insert_hold(third, vec![], 2).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_group_scoped_list_shows_holds_naming_one_of_the_groups() {
+        let s = SqliteStore::in_memory().unwrap();
+        for (id, groups) in [
+            ("a", vec!["finance"]),
+            ("b", vec!["legal", "finance"]),
+            ("c", vec![]),
+        ] {
+            let mut h = hold(id);
+            h.fingerprint = id.into();
+            h.approver_groups = groups.into_iter().map(str::to_string).collect();
+            s.insert_hold(h, vec![], 10).await.unwrap();
+        }
+        let ids = |groups: Option<&[&str]>| {
+            let s = s.clone();
+            let groups: Option<Vec<String>> =
+                groups.map(|g| g.iter().map(|x| x.to_string()).collect());
+            async move {
+                let page = s
+                    .list(HoldPageQuery {
+                        state: None,
+                        after: None,
+                        limit: 10,
+                        groups,
+                    })
+                    .await
+                    .unwrap();
+                page.holds.into_iter().map(|h| h.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ids(Some(&["finance"])).await, ["b", "a"]);
+        assert_eq!(ids(Some(&["legal", "ops"])).await, ["b"]);
+        assert!(ids(Some(&[])).await.is_empty());
+        assert_eq!(ids(None).await, ["c", "b", "a"]);
+    }
+}
+
+#[cfg(test)]
 mod page_tests {
     use super::tests::hold;
     use super::*;

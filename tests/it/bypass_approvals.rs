@@ -259,6 +259,11 @@ async fn approvers_see_the_body_as_it_will_be_sent_and_every_forwarded_header() 
         None,
         "never the agent's key"
     );
+    assert_eq!(
+        header(headers, "x-upstream-secret"),
+        None,
+        "the route injects its own value"
+    );
 }
 
 #[tokio::test]
