@@ -23,7 +23,7 @@ use super::approvals::{bearer_caller, view, Caller};
 use super::refusal::Refusal;
 use super::AdminState;
 use crate::approval::trail::{self, body_shown};
-use crate::approval::{now_ms, Decider, DecisionInput};
+use crate::approval::{now_ms, Decided, Decider, DecisionInput};
 use crate::audit::AuditRecord;
 use crate::notify::signing;
 
@@ -124,6 +124,20 @@ async fn try_decide(
         .decide(&cfg, id, &decider, input, state.checker.as_ref())
         .await
         .map_err(|e| Refusal::from(&e))?;
+    state
+        .audit
+        .record(&decision_record(&decided, approve, &decider, attempt))
+        .await;
+    Ok(Json(view(&decided.hold)).into_response())
+}
+
+/// The audit record of a decision taken.
+fn decision_record(
+    decided: &Decided,
+    approve: bool,
+    decider: &Decider,
+    attempt: &Attempt,
+) -> AuditRecord {
     let h = &decided.hold;
     let mut rec = trail::record(h, if approve { "approve" } else { "deny" });
     rec.approver = Some(decider.id.clone());
@@ -139,8 +153,7 @@ async fn try_decide(
             "edited_body": h.edited_body.as_deref().map(|b| body_shown(h, b)),
         }));
     }
-    state.audit.record(&rec).await;
-    Ok(Json(view(h)).into_response())
+    rec
 }
 
 /// Refuses a decision that names another approval than the URL's.

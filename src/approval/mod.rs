@@ -489,54 +489,62 @@ impl Approvals {
             };
             (HoldState::Denied, None, None, Some(reason))
         };
-        let decided_by = who.id.clone();
-
         let edited = edited_body.is_some();
-        let mut after = hold.clone();
-        after.state = to;
-        after.decided_by = Some(decided_by.clone());
-        after.reason = reason.clone();
-        after.edited_body = edited_body.clone();
-        let deliveries = deliveries(cfg, payload::DECIDED, &after);
-        let queued = !deliveries.is_empty();
-        if let Some(lifted) = &lifted {
-            after.lifted.clone_from(lifted);
-        }
         let fields = DecisionFields {
-            decided_by: Some(decided_by),
+            decided_by: Some(who.id.clone()),
             reason,
             edited_body,
             lifted,
             ..DecisionFields::default()
         };
+        // The decision as made: by now a waiting agent may already have
+        // moved the hold on to `executing`.
+        let hold = self.store_decision(cfg, hold, to, fields).await?;
+        Ok(Decided { hold, edited })
+    }
+
+    /// Moves pending `hold` to `to` with `fields` and the webhooks that
+    /// announce it, in one compare-and-set; returns the hold as decided.
+    async fn store_decision(
+        &self,
+        cfg: &Config,
+        hold: HoldRecord,
+        to: HoldState,
+        fields: DecisionFields,
+    ) -> Result<HoldRecord, ApprovalError> {
+        let id = hold.id.clone();
         let now = now_ms();
+        let mut after = hold;
+        after.state = to;
         after.decided_ms = Some(now);
+        after.decided_by.clone_from(&fields.decided_by);
+        after.reason.clone_from(&fields.reason);
+        if let Some(body) = &fields.edited_body {
+            after.edited_body = Some(body.clone());
+        }
+        if let Some(lifted) = &fields.lifted {
+            after.lifted.clone_from(lifted);
+        }
+        let deliveries = deliveries(cfg, payload::DECIDED, &after);
+        let queued = !deliveries.is_empty();
         let moved = self
             .store
-            .transition(id, HoldState::Pending, to, now, fields, deliveries)
+            .transition(&id, HoldState::Pending, to, now, fields, deliveries)
             .await?;
         if !moved {
             let state = self
                 .store
-                .get(id)
+                .get(&id)
                 .await?
                 .map_or("decided", |h| h.state.as_str());
-            return Err(ApprovalError::AlreadyDecided {
-                id: id.to_string(),
-                state,
-            });
+            return Err(ApprovalError::AlreadyDecided { id, state });
         }
         self.metrics.holds_pending.dec();
-        self.waiters.wake(id);
+        self.waiters.wake(&id);
         if queued {
             self.outbox_wake.notify_one();
         }
-        // The decision as made: by now a waiting agent may already have
-        // moved the hold on to `executing`.
-        Ok(Decided {
-            hold: after,
-            edited,
-        })
+        Ok(after)
     }
 
     /// Checks an approval of pending `hold` (with `edit`, if any) against
