@@ -521,6 +521,19 @@ mod tests {
     }
 
     #[test]
+    fn pending_holds_per_agent_are_capped_at_one_or_more() {
+        let c = load("listen: 127.0.0.1:8080\n").unwrap();
+        assert_eq!(c.approvals.max_pending_per_agent, 100);
+        let c = load("listen: 127.0.0.1:8080\napprovals:\n  max_pending_per_agent: 3\n").unwrap();
+        assert_eq!(c.approvals.max_pending_per_agent, 3);
+        let err =
+            load("listen: 127.0.0.1:8080\napprovals:\n  max_pending_per_agent: 0\n").unwrap_err();
+        let p = &err.problems()[0];
+        assert_eq!(p.line, 3, "{err}");
+        assert!(p.message.contains("at least 1"), "{}", p.message);
+    }
+
+    #[test]
     fn env_expansion_and_missing_variable() {
         std::env::set_var("AIRLOCK_TEST_KEY", "s3cret");
         let c =
