@@ -221,7 +221,16 @@ impl Approvals {
         match self.store.insert_hold(hold.clone(), deliveries, cap).await {
             Ok(()) => {}
             Err(StoreError::TooManyPending { agent, cap }) => {
-                return Err(ApprovalError::TooManyPending { agent, cap });
+                // An identical call racing this one may have stored the
+                // hold it would attach to.
+                return match self
+                    .store
+                    .find_attachable(&agent, &hold.fingerprint, since)
+                    .await?
+                {
+                    Some(existing) => Ok(existing),
+                    None => Err(ApprovalError::TooManyPending { agent, cap }),
+                };
             }
             Err(StoreError::Conflict) => {
                 // An identical call stored its hold first: attach to it.
