@@ -37,6 +37,7 @@ pub fn event(event: &str, hold: &HoldRecord, public_url: &str) -> Value {
             "edited_body": edited,
             "gates": hold.gates,
             "approver_groups": hold.approver_groups,
+            "lifted": hold.lifted,
             "created_at": ms_to_rfc3339(hold.created_ms),
             "expires_at": ms_to_rfc3339(hold.expires_ms),
             "decided_by": hold.decided_by,

@@ -88,7 +88,9 @@ fn marker_of(value: &str) -> String {
 #[tokio::test]
 async fn a_gate_added_after_the_approval_holds_the_call_again_for_what_is_missing() {
     let Env {
-        upstream, airlock, ..
+        upstream,
+        hooks,
+        airlock,
     } = env("  wait: 500ms\n", &[]).await;
     let body = json!({"amount": 250, "customer_id": "c-1"});
     let id = pending_id(&airlock, body.clone()).await;
@@ -112,6 +114,14 @@ async fn a_gate_added_after_the_approval_holds_the_call_again_for_what_is_missin
     assert_eq!(v["approval_id"], id.as_str());
     assert_eq!(upstream.hits(), 0);
 
+    let again = hooks
+        .wait_for("the second approval.requested", |v| {
+            v["type"] == "approval.requested" && v["data"]["approver_groups"] == json!(["legal"])
+        })
+        .await
+        .json();
+    assert_eq!(again["data"]["approval_id"], id.as_str());
+    assert_eq!(again["data"]["lifted"][0]["by"], "alice");
     let held = show(&airlock, &id).await;
     assert_eq!(held["status"], "pending");
     assert_eq!(held["approver_groups"], json!(["legal"]));
