@@ -80,10 +80,12 @@ async fn run() {
     )
     .expect("policy");
     let config = dir.path().join("airlock.yaml");
+    // One agent holds every call, so its cap of pending holds is raised to
+    // match.
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\nagents:\n  - id: bot\n    key: {AGENT_KEY}\n    groups: [support]\nroutes:\n  - name: crm\n    prefix: /crm\n    upstream: http://{up_addr}\napprovals:\n  wait: 10m\n"
+            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\nagents:\n  - id: bot\n    key: {AGENT_KEY}\n    groups: [support]\nroutes:\n  - name: crm\n    prefix: /crm\n    upstream: http://{up_addr}\napprovals:\n  wait: 10m\n  max_pending_per_agent: {holds}\n"
         ),
     )
     .expect("config");

@@ -225,6 +225,9 @@ pub struct ApprovalSettings {
     /// Decoded `whsec_` key that signed decision callbacks are checked
     /// against; `None` refuses signed callbacks.
     pub callback_secret: Option<Vec<u8>>,
+    /// How many calls one agent may have awaiting a decision at once; past
+    /// it the agent gets 429, so that it cannot flood the approvers.
+    pub max_pending_per_agent: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -572,6 +575,19 @@ mod tests {
             assert_eq!(p.line, 3, "{err}");
             assert!(p.message.contains(bad), "{}", p.message);
         }
+    }
+
+    #[test]
+    fn pending_holds_per_agent_are_capped_at_one_or_more() {
+        let c = load("listen: 127.0.0.1:8080\n").unwrap();
+        assert_eq!(c.approvals.max_pending_per_agent, 100);
+        let c = load("listen: 127.0.0.1:8080\napprovals:\n  max_pending_per_agent: 3\n").unwrap();
+        assert_eq!(c.approvals.max_pending_per_agent, 3);
+        let err =
+            load("listen: 127.0.0.1:8080\napprovals:\n  max_pending_per_agent: 0\n").unwrap_err();
+        let p = &err.problems()[0];
+        assert_eq!(p.line, 3, "{err}");
+        assert!(p.message.contains("at least 1"), "{}", p.message);
     }
 
     #[test]

@@ -55,5 +55,7 @@ mod webhooks;
 #[path = "it/bypass_paths.rs"]
 mod bypass_paths;
 
+#[path = "it/bypass_approvals.rs"]
+mod bypass_approvals;
 #[path = "it/bypass_bodies.rs"]
 mod bypass_bodies;

@@ -1,8 +1,11 @@
 //! The approval endpoints on the admin listener:
 //!
 //! - `GET /v1/approvals?status=pending&limit=N&cursor=C`,
-//!   `GET /v1/approvals/{id}`: the admin token or an approver's token; the
-//!   list is keyset paginated, newest first, and answers `next_cursor`;
+//!   `GET /v1/approvals/{id}`: the admin token (every approval) or an
+//!   approver's token (the approvals that name one of their groups); the
+//!   list is keyset paginated, newest first, and answers `next_cursor`.
+//!   These views are authenticated, so they redact nothing: the headers
+//!   that will be forwarded and the body as it will be sent;
 //! - `POST /v1/approvals/{id}/decision` (see `decision`);
 //! - `GET /v1/webhooks/deliveries`: the outbox, admin token only.
 //!
@@ -19,9 +22,10 @@ use serde_json::{json, Value};
 
 use super::refusal::Refusal;
 use super::{bearer, constant_time_eq, error, AdminState};
-use crate::approval::trail::body_json;
+use crate::approval::bound::visible_to;
 use crate::approval::Decider;
 use crate::notify::payload::ms_to_rfc3339;
+use crate::notify::shown::{self, Audience};
 use crate::store::{HoldCursor, HoldPageQuery, HoldRecord, HoldState};
 
 /// Page size when `limit` is not given.
@@ -92,17 +96,23 @@ pub fn bearer_caller(state: &AdminState, headers: &HeaderMap) -> Result<Option<C
     Err(Refusal::unauthenticated())
 }
 
-/// Lets the admin and approvers read approvals.
-fn require_reader(state: &AdminState, headers: &HeaderMap) -> Result<(), Refusal> {
+/// Lets the admin and approvers read approvals: the admin as a reader of
+/// every group.
+fn require_reader(state: &AdminState, headers: &HeaderMap) -> Result<Decider, Refusal> {
     match bearer_caller(state, headers)? {
-        Some(Caller::Admin | Caller::Approver(_)) => Ok(()),
+        Some(Caller::Admin) => Ok(Decider {
+            id: "admin".into(),
+            groups: Vec::new(),
+            any_group: true,
+        }),
+        Some(Caller::Approver(d)) => Ok(d),
         Some(Caller::Agent(_)) => Err(Refusal::agent_key()),
         None => Err(Refusal::unauthenticated()),
     }
 }
 
-/// The validated list parameters.
-fn page_query(q: ListQuery) -> Result<HoldPageQuery, Refusal> {
+/// The validated list parameters, for `reader`'s approvals only.
+fn page_query(q: ListQuery, reader: &Decider) -> Result<HoldPageQuery, Refusal> {
     let state = match q.status.as_deref() {
         None | Some("all") => None,
         Some(s) => Some(HoldState::parse(s).ok_or_else(|| {
@@ -140,6 +150,7 @@ fn page_query(q: ListQuery) -> Result<HoldPageQuery, Refusal> {
         state,
         after,
         limit,
+        groups: (!reader.any_group).then(|| reader.groups.clone()),
     })
 }
 
@@ -148,11 +159,12 @@ pub async fn list(
     headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = require_reader(&state, &headers) {
-        return r.into_response();
-    }
+    let reader = match require_reader(&state, &headers) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
     let query = match q {
-        Ok(Query(q)) => page_query(q),
+        Ok(Query(q)) => page_query(q, &reader),
         Err(e) => Err(Refusal::bad_request(
             "bad_query",
             format!(
@@ -180,15 +192,23 @@ pub async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = require_reader(&state, &headers) {
-        return r.into_response();
-    }
+    let reader = match require_reader(&state, &headers) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
     match state.approvals.store().get(&id).await {
-        Ok(Some(h)) => Json(view(&h)).into_response(),
-        Ok(None) => error(
+        Ok(Some(h)) if visible_to(&reader, &h) => Json(view(&h)).into_response(),
+        // Another group's approval is not there for this approver, in the
+        // same words as one that does not exist.
+        Ok(_) if reader.any_group => error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no approval `{id}`"),
+        ),
+        Ok(_) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no approval `{id}` among those of your groups"),
         ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),
     }
@@ -213,11 +233,13 @@ pub fn view(h: &HoldRecord) -> Value {
         "method": h.request.method,
         "path": h.request.path,
         "query": h.request.query,
-        "body": body_json(&h.request.body),
-        "edited_body": h.edited_body.as_deref().map(body_json),
+        "headers": shown::headers(&h.request.headers, Audience::Authenticated),
+        "body": shown::body(&h.request.headers, &h.request.body, Audience::Authenticated),
+        "edited_body": h.edited_body.as_deref().map(|b| shown::body(&h.request.headers, b, Audience::Authenticated)),
         "fingerprint": h.fingerprint,
         "gates": h.gates,
         "approver_groups": h.approver_groups,
+        "lifted": h.lifted,
         "created_at": ms_to_rfc3339(h.created_ms),
         "expires_at": ms_to_rfc3339(h.expires_ms),
         "decided_at": h.decided_ms.map(ms_to_rfc3339),

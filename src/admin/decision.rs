@@ -1,8 +1,11 @@
 //! `POST /v1/approvals/{id}/decision` with
-//! `{"decision": "approve"|"deny", "reason", "body"|"arguments"}`: the admin
-//! token, an approver's token, or a callback signed under Standard Webhooks
-//! rules with `approvals.callback_secret` (then `"approver"` in the body
-//! names the configured approver who decided).
+//! `{"decision": "approve"|"deny", "reason", "body"|"arguments",
+//! "approval_id"}`: the admin token, an approver's token, or a callback
+//! signed under Standard Webhooks rules with `approvals.callback_secret`.
+//! A signed body must name the approval it decides (`approval_id`, equal to
+//! the one in the URL, so that a signature given for one approval decides
+//! no other) and the configured approver who decided (`approver`), who
+//! must be in the groups the call needs.
 //!
 //! Every attempt leaves one audit record (`"event": "approval"`): the
 //! decision taken, or why the attempt was refused. Tokens and signatures
@@ -19,8 +22,8 @@ use serde_json::{json, Map, Value};
 use super::approvals::{bearer_caller, view, Caller};
 use super::refusal::Refusal;
 use super::AdminState;
-use crate::approval::trail::{self, body_json};
-use crate::approval::{now_ms, Decider, DecisionInput};
+use crate::approval::trail::{self, body_shown};
+use crate::approval::{now_ms, Decided, Decider, DecisionInput};
 use crate::audit::AuditRecord;
 use crate::notify::signing;
 
@@ -35,6 +38,9 @@ struct DecisionBody {
     arguments: Option<Value>,
     /// For signed callbacks: the configured approver who decided.
     approver: Option<String>,
+    /// The approval decided; required in signed callbacks, and when given
+    /// it must be the one in the URL.
+    approval_id: Option<String>,
 }
 
 /// What is known about an attempt so far, for its audit record.
@@ -101,13 +107,16 @@ async fn try_decide(
             return Err(Refusal::agent_key());
         }
         None if headers.contains_key("webhook-signature") => {
-            let named = parsed.as_ref().ok().and_then(|b| b.approver.as_deref());
-            let d = verify_callback(state, headers, body, named, attempt).await?;
+            let d =
+                verify_callback(state, headers, id, body, parsed.as_ref().ok(), attempt).await?;
             attempt.caller = Some(d.id.clone());
             d
         }
         None => return Err(Refusal::unauthenticated()),
     };
+    if let Some(named) = parsed.as_ref().ok().and_then(|b| b.approval_id.as_deref()) {
+        bound_to(named, id)?;
+    }
     let input = decision_input(parsed)?;
     let approve = input.approve;
     let decided = state
@@ -115,6 +124,20 @@ async fn try_decide(
         .decide(&cfg, id, &decider, input, state.checker.as_ref())
         .await
         .map_err(|e| Refusal::from(&e))?;
+    state
+        .audit
+        .record(&decision_record(&decided, approve, &decider, attempt))
+        .await;
+    Ok(Json(view(&decided.hold)).into_response())
+}
+
+/// The audit record of a decision taken.
+fn decision_record(
+    decided: &Decided,
+    approve: bool,
+    decider: &Decider,
+    attempt: &Attempt,
+) -> AuditRecord {
     let h = &decided.hold;
     let mut rec = trail::record(h, if approve { "approve" } else { "deny" });
     rec.approver = Some(decider.id.clone());
@@ -126,22 +149,41 @@ async fn try_decide(
     if decided.edited {
         rec.extra = Some(json!({
             "edited": true,
-            "original_body": body_json(&h.request.body),
-            "edited_body": h.edited_body.as_deref().map(body_json),
+            "original_body": body_shown(h, &h.request.body),
+            "edited_body": h.edited_body.as_deref().map(|b| body_shown(h, b)),
         }));
     }
-    state.audit.record(&rec).await;
-    Ok(Json(view(h)).into_response())
+    rec
 }
 
-/// Checks a signed callback: signature, timestamp window, and that its
-/// `webhook-id` was never accepted before. The decider is the configured
-/// approver the body names, else an anonymous `callback` with no groups.
+/// Refuses a decision that names another approval than the URL's.
+fn bound_to(named: &str, id: &str) -> Result<(), Refusal> {
+    if named == id {
+        return Ok(());
+    }
+    let mut r = Refusal::new(
+        StatusCode::FORBIDDEN,
+        "wrong_approval",
+        format!(
+            "the decision names approval `{}` but was sent for `{id}`",
+            named.chars().take(80).collect::<String>()
+        ),
+    );
+    r.logged = Some(format!("the decision names another approval than `{id}`"));
+    Err(r)
+}
+
+/// Checks a signed callback: signature, timestamp window, that it names
+/// this approval and a configured approver, and that its `webhook-id` was
+/// never accepted before (checked last, so that a callback replayed on the
+/// wrong approval cannot use up the id of the right one). The decider is
+/// that approver.
 async fn verify_callback(
     state: &AdminState,
     headers: &HeaderMap,
+    id: &str,
     body: &[u8],
-    named: Option<&str>,
+    parsed: Option<&DecisionBody>,
     attempt: &mut Attempt,
 ) -> Result<Decider, Refusal> {
     let cfg = state.live.load().config.clone();
@@ -164,6 +206,7 @@ async fn verify_callback(
         now,
     )
     .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
+    let approver = callback_approver(&cfg, id, parsed)?;
     let msg_id = h("webhook-id").unwrap_or_default();
     match state
         .approvals
@@ -187,20 +230,51 @@ async fn verify_callback(
             ))
         }
     }
-    Ok(
-        match named.and_then(|n| cfg.approvers.iter().find(|a| a.id == n)) {
-            Some(a) => Decider {
-                id: a.id.clone(),
-                groups: a.groups.clone(),
-                any_group: false,
-            },
-            None => Decider {
-                id: "callback".into(),
-                groups: Vec::new(),
-                any_group: false,
-            },
-        },
-    )
+    Ok(approver)
+}
+
+/// The configured approver a signed callback for approval `id` names.
+fn callback_approver(
+    cfg: &crate::config::Config,
+    id: &str,
+    parsed: Option<&DecisionBody>,
+) -> Result<Decider, Refusal> {
+    let Some(b) = parsed else {
+        return Err(Refusal::bad_request(
+            "malformed_decision",
+            "a signed callback must be a JSON decision naming its `approval_id` and `approver`",
+        ));
+    };
+    let Some(named) = b.approval_id.as_deref() else {
+        return Err(Refusal::bad_request(
+            "malformed_decision",
+            format!("a signed callback must carry `\"approval_id\": \"{id}\"`, so that its signature decides this approval only"),
+        ));
+    };
+    bound_to(named, id)?;
+    let Some(name) = b.approver.as_deref() else {
+        return Err(Refusal::bad_request(
+            "malformed_decision",
+            "a signed callback must name the configured `approver` who decided",
+        ));
+    };
+    let a = cfg.approvers.iter().find(|a| a.id == name).ok_or_else(|| {
+        let mut r = Refusal::new(
+            StatusCode::FORBIDDEN,
+            "unknown_approver",
+            format!(
+                "the callback names approver `{}`, who is not configured",
+                name.chars().take(80).collect::<String>()
+            ),
+        );
+        r.logged = Some("the callback names an approver who is not configured".into());
+        r
+    })?;
+    Ok(Decider {
+        id: a.id.clone(),
+        groups: a.groups.clone(),
+        any_group: false,
+    })
 }
 
 fn decision_input(
@@ -284,7 +358,7 @@ async fn record_refusal(state: &AdminState, id: &str, attempt: &Attempt, refusal
     if let Some(edit) = &attempt.edit {
         extra.insert(
             "attempted_edit".into(),
-            crate::notify::payload::redact(edit),
+            crate::notify::shown::redact_value(edit),
         );
     }
     if !extra.is_empty() {

@@ -64,6 +64,10 @@ impl From<&ApprovalError> for Refusal {
             ApprovalError::Mismatch { .. } => (StatusCode::CONFLICT, "mismatch"),
             ApprovalError::AlreadyDecided { .. } => (StatusCode::CONFLICT, "already_decided"),
             ApprovalError::WrongGroup { .. } => (StatusCode::FORBIDDEN, "wrong_group"),
+            ApprovalError::AdminOnly { .. } => (StatusCode::FORBIDDEN, "admin_only"),
+            ApprovalError::TooManyPending { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_pending")
+            }
             ApprovalError::EditDenied { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "edit_denied"),
             ApprovalError::NowDenied { .. } => (StatusCode::CONFLICT, "now_denied"),
             ApprovalError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_decision"),

@@ -14,12 +14,14 @@
 //!    [`Approvals::hold`], or [`Approvals::attach`] when the agent named an
 //!    approval id;
 //! 2. [`Approvals::wait`] for at most `approvals.wait`;
-//! 3. on `approved`, [`Approvals::claim`] the execution; only the winner
-//!    forwards, then [`Approvals::finish`] records the outcome that later
-//!    identical calls get replayed;
+//! 3. on `approved`, [`Approvals::claim_checked`] the execution: the call
+//!    is judged again by the current policies first (see [`bound`]); only
+//!    the winner forwards, then [`Approvals::finish`] records the outcome
+//!    that later identical calls get replayed;
 //! 4. implement [`CallChecker`] so a decision can re-check the stored (or
 //!    edited) call against the current policies.
 
+pub mod bound;
 pub mod fingerprint;
 pub mod trail;
 mod waiters;
@@ -38,6 +40,7 @@ use crate::store::{
     StoreError, StoredGate, StoredRequest,
 };
 use crate::telemetry::Metrics;
+pub use bound::Claim;
 pub use waiters::Waiters;
 
 /// A held call about to be stored.
@@ -106,6 +109,12 @@ pub enum ApprovalError {
     AlreadyDecided { id: String, state: &'static str },
     #[error("`{decider}` is not in the approver group `{group}` this call needs")]
     WrongGroup { decider: String, group: String },
+    #[error("approval `{id}` names no approver group (its gate has no `@approvers`), so only the admin token decides it")]
+    AdminOnly { id: String },
+    #[error(
+        "agent `{agent}` already has {cap} calls awaiting approval; retry when some are decided"
+    )]
+    TooManyPending { agent: String, cap: u32 },
     #[error("the edited call is denied by policy: {}", reasons.join("; "))]
     EditDenied { reasons: Vec<String> },
     #[error("the call is now denied by policy, so it cannot be approved: {}", reasons.join("; "))]
@@ -184,13 +193,7 @@ impl Approvals {
         }
         // A gate's `@timeout` bounds the approval's whole life.
         let life = call.timeout.unwrap_or(cfg.approvals.expire);
-        let mut groups: Vec<String> = call
-            .gates
-            .iter()
-            .filter_map(|g| g.approvers.clone())
-            .collect();
-        groups.sort();
-        groups.dedup();
+        let groups = bound::groups_of(&call.gates);
         let hold = HoldRecord {
             id: uuid::Uuid::now_v7().to_string(),
             agent: call.agent,
@@ -210,11 +213,25 @@ impl Approvals {
             edited_body: None,
             executed_ms: None,
             outcome: None,
+            lifted: Vec::new(),
         };
         let deliveries = deliveries(cfg, payload::REQUESTED, &hold);
         let queued = !deliveries.is_empty();
-        match self.store.insert_hold(hold.clone(), deliveries).await {
+        let cap = cfg.approvals.max_pending_per_agent;
+        match self.store.insert_hold(hold.clone(), deliveries, cap).await {
             Ok(()) => {}
+            Err(StoreError::TooManyPending { agent, cap }) => {
+                // An identical call racing this one may have stored the
+                // hold it would attach to.
+                return match self
+                    .store
+                    .find_attachable(&agent, &hold.fingerprint, since)
+                    .await?
+                {
+                    Some(existing) => Ok(existing),
+                    None => Err(ApprovalError::TooManyPending { agent, cap }),
+                };
+            }
             Err(StoreError::Conflict) => {
                 // An identical call stored its hold first: attach to it.
                 return self
@@ -307,7 +324,8 @@ impl Approvals {
         cfg: &Config,
         hold: HoldRecord,
     ) -> Result<HoldRecord, ApprovalError> {
-        if hold.state == HoldState::Pending && hold.expires_ms <= now_ms() {
+        let open = matches!(hold.state, HoldState::Pending | HoldState::Approved);
+        if open && hold.expires_ms <= now_ms() {
             self.expire(cfg, &hold).await?;
             return self
                 .store
@@ -318,7 +336,8 @@ impl Approvals {
         Ok(hold)
     }
 
-    /// Moves a pending hold to `expired`: fail closed. Only the caller whose
+    /// Moves a pending (or approved, never run) hold to `expired`: fail
+    /// closed. Only the caller whose
     /// compare-and-set moves it writes the audit record, so each expiry is
     /// recorded once however many sweeps, waiting agents and late decisions
     /// find it due at the same time (or after a restart).
@@ -328,8 +347,7 @@ impl Approvals {
         let deliveries = deliveries(cfg, payload::EXPIRED, &expired);
         let queued = !deliveries.is_empty();
         let fields = DecisionFields {
-            reason: (hold.state == HoldState::Pending)
-                .then(|| "nobody decided before the approval expired".into()),
+            reason: Some(trail::expiry_reason(hold.state).into()),
             ..DecisionFields::default()
         };
         let moved = self
@@ -387,6 +405,7 @@ impl Approvals {
                     state: Some(HoldState::Executing),
                     after: None,
                     limit: 500,
+                    groups: None,
                 })
                 .await?;
             if page.holds.is_empty() {
@@ -463,94 +482,131 @@ impl Approvals {
                 state: hold.state.as_str(),
             });
         }
-        check_groups(who, &hold.approver_groups)?;
+        check_gates(who, id, &hold.gates)?;
         let reason = input.reason.filter(|r| !r.trim().is_empty());
 
-        let (to, edited_body, decided_by, reason) = if input.approve {
-            let edited_body = match &input.edit {
-                Some(edit) => Some(
-                    checker
-                        .edited_body(&hold, edit)
-                        .map_err(ApprovalError::Invalid)?,
-                ),
-                None => None,
-            };
-            let body = edited_body.as_deref().unwrap_or(&hold.request.body);
-            match checker
-                .recheck(&hold, body)
-                .map_err(ApprovalError::Invalid)?
-            {
-                Recheck::Deny { reasons } if edited_body.is_some() => {
-                    return Err(ApprovalError::EditDenied { reasons });
-                }
-                Recheck::Deny { reasons } => {
-                    // A plain forbid (perhaps added by a reload while the
-                    // call waited) wins over any human approval.
-                    self.settle_denied(cfg, &hold, "policy", reasons.join("; "))
-                        .await?;
-                    return Err(ApprovalError::NowDenied { reasons });
-                }
-                Recheck::Hold { gates } => {
-                    let groups: Vec<String> =
-                        gates.into_iter().filter_map(|g| g.approvers).collect();
-                    check_groups(who, &groups)?;
-                }
-                Recheck::Allow => {}
-            }
-            (HoldState::Approved, edited_body, who.id.clone(), reason)
+        let (to, edited_body, lifted, reason) = if input.approve {
+            let (edited_body, lifted) = self
+                .approval(cfg, &hold, who, input.edit.as_ref(), checker)
+                .await?;
+            (HoldState::Approved, edited_body, Some(lifted), reason)
         } else {
             let Some(reason) = reason else {
                 return Err(ApprovalError::Invalid(
                     "a denial needs a `reason` the agent can act on".into(),
                 ));
             };
-            (HoldState::Denied, None, who.id.clone(), Some(reason))
+            (HoldState::Denied, None, None, Some(reason))
         };
-
         let edited = edited_body.is_some();
-        let mut after = hold.clone();
-        after.state = to;
-        after.decided_by = Some(decided_by.clone());
-        after.reason = reason.clone();
-        after.edited_body = edited_body.clone();
-        let deliveries = deliveries(cfg, payload::DECIDED, &after);
-        let queued = !deliveries.is_empty();
         let fields = DecisionFields {
-            decided_by: Some(decided_by),
+            decided_by: Some(who.id.clone()),
             reason,
             edited_body,
-            outcome: None,
+            lifted,
+            ..DecisionFields::default()
         };
+        // The decision as made: by now a waiting agent may already have
+        // moved the hold on to `executing`.
+        let hold = self.store_decision(cfg, hold, to, fields).await?;
+        Ok(Decided { hold, edited })
+    }
+
+    /// Moves pending `hold` to `to` with `fields` and the webhooks that
+    /// announce it, in one compare-and-set; returns the hold as decided.
+    async fn store_decision(
+        &self,
+        cfg: &Config,
+        hold: HoldRecord,
+        to: HoldState,
+        fields: DecisionFields,
+    ) -> Result<HoldRecord, ApprovalError> {
+        let id = hold.id.clone();
         let now = now_ms();
+        let mut after = hold;
+        after.state = to;
         after.decided_ms = Some(now);
+        after.decided_by.clone_from(&fields.decided_by);
+        after.reason.clone_from(&fields.reason);
+        if let Some(body) = &fields.edited_body {
+            after.edited_body = Some(body.clone());
+        }
+        if let Some(lifted) = &fields.lifted {
+            after.lifted.clone_from(lifted);
+        }
+        let deliveries = deliveries(cfg, payload::DECIDED, &after);
+        let queued = !deliveries.is_empty();
         let moved = self
             .store
-            .transition(id, HoldState::Pending, to, now, fields, deliveries)
+            .transition(&id, HoldState::Pending, to, now, fields, deliveries)
             .await?;
         if !moved {
             let state = self
                 .store
-                .get(id)
+                .get(&id)
                 .await?
                 .map_or("decided", |h| h.state.as_str());
-            return Err(ApprovalError::AlreadyDecided {
-                id: id.to_string(),
-                state,
-            });
+            return Err(ApprovalError::AlreadyDecided { id, state });
         }
         self.metrics.holds_pending.dec();
-        self.waiters.wake(id);
+        self.waiters.wake(&id);
         if queued {
             self.outbox_wake.notify_one();
         }
-        // The decision as made: by now a waiting agent may already have
-        // moved the hold on to `executing`.
-        Ok(Decided {
-            hold: after,
-            edited,
-        })
+        Ok(after)
     }
 
+    /// Checks an approval of pending `hold` (with `edit`, if any) against
+    /// the current policies: returns the edited body and the gates the
+    /// approval lifts. The decider must be in the group of every gate not
+    /// lifted before; an edit voids earlier lifts, since they were given
+    /// for another body.
+    async fn approval(
+        &self,
+        cfg: &Config,
+        hold: &HoldRecord,
+        who: &Decider,
+        edit: Option<&Value>,
+        checker: &dyn CallChecker,
+    ) -> Result<(Option<Vec<u8>>, Vec<crate::store::LiftedGate>), ApprovalError> {
+        let edited_body = match edit {
+            Some(edit) => Some(
+                checker
+                    .edited_body(hold, edit)
+                    .map_err(ApprovalError::Invalid)?,
+            ),
+            None => None,
+        };
+        let body = edited_body.as_deref().unwrap_or(hold.body_to_forward());
+        let now = match checker
+            .recheck(hold, body)
+            .map_err(ApprovalError::Invalid)?
+        {
+            Recheck::Deny { reasons } if edited_body.is_some() => {
+                return Err(ApprovalError::EditDenied { reasons });
+            }
+            Recheck::Deny { reasons } => {
+                // A plain forbid (perhaps added by a reload while the
+                // call waited) wins over any human approval.
+                self.settle_denied(cfg, hold, "policy", reasons.join("; "))
+                    .await?;
+                return Err(ApprovalError::NowDenied { reasons });
+            }
+            Recheck::Hold { gates } => gates,
+            Recheck::Allow => Vec::new(),
+        };
+        let prior = match edited_body {
+            Some(_) => &[][..],
+            None => &hold.lifted[..],
+        };
+        let missing = bound::uncovered(&now, prior);
+        check_gates(who, &hold.id, &missing)?;
+        let mut lifting = hold.gates.clone();
+        lifting.extend(missing);
+        Ok((edited_body, bound::lift(prior, &lifting, &who.id)))
+    }
+
+    /// Settles `hold` (pending, or approved and never run) as denied.
     async fn settle_denied(
         &self,
         cfg: &Config,
@@ -572,7 +628,7 @@ impl Approvals {
             .store
             .transition(
                 &hold.id,
-                HoldState::Pending,
+                hold.state,
                 HoldState::Denied,
                 now_ms(),
                 fields,
@@ -580,7 +636,14 @@ impl Approvals {
             )
             .await?
         {
-            self.metrics.holds_pending.dec();
+            if hold.state == HoldState::Pending {
+                self.metrics.holds_pending.dec();
+            }
+            let mut rec = trail::record(hold, "deny");
+            rec.approver = Some(by.to_string());
+            rec.approval_status = Some(HoldState::Denied.as_str());
+            rec.reasons = after.reason.clone().into_iter().collect();
+            self.audit.record(&rec).await;
             self.waiters.wake(&hold.id);
             self.outbox_wake.notify_one();
         }
@@ -605,16 +668,23 @@ impl Approvals {
     }
 }
 
-fn check_groups(who: &Decider, required: &[String]) -> Result<(), ApprovalError> {
+/// Whether `who` may lift every gate in `gates` of approval `id`: an
+/// approver must be in each gate's `@approvers` group, and a gate without
+/// one is lifted by the admin token alone.
+fn check_gates(who: &Decider, id: &str, gates: &[StoredGate]) -> Result<(), ApprovalError> {
     if who.any_group {
         return Ok(());
     }
-    for g in required {
-        if !who.groups.contains(g) {
-            return Err(ApprovalError::WrongGroup {
-                decider: who.id.clone(),
-                group: g.clone(),
-            });
+    for g in gates {
+        match &g.approvers {
+            None => return Err(ApprovalError::AdminOnly { id: id.to_string() }),
+            Some(group) if !who.groups.contains(group) => {
+                return Err(ApprovalError::WrongGroup {
+                    decider: who.id.clone(),
+                    group: group.clone(),
+                })
+            }
+            Some(_) => {}
         }
     }
     Ok(())

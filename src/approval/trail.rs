@@ -2,10 +2,10 @@
 //! decisions, refused decision attempts and expiries all start from the
 //! held call's own description here, so they read alike.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::audit::{rfc3339, AuditRecord};
-use crate::notify::payload::redact;
+use crate::notify::shown::{self, Audience};
 use crate::store::{HoldRecord, HoldState};
 
 /// A record about approval `h`, naming its call; the caller fills in what
@@ -32,14 +32,20 @@ pub fn record(h: &HoldRecord, verdict: &'static str) -> AuditRecord {
 pub fn expired(h: &HoldRecord) -> AuditRecord {
     let mut rec = record(h, "expired");
     rec.approval_status = Some(HoldState::Expired.as_str());
-    rec.reasons = vec!["nobody decided before the approval expired".into()];
+    rec.reasons = vec![expiry_reason(h.state).into()];
     rec
 }
 
-/// A stored body as JSON with secret-looking values redacted, or a note of
-/// its size when it is not JSON.
-pub fn body_json(b: &[u8]) -> Value {
-    serde_json::from_slice::<Value>(b)
-        .map(|v| redact(&v))
-        .unwrap_or_else(|_| json!(format!("[{} bytes, not JSON]", b.len())))
+/// Why a hold in state `from` expired.
+pub fn expiry_reason(from: HoldState) -> &'static str {
+    match from {
+        HoldState::Approved => "the approved call was not run before the approval expired",
+        _ => "nobody decided before the approval expired",
+    }
+}
+
+/// Body `b` of `h`'s call as the audit log keeps it: as sent, with the
+/// values of secret-looking keys marked (see `notify::shown`).
+pub fn body_shown(h: &HoldRecord, b: &[u8]) -> Value {
+    shown::body(&h.request.headers, b, Audience::Redacted)
 }

@@ -139,6 +139,7 @@ pub struct RawApprovals {
     pub replay_window: Option<Spanned<Env>>,
     pub progress_interval: Option<Spanned<Env>>,
     pub callback_secret: Option<Spanned<Env>>,
+    pub max_pending_per_agent: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -526,6 +527,23 @@ impl Validator {
             callback_secret: a
                 .and_then(|a| a.callback_secret.as_ref())
                 .and_then(|s| self.whsec(s)),
+            max_pending_per_agent: self
+                .max_pending(a.and_then(|a| a.max_pending_per_agent.as_ref())),
+        }
+    }
+
+    /// At least 1: a cap of 0 would hold nothing and refuse every gated call.
+    fn max_pending(&mut self, n: Option<&Spanned<u32>>) -> u32 {
+        match n {
+            None => 100,
+            Some(n) if n.value == 0 => {
+                self.problem(
+                    n,
+                    "`approvals.max_pending_per_agent` must be at least 1".into(),
+                );
+                100
+            }
+            Some(n) => n.value,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod outbox;
 pub mod payload;
+pub mod shown;
 pub mod signing;
 
 pub use outbox::WebhookOutbox;

@@ -294,6 +294,28 @@ pub struct PolicySnapshot {
     memo: DecisionMemo,
 }
 
+/// A `@hold` gate without `@approvers` is lifted by the admin token alone:
+/// no approver can list, read or decide its approvals.
+fn gates_without_approvers(meta: &HashMap<PolicyId, PolicyMeta>) -> Vec<PolicyProblem> {
+    let mut found: Vec<&PolicyMeta> = meta
+        .values()
+        .filter(|m| m.hold.is_some() && m.approvers.is_none())
+        .collect();
+    found.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    found
+        .into_iter()
+        .map(|m| PolicyProblem {
+            file: m.file.clone(),
+            line: m.line,
+            column: 1,
+            message: format!(
+                "gate `{}` has no `@approvers`: only the admin token can list, read or decide the calls it holds; name the group that decides them",
+                m.id
+            ),
+        })
+        .collect()
+}
+
 // === impl PolicySnapshot ===
 
 impl PolicySnapshot {
@@ -343,7 +365,7 @@ impl PolicySnapshot {
         } else {
             None
         };
-        let warnings = loaded
+        let mut warnings: Vec<PolicyProblem> = loaded
             .policies
             .iter()
             .flat_map(|p| {
@@ -361,6 +383,7 @@ impl PolicySnapshot {
                     })
             })
             .collect();
+        warnings.extend(gates_without_approvers(&meta));
         Ok(PolicySnapshot {
             scope: loaded.scope,
             warnings,

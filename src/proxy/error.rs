@@ -10,6 +10,10 @@ use serde::Serialize;
 
 pub use crate::audit::Fault;
 
+/// `Retry-After` for an agent at its cap of pending holds: a hold leaves
+/// the count only when a human decides or it expires, so sooner is no use.
+pub const TOO_MANY_PENDING_RETRY_SECS: u64 = 30;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("missing or unknown agent key: send `Authorization: Bearer <key>`")]
@@ -47,8 +51,12 @@ pub enum ProxyError {
         by: String,
         reason: String,
     },
-    #[error("approval `{0}` expired before anyone decided; the call was not made")]
+    #[error("approval `{0}` expired before the call was made; the call was not made")]
     ApprovalExpired(String),
+    #[error(
+        "agent `{agent}` already has {cap} calls awaiting approval; retry when some are decided"
+    )]
+    TooManyPending { agent: String, cap: u32 },
     #[error("no approval `{0}`")]
     UnknownApproval(String),
     #[error("approval `{0}` belongs to a different call; send the call it was requested for")]
@@ -87,6 +95,7 @@ impl ProxyError {
             | ProxyError::ApprovalExpired(_) => StatusCode::FORBIDDEN,
             ProxyError::UnknownApproval(_) => StatusCode::NOT_FOUND,
             ProxyError::ApprovalMismatch(_) => StatusCode::CONFLICT,
+            ProxyError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +119,7 @@ impl ProxyError {
             ProxyError::ApprovalExpired(_) => "approval_expired",
             ProxyError::UnknownApproval(_) => "unknown_approval",
             ProxyError::ApprovalMismatch(_) => "approval_mismatch",
+            ProxyError::TooManyPending { .. } => "too_many_pending",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::Internal(_) => "internal",
@@ -128,7 +138,8 @@ impl ProxyError {
             | ProxyError::RequestTimeout
             | ProxyError::UnsupportedBody(_)
             | ProxyError::UnknownApproval(_)
-            | ProxyError::ApprovalMismatch(_) => Fault::Agent,
+            | ProxyError::ApprovalMismatch(_)
+            | ProxyError::TooManyPending { .. } => Fault::Agent,
             ProxyError::Denied { .. }
             | ProxyError::ApprovalRequired { .. }
             | ProxyError::ApprovalDenied { .. }
@@ -209,6 +220,12 @@ impl ProxyError {
         if matches!(self, ProxyError::Unauthenticated) {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, ProxyError::TooManyPending { .. }) {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(TOO_MANY_PENDING_RETRY_SECS),
+            );
         }
         resp
     }

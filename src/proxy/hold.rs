@@ -13,9 +13,10 @@ use http_body_util::{Either, Full};
 use serde_json::json;
 
 use super::error::ProxyError;
+use super::recheck::SnapshotChecker;
 use super::{forward, strip_for_upstream, ProxyBody, ProxyState};
 use crate::approval::fingerprint::fingerprint;
-use crate::approval::{now_ms, ApprovalError, Approvals, HeldCall};
+use crate::approval::{now_ms, ApprovalError, Approvals, Claim, HeldCall};
 use crate::audit::AuditRecord;
 use crate::policy::{CallRequest, Gate};
 use crate::snapshot::GatewaySnapshot;
@@ -39,6 +40,9 @@ impl From<ApprovalError> for ProxyError {
         match e {
             ApprovalError::NotFound(id) => ProxyError::UnknownApproval(id),
             ApprovalError::Mismatch { id } => ProxyError::ApprovalMismatch(id),
+            ApprovalError::TooManyPending { agent, cap } => {
+                ProxyError::TooManyPending { agent, cap }
+            }
             other => ProxyError::Internal(other.to_string()),
         }
     }
@@ -57,7 +61,10 @@ pub async fn register(
 ) -> Result<String, ProxyError> {
     let approvals = &state.approvals;
     let cfg = &snap.config;
-    let stored = stored_request(req.parts, &req.decoded_path, req.rest, &req.body);
+    let injected = snap
+        .route_named(req.route)
+        .map_or(&[][..], |r| &r.config.headers[..]);
+    let stored = stored_request(req.parts, &req.decoded_path, req.rest, &req.body, injected);
     let fp = fingerprint(
         "http",
         &stored.method,
@@ -129,35 +136,34 @@ pub async fn await_decision(
     for _ in 0..3 {
         let hold = approvals.wait(cfg, id, cfg.approvals.wait).await?;
         rec.approver = hold.decided_by.clone();
-        match hold.state {
-            HoldState::Pending | HoldState::Executing => return Ok(pending(&hold, request_id)),
-            HoldState::Denied => {
-                return Err(ProxyError::ApprovalDenied {
-                    id: hold.id.clone(),
-                    by: hold.decided_by.clone().unwrap_or_default(),
-                    reason: hold.reason.clone().unwrap_or_default(),
-                })
+        if let Some(answer) = settled_answer(&hold, request_id) {
+            return answer;
+        }
+        // Approved: judged again by the policies as they are now.
+        let checker = SnapshotChecker {
+            live: state.live.clone(),
+        };
+        match Box::pin(approvals.claim_checked(cfg, hold, &checker)).await? {
+            Claim::Run(hold) => {
+                let body = Bytes::copy_from_slice(hold.body_to_forward());
+                return Box::pin(execute(
+                    &state.approvals,
+                    &state.live,
+                    hold,
+                    body,
+                    request_id.to_string(),
+                    Session::Stored,
+                    rec,
+                ))
+                .await;
             }
-            HoldState::Expired => return Err(ProxyError::ApprovalExpired(hold.id.clone())),
-            HoldState::Executed => return Ok(replay(&hold, request_id)),
-            HoldState::Approved => {
-                if Box::pin(approvals.claim(&hold.id))
-                    .await
-                    .map_err(internal)?
-                {
-                    let body = Bytes::copy_from_slice(hold.body_to_forward());
-                    return Box::pin(execute(
-                        &state.approvals,
-                        &state.live,
-                        hold,
-                        body,
-                        request_id.to_string(),
-                        Session::Stored,
-                        rec,
-                    ))
-                    .await;
+            Claim::Settled(hold) => {
+                rec.approver = hold.decided_by.clone();
+                if let Some(answer) = settled_answer(&hold, request_id) {
+                    return answer;
                 }
             }
+            Claim::Lost => {}
         }
     }
     Err(ProxyError::Internal(
@@ -165,19 +171,44 @@ pub async fn await_decision(
     ))
 }
 
+/// The answer for a hold that is not approved; `None` when it is.
+fn settled_answer(
+    hold: &HoldRecord,
+    request_id: &str,
+) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+    Some(match hold.state {
+        HoldState::Pending | HoldState::Executing => Ok(pending(hold, request_id)),
+        HoldState::Denied => Err(ProxyError::ApprovalDenied {
+            id: hold.id.clone(),
+            by: hold.decided_by.clone().unwrap_or_default(),
+            reason: hold.reason.clone().unwrap_or_default(),
+        }),
+        HoldState::Expired => Err(ProxyError::ApprovalExpired(hold.id.clone())),
+        HoldState::Executed => Ok(replay(hold, request_id)),
+        HoldState::Approved => return None,
+    })
+}
+
 pub(super) fn internal(e: impl std::fmt::Display) -> ProxyError {
     ProxyError::Internal(e.to_string())
 }
 
-/// The call as it would be forwarded: never the agent's credentials.
+/// The call as it will be forwarded, which is what an approver is shown:
+/// never the agent's credentials, nor its own values of the headers the
+/// route injects (`injected`), which replace them on the way out. A header
+/// value that is not text is neither kept nor forwarded.
 pub(super) fn stored_request(
     parts: &Parts,
     decoded_path: &str,
     rest: &str,
     body: &Bytes,
+    injected: &[(http::HeaderName, HeaderValue)],
 ) -> StoredRequest {
     let mut fwd = parts.headers.clone();
     strip_for_upstream(&mut fwd);
+    for (name, _) in injected {
+        fwd.remove(name);
+    }
     StoredRequest {
         method: parts.method.as_str().to_string(),
         path: decoded_path.to_string(),

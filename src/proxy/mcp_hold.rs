@@ -23,9 +23,10 @@ use serde_json::{json, Value};
 use super::error::ProxyError;
 use super::hold::{execute, internal, stored_request, Session};
 use super::mcp::McpRequest;
+use super::recheck::SnapshotChecker;
 use super::ProxyBody;
 use crate::approval::fingerprint::fingerprint;
-use crate::approval::HeldCall;
+use crate::approval::{Claim, HeldCall};
 use crate::audit::AuditRecord;
 use crate::mcp::jsonrpc::{self, Message};
 use crate::policy::Gate;
@@ -61,7 +62,7 @@ pub(super) async fn on_tool_hold(
         action: rec.action.clone().unwrap_or_default().into_owned(),
         resource: rec.resource.as_deref().unwrap_or_default().to_owned(),
         fingerprint: fp,
-        request: stored_request(parts, &rec.path, cx.rest, &body),
+        request: stored_request(parts, &rec.path, cx.rest, &body, &cx.route.config.headers),
         gates: gates
             .iter()
             .map(|g| StoredGate {
@@ -98,20 +99,36 @@ pub(super) async fn on_tool_hold(
                 cx.request_id,
             ));
         }
-        if approvals.claim(&hold.id).await.map_err(internal)? {
-            let body = held.body_to_forward(&hold)?;
-            let request_id = cx.request_id.to_string();
-            let session = Session::Current(held.session.clone());
-            return execute(
-                approvals,
-                &cx.state.live,
-                hold,
-                body,
-                request_id,
-                session,
-                rec,
-            )
-            .await;
+        let checker = SnapshotChecker {
+            live: cx.state.live.clone(),
+        };
+        match approvals.claim_checked(cfg, hold, &checker).await? {
+            Claim::Run(hold) => {
+                let body = held.body_to_forward(&hold)?;
+                let request_id = cx.request_id.to_string();
+                let session = Session::Current(held.session.clone());
+                return execute(
+                    approvals,
+                    &cx.state.live,
+                    hold,
+                    body,
+                    request_id,
+                    session,
+                    rec,
+                )
+                .await;
+            }
+            Claim::Settled(hold) => {
+                rec.approver = hold.decided_by.clone();
+                if let Some(answer) = held.answer_for(&hold) {
+                    return Ok(super::mcp::rpc_answer(
+                        StatusCode::OK,
+                        &answer,
+                        cx.request_id,
+                    ));
+                }
+            }
+            Claim::Lost => {}
         }
     }
     Err(ProxyError::Internal(
@@ -154,7 +171,7 @@ impl HeldTool {
                 hold.reason.as_deref().unwrap_or("no reason given")
             ),
             HoldState::Expired => format!(
-                "The approval for this call to tool `{tool}` expired before a human decided; it was not run."
+                "The approval for this call to tool `{tool}` expired before the call ran; it was not run."
             ),
             HoldState::Executed => {
                 let outcome = hold.outcome.clone().unwrap_or(Outcome {

@@ -33,8 +33,9 @@ use super::error::ProxyError;
 use super::event_body;
 use super::hold::{execute, Session};
 use super::mcp_hold::HeldTool;
+use super::recheck::SnapshotChecker;
 use super::{ProxyBody, ProxyState};
-use crate::approval::{ApprovalError, Approvals};
+use crate::approval::{ApprovalError, Approvals, Claim};
 use crate::audit::{AuditRecord, AuditSink};
 use crate::config::Config;
 use crate::mcp::{jsonrpc, sse};
@@ -183,12 +184,20 @@ impl HeldStream {
             if tx.is_closed() {
                 return End::Gone;
             }
-            match self.approvals.claim(&hold.id).await {
+            let checker = SnapshotChecker {
+                live: self.live.clone(),
+            };
+            match self.approvals.claim_checked(cfg, hold, &checker).await {
                 Err(e) => return End::Answer(self.error(&e.to_string())),
-                Ok(false) => continue,
-                Ok(true) => {}
+                Ok(Claim::Lost) => continue,
+                Ok(Claim::Settled(hold)) => {
+                    self.rec.approver = hold.decided_by.clone();
+                    if let Some(answer) = self.held.answer_for(&hold) {
+                        return End::Answer(answer);
+                    }
+                }
+                Ok(Claim::Run(hold)) => return self.run_approved(hold, tx).await,
             }
-            return self.run_approved(hold, tx).await;
         }
         End::Answer(self.error("the approved call did not settle; call the tool again"))
     }

@@ -18,11 +18,15 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 pub use page::{CursorError, HoldCursor, HoldPage, HoldPageQuery};
+#[cfg(test)]
+pub(crate) use sqlite::tests::hold as test_hold;
 pub use sqlite::SqliteStore;
 
 /// The life of an approval. Transitions:
 /// `pending → approved → executing → executed`, `pending → denied`,
-/// `pending → expired`.
+/// `pending → expired`; and when the current policies no longer let an
+/// approved call run as approved: `approved → denied`, `approved →
+/// expired`, `approved → pending` (held again for a gate nobody lifted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HoldState {
@@ -83,6 +87,16 @@ pub struct StoredGate {
     pub approvers: Option<String>,
 }
 
+/// A gate lifted by a human's approval: the policy, the group it named when
+/// it was lifted, and who lifted it. Before an approved call runs, every
+/// gate the current policies put on it must match one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiftedGate {
+    pub policy: String,
+    pub approvers: Option<String>,
+    pub by: String,
+}
+
 /// What the agent was told when the approved call ran, replayed to an
 /// identical call within the replay window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +130,10 @@ pub struct HoldRecord {
     pub edited_body: Option<Vec<u8>>,
     pub executed_ms: Option<i64>,
     pub outcome: Option<Outcome>,
+    /// The gates human approvals have lifted so far (a call held again for
+    /// a gate added after its approval keeps the earlier ones here).
+    #[serde(default)]
+    pub lifted: Vec<LiftedGate>,
 }
 
 impl HoldRecord {
@@ -132,6 +150,11 @@ pub struct DecisionFields {
     pub reason: Option<String>,
     pub edited_body: Option<Vec<u8>>,
     pub outcome: Option<Outcome>,
+    /// Replaces the lifted gates (an approval).
+    pub lifted: Option<Vec<LiftedGate>>,
+    /// Replaces the gates still to lift and their groups (a call held
+    /// again).
+    pub gates: Option<(Vec<StoredGate>, Vec<String>)>,
 }
 
 /// A webhook delivery to queue.
@@ -187,6 +210,9 @@ pub enum StoreError {
     /// An open hold for the same agent and call already exists.
     #[error("an open approval for this call already exists")]
     Conflict,
+    /// The agent already has this many pending holds.
+    #[error("agent `{agent}` already has {cap} calls awaiting approval")]
+    TooManyPending { agent: String, cap: u32 },
     #[error("store error: {0}")]
     Backend(String),
     #[error("the store task failed: {0}")]
@@ -206,8 +232,15 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 pub trait ApprovalStore: Send + Sync {
     /// Stores a new pending hold together with the deliveries announcing it;
     /// [`StoreError::Conflict`] when an open hold for the same agent and
-    /// fingerprint exists (a racing identical call won).
-    fn insert_hold(&self, hold: HoldRecord, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, ()>;
+    /// fingerprint exists (a racing identical call won),
+    /// [`StoreError::TooManyPending`] when the agent already has
+    /// `max_pending` pending holds (counted in the same transaction).
+    fn insert_hold(
+        &self,
+        hold: HoldRecord,
+        deliveries: Vec<NewDelivery>,
+        max_pending: u32,
+    ) -> StoreFuture<'_, ()>;
 
     fn get(&self, id: &str) -> StoreFuture<'_, Option<HoldRecord>>;
 
@@ -240,7 +273,8 @@ pub trait ApprovalStore: Send + Sync {
         deliveries: Vec<NewDelivery>,
     ) -> StoreFuture<'_, bool>;
 
-    /// Pending holds whose time ran out by `now_ms`.
+    /// Pending or approved (not yet run) holds whose time ran out by
+    /// `now_ms`.
     fn due_expiries(&self, now_ms: i64, limit: u32) -> StoreFuture<'_, Vec<HoldRecord>>;
 
     /// Deliveries to attempt now, oldest first: each endpoint's earliest

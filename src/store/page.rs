@@ -69,6 +69,9 @@ pub struct HoldPageQuery {
     /// Start after this hold; from the newest when `None`.
     pub after: Option<HoldCursor>,
     pub limit: u32,
+    /// Only holds that name at least one of these approver groups; all when
+    /// `None` (the admin token).
+    pub groups: Option<Vec<String>>,
 }
 
 /// One page, newest first; `next` is `None` on the last page.

@@ -175,10 +175,26 @@ const DELIVERY_COLUMNS: &str =
 // === impl ApprovalStore for SqliteStore ===
 
 impl ApprovalStore for SqliteStore {
-    fn insert_hold(&self, hold: HoldRecord, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, ()> {
+    fn insert_hold(
+        &self,
+        hold: HoldRecord,
+        deliveries: Vec<NewDelivery>,
+        max_pending: u32,
+    ) -> StoreFuture<'_, ()> {
         self.run(move |c| {
             let record = to_json(&hold)?;
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let pending: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM holds WHERE agent = ?1 AND state = 'pending'",
+                [&hold.agent],
+                |r| r.get(0),
+            )?;
+            if pending >= i64::from(max_pending) {
+                return Err(StoreError::TooManyPending {
+                    agent: hold.agent,
+                    cap: max_pending,
+                });
+            }
             let inserted = tx.execute(
                 "INSERT INTO holds (id, agent, fingerprint, state, created_ms, expires_ms, record)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -253,6 +269,14 @@ impl ApprovalStore for SqliteStore {
                 args.push(Box::new(after.after_id().to_string()));
                 conds.push(format!("id < ?{}", args.len()));
             }
+            if let Some(groups) = &query.groups {
+                args.push(Box::new(to_json(groups)?));
+                conds.push(format!(
+                    "EXISTS (SELECT 1 FROM json_each(record, '$.approver_groups') AS g
+                             WHERE g.value IN (SELECT value FROM json_each(?{})))",
+                    args.len()
+                ));
+            }
             // One row more than asked says whether a next page exists.
             args.push(Box::new(i64::from(query.limit) + 1));
             let filter = match conds.is_empty() {
@@ -311,7 +335,13 @@ impl ApprovalStore for SqliteStore {
                     hold.decided_ms = Some(now_ms);
                 }
                 HoldState::Executed => hold.executed_ms = Some(now_ms),
-                HoldState::Pending | HoldState::Executing => {}
+                // Held again: the earlier decision is kept in `lifted`.
+                HoldState::Pending => {
+                    hold.decided_ms = None;
+                    hold.decided_by = None;
+                    hold.reason = None;
+                }
+                HoldState::Executing => {}
             }
             if fields.decided_by.is_some() {
                 hold.decided_by = fields.decided_by;
@@ -324,6 +354,13 @@ impl ApprovalStore for SqliteStore {
             }
             if fields.outcome.is_some() {
                 hold.outcome = fields.outcome;
+            }
+            if let Some(lifted) = fields.lifted {
+                hold.lifted = lifted;
+            }
+            if let Some((gates, groups)) = fields.gates {
+                hold.gates = gates;
+                hold.approver_groups = groups;
             }
             let settled = matches!(
                 to,
@@ -344,7 +381,8 @@ impl ApprovalStore for SqliteStore {
     fn due_expiries(&self, now_ms: i64, limit: u32) -> StoreFuture<'_, Vec<HoldRecord>> {
         self.run(move |c| {
             let mut st = c.prepare(
-                "SELECT record FROM holds WHERE state = 'pending' AND expires_ms <= ?1
+                "SELECT record FROM holds
+                 WHERE state IN ('pending', 'approved') AND expires_ms <= ?1
                  ORDER BY expires_ms LIMIT ?2",
             )?;
             let rows = st
@@ -474,6 +512,7 @@ pub(crate) mod tests {
             edited_body: None,
             executed_ms: None,
             outcome: None,
+            lifted: vec![],
         }
     }
 
@@ -489,7 +528,7 @@ pub(crate) mod tests {
         let backlog = (0..5).map(|n| delivery(n, "http://dead/hook"));
         let mut all: Vec<NewDelivery> = backlog.collect();
         all.push(delivery(9, "http://live/hook"));
-        s.insert_hold(hold("h1"), all).await.unwrap();
+        s.insert_hold(hold("h1"), all, 100).await.unwrap();
         let due = s.due_deliveries(i64::MAX, 2).await.unwrap();
         let mut got: Vec<(&str, &str)> = due
             .iter()
@@ -506,7 +545,7 @@ pub(crate) mod tests {
     async fn transitions_are_compare_and_set() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("a.db")).unwrap();
-        s.insert_hold(hold("h1"), vec![]).await.unwrap();
+        s.insert_hold(hold("h1"), vec![], 100).await.unwrap();
         let d = DecisionFields::default();
         let won = s
             .transition(
@@ -533,13 +572,80 @@ pub(crate) mod tests {
         // An identical call racing the first gets Conflict while one is open.
         let mut twin = hold("h2");
         twin.fingerprint = "fp2".into();
-        s.insert_hold(twin.clone(), vec![]).await.unwrap();
+        s.insert_hold(twin.clone(), vec![], 100).await.unwrap();
         twin.id = "h3".into();
         assert!(matches!(
-            s.insert_hold(twin, vec![]).await,
+            s.insert_hold(twin, vec![], 100).await,
             Err(StoreError::Conflict)
         ));
         assert!(!s.remember_callback_id("msg_1", 11).await.unwrap());
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::tests::hold;
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pending_cap_counts_only_the_agents_pending_holds() {
+        let s = SqliteStore::in_memory().unwrap();
+        for n in 0..2 {
+            let mut h = hold(&format!("h{n}"));
+            h.fingerprint = format!("fp{n}");
+            s.insert_hold(h, vec![], 2).await.unwrap();
+        }
+        let mut third = hold("h2");
+        third.fingerprint = "fp2".into();
+        assert!(matches!(
+            s.insert_hold(third.clone(), vec![], 2).await,
+            Err(StoreError::TooManyPending { cap: 2, .. })
+        ));
+        let mut other = third.clone();
+        other.agent = "other".into();
+        other.id = "h9".into();
+        s.insert_hold(other, vec![], 2).await.unwrap();
+        let d = DecisionFields::default();
+        s.transition("h0", HoldState::Pending, HoldState::Denied, 5, d, vec![])
+            .await
+            .unwrap();
+        s.insert_hold(third, vec![], 2).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_group_scoped_list_shows_holds_naming_one_of_the_groups() {
+        let s = SqliteStore::in_memory().unwrap();
+        for (id, groups) in [
+            ("a", vec!["finance"]),
+            ("b", vec!["legal", "finance"]),
+            ("c", vec![]),
+        ] {
+            let mut h = hold(id);
+            h.fingerprint = id.into();
+            h.approver_groups = groups.into_iter().map(str::to_string).collect();
+            s.insert_hold(h, vec![], 10).await.unwrap();
+        }
+        let ids = |groups: Option<&[&str]>| {
+            let s = s.clone();
+            let groups: Option<Vec<String>> =
+                groups.map(|g| g.iter().map(|x| x.to_string()).collect());
+            async move {
+                let page = s
+                    .list(HoldPageQuery {
+                        state: None,
+                        after: None,
+                        limit: 10,
+                        groups,
+                    })
+                    .await
+                    .unwrap();
+                page.holds.into_iter().map(|h| h.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ids(Some(&["finance"])).await, ["b", "a"]);
+        assert_eq!(ids(Some(&["legal", "ops"])).await, ["b"]);
+        assert!(ids(Some(&[])).await.is_empty());
+        assert_eq!(ids(None).await, ["c", "b", "a"]);
     }
 }
 
@@ -560,7 +666,7 @@ mod page_tests {
                 h.state = HoldState::Denied;
             }
             ids.push(h.id.clone());
-            s.insert_hold(h, vec![]).await.unwrap();
+            s.insert_hold(h, vec![], 100).await.unwrap();
         }
         ids.reverse();
         for (state, want) in [
@@ -578,6 +684,7 @@ mod page_tests {
                         state,
                         after: after.clone(),
                         limit: 3,
+                        groups: None,
                     })
                     .await
                     .unwrap();

@@ -68,6 +68,11 @@ pub(crate) async fn decide(airlock: &Airlock, id: &str, token: &str, body: Value
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// A JSON body as an approver is shown it (`{"text": ...}`), parsed.
+pub(crate) fn as_sent(shown: &Value) -> Value {
+    serde_json::from_str(shown["text"].as_str().expect("a text body")).unwrap()
+}
+
 pub(crate) async fn show(airlock: &Airlock, id: &str) -> Value {
     airlock
         .admin_get(&format!("/v1/approvals/{id}"), ADMIN_TOKEN)
@@ -157,8 +162,15 @@ async fn hold_signed_webhook_approve_then_the_agent_gets_the_upstream_answer_onc
 
     let payload = requested.json();
     let id = payload["data"]["approval_id"].as_str().unwrap().to_string();
-    assert_eq!(payload["data"]["body"]["amount"], 500);
-    assert_eq!(payload["data"]["body"]["api_token"], "[redacted]");
+    let shown = as_sent(&payload["data"]["body"]);
+    assert_eq!(shown["amount"], 500);
+    assert!(
+        shown["api_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("[redacted: 10 bytes, sha256 "),
+        "{shown}"
+    );
     assert!(!String::from_utf8_lossy(&requested.body).contains("tok-secret"));
     assert!(payload["data"]["decide_url"]
         .as_str()
@@ -275,7 +287,7 @@ async fn approve_with_edits_is_rechecked_and_a_denied_edit_leaves_it_pending() {
 
     let (status, v) = decide(&airlock, &id, APPROVER_TOKEN, json!({"decision": "approve", "reason": "partial refund", "body": {"amount": 150, "customer_id": "c-9"}})).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["edited_body"]["amount"], 150);
+    assert_eq!(as_sent(&v["edited_body"])["amount"], 150);
 
     // The agent retries the call it made; the approved edit is what runs.
     let resp = refund(&airlock, json!({"customer_id": "c-9", "amount": 800}))
@@ -296,8 +308,8 @@ async fn approve_with_edits_is_rechecked_and_a_denied_edit_leaves_it_pending() {
             r["event"] == "approval" && r["approval_id"] == id.as_str() && r["verdict"] == "approve"
         })
         .unwrap();
-    assert_eq!(rec["extra"]["original_body"]["amount"], 800);
-    assert_eq!(rec["extra"]["edited_body"]["amount"], 150);
+    assert_eq!(as_sent(&rec["extra"]["original_body"])["amount"], 800);
+    assert_eq!(as_sent(&rec["extra"]["edited_body"])["amount"], 150);
 }
 
 #[tokio::test]
@@ -559,7 +571,9 @@ async fn signed_callbacks_decide_once_and_bad_or_replayed_signatures_are_401() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let body = r#"{"decision":"approve","reason":"via chat","approver":"alice"}"#;
+    let body = &format!(
+        r#"{{"decision":"approve","reason":"via chat","approver":"alice","approval_id":"{id}"}}"#
+    );
 
     let (msg, _) = signed("msg_wrong", now, body);
     let (s, v) = callback(
