@@ -84,7 +84,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub policies: PathBuf,
     pub store: StoreLocation,
-    pub audit: AuditTarget,
+    pub audit: AuditConfig,
     pub agents: Vec<AgentConfig>,
     pub routes: Vec<RouteConfig>,
     pub limits: Limits,
@@ -120,11 +120,53 @@ pub enum StoreLocation {
     Postgres(String),
 }
 
+/// Where decision records go and what happens when they cannot be
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub target: AuditTarget,
+    pub on_failure: AuditOnFailure,
+    /// Records held in memory while the sink cannot take them.
+    pub buffer: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditTarget {
     Stdout,
     File(PathBuf),
+    /// RFC 5424 messages, one record each.
+    Syslog(SyslogAddress),
+    /// OpenTelemetry logs over HTTP (protobuf), to this URL.
+    Otlp(String),
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogAddress {
+    Udp(String),
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+/// What a full audit buffer does to new calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOnFailure {
+    /// Refuse them (503 `audit_unavailable`): no call runs unrecorded.
+    Deny,
+    /// Serve them and count the records that could not be kept.
+    Continue,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            target: AuditTarget::Stdout,
+            on_failure: AuditOnFailure::Deny,
+            buffer: DEFAULT_AUDIT_BUFFER,
+        }
+    }
+}
+
+pub const DEFAULT_AUDIT_BUFFER: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -314,9 +356,9 @@ impl Config {
             None => StoreLocation::Sqlite(resolve("airlock.db")),
             Some(s) => v.store(s, &resolve),
         };
-        let audit = match raw.audit.as_ref().map(|a| a.value.0.as_str()) {
-            None | Some("stdout") | Some("-") => AuditTarget::Stdout,
-            Some(p) => AuditTarget::File(resolve(p)),
+        let audit = match raw.audit.as_ref() {
+            None => AuditConfig::default(),
+            Some(a) => v.audit(a, &resolve),
         };
 
         let mut agents = Vec::new();
