@@ -42,3 +42,6 @@ mod approvals_pages;
 
 #[path = "it/upstream_lanes.rs"]
 mod upstream_lanes;
+
+#[path = "it/audit_trail.rs"]
+mod audit_trail;

@@ -190,8 +190,17 @@ impl FileOut {
     }
 
     fn send(&mut self, p: &mut Pending) -> std::io::Result<()> {
-        if self.file.is_none() {
-            self.reopen(true);
+        // A file deleted since it was opened (a rotated file removed before
+        // Airlock was told) would take records to nowhere: one `fstat` per
+        // batch finds that out before writing.
+        let deleted = self.path.is_some()
+            && self
+                .file
+                .as_ref()
+                .and_then(|f| f.metadata().ok())
+                .is_some_and(|m| m.nlink() == 0);
+        if (self.file.is_none() || deleted) && self.reopen(true) {
+            p.restart_line();
         }
         let Some(file) = self.file.as_mut() else {
             return Err(std::io::Error::other("the file could not be reopened"));

@@ -2,6 +2,8 @@
 //! `airlock` binary started on port 0 with a config written to a temp dir.
 #![allow(dead_code)]
 
+pub mod audit_receivers;
+pub mod full_disk;
 pub mod mcp;
 pub mod reload;
 pub mod sse;
@@ -43,6 +45,7 @@ pub struct AirlockBuilder {
     agents: Vec<String>,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    audit: String,
 }
 
 impl AirlockBuilder {
@@ -58,6 +61,7 @@ impl AirlockBuilder {
             ],
             extra: Vec::new(),
             env: Vec::new(),
+            audit: "audit: audit.jsonl".to_string(),
         }
     }
 
@@ -115,6 +119,12 @@ impl AirlockBuilder {
         self
     }
 
+    /// The `audit:` setting as YAML (default `audit: audit.jsonl`).
+    pub fn audit_yaml(mut self, yaml: &str) -> Self {
+        self.audit = yaml.to_string();
+        self
+    }
+
     /// Extra top-level YAML.
     pub fn yaml(mut self, yaml: &str) -> Self {
         self.extra.push(yaml.to_string());
@@ -130,7 +140,8 @@ impl AirlockBuilder {
             std::fs::write(pol.join(f), t).expect("policy");
         }
         let mut yaml = format!(
-            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\nagents:\n{}\n",
+            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\n{}\nagents:\n{}\n",
+            self.audit,
             self.agents.join("\n")
         );
         if !self.routes.is_empty() {
@@ -149,8 +160,14 @@ impl AirlockBuilder {
     }
 
     pub fn start(self) -> Airlock {
+        self.start_customized(|_| {})
+    }
+
+    /// Starts Airlock with `customize` applied to its command (e.g. limits
+    /// set in the child before it runs).
+    pub fn start_customized(self, customize: impl FnOnce(&mut Command)) -> Airlock {
         let config = self.write();
-        Airlock::spawn(self.dir, config, &self.env)
+        Airlock::spawn(self.dir, config, &self.env, customize)
     }
 }
 
@@ -178,19 +195,25 @@ pub struct Airlock {
 
 impl Airlock {
     pub fn start_with(dir: tempfile::TempDir, config: PathBuf) -> Airlock {
-        Airlock::spawn(dir, config, &[])
+        Airlock::spawn(dir, config, &[], |_| {})
     }
 
-    fn spawn(dir: tempfile::TempDir, config: PathBuf, env: &[(String, String)]) -> Airlock {
-        let mut child = Command::new(airlock_bin())
+    fn spawn(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        env: &[(String, String)],
+        customize: impl FnOnce(&mut Command),
+    ) -> Airlock {
+        let mut command = Command::new(airlock_bin());
+        command
             .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("serve")
             .arg("--config")
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn airlock");
+            .stderr(Stdio::piped());
+        customize(&mut command);
+        let mut child = command.spawn().expect("spawn airlock");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
