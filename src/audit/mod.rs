@@ -27,7 +27,7 @@ mod syslog;
 mod writer;
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -151,6 +151,9 @@ pub(crate) struct Shared {
     /// Asked by SIGHUP or `POST /v1/reload`: reopen the file.
     reopen: AtomicBool,
     wake: tokio::sync::Notify,
+    /// The second of the last "dropped" log line from the request side, so
+    /// that a refusal per call does not become a log line per call.
+    lost_logged: AtomicU64,
 }
 
 impl Shared {
@@ -189,6 +192,7 @@ impl AuditSink {
             trouble: Mutex::new(None),
             reopen: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
+            lost_logged: AtomicU64::new(0),
         });
         let writer = writer::Writer::new(rx, out, config, shared.clone(), metrics.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -244,7 +248,15 @@ impl AuditSink {
 
     fn lost(&self) {
         self.metrics.audit_dropped.inc();
-        tracing::error!("audit queue is full or closed; a record was dropped and counted");
+        let second = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        if self.shared.lost_logged.swap(second, Ordering::Relaxed) != second {
+            tracing::error!(
+                "audit queue is full or closed; records are dropped and counted in airlock_audit_dropped_total"
+            );
+        }
     }
 
     /// Whether new calls are to be refused: the sink is failing, its buffer

@@ -2,7 +2,8 @@
 //! (`ExportLogsServiceRequest`), to a collector's `/v1/logs` URL. Each
 //! record is one log record: its JSON line as the body and each of its
 //! fields as an attribute. A batch counts as delivered only on a 2xx
-//! answer.
+//! answer; every other answer (or none) is retried, since a collector that
+//! is misconfigured or overloaded is a sink that cannot take records.
 
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +13,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
 };
@@ -20,7 +23,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
-use super::output::Pending;
+use super::output::{Pending, Rejected};
 use super::AuditError;
 
 /// Records per export request.
@@ -56,7 +59,10 @@ impl OtlpOut {
         self.url.to_string()
     }
 
-    pub async fn send(&mut self, p: &mut Pending) -> std::io::Result<()> {
+    /// Sends the buffer in batches; a collector's partial success names
+    /// records it refused for good, which are counted as dropped.
+    pub async fn send(&mut self, p: &mut Pending) -> std::io::Result<Rejected> {
+        let mut rejected = 0;
         while !p.is_empty() {
             let n = p.len().min(BATCH);
             let body = encode(p.first(n));
@@ -70,7 +76,7 @@ impl OtlpOut {
                 .map_err(std::io::Error::other)?;
             let status = resp.status();
             // Read to the end, so the connection goes back to the pool.
-            let _ =
+            let answer =
                 tokio::time::timeout(TIMEOUT, http_body_util::BodyExt::collect(resp.into_body()))
                     .await;
             if !status.is_success() {
@@ -78,10 +84,21 @@ impl OtlpOut {
                     "the collector answered {status}"
                 )));
             }
+            if let Ok(Ok(body)) = answer {
+                rejected += refused(&body.to_bytes());
+            }
             p.pop(n);
         }
-        Ok(())
+        Ok(rejected)
     }
+}
+
+/// How many records a collector's answer says it refused (`partial_success`).
+fn refused(answer: &[u8]) -> Rejected {
+    ExportLogsServiceResponse::decode(answer)
+        .ok()
+        .and_then(|r| r.partial_success)
+        .map_or(0, |p| u64::try_from(p.rejected_log_records).unwrap_or(0))
 }
 
 /// One export request for `lines`, each a JSON object.

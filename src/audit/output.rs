@@ -96,13 +96,15 @@ impl Pending {
 }
 
 /// How many records the sink refused for good on a send (one too large
-/// for a datagram); the writer counts them as dropped.
+/// for a datagram, or named by a collector's partial success); the writer
+/// counts them as dropped.
 pub(super) type Rejected = u64;
 
 pub(super) enum Output {
     File(FileOut),
     Syslog(SyslogOut),
-    Otlp(OtlpOut),
+    // Boxed: the HTTP client is large, and there is one output per process.
+    Otlp(Box<OtlpOut>),
 }
 
 impl Output {
@@ -111,7 +113,7 @@ impl Output {
             AuditTarget::Stdout => Output::File(FileOut::stdout()?),
             AuditTarget::File(path) => Output::File(FileOut::open(path)?),
             AuditTarget::Syslog(addr) => Output::Syslog(SyslogOut::new(addr.clone())),
-            AuditTarget::Otlp(url) => Output::Otlp(OtlpOut::new(url)?),
+            AuditTarget::Otlp(url) => Output::Otlp(Box::new(OtlpOut::new(url)?)),
         })
     }
 
@@ -120,7 +122,7 @@ impl Output {
         match self {
             Output::File(f) => f.send(p).map(|()| 0),
             Output::Syslog(s) => s.send(p),
-            Output::Otlp(o) => o.send(p).await.map(|()| 0),
+            Output::Otlp(o) => o.send(p).await,
         }
     }
 

@@ -107,7 +107,11 @@ impl Writer {
                 }
                 if self.failing && closed.elapsed() >= GIVE_UP_AT_SHUTDOWN {
                     let n = self.pending.clear() as u64;
-                    self.drop_counted(n, "shutting down with the sink still failing");
+                    self.metrics.audit_dropped.inc_by(n);
+                    tracing::error!(
+                        "shutting down with {} still failing: {n} audit records were not written",
+                        self.out.describe()
+                    );
                     break;
                 }
             }
