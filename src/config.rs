@@ -602,4 +602,68 @@ mod tests {
         assert_eq!(c.routes[0].prefix, "/crm");
         assert_eq!(c.routes[0].protocol, Protocol::Mcp);
     }
+
+    #[test]
+    fn audit_takes_a_path_or_a_mapping_naming_its_sink() {
+        let audit = |yaml: &str| load(&format!("listen: 127.0.0.1:8080\n{yaml}")).map(|c| c.audit);
+        assert_eq!(audit("").unwrap(), AuditConfig::default());
+        assert_eq!(
+            audit("audit: logs/audit.jsonl\n").unwrap().target,
+            AuditTarget::File(PathBuf::from("/etc/airlock/logs/audit.jsonl"))
+        );
+        let c =
+            audit("audit:\n  address: udp://127.0.0.1:514\n  on_failure: continue\n  buffer: 50\n")
+                .unwrap();
+        assert_eq!(
+            c.target,
+            AuditTarget::Syslog(SyslogAddress::Udp("127.0.0.1:514".into()))
+        );
+        assert_eq!(c.on_failure, AuditOnFailure::Continue);
+        assert_eq!(c.buffer, 50);
+        assert_eq!(
+            audit("audit:\n  sink: otlp\n  url: http://c:4318/v1/logs\n")
+                .unwrap()
+                .target,
+            AuditTarget::Otlp("http://c:4318/v1/logs".into())
+        );
+        assert_eq!(
+            audit("audit:\n  sink: syslog\n  address: unix:///dev/log\n")
+                .unwrap()
+                .target,
+            AuditTarget::Syslog(SyslogAddress::Unix("/dev/log".into()))
+        );
+    }
+
+    #[test]
+    fn audit_settings_that_cannot_work_are_reported_where_written() {
+        for (yaml, says) in [
+            ("audit:\n  sink: syslog\n", "needs `audit.address`"),
+            (
+                "audit:\n  sink: syslog\n  address: 127.0.0.1:514\n",
+                "not a syslog address",
+            ),
+            (
+                "audit:\n  sink: otlp\n  url: grpc://c:4317\n",
+                "must start with `http://`",
+            ),
+            ("audit:\n  sink: kafka\n", "`kafka` is not one of"),
+            (
+                "audit:\n  path: a.jsonl\n  on_failure: ignore\n",
+                "`ignore` is not `deny` or `continue`",
+            ),
+            (
+                "audit:\n  path: a.jsonl\n  buffer: 0\n",
+                "must be between 1",
+            ),
+            ("audit: syslog\n", "needs an address"),
+            ("audit:\n  pth: a.jsonl\n", "a mapping of `sink`, `path`"),
+        ] {
+            let err = load(&format!("listen: 127.0.0.1:8080\n{yaml}")).unwrap_err();
+            let p = &err.problems()[0];
+            // A mapping is located at its first setting.
+            let line = if yaml.starts_with("audit:\n") { 3 } else { 2 };
+            assert_eq!(p.line, line, "{yaml}: {err}");
+            assert!(p.message.contains(says), "{yaml}: {}", p.message);
+        }
+    }
 }

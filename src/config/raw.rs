@@ -160,7 +160,10 @@ pub struct RawWebhook {
 /// failure settings. Spanned as a whole: serde buffers an untagged enum's
 /// values and loses the spans inside.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "`audit` to be a file path, `stdout`, or a mapping of `sink`, `path`, `address`, `url`, `on_failure` and `buffer`"
+)]
 pub enum RawAudit {
     Short(Env),
     Full(RawAuditSettings),
