@@ -138,10 +138,7 @@ impl Output {
     /// The sink as named in health reasons and logs.
     pub fn describe(&self) -> String {
         match self {
-            Output::File(f) => match &f.path {
-                Some(p) => format!("audit file `{}`", p.display()),
-                None => "audit stdout".to_string(),
-            },
+            Output::File(f) => f.describe(),
             Output::Syslog(s) => format!("audit syslog `{}`", s.describe()),
             Output::Otlp(o) => format!("audit OTLP collector `{}`", o.describe()),
         }
@@ -201,11 +198,13 @@ impl FileOut {
                 .as_ref()
                 .and_then(|f| f.metadata().ok())
                 .is_some_and(|m| m.nlink() == 0);
-        if (self.file.is_none() || deleted) && self.reopen(true) {
+        if deleted || self.file.is_none() {
+            self.file = None;
+            self.open_again()?;
             p.restart_line();
         }
         let Some(file) = self.file.as_mut() else {
-            return Err(std::io::Error::other("the file could not be reopened"));
+            return Err(std::io::ErrorKind::NotConnected.into());
         };
         while !p.is_empty() {
             let n = match file.write_vectored(&p.slices(SLICES)) {
@@ -226,18 +225,33 @@ impl FileOut {
         if !force && self.file.is_some() && self.names_open_file(path) {
             return false;
         }
-        match open_append(path) {
-            Ok(file) => {
-                self.id = file.metadata().ok().map(|m| (m.dev(), m.ino()));
-                self.file = Some(file);
-                tracing::info!(path = %path.display(), "audit file reopened");
-                true
-            }
+        match self.open_again() {
+            Ok(()) => true,
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot reopen the audit file");
+                tracing::error!(error = %e, "cannot reopen the {}", self.describe());
+                // Records wait (and the failure shows) rather than go to a
+                // file that may be gone.
                 self.file = None;
                 false
             }
+        }
+    }
+
+    fn open_again(&mut self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        let file = open_append(path)?;
+        self.id = file.metadata().ok().map(|m| (m.dev(), m.ino()));
+        self.file = Some(file);
+        tracing::info!(path = %path.display(), "audit file reopened");
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => format!("audit file `{}`", p.display()),
+            None => "audit stdout".to_string(),
         }
     }
 
