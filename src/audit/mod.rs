@@ -133,6 +133,8 @@ pub enum AuditError {
     },
     #[error("cannot start the audit writer: {0}")]
     Start(std::io::Error),
+    #[error("cannot use audit url `{url}`: {detail}")]
+    Url { url: String, detail: String },
 }
 
 /// The `error` kind of a call refused because its record could not be

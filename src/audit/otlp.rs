@@ -29,6 +29,7 @@ use super::AuditError;
 /// Records per export request.
 const BATCH: usize = 512;
 const TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `SEVERITY_NUMBER_INFO`.
 const INFO: i32 = 9;
 
@@ -39,20 +40,37 @@ pub(super) struct OtlpOut {
 
 impl OtlpOut {
     pub fn new(url: &str) -> Result<OtlpOut, AuditError> {
-        let url: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| {
-            AuditError::Start(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("`{url}`: {e}"),
-            ))
-        })?;
+        let bad_url = |detail: String| AuditError::Url {
+            url: url.to_string(),
+            detail,
+        };
+        let parsed: http::Uri = url.parse().map_err(|e| bad_url(format!("{e}")))?;
+        // The system's trust roots; none found is no error for an
+        // `http://` collector, and an `https://` one then fails to verify,
+        // visibly, on the first export.
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad_url(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(AuditError::Start)?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(OtlpOut { url, client })
+        Ok(OtlpOut {
+            url: parsed,
+            client,
+        })
     }
 
     pub fn describe(&self) -> String {

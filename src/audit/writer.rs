@@ -184,10 +184,10 @@ impl Writer {
     fn recovered(&mut self) {
         if self.failing {
             tracing::info!("{} takes records again", self.out.describe());
+            self.shared.set_trouble(None);
         }
         self.failing = false;
         self.dropping = false;
-        self.shared.set_trouble(None);
     }
 
     fn drop_counted(&mut self, n: u64, why: &str) {
