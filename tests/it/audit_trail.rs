@@ -105,6 +105,13 @@ async fn after_rotation_and_sighup_records_go_to_a_new_file() {
 
     let rotated = rotate(&airlock);
     airlock.sighup();
+    // The signal is handled asynchronously: the new file is there once it
+    // has been.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !airlock.audit_path().exists() {
+        assert!(Instant::now() < deadline, "no new audit file after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let after = calls(&airlock, 3).await;
 
     wait_recorded(&airlock.audit_path(), &after, Duration::from_secs(5));
@@ -209,16 +216,18 @@ async fn a_full_disk_refuses_new_calls_under_deny_and_catches_up_when_space_retu
     let mut answered = calls_until_unhealthy(&airlock, &disk).await;
     assert!(counter(&airlock, "airlock_audit_write_errors_total").await >= 1);
 
-    // Calls go on until the buffer is full, then are refused.
+    // Calls go on until the writer, retrying, has filled its buffer; then
+    // they are refused.
     let mut refusal = None;
-    for _ in 0..50 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refusal.is_none() && Instant::now() < deadline {
         let (status, id, body) = call(&airlock).await;
         if status == 200 {
             answered.push(id);
-            continue;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        } else {
+            refusal = Some((status, body));
         }
-        refusal = Some((status, body));
-        break;
     }
     let (status, body) = refusal.expect("no call was refused with the buffer full");
     assert_eq!(status, 503, "{body}");
