@@ -156,7 +156,13 @@ pub struct RawWebhook {
     pub max_attempts: Option<u32>,
 }
 
-/// `audit: <path or stdout>`, or a mapping for other sinks and the
+/// The local syslog socket, for `audit: syslog` without an address.
+const DEFAULT_SYSLOG: &str = "/dev/log";
+/// The OTLP/HTTP logs endpoint of a collector on the same host, the
+/// OpenTelemetry default, for `audit: otlp` without a URL.
+const DEFAULT_OTLP: &str = "http://localhost:4318/v1/logs";
+
+/// `audit: <path, stdout, syslog or otlp>`, or a mapping for other sinks and the
 /// failure settings. Spanned as a whole: serde buffers an untagged enum's
 /// values and loses the spans inside.
 #[derive(Debug, Deserialize)]
@@ -507,15 +513,8 @@ impl Validator {
             RawAudit::Short(p) => {
                 out.target = match p.0.as_str() {
                     "stdout" | "-" => AuditTarget::Stdout,
-                    "syslog" | "otlp" => {
-                        let msg = format!(
-                            "`audit: {}` needs an address: write it as a mapping, e.g. `audit: {{sink: {0}, {}: ...}}`",
-                            p.0,
-                            if p.0 == "syslog" { "address" } else { "url" }
-                        );
-                        self.problem(a, msg);
-                        AuditTarget::Stdout
-                    }
+                    "syslog" => AuditTarget::Syslog(SyslogAddress::Unix(DEFAULT_SYSLOG.into())),
+                    "otlp" => AuditTarget::Otlp(DEFAULT_OTLP.to_string()),
                     path => AuditTarget::File(resolve(path)),
                 };
                 return out;
@@ -529,34 +528,32 @@ impl Validator {
             (None, None, None, Some(_)) => "otlp",
             (None, None, None, None) => "stdout",
         };
-        let need = |v: &mut Self, field: &Option<Env>, name: &str| -> Option<String> {
-            let found = field.as_ref().map(|f| f.0.clone());
-            if found.is_none() {
-                v.problem(a, format!("`audit.sink: {sink}` needs `audit.{name}`"));
-            }
-            found
+        let given = |field: &Option<Env>, default: &str| {
+            field
+                .as_ref()
+                .map_or_else(|| default.to_string(), |f| f.0.clone())
         };
         out.target = match sink {
             "stdout" => AuditTarget::Stdout,
-            "file" => match need(self, &s.path, "path") {
-                Some(p) => AuditTarget::File(resolve(&p)),
-                None => AuditTarget::Stdout,
-            },
-            "syslog" => need(self, &s.address, "address")
-                .and_then(|addr| self.syslog_address(a, &addr))
-                .map_or(AuditTarget::Stdout, AuditTarget::Syslog),
-            "otlp" => match need(self, &s.url, "url") {
-                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
-                    AuditTarget::Otlp(u)
-                }
-                Some(u) => {
-                    self.problem(
-                        a,
-                        format!("`audit.url` `{u}` must start with `http://` or `https://`"),
-                    );
+            "file" => match &s.path {
+                Some(p) => AuditTarget::File(resolve(&p.0)),
+                None => {
+                    self.problem(a, "`audit.sink: file` needs `audit.path`".to_string());
                     AuditTarget::Stdout
                 }
-                None => AuditTarget::Stdout,
+            },
+            "syslog" => {
+                let addr = given(&s.address, &format!("unix://{DEFAULT_SYSLOG}"));
+                self.syslog_address(a, &addr)
+                    .map_or(AuditTarget::Stdout, AuditTarget::Syslog)
+            }
+            "otlp" => match given(&s.url, DEFAULT_OTLP) {
+                u if u.starts_with("http://") || u.starts_with("https://") => AuditTarget::Otlp(u),
+                u => {
+                    let msg = format!("`audit.url` `{u}` must start with `http://` or `https://`");
+                    self.problem(a, msg);
+                    AuditTarget::Stdout
+                }
             },
             other => {
                 let msg = format!(
