@@ -102,11 +102,14 @@ impl Writer {
             }
             self.publish();
             if let Some(closed) = self.closed {
-                if self.pending.is_empty() {
+                if self.pending.is_empty() && self.rx.is_empty() {
                     break;
                 }
                 if self.failing && closed.elapsed() >= GIVE_UP_AT_SHUTDOWN {
-                    let n = self.pending.clear() as u64;
+                    let mut n = self.pending.clear() as u64;
+                    while self.rx.try_recv().is_ok() {
+                        n += 1;
+                    }
                     self.metrics.audit_dropped.inc_by(n);
                     tracing::error!(
                         "shutting down with {} still failing: {n} audit records were not written",
@@ -150,9 +153,13 @@ impl Writer {
     /// waits, and new calls are refused) and drops them, counted, under
     /// `continue`.
     fn take(&mut self) {
-        while self.closed.is_none() {
+        loop {
             let full = self.pending.len() >= self.buffer;
             if full && !(self.failing && self.on_failure == AuditOnFailure::Continue) {
+                // Lines stay queued, but shutdown must still be noticed.
+                if self.rx.is_closed() && self.closed.is_none() {
+                    self.closed = Some(Instant::now());
+                }
                 return;
             }
             match self.rx.try_recv() {
@@ -162,7 +169,10 @@ impl Writer {
                 }
                 Ok(line) => self.pending.push(line),
                 Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => self.closed = Some(Instant::now()),
+                Err(TryRecvError::Disconnected) => {
+                    self.closed.get_or_insert_with(Instant::now);
+                    return;
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The audit trail never drops a record silently: rotation with and
 //! without SIGHUP, a deleted rotated file, a full disk under
-//! `on_failure: deny` and `continue`, and the syslog and OTLP sinks
-//! against receivers running in the test.
+//! `on_failure: deny` and `continue`, the syslog and OTLP sinks against
+//! receivers running in the test, and a shutdown while the sink fails.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -379,4 +379,43 @@ async fn otlp_records_reach_a_collector_as_protobuf_with_their_fields_as_attribu
         ));
     }
     assert_eq!(healthz(&airlock).await.0, 200);
+}
+
+#[tokio::test]
+async fn shutdown_with_the_sink_still_failing_ends_and_says_how_many_records_were_lost() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_up, mut airlock) = tools(&format!(
+        "audit:\n  sink: syslog\n  address: tcp://{addr}\n  buffer: 2"
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = call(&airlock).await;
+        if status == 503 {
+            assert_eq!(body["error"], "audit_unavailable");
+            break;
+        }
+        assert!(Instant::now() < deadline, "calls were never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    airlock.sigterm();
+    assert!(
+        airlock.wait_exit(Duration::from_secs(20)),
+        "Airlock did not stop cleanly"
+    );
+    let mut stderr = Vec::new();
+    while let Ok(line) = airlock.stderr.recv_timeout(Duration::from_secs(2)) {
+        stderr.push(line);
+    }
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("audit records were not written")),
+        "{}",
+        stderr.join("\n")
+    );
 }
