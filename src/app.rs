@@ -86,6 +86,8 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         GatewaySnapshot::build(Arc::new(config.clone()), &clients).map_err(AppError::Policy)?;
     let live = Arc::new(ArcSwap::from_pointee(snapshot));
     let (audit, audit_writer) = AuditSink::start(&config.audit, metrics.clone())?;
+    // logrotate's `postrotate` sends SIGHUP, which also reloads policies.
+    audit.reopen_on_sighup();
 
     // Approvals: settle what a crash interrupted, expire what ran out while
     // we were down, then resume the outbox, before any agent is served.

@@ -84,7 +84,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub policies: PathBuf,
     pub store: StoreLocation,
-    pub audit: AuditTarget,
+    pub audit: AuditConfig,
     pub agents: Vec<AgentConfig>,
     pub routes: Vec<RouteConfig>,
     pub limits: Limits,
@@ -119,11 +119,53 @@ pub enum StoreLocation {
     SqliteMemory,
 }
 
+/// Where decision records go and what happens when they cannot be
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub target: AuditTarget,
+    pub on_failure: AuditOnFailure,
+    /// Records held in memory while the sink cannot take them.
+    pub buffer: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditTarget {
     Stdout,
     File(PathBuf),
+    /// RFC 5424 messages, one record each.
+    Syslog(SyslogAddress),
+    /// OpenTelemetry logs over HTTP (protobuf), to this URL.
+    Otlp(String),
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogAddress {
+    Udp(String),
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+/// What a full audit buffer does to new calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOnFailure {
+    /// Refuse them (503 `audit_unavailable`): no call runs unrecorded.
+    Deny,
+    /// Serve them and count the records that could not be kept.
+    Continue,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            target: AuditTarget::Stdout,
+            on_failure: AuditOnFailure::Deny,
+            buffer: DEFAULT_AUDIT_BUFFER,
+        }
+    }
+}
+
+pub const DEFAULT_AUDIT_BUFFER: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -360,9 +402,9 @@ impl Config {
             None => StoreLocation::Sqlite(resolve("airlock.db")),
             Some(s) => v.store(s, &resolve),
         };
-        let audit = match raw.audit.as_ref().map(|a| a.value.0.as_str()) {
-            None | Some("stdout") | Some("-") => AuditTarget::Stdout,
-            Some(p) => AuditTarget::File(resolve(p)),
+        let audit = match raw.audit.as_ref() {
+            None => AuditConfig::default(),
+            Some(a) => v.audit(a, &resolve),
         };
 
         let mut agents = Vec::new();
@@ -663,5 +705,68 @@ mod tests {
         }
         let err = load("listen: 127.0.0.1:8080\nroutes:\n  - name: t\n    prefix: /a;b\n    upstream: http://127.0.0.1:9000\n    allowed_origins: [\"https://app.example\"]\n").unwrap_err();
         assert_eq!(err.problems().len(), 2, "{err}");
+    }
+
+    #[test]
+    fn audit_takes_a_path_or_a_mapping_naming_its_sink() {
+        let audit = |yaml: &str| load(&format!("listen: 127.0.0.1:8080\n{yaml}")).map(|c| c.audit);
+        assert_eq!(audit("").unwrap(), AuditConfig::default());
+        assert_eq!(
+            audit("audit: logs/audit.jsonl\n").unwrap().target,
+            AuditTarget::File(PathBuf::from("/etc/airlock/logs/audit.jsonl"))
+        );
+        let c =
+            audit("audit:\n  address: udp://127.0.0.1:514\n  on_failure: continue\n  buffer: 50\n")
+                .unwrap();
+        assert_eq!(
+            c.target,
+            AuditTarget::Syslog(SyslogAddress::Udp("127.0.0.1:514".into()))
+        );
+        assert_eq!(c.on_failure, AuditOnFailure::Continue);
+        assert_eq!(c.buffer, 50);
+        assert_eq!(
+            audit("audit:\n  sink: otlp\n  url: http://c:4318/v1/logs\n")
+                .unwrap()
+                .target,
+            AuditTarget::Otlp("http://c:4318/v1/logs".into())
+        );
+        assert_eq!(
+            audit("audit:\n  sink: syslog\n  address: unix:///dev/log\n")
+                .unwrap()
+                .target,
+            AuditTarget::Syslog(SyslogAddress::Unix("/dev/log".into()))
+        );
+    }
+
+    #[test]
+    fn audit_settings_that_cannot_work_are_reported_where_written() {
+        for (yaml, says) in [
+            ("audit:\n  sink: file\n", "needs `audit.path`"),
+            (
+                "audit:\n  sink: syslog\n  address: 127.0.0.1:514\n",
+                "not a syslog address",
+            ),
+            (
+                "audit:\n  sink: otlp\n  url: grpc://c:4317\n",
+                "must start with `http://`",
+            ),
+            ("audit:\n  sink: kafka\n", "`kafka` is not one of"),
+            (
+                "audit:\n  path: a.jsonl\n  on_failure: ignore\n",
+                "`ignore` is not `deny` or `continue`",
+            ),
+            (
+                "audit:\n  path: a.jsonl\n  buffer: 0\n",
+                "must be between 1",
+            ),
+            ("audit:\n  pth: a.jsonl\n", "a mapping of `sink`, `path`"),
+        ] {
+            let err = load(&format!("listen: 127.0.0.1:8080\n{yaml}")).unwrap_err();
+            let p = &err.problems()[0];
+            // A mapping is located at its first setting.
+            let line = if yaml.starts_with("audit:\n") { 3 } else { 2 };
+            assert_eq!(p.line, line, "{yaml}: {err}");
+            assert!(p.message.contains(says), "{yaml}: {}", p.message);
+        }
     }
 }

@@ -31,7 +31,9 @@
 //!   It is protocol neutral and never uses `proxy`.
 //! - [`store`] is the durable state behind approvals (SQLite, WAL).
 //! - [`notify`] signs and delivers webhooks from the store's outbox.
-//! - [`audit`] writes one JSON record per decision off the request path.
+//! - [`audit`] writes one JSON record per decision off the request path, to
+//!   a file, stdout, syslog or an OTLP collector, keeping and retrying what
+//!   the sink does not take.
 //! - [`telemetry`] holds the Prometheus metrics and log setup.
 //! - [`reload`] compiles new snapshots away from the request path and swaps
 //!   them in atomically.

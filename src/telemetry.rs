@@ -38,6 +38,9 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub shadow_differences: Family<ShadowLabels, Counter>,
     pub audit_backpressure: Counter,
+    pub audit_write_errors: Counter,
+    pub audit_dropped: Counter,
+    pub audit_buffered: Gauge,
     pub holds_pending: Gauge,
     pub webhook_deliveries: Family<ResultLabels, Counter>,
 }
@@ -145,6 +148,24 @@ impl Metrics {
             "Times a request waited for room in the audit queue",
             audit_backpressure.clone(),
         );
+        let audit_write_errors = Counter::default();
+        registry.register(
+            "audit_write_errors",
+            "Failed attempts to hand audit records to the sink (each is retried)",
+            audit_write_errors.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_dropped",
+            "Audit records that were not kept (audit.on_failure: continue with a full buffer, shutdown with the sink failing, a record the sink refused for good)",
+            audit_dropped.clone(),
+        );
+        let audit_buffered = Gauge::default();
+        registry.register(
+            "audit_buffered",
+            "Audit records waiting for the sink",
+            audit_buffered.clone(),
+        );
         let holds_pending = Gauge::default();
         registry.register(
             "holds_pending",
@@ -165,6 +186,9 @@ impl Metrics {
             policy_reloads,
             shadow_differences,
             audit_backpressure,
+            audit_write_errors,
+            audit_dropped,
+            audit_buffered,
             holds_pending,
             webhook_deliveries,
         }

@@ -55,6 +55,8 @@ mod webhooks;
 #[path = "it/bypass_paths.rs"]
 mod bypass_paths;
 
+#[path = "it/audit_trail.rs"]
+mod audit_trail;
 #[path = "it/bypass_approvals.rs"]
 mod bypass_approvals;
 #[path = "it/bypass_bodies.rs"]

@@ -48,7 +48,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/approvals/{id}/decision", post(decision::decide));
     Router::new()
         .merge(approval_routes)
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(v1)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
@@ -99,6 +99,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// 503 with the reason while the audit sink cannot take records: a load
+/// balancer then steers calls to a replica that can record them.
+async fn healthz(State(state): State<AdminState>) -> Response {
+    match state.audit.trouble() {
+        None => "ok\n".into_response(),
+        Some(why) => error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", why),
+    }
+}
+
 async fn metrics(State(state): State<AdminState>) -> Response {
     (
         [(
@@ -127,6 +136,8 @@ async fn status(State(state): State<AdminState>) -> Response {
 }
 
 async fn reload(State(state): State<AdminState>) -> Response {
+    // Like SIGHUP: a reload also reopens the audit file after rotation.
+    state.audit.reopen();
     match state.reloader.reload().await {
         Ok(outcome) => Json(outcome).into_response(),
         Err(problems) => (

@@ -9,22 +9,32 @@
 //! many small strings on the thread that allocated them: freeing them on the
 //! writer thread cost more in the allocator than writing them. When the
 //! channel is full, the request waits for room (and the wait is counted in
-//! `airlock_audit_backpressure_total`): a record is never dropped silently.
+//! `airlock_audit_backpressure_total`).
+//!
+//! A record the sink does not take is kept and retried, in a buffer of
+//! `audit.buffer` records (see `writer`). While it fails, `/healthz` says
+//! why and `airlock_audit_write_errors_total` counts; once the buffer is
+//! full, `audit.on_failure` either refuses new calls (`deny`) or counts
+//! each record it cannot keep in `airlock_audit_dropped_total`
+//! (`continue`). A record is never dropped without being counted.
 //! Records never hold secrets: agent keys and injected headers are not
 //! part of the type.
 
 mod line;
+mod otlp;
+mod output;
+mod syslog;
+mod writer;
 
 use std::borrow::Cow;
-use std::io::Write;
-use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::AuditTarget;
+use crate::config::AuditConfig;
 use crate::telemetry::Metrics;
 
 /// One decision, as written to the audit log.
@@ -121,38 +131,91 @@ pub enum AuditError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot start the audit writer: {0}")]
+    Start(std::io::Error),
+    #[error("cannot use audit url `{url}`: {detail}")]
+    Url { url: String, detail: String },
+}
+
+/// The `error` kind of a call refused because its record could not be
+/// kept. Its own record is queued only if there is room (and counted as
+/// dropped if not): the call did not run, and waiting for room would hold
+/// the refusal itself.
+pub const UNAVAILABLE: &str = "audit_unavailable";
+
+/// What the writer and the request path share.
+pub(crate) struct Shared {
+    /// Set while the buffer is full and the sink failing under
+    /// `on_failure: deny`: new calls are refused.
+    refusing: AtomicBool,
+    /// Why the sink cannot take records, while it cannot.
+    trouble: Mutex<Option<String>>,
+    /// Asked by SIGHUP or `POST /v1/reload`: reopen the file.
+    reopen: AtomicBool,
+    wake: tokio::sync::Notify,
+    /// The second of the last "dropped" log line from the request side, so
+    /// that a refusal per call does not become a log line per call.
+    lost_logged: AtomicU64,
+}
+
+impl Shared {
+    fn set_trouble(&self, why: Option<String>) {
+        if let Ok(mut t) = self.trouble.lock() {
+            *t = why;
+        }
+    }
 }
 
 /// Where decision records go. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditSink {
-    // Bounded, so a stalled disk slows requests instead of growing memory
+    // Bounded, so a stalled sink slows requests instead of growing memory
     // without limit; tokio's channel so that the request side can await room.
     // INVARIANT: each item is one complete JSON line, newline included.
     tx: mpsc::Sender<Vec<u8>>,
     metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
 }
 
-/// Joins the writer thread on shutdown so the last records reach the disk.
+/// Joins the writer thread on shutdown so the last records reach the sink.
 pub struct AuditWriter {
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AuditSink {
     pub fn start(
-        target: &AuditTarget,
+        config: &AuditConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(AuditSink, AuditWriter), AuditError> {
-        let out: Box<dyn Write + Send> = match target {
-            AuditTarget::Stdout => Box::new(std::io::stdout()),
-            AuditTarget::File(path) => Box::new(open_append(path)?),
-        };
+        let out = output::Output::open(&config.target)?;
         let (tx, rx) = mpsc::channel(8192);
+        let shared = Arc::new(Shared {
+            refusing: AtomicBool::new(false),
+            trouble: Mutex::new(None),
+            reopen: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+            lost_logged: AtomicU64::new(0),
+        });
+        let writer = writer::Writer::new(rx, out, config, shared.clone(), metrics.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(AuditError::Start)?;
         let handle = std::thread::Builder::new()
             .name("airlock-audit".into())
-            .spawn(move || write_loop(rx, out))
-            .ok();
-        Ok((AuditSink { tx, metrics }, AuditWriter { handle }))
+            .spawn(move || runtime.block_on(writer.run()))
+            .map_err(AuditError::Start)?;
+        let sink = AuditSink {
+            tx,
+            metrics,
+            shared,
+        };
+        Ok((
+            sink,
+            AuditWriter {
+                handle: Some(handle),
+            },
+        ))
     }
 
     /// Queues a record, waiting for room when the writer is behind.
@@ -166,76 +229,82 @@ impl AuditSink {
         let mut line = Vec::with_capacity(512);
         line::write(record, &mut line);
         line.push(b'\n');
-        self.queue(line)
+        let wait = record.error != Some(UNAVAILABLE);
+        self.queue(line, wait)
     }
 
-    async fn queue(&self, line: Vec<u8>) {
+    async fn queue(&self, line: Vec<u8>, wait: bool) {
         match self.tx.try_send(line) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(line)) => {
+            Err(mpsc::error::TrySendError::Full(line)) if wait => {
                 self.metrics.audit_backpressure.inc();
                 // Boxed: rare, and its state would otherwise be reserved in
                 // every caller's future.
                 if Box::pin(self.tx.send(line)).await.is_err() {
-                    tracing::error!("audit writer is gone; a record could not be written");
+                    self.lost();
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("audit writer is gone; a record could not be written");
-            }
+            Err(_) => self.lost(),
         }
+    }
+
+    fn lost(&self) {
+        self.metrics.audit_dropped.inc();
+        let second = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        if self.shared.lost_logged.swap(second, Ordering::Relaxed) != second {
+            tracing::error!(
+                "audit queue is full or closed; records are dropped and counted in airlock_audit_dropped_total"
+            );
+        }
+    }
+
+    /// Whether new calls are to be refused: the sink is failing, its buffer
+    /// is full, and `audit.on_failure` is `deny`. One relaxed load: the flag
+    /// is advisory, and a call that races with it is still recorded.
+    pub fn refusing(&self) -> bool {
+        self.shared.refusing.load(Ordering::Relaxed)
+    }
+
+    /// Why the sink cannot take records, while it cannot.
+    pub fn trouble(&self) -> Option<String> {
+        self.shared.trouble.lock().ok().and_then(|t| t.clone())
+    }
+
+    /// Asks the writer to reopen its file (after rotation).
+    pub fn reopen(&self) {
+        self.shared.reopen.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+    }
+
+    /// Reopens the file on every SIGHUP until the process ends.
+    pub fn reopen_on_sighup(&self) {
+        // Only what reopening needs: a sender here would keep the channel
+        // open at shutdown.
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                shared.reopen.store(true, Ordering::Relaxed);
+                shared.wake.notify_one();
+            }
+        });
     }
 }
 
 impl AuditWriter {
-    /// Waits until every queued record is written. Call after the last sink
-    /// clone is dropped.
+    /// Waits until every queued record is written (or, with the sink still
+    /// failing, given up on and counted). Call after the last sink clone is
+    /// dropped.
     pub fn finish(mut self) {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-    }
-}
-
-fn open_append(path: &Path) -> Result<std::fs::File, AuditError> {
-    if let Some(parent) = path.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| AuditError::Open {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// How long the writer lets records gather after a flush. Waking for every
-/// record costs a context switch per request (the sender must wake a parked
-/// thread); a short nap bounds wakeups and write syscalls to a few hundred
-/// per second at any load, and delays a record by at most this much.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
-
-fn write_loop(mut rx: mpsc::Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
-    while let Some(line) = rx.blocking_recv() {
-        write_line(&mut out, &line);
-        // Batch whatever else is already queued, then flush once.
-        while let Ok(line) = rx.try_recv() {
-            write_line(&mut out, &line);
-        }
-        if let Err(e) = out.flush() {
-            tracing::error!(error = %e, "audit flush failed");
-        }
-        std::thread::sleep(GATHER);
-    }
-    let _ = out.flush();
-}
-
-fn write_line(out: &mut impl Write, line: &[u8]) {
-    if let Err(e) = out.write_all(line) {
-        tracing::error!(error = %e, "audit write failed");
     }
 }
 

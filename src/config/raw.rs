@@ -11,8 +11,9 @@ use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
 use super::{
-    parse_duration, sha256, AgentConfig, ApprovalSettings, ApproverConfig, ConfigProblem, Protocol,
-    RouteConfig, StoreLocation, Timeouts, WebhookConfig,
+    parse_duration, sha256, AgentConfig, ApprovalSettings, ApproverConfig, AuditConfig,
+    AuditOnFailure, AuditTarget, ConfigProblem, Protocol, RouteConfig, StoreLocation,
+    SyslogAddress, Timeouts, WebhookConfig,
 };
 
 /// A string whose `${NAME}` references have been expanded from the
@@ -57,7 +58,7 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub policies: Option<Spanned<Env>>,
     pub store: Option<Spanned<Env>>,
-    pub audit: Option<Spanned<Env>>,
+    pub audit: Option<Spanned<RawAudit>>,
     pub agents: Option<Vec<RawAgent>>,
     pub routes: Option<Vec<RawRoute>>,
     pub limits: Option<RawLimits>,
@@ -159,6 +160,36 @@ pub struct RawWebhook {
     pub secret: Spanned<Env>,
     pub events: Option<Vec<Env>>,
     pub max_attempts: Option<u32>,
+}
+
+/// The local syslog socket, for `audit: syslog` without an address.
+const DEFAULT_SYSLOG: &str = "/dev/log";
+/// The OTLP/HTTP logs endpoint of a collector on the same host, the
+/// OpenTelemetry default, for `audit: otlp` without a URL.
+const DEFAULT_OTLP: &str = "http://localhost:4318/v1/logs";
+
+/// `audit: <path, stdout, syslog or otlp>`, or a mapping for other sinks and the
+/// failure settings. Spanned as a whole: serde buffers an untagged enum's
+/// values and loses the spans inside.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`audit` to be a file path, `stdout`, or a mapping of `sink`, `path`, `address`, `url`, `on_failure` and `buffer`"
+)]
+pub enum RawAudit {
+    Short(Env),
+    Full(RawAuditSettings),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuditSettings {
+    pub sink: Option<Env>,
+    pub path: Option<Env>,
+    pub address: Option<Env>,
+    pub url: Option<Env>,
+    pub on_failure: Option<Env>,
+    pub buffer: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -564,6 +595,108 @@ impl Validator {
             return default;
         }
         d
+    }
+
+    pub fn audit(
+        &mut self,
+        a: &Spanned<RawAudit>,
+        resolve: &dyn Fn(&str) -> PathBuf,
+    ) -> AuditConfig {
+        let mut out = AuditConfig::default();
+        let s = match &a.value {
+            RawAudit::Short(p) => {
+                out.target = match p.0.as_str() {
+                    "stdout" | "-" => AuditTarget::Stdout,
+                    "syslog" => AuditTarget::Syslog(SyslogAddress::Unix(DEFAULT_SYSLOG.into())),
+                    "otlp" => AuditTarget::Otlp(DEFAULT_OTLP.to_string()),
+                    path => AuditTarget::File(resolve(path)),
+                };
+                return out;
+            }
+            RawAudit::Full(s) => s,
+        };
+        let sink = match (&s.sink, &s.path, &s.address, &s.url) {
+            (Some(k), ..) => k.0.as_str(),
+            (None, Some(_), _, _) => "file",
+            (None, None, Some(_), _) => "syslog",
+            (None, None, None, Some(_)) => "otlp",
+            (None, None, None, None) => "stdout",
+        };
+        let given = |field: &Option<Env>, default: &str| {
+            field
+                .as_ref()
+                .map_or_else(|| default.to_string(), |f| f.0.clone())
+        };
+        out.target = match sink {
+            "stdout" => AuditTarget::Stdout,
+            "file" => match &s.path {
+                Some(p) => AuditTarget::File(resolve(&p.0)),
+                None => {
+                    self.problem(a, "`audit.sink: file` needs `audit.path`".to_string());
+                    AuditTarget::Stdout
+                }
+            },
+            "syslog" => {
+                let addr = given(&s.address, &format!("unix://{DEFAULT_SYSLOG}"));
+                self.syslog_address(a, &addr)
+                    .map_or(AuditTarget::Stdout, AuditTarget::Syslog)
+            }
+            "otlp" => match given(&s.url, DEFAULT_OTLP) {
+                u if u.starts_with("http://") || u.starts_with("https://") => AuditTarget::Otlp(u),
+                u => {
+                    let msg = format!("`audit.url` `{u}` must start with `http://` or `https://`");
+                    self.problem(a, msg);
+                    AuditTarget::Stdout
+                }
+            },
+            other => {
+                let msg = format!(
+                    "`audit.sink` `{other}` is not one of `file`, `stdout`, `syslog`, `otlp`"
+                );
+                self.problem(a, msg);
+                AuditTarget::Stdout
+            }
+        };
+        match s.on_failure.as_ref().map(|f| f.0.as_str()) {
+            None | Some("deny") => {}
+            Some("continue") => out.on_failure = AuditOnFailure::Continue,
+            Some(other) => {
+                let msg = format!("`audit.on_failure` `{other}` is not `deny` or `continue`");
+                self.problem(a, msg);
+            }
+        }
+        match s.buffer {
+            None => {}
+            Some(n @ 1..=10_000_000) => out.buffer = n as usize,
+            Some(n) => {
+                let msg = format!("`audit.buffer` `{n}` must be between 1 and 10000000 records");
+                self.problem(a, msg);
+            }
+        }
+        out
+    }
+
+    /// `udp://host:port`, `tcp://host:port` or `unix:///path`.
+    fn syslog_address<T>(&mut self, at: &Spanned<T>, addr: &str) -> Option<SyslogAddress> {
+        let parsed = if let Some(rest) = addr.strip_prefix("udp://") {
+            rest.contains(':')
+                .then(|| SyslogAddress::Udp(rest.to_string()))
+        } else if let Some(rest) = addr.strip_prefix("tcp://") {
+            rest.contains(':')
+                .then(|| SyslogAddress::Tcp(rest.to_string()))
+        } else if let Some(rest) = addr.strip_prefix("unix://") {
+            rest.starts_with('/')
+                .then(|| SyslogAddress::Unix(PathBuf::from(rest)))
+        } else {
+            None
+        };
+        if parsed.is_none() {
+            let msg = format!(
+                "`audit.address` `{addr}` is not a syslog address; write `udp://host:514`, `tcp://host:514` or `unix:///dev/log`"
+            );
+            self.problem(at, msg);
+        }
+        parsed
     }
 
     pub fn approver(&mut self, a: RawApprover) -> Option<ApproverConfig> {

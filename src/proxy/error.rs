@@ -65,6 +65,8 @@ pub enum ProxyError {
     UpstreamTimeout { route: String, seconds: u64 },
     #[error("upstream `{route}` is unreachable: {detail}")]
     UpstreamUnavailable { route: String, detail: String },
+    #[error("the audit trail cannot record calls right now, so none are served; see `/healthz` on the admin listener")]
+    AuditUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -98,6 +100,7 @@ impl ProxyError {
             ProxyError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +125,7 @@ impl ProxyError {
             ProxyError::TooManyPending { .. } => "too_many_pending",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            ProxyError::AuditUnavailable => crate::audit::UNAVAILABLE,
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -147,7 +151,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamUnavailable { .. } => {
                 Fault::Upstream
             }
-            ProxyError::Internal(_) => Fault::Internal,
+            ProxyError::AuditUnavailable | ProxyError::Internal(_) => Fault::Internal,
         }
     }
 

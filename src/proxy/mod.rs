@@ -219,6 +219,11 @@ async fn process(
     request_id: &str,
     rec: &mut AuditRecord,
 ) -> Result<Reply, ProxyError> {
+    // No call runs unrecorded (`audit.on_failure: deny`).
+    if state.audit.refusing() {
+        rec.path = req.uri().path().to_owned();
+        return Err(ProxyError::AuditUnavailable);
+    }
     // Phase: screen, authenticate, route. The record names the path as
     // decoded once that worked (`admit` records it), and as sent when not.
     let (agent, route, rest) = match admit(snap, conn, &req, rec) {

@@ -5,6 +5,8 @@
     reason = "each scenario module uses its own part of the support"
 )]
 
+pub mod audit_receivers;
+pub mod full_disk;
 pub mod mcp;
 pub mod peers;
 pub mod reload;
@@ -47,6 +49,7 @@ pub struct AirlockBuilder {
     agents: Vec<String>,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    audit: String,
 }
 
 impl AirlockBuilder {
@@ -62,6 +65,7 @@ impl AirlockBuilder {
             ],
             extra: Vec::new(),
             env: Vec::new(),
+            audit: "audit: audit.jsonl".to_string(),
         }
     }
 
@@ -119,6 +123,12 @@ impl AirlockBuilder {
         self
     }
 
+    /// The `audit:` setting as YAML (default `audit: audit.jsonl`).
+    pub fn audit_yaml(mut self, yaml: &str) -> Self {
+        self.audit = yaml.to_string();
+        self
+    }
+
     /// Extra top-level YAML.
     pub fn yaml(mut self, yaml: &str) -> Self {
         self.extra.push(yaml.to_string());
@@ -134,7 +144,8 @@ impl AirlockBuilder {
             std::fs::write(pol.join(f), t).expect("policy");
         }
         let mut yaml = format!(
-            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\nagents:\n{}\n",
+            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\n{}\nagents:\n{}\n",
+            self.audit,
             self.agents.join("\n")
         );
         if !self.routes.is_empty() {
@@ -153,8 +164,14 @@ impl AirlockBuilder {
     }
 
     pub fn start(self) -> Airlock {
+        self.start_customized(|_| {})
+    }
+
+    /// Starts Airlock with `customize` applied to its command (e.g. limits
+    /// set in the child before it runs).
+    pub fn start_customized(self, customize: impl FnOnce(&mut Command)) -> Airlock {
         let config = self.write();
-        Airlock::spawn(self.dir, config, &self.env)
+        Airlock::spawn(self.dir, config, &self.env, customize)
     }
 }
 
@@ -182,19 +199,25 @@ pub struct Airlock {
 
 impl Airlock {
     pub fn start_with(dir: tempfile::TempDir, config: PathBuf) -> Airlock {
-        Airlock::spawn(dir, config, &[])
+        Airlock::spawn(dir, config, &[], |_| {})
     }
 
-    fn spawn(dir: tempfile::TempDir, config: PathBuf, env: &[(String, String)]) -> Airlock {
-        let mut child = Command::new(airlock_bin())
+    fn spawn(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        env: &[(String, String)],
+        customize: impl FnOnce(&mut Command),
+    ) -> Airlock {
+        let mut command = Command::new(airlock_bin());
+        command
             .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("serve")
             .arg("--config")
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn airlock");
+            .stderr(Stdio::piped());
+        customize(&mut command);
+        let mut child = command.spawn().expect("spawn airlock");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
