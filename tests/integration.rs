@@ -45,3 +45,6 @@ mod upstream_lanes;
 
 #[path = "it/webhooks.rs"]
 mod webhooks;
+
+#[path = "it/faults.rs"]
+mod faults;

@@ -6,6 +6,7 @@
 //! which approvers may use too.
 
 pub mod approvals;
+mod deadline;
 pub mod decision;
 pub mod refusal;
 
@@ -45,7 +46,11 @@ pub fn router(state: AdminState) -> Router {
     let approval_routes = Router::new()
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::show))
-        .route("/v1/approvals/{id}/decision", post(decision::decide));
+        .route("/v1/approvals/{id}/decision", post(decision::decide))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            deadline::within_store_timeout,
+        ));
     Router::new()
         .merge(approval_routes)
         .route("/healthz", get(|| async { "ok\n" }))

@@ -20,6 +20,7 @@
 //! 4. implement [`CallChecker`] so a decision can re-check the stored (or
 //!    edited) call against the current policies.
 
+mod faults;
 pub mod fingerprint;
 pub mod trail;
 mod waiters;
@@ -126,6 +127,9 @@ pub struct Approvals {
     outbox_wake: Arc<Notify>,
     /// Where expiries are recorded.
     audit: AuditSink,
+    /// Set on shutdown: every wait returns at once (see
+    /// [`Approvals::stop_waiting`]).
+    stopping: faults::StopBell,
 }
 
 pub fn now_ms() -> i64 {
@@ -154,6 +158,7 @@ impl Approvals {
             metrics,
             outbox_wake,
             audit,
+            stopping: faults::StopBell::default(),
         }
     }
 
@@ -264,6 +269,7 @@ impl Approvals {
         // Bounded: each round either returns or waits for a wake-up or the
         // deadline; spurious wake-ups are rare.
         for _ in 0..10_000 {
+            let stop = self.stopping.notified();
             let bell = self.waiters.subscribe(id);
             // Before the store read, so that a wake-up sent after it counts.
             let rung = bell.as_deref().map(tokio::sync::Notify::notified);
@@ -275,7 +281,9 @@ impl Approvals {
             // Boxed: it is brief, and its state would otherwise sit in every
             // waiting call's future for as long as the human takes.
             let hold = Box::pin(self.expire_if_due(cfg, hold)).await?;
-            if !matches!(hold.state, HoldState::Pending | HoldState::Executing) {
+            if !matches!(hold.state, HoldState::Pending | HoldState::Executing)
+                || self.stopping.is_set()
+            {
                 return Ok(hold);
             }
             let expires_in = Duration::from_millis(
@@ -285,10 +293,10 @@ impl Approvals {
             // largest part of a waiting call, and the store has it.
             drop(hold);
             let deadline = until.min(tokio::time::Instant::now() + expires_in);
-            let woke = rung_or_deadline(rung, deadline).await;
+            let woke = rung_or_deadline(rung, stop, deadline).await;
             drop(bell);
             self.waiters.release(id);
-            if !woke && tokio::time::Instant::now() >= until {
+            if (!woke && tokio::time::Instant::now() >= until) || self.stopping.is_set() {
                 let hold = self
                     .store
                     .get(id)
@@ -398,6 +406,7 @@ impl Approvals {
                     reason: "airlock stopped while forwarding this approved call; its outcome is unknown and it is not repeated".into(),
                 };
                 if self.finish(&hold.id, outcome).await? {
+                    self.audit.record(&trail::interrupted(&hold)).await;
                     n += 1;
                 }
             }
@@ -650,18 +659,22 @@ fn deliveries(cfg: &Config, event: &str, hold: &HoldRecord) -> Vec<NewDelivery> 
 /// so that it ends before the caller drops the bell it borrows.
 async fn rung_or_deadline(
     rung: Option<tokio::sync::futures::Notified<'_>>,
+    stop: tokio::sync::futures::Notified<'_>,
     deadline: tokio::time::Instant,
 ) -> bool {
     match rung {
         Some(rung) => {
             tokio::select! {
                 () = rung => true,
+                () = stop => true,
                 () = tokio::time::sleep_until(deadline) => false,
             }
         }
         None => {
-            tokio::time::sleep_until(deadline).await;
-            false
+            tokio::select! {
+                () = stop => true,
+                () = tokio::time::sleep_until(deadline) => false,
+            }
         }
     }
 }

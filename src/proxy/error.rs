@@ -48,8 +48,26 @@ pub enum ProxyError {
     ApprovalMismatch(String),
     #[error("upstream `{route}` did not answer within {seconds}s")]
     UpstreamTimeout { route: String, seconds: u64 },
+    /// `connected: false` when no connection was made (refused, TLS
+    /// handshake failed): the request provably never left Airlock.
     #[error("upstream `{route}` is unreachable: {detail}")]
-    UpstreamUnavailable { route: String, detail: String },
+    UpstreamUnavailable {
+        route: String,
+        detail: String,
+        connected: bool,
+    },
+    /// An approved call whose upstream could not be reached: nothing was
+    /// sent, so the approval still stands and the next retry runs it.
+    #[error("upstream `{route}` is unreachable: {detail}; the approved call was not sent and approval `{id}` still stands: send the same call again to run it (you may retry)")]
+    ApprovedCallNotSent {
+        id: String,
+        route: String,
+        detail: String,
+    },
+    /// An approved call is being executed, or its outcome is still being
+    /// recorded: the retry gets the outcome once it is stored.
+    #[error("approval `{0}` is executing; its outcome is not recorded yet: send the same call again after the `Retry-After` seconds")]
+    ApprovalExecuting(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -75,9 +93,13 @@ impl ProxyError {
             | ProxyError::ApprovalDenied { .. }
             | ProxyError::ApprovalExpired(_) => StatusCode::FORBIDDEN,
             ProxyError::UnknownApproval(_) => StatusCode::NOT_FOUND,
-            ProxyError::ApprovalMismatch(_) => StatusCode::CONFLICT,
+            ProxyError::ApprovalMismatch(_) | ProxyError::ApprovalExecuting(_) => {
+                StatusCode::CONFLICT
+            }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamUnavailable { .. } | ProxyError::ApprovedCallNotSent { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,7 +119,10 @@ impl ProxyError {
             ProxyError::UnknownApproval(_) => "unknown_approval",
             ProxyError::ApprovalMismatch(_) => "approval_mismatch",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
-            ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            ProxyError::UpstreamUnavailable { .. } | ProxyError::ApprovedCallNotSent { .. } => {
+                "upstream_unavailable"
+            }
+            ProxyError::ApprovalExecuting(_) => "executing",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -116,9 +141,10 @@ impl ProxyError {
             | ProxyError::ApprovalRequired { .. }
             | ProxyError::ApprovalDenied { .. }
             | ProxyError::ApprovalExpired(_) => Fault::Policy,
-            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamUnavailable { .. } => {
-                Fault::Upstream
-            }
+            ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamUnavailable { .. }
+            | ProxyError::ApprovedCallNotSent { .. } => Fault::Upstream,
+            ProxyError::ApprovalExecuting(_) => Fault::Internal,
             ProxyError::Internal(_) => Fault::Internal,
         }
     }
@@ -130,6 +156,26 @@ impl ProxyError {
             }
             _ => None,
         }
+    }
+
+    /// Seconds after which the same call may succeed, for `Retry-After`.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::ApprovalExecuting(_) => Some(2),
+            ProxyError::ApprovedCallNotSent { .. } => Some(1),
+            _ => None,
+        }
+    }
+
+    /// Whether the request provably never reached the upstream.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::UpstreamUnavailable {
+                connected: false,
+                ..
+            }
+        )
     }
 
     fn reasons(&self) -> Option<&[String]> {
@@ -159,7 +205,9 @@ impl ProxyError {
             ProxyError::ApprovalDenied { id, .. }
             | ProxyError::ApprovalExpired(id)
             | ProxyError::UnknownApproval(id)
-            | ProxyError::ApprovalMismatch(id) => Some(id.as_str()),
+            | ProxyError::ApprovalMismatch(id)
+            | ProxyError::ApprovalExecuting(id)
+            | ProxyError::ApprovedCallNotSent { id, .. } => Some(id.as_str()),
             _ => None,
         };
         let denial_reason;
@@ -188,6 +236,10 @@ impl ProxyError {
         );
         if let Ok(v) = HeaderValue::from_str(request_id) {
             resp.headers_mut().insert("x-request-id", v);
+        }
+        if let Some(secs) = self.retry_after() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if matches!(self, ProxyError::Unauthenticated) {
             resp.headers_mut()

@@ -130,7 +130,8 @@ pub async fn await_decision(
         let hold = approvals.wait(cfg, id, cfg.approvals.wait).await?;
         rec.approver = hold.decided_by.clone();
         match hold.state {
-            HoldState::Pending | HoldState::Executing => return Ok(pending(&hold, request_id)),
+            HoldState::Pending => return Ok(pending(&hold, request_id)),
+            HoldState::Executing => return Err(ProxyError::ApprovalExecuting(hold.id.clone())),
             HoldState::Denied => {
                 return Err(ProxyError::ApprovalDenied {
                     id: hold.id.clone(),
@@ -232,6 +233,7 @@ pub(super) async fn execute(
     let approvals = approvals.clone();
     let live = live.clone();
     let task = tokio::spawn(async move {
+        approvals.record_executing(&hold).await;
         let snap = live.load_full();
         let result = match (snap.route_named(&hold.route), stored_parts(&hold.request)) {
             (None, _) => Err(ProxyError::NoRoute(hold.route.clone())),
@@ -247,29 +249,55 @@ pub(super) async fn execute(
                 forward(route, &hold.request.rest, parts, body, &request_id, None).await
             }
         };
-        let outcome = match &result {
-            Ok(resp) => Outcome {
-                status: resp.status().as_u16(),
-                reason: format!(
-                    "approved by `{}`; the upstream answered {}",
-                    hold.decided_by.as_deref().unwrap_or("?"),
-                    resp.status().as_u16()
-                ),
-            },
-            Err(e) => Outcome {
-                status: e.status().as_u16(),
-                reason: e.to_string(),
-            },
-        };
-        if let Err(e) = approvals.finish(&hold.id, outcome).await {
-            tracing::error!(error = %e, approval = %hold.id, "cannot record the outcome of an approved call");
-        }
-        result
+        settle(&approvals, &hold, result)
     });
     let result = task.await.map_err(internal)?;
     if let Ok(resp) = &result {
         rec.upstream_status = Some(resp.status().as_u16());
     }
+    result
+}
+
+/// Stores what became of an executed approval, in the background: the
+/// store may be locked for a while, and the agent is answered meanwhile
+/// (identical calls are told `executing` until the write lands). A call
+/// that never left Airlock goes back to `approved` instead, and its agent
+/// is told to send it again.
+fn settle(
+    approvals: &Arc<Approvals>,
+    hold: &HoldRecord,
+    result: Result<Response<ProxyBody>, ProxyError>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let id = hold.id.clone();
+    let approvals = approvals.clone();
+    if let Err(ProxyError::UpstreamUnavailable {
+        route,
+        detail,
+        connected: false,
+    }) = result
+    {
+        tokio::spawn(async move { approvals.release_durably(&id).await });
+        return Err(ProxyError::ApprovedCallNotSent {
+            id: hold.id.clone(),
+            route,
+            detail,
+        });
+    }
+    let outcome = match &result {
+        Ok(resp) => Outcome {
+            status: resp.status().as_u16(),
+            reason: format!(
+                "approved by `{}`; the upstream answered {}",
+                hold.decided_by.as_deref().unwrap_or("?"),
+                resp.status().as_u16()
+            ),
+        },
+        Err(e) => Outcome {
+            status: e.status().as_u16(),
+            reason: e.to_string(),
+        },
+    };
+    tokio::spawn(async move { approvals.finish_durably(&id, outcome).await });
     result
 }
 

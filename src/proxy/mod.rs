@@ -579,9 +579,10 @@ async fn send(
     out: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let connect_timeout = route.config.connect_timeout;
-    let unavailable = |detail: String| ProxyError::UpstreamUnavailable {
+    let unavailable = |detail: String, connected: bool| ProxyError::UpstreamUnavailable {
         route: route.config.name.clone(),
         detail,
+        connected,
     };
     let connect_timed_out = || ProxyError::UpstreamTimeout {
         route: route.config.name.clone(),
@@ -591,13 +592,19 @@ async fn send(
         return match claim.send(out, connect_timeout).await {
             Ok(r) => Ok(r),
             Err(PairedError::ConnectTimeout) => Err(connect_timed_out()),
-            Err(e) => Err(unavailable(e.to_string())),
+            Err(e @ PairedError::Connect(_)) => Err(unavailable(e.to_string(), false)),
+            Err(e) => Err(unavailable(e.to_string(), true)),
         };
     }
     match route.client.request(out).await {
         Ok(r) => Ok(r),
         Err(e) if e.is_connect() && is_timeout(&e) => Err(connect_timed_out()),
-        Err(e) => Err(unavailable(crate::upstream::describe_error(&e))),
+        // A connect error (refused, TLS handshake failed) is raised before
+        // any byte of the request is written.
+        Err(e) => Err(unavailable(
+            crate::upstream::describe_error(&e),
+            !e.is_connect(),
+        )),
     }
 }
 
