@@ -35,6 +35,7 @@ mod mcp_progress;
 pub mod path;
 pub mod recheck;
 mod server;
+mod upstream_body;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -57,13 +58,14 @@ use crate::upstream::paired::{Claim, PairedError, PairedUpstream};
 pub use connection::AgentConnection;
 use error::ProxyError;
 use path::NormalizedPath;
+use upstream_body::UpstreamBody;
 
 pub use server::{serve, tls_acceptor as server_tls, ServeOptions};
 
 /// The body of every response the proxy returns: a stream (the upstream's,
 /// or Airlock's own events for a held MCP call), or a body Airlock wrote
 /// whole.
-pub type ProxyBody = Either<Either<Incoming, event_body::EventBody>, Full<Bytes>>;
+pub type ProxyBody = Either<Either<UpstreamBody, event_body::EventBody>, Full<Bytes>>;
 
 /// What every request handler shares.
 pub struct ProxyState {
@@ -175,8 +177,11 @@ fn answer<'s>(
     impl std::future::Future<Output = ()> + use<'s>,
 ) {
     let response = match result {
-        Ok(resp) => {
+        Ok(mut resp) => {
             rec.status = resp.status().as_u16();
+            if let Either::Left(Either::Left(body)) = resp.body_mut() {
+                body.watch(&state.audit, rec);
+            }
             resp
         }
         Err(e) => {
@@ -550,7 +555,7 @@ pub async fn forward(
     }
     Ok(Response::from_parts(
         rparts,
-        Either::Left(Either::Left(rbody)),
+        Either::Left(Either::Left(UpstreamBody::new(rbody))),
     ))
 }
 

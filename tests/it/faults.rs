@@ -324,3 +324,35 @@ async fn a_sigkill_mid_execution_leaves_an_executing_and_an_interrupted_record_p
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_response_cut_mid_stream_is_audited_as_incomplete_with_its_bytes_sent() {
+    let upstream = Upstream::start().await;
+    let airlock = AirlockBuilder::permitting_everything()
+        .route("tool", "/tool", &upstream.url("/api"))
+        .start();
+    let resp = airlock.agent_get("/tool/cut?bytes=1000").await;
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(resp.bytes().await.is_err(), "the agent sees the cut too");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let cut = loop {
+        let found = airlock.audit().into_iter().find(|r| {
+            r["request_id"] == request_id.as_str() && r["event"] == "response_incomplete"
+        });
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no incomplete record: {:#?}",
+            airlock.audit()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(cut["error"], "response_incomplete");
+    assert_eq!(cut["fault"], "upstream");
+    assert_eq!(cut["extra"]["incomplete"], true);
+    assert_eq!(cut["extra"]["bytes_sent"], 1000);
+}

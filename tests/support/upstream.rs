@@ -134,13 +134,22 @@ async fn handle(
     if parts.uri.path().ends_with("/cut") {
         let n = param(query, "bytes").unwrap_or(100);
         let part = bytes::Bytes::from(vec![b'x'; usize::try_from(n).unwrap_or(0)]);
-        let items: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
-            Ok(part),
-            Err(std::io::Error::other("the upstream dropped the connection")),
-        ];
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(part)).await;
+            // Long enough for the part to be on its way first.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = tx
+                .send(Err(std::io::Error::other(
+                    "the upstream dropped the connection",
+                )))
+                .await;
+        });
         return Response::builder()
             .header("content-length", (n * 10).to_string())
-            .body(Body::from_stream(tokio_stream::iter(items)))
+            .body(Body::from_stream(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
             .expect("response");
     }
     if parts.uri.path().ends_with("/stream") {
