@@ -68,6 +68,12 @@ pub enum ProxyError {
     /// recorded: the retry gets the outcome once it is stored.
     #[error("approval `{0}` is executing; its outcome is not recorded yet: send the same call again after the `Retry-After` seconds")]
     ApprovalExecuting(String),
+    /// The approval store did not take a read or write (locked by another
+    /// process, for instance); nothing was sent upstream.
+    #[error(
+        "the approval store is unavailable ({0}); the call was not sent: send it again shortly"
+    )]
+    StoreUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -100,6 +106,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable { .. } | ProxyError::ApprovedCallNotSent { .. } => {
                 StatusCode::BAD_GATEWAY
             }
+            ProxyError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +130,7 @@ impl ProxyError {
                 "upstream_unavailable"
             }
             ProxyError::ApprovalExecuting(_) => "executing",
+            ProxyError::StoreUnavailable(_) => "store_unavailable",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -144,7 +152,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamUnavailable { .. }
             | ProxyError::ApprovedCallNotSent { .. } => Fault::Upstream,
-            ProxyError::ApprovalExecuting(_) => Fault::Internal,
+            ProxyError::ApprovalExecuting(_) | ProxyError::StoreUnavailable(_) => Fault::Internal,
             ProxyError::Internal(_) => Fault::Internal,
         }
     }
@@ -162,7 +170,7 @@ impl ProxyError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ProxyError::ApprovalExecuting(_) => Some(2),
-            ProxyError::ApprovedCallNotSent { .. } => Some(1),
+            ProxyError::ApprovedCallNotSent { .. } | ProxyError::StoreUnavailable(_) => Some(1),
             _ => None,
         }
     }

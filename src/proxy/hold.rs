@@ -39,6 +39,7 @@ impl From<ApprovalError> for ProxyError {
         match e {
             ApprovalError::NotFound(id) => ProxyError::UnknownApproval(id),
             ApprovalError::Mismatch { id } => ProxyError::ApprovalMismatch(id),
+            ApprovalError::Store(e) => ProxyError::StoreUnavailable(e.to_string()),
             other => ProxyError::Internal(other.to_string()),
         }
     }
@@ -144,7 +145,7 @@ pub async fn await_decision(
             HoldState::Approved => {
                 if Box::pin(approvals.claim(&hold.id))
                     .await
-                    .map_err(internal)?
+                    .map_err(|e| ProxyError::StoreUnavailable(e.to_string()))?
                 {
                     let body = Bytes::copy_from_slice(hold.body_to_forward());
                     return Box::pin(execute(

@@ -98,7 +98,11 @@ pub(super) async fn on_tool_hold(
                 cx.request_id,
             ));
         }
-        if approvals.claim(&hold.id).await.map_err(internal)? {
+        if approvals
+            .claim(&hold.id)
+            .await
+            .map_err(|e| ProxyError::StoreUnavailable(e.to_string()))?
+        {
             let body = held.body_to_forward(&hold)?;
             let request_id = cx.request_id.to_string();
             let session = Session::Current(held.session.clone());

@@ -221,6 +221,16 @@ async fn a_locked_store_delays_the_outcome_but_never_loses_it_and_the_admin_api_
     assert_eq!(v["approval_id"], id.as_str());
     assert_eq!(upstream.hits(), 1);
 
+    // A new held call cannot be stored: the agent is told, and nothing runs.
+    let resp = refund_at(&airlock, "", 800).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "store_unavailable"
+    );
+    assert_eq!(upstream.hits(), 1);
+
     // The admin API answers within its store timeout, never hangs.
     let started = Instant::now();
     let resp = client()
