@@ -4,6 +4,7 @@
 //! at once instead of cutting it off.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -15,6 +16,11 @@ use crate::store::{DecisionFields, HoldRecord, HoldState, Outcome, StoreError};
 /// [`OUTCOME_RETRY_MAX`].
 const OUTCOME_RETRY_FIRST: Duration = Duration::from_millis(100);
 const OUTCOME_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How long the agent's answer waits for the first write of its outcome
+/// before the write moves to the background: long enough for a healthy
+/// store, so that a shutdown right after the answer finds it recorded.
+const FIRST_WRITE: Duration = Duration::from_secs(1);
 
 /// Rung once, on shutdown, for every wait in progress.
 #[derive(Default)]
@@ -70,6 +76,31 @@ impl Approvals {
             .await?;
         self.waiters.wake(id);
         Ok(moved)
+    }
+
+    /// Records the outcome of an executed call: at once when the store is
+    /// healthy, else in the background until it lands (see
+    /// [`Approvals::finish_durably`]).
+    pub async fn record_outcome(self: &Arc<Self>, id: &str, outcome: Outcome) {
+        let first = tokio::time::timeout(FIRST_WRITE, self.finish(id, outcome.clone())).await;
+        // A write cut off by the timeout may still land; the retries are
+        // compare-and-set, so they then change nothing.
+        if !matches!(first, Ok(Ok(_))) {
+            let me = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move { me.finish_durably(&id, outcome).await });
+        }
+    }
+
+    /// Hands back an execution that never left: at once when the store is
+    /// healthy, else in the background until it lands.
+    pub async fn record_not_sent(self: &Arc<Self>, id: &str) {
+        let first = tokio::time::timeout(FIRST_WRITE, self.release(id)).await;
+        if !matches!(first, Ok(Ok(_))) {
+            let me = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move { me.release_durably(&id).await });
+        }
     }
 
     /// [`Approvals::finish`], tried again with backoff until the store takes

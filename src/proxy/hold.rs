@@ -250,7 +250,7 @@ pub(super) async fn execute(
                 forward(route, &hold.request.rest, parts, body, &request_id, None).await
             }
         };
-        settle(&approvals, &hold, result)
+        settle(&approvals, &hold, result).await
     });
     let result = task.await.map_err(internal)?;
     if let Ok(resp) = &result {
@@ -259,25 +259,23 @@ pub(super) async fn execute(
     result
 }
 
-/// Stores what became of an executed approval, in the background: the
-/// store may be locked for a while, and the agent is answered meanwhile
+/// Stores what became of an executed approval; when the store is slow or
+/// locked, in the background, and the agent is answered meanwhile
 /// (identical calls are told `executing` until the write lands). A call
 /// that never left Airlock goes back to `approved` instead, and its agent
 /// is told to send it again.
-fn settle(
+async fn settle(
     approvals: &Arc<Approvals>,
     hold: &HoldRecord,
     result: Result<Response<ProxyBody>, ProxyError>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let id = hold.id.clone();
-    let approvals = approvals.clone();
     if let Err(ProxyError::UpstreamUnavailable {
         route,
         detail,
         connected: false,
     }) = result
     {
-        tokio::spawn(async move { approvals.release_durably(&id).await });
+        approvals.record_not_sent(&hold.id).await;
         return Err(ProxyError::ApprovedCallNotSent {
             id: hold.id.clone(),
             route,
@@ -298,7 +296,7 @@ fn settle(
             reason: e.to_string(),
         },
     };
-    tokio::spawn(async move { approvals.finish_durably(&id, outcome).await });
+    approvals.record_outcome(&hold.id, outcome).await;
     result
 }
 
