@@ -15,9 +15,9 @@
 //!    approval id;
 //! 2. [`Approvals::wait`] for at most `approvals.wait`;
 //! 3. on `approved`, [`Approvals::claim`] the execution; only the winner
-//!    forwards, then [`Approvals::finish_durably`] records the outcome that
-//!    later identical calls get replayed, or [`Approvals::release_durably`]
-//!    hands it back when the call never left;
+//!    forwards, then [`Approvals::record_outcome`] stores the outcome that
+//!    later identical calls get replayed, or [`Approvals::record_not_sent`]
+//!    hands the approval back when the call never left;
 //! 4. implement [`CallChecker`] so a decision can re-check the stored (or
 //!    edited) call against the current policies.
 

@@ -175,17 +175,6 @@ impl ProxyError {
         }
     }
 
-    /// Whether the request provably never reached the upstream.
-    pub fn never_sent(&self) -> bool {
-        matches!(
-            self,
-            ProxyError::UpstreamUnavailable {
-                connected: false,
-                ..
-            }
-        )
-    }
-
     fn reasons(&self) -> Option<&[String]> {
         match self {
             ProxyError::Denied { reasons, .. } | ProxyError::ApprovalRequired { reasons, .. } => {
