@@ -522,6 +522,14 @@ mod tests {
         assert_eq!(c.policies, PathBuf::from("/etc/airlock/policies"));
         assert_eq!(c.approvals.wait, Duration::from_secs(25));
         assert_eq!(c.approvals.progress_interval, Duration::from_secs(5));
+        assert_eq!(c.admin.store_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_admin_store_timeout_is_a_duration() {
+        let c = load("listen: 127.0.0.1:8080\nadmin:\n  store_timeout: 500ms\n").unwrap();
+        assert_eq!(c.admin.store_timeout, Duration::from_millis(500));
+        assert!(load("listen: 127.0.0.1:8080\nadmin:\n  store_timeout: soon\n").is_err());
     }
 
     #[test]

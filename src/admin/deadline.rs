@@ -1,6 +1,6 @@
-//! The approval endpoints answer within `admin.store_timeout`: a store
-//! locked by another process turns into a 503 the caller can retry, never
-//! a request that hangs.
+//! The endpoints that read the store (approvals, webhook deliveries)
+//! answer within `admin.store_timeout`: a store locked by another process
+//! turns into a 503 the caller can retry, never a request that hangs.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};

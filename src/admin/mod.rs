@@ -41,7 +41,13 @@ pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
-        .route("/v1/webhooks/deliveries", get(approvals::deliveries))
+        .route(
+            "/v1/webhooks/deliveries",
+            get(approvals::deliveries).layer(middleware::from_fn_with_state(
+                state.clone(),
+                deadline::within_store_timeout,
+            )),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let approval_routes = Router::new()
         .route("/v1/approvals", get(approvals::list))
