@@ -193,6 +193,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         local(&proxy_listener),
         live.load().policy.version()
     );
+    let shutdown = stop_waits_on(shutdown, approvals.clone());
     let state = Arc::new(ProxyState {
         live,
         audit,
@@ -217,6 +218,14 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     audit_writer.finish();
     eprintln!("airlock: stopped");
     Ok(())
+}
+
+/// `shutdown`, then every agent waiting on a hold is answered at once (the
+/// hold is durable, so it comes back for it), so the drain does not wait
+/// out `approvals.wait`.
+async fn stop_waits_on(shutdown: impl std::future::Future<Output = ()>, approvals: Arc<Approvals>) {
+    shutdown.await;
+    approvals.stop_waiting();
 }
 
 fn local(l: &TcpListener) -> String {

@@ -110,6 +110,9 @@ pub struct AdminConfig {
     /// The URL approvers are sent to (webhook payloads); defaults to
     /// `http://<admin.listen>`.
     pub public_url: String,
+    /// How long an approval endpoint waits for the store before it answers
+    /// 503 (the store may be locked by another process).
+    pub store_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,6 +400,10 @@ impl Config {
             .as_ref()
             .and_then(|a| a.public_url.as_ref())
             .map(|u| u.value.0.trim_end_matches('/').to_string());
+        let store_timeout = v.duration_or(
+            raw.admin.as_ref().and_then(|a| a.store_timeout.as_ref()),
+            Duration::from_secs(2),
+        );
 
         let store = match raw.store.as_ref() {
             None => StoreLocation::Sqlite(resolve("airlock.db")),
@@ -483,6 +490,7 @@ impl Config {
                     listen: admin_listen,
                     token_sha256: admin_token,
                     public_url: public_url.unwrap_or_else(|| format!("http://{admin_listen}")),
+                    store_timeout,
                 },
                 policies,
                 store,
@@ -572,6 +580,14 @@ mod tests {
         assert_eq!(c.policies, PathBuf::from("/etc/airlock/policies"));
         assert_eq!(c.approvals.wait, Duration::from_secs(25));
         assert_eq!(c.approvals.progress_interval, Duration::from_secs(5));
+        assert_eq!(c.admin.store_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_admin_store_timeout_is_a_duration() {
+        let c = load("listen: 127.0.0.1:8080\nadmin:\n  store_timeout: 500ms\n").unwrap();
+        assert_eq!(c.admin.store_timeout, Duration::from_millis(500));
+        assert!(load("listen: 127.0.0.1:8080\nadmin:\n  store_timeout: soon\n").is_err());
     }
 
     #[test]

@@ -61,3 +61,5 @@ mod audit_trail;
 mod bypass_approvals;
 #[path = "it/bypass_bodies.rs"]
 mod bypass_bodies;
+#[path = "it/faults.rs"]
+mod faults;

@@ -6,6 +6,7 @@
 //! which approvers may use too.
 
 pub mod approvals;
+mod deadline;
 pub mod decision;
 pub mod refusal;
 
@@ -40,12 +41,22 @@ pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
-        .route("/v1/webhooks/deliveries", get(approvals::deliveries))
+        .route(
+            "/v1/webhooks/deliveries",
+            get(approvals::deliveries).layer(middleware::from_fn_with_state(
+                state.clone(),
+                deadline::within_store_timeout,
+            )),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let approval_routes = Router::new()
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::show))
-        .route("/v1/approvals/{id}/decision", post(decision::decide));
+        .route("/v1/approvals/{id}/decision", post(decision::decide))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            deadline::within_store_timeout,
+        ));
     Router::new()
         .merge(approval_routes)
         .route("/healthz", get(healthz))

@@ -16,12 +16,15 @@
 //! 2. [`Approvals::wait`] for at most `approvals.wait`;
 //! 3. on `approved`, [`Approvals::claim_checked`] the execution: the call
 //!    is judged again by the current policies first (see [`bound`]); only
-//!    the winner forwards, then [`Approvals::finish`] records the outcome
-//!    that later identical calls get replayed;
+//!    the winner forwards, then [`Approvals::record_outcome`] stores the
+//!    outcome that later identical calls get replayed, or
+//!    [`Approvals::record_not_sent`] hands the approval back when the call
+//!    never left;
 //! 4. implement [`CallChecker`] so a decision can re-check the stored (or
 //!    edited) call against the current policies.
 
 pub mod bound;
+mod faults;
 pub mod fingerprint;
 pub mod trail;
 mod waiters;
@@ -135,6 +138,9 @@ pub struct Approvals {
     outbox_wake: Arc<Notify>,
     /// Where expiries are recorded.
     audit: AuditSink,
+    /// Set on shutdown: every wait returns at once (see
+    /// [`Approvals::stop_waiting`]).
+    stopping: faults::StopBell,
 }
 
 pub fn now_ms() -> i64 {
@@ -163,6 +169,7 @@ impl Approvals {
             metrics,
             outbox_wake,
             audit,
+            stopping: faults::StopBell::default(),
         }
     }
 
@@ -281,6 +288,7 @@ impl Approvals {
         // Bounded: each round either returns or waits for a wake-up or the
         // deadline; spurious wake-ups are rare.
         for _ in 0..10_000 {
+            let stop = self.stopping.notified();
             let bell = self.waiters.subscribe(id);
             // Before the store read, so that a wake-up sent after it counts.
             let rung = bell.as_deref().map(tokio::sync::Notify::notified);
@@ -292,7 +300,9 @@ impl Approvals {
             // Boxed: it is brief, and its state would otherwise sit in every
             // waiting call's future for as long as the human takes.
             let hold = Box::pin(self.expire_if_due(cfg, hold)).await?;
-            if !matches!(hold.state, HoldState::Pending | HoldState::Executing) {
+            if !matches!(hold.state, HoldState::Pending | HoldState::Executing)
+                || self.stopping.is_set()
+            {
                 return Ok(hold);
             }
             let expires_in = Duration::from_millis(
@@ -302,10 +312,10 @@ impl Approvals {
             // largest part of a waiting call, and the store has it.
             drop(hold);
             let deadline = until.min(tokio::time::Instant::now() + expires_in);
-            let woke = rung_or_deadline(rung, deadline).await;
+            let woke = rung_or_deadline(rung, stop, deadline).await;
             drop(bell);
             self.waiters.release(id);
-            if !woke && tokio::time::Instant::now() >= until {
+            if (!woke && tokio::time::Instant::now() >= until) || self.stopping.is_set() {
                 let hold = self
                     .store
                     .get(id)
@@ -417,6 +427,7 @@ impl Approvals {
                     reason: "airlock stopped while forwarding this approved call; its outcome is unknown and it is not repeated".into(),
                 };
                 if self.finish(&hold.id, outcome).await? {
+                    self.audit.record(&trail::interrupted(&hold)).await;
                     n += 1;
                 }
             }
@@ -720,18 +731,22 @@ fn deliveries(cfg: &Config, event: &str, hold: &HoldRecord) -> Vec<NewDelivery> 
 /// so that it ends before the caller drops the bell it borrows.
 async fn rung_or_deadline(
     rung: Option<tokio::sync::futures::Notified<'_>>,
+    stop: tokio::sync::futures::Notified<'_>,
     deadline: tokio::time::Instant,
 ) -> bool {
     match rung {
         Some(rung) => {
             tokio::select! {
                 () = rung => true,
+                () = stop => true,
                 () = tokio::time::sleep_until(deadline) => false,
             }
         }
         None => {
-            tokio::time::sleep_until(deadline).await;
-            false
+            tokio::select! {
+                () = stop => true,
+                () = tokio::time::sleep_until(deadline) => false,
+            }
         }
     }
 }

@@ -36,6 +36,27 @@ pub fn expired(h: &HoldRecord) -> AuditRecord {
     rec
 }
 
+/// The record of approved call `h` starting to execute, written before
+/// the tool is called, so that a crash mid-call leaves a trace of it.
+pub fn executing(h: &HoldRecord) -> AuditRecord {
+    let mut rec = record(h, "executing");
+    rec.approval_status = Some(HoldState::Executing.as_str());
+    rec.approver = h.decided_by.clone();
+    rec
+}
+
+/// The record of `h` settled at start-up: Airlock stopped while it was
+/// executing, so whether the tool acted is unknown, and it is not repeated.
+pub fn interrupted(h: &HoldRecord) -> AuditRecord {
+    let mut rec = record(h, "interrupted");
+    rec.approval_status = Some(HoldState::Executed.as_str());
+    rec.approver = h.decided_by.clone();
+    rec.reasons = vec![
+        "airlock stopped while forwarding this approved call; its outcome is unknown and it is not repeated".into(),
+    ];
+    rec
+}
+
 /// Why a hold in state `from` expired.
 pub fn expiry_reason(from: HoldState) -> &'static str {
     match from {

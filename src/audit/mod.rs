@@ -45,7 +45,8 @@ pub struct AuditRecord {
     /// `decision` for a call; `approval` for what happens to an approval: a
     /// human decision, a refused decision attempt, or an expiry;
     /// `held_stream` for the end of a held MCP call answered as an event
-    /// stream.
+    /// stream; `response_incomplete` for a response whose upstream broke
+    /// off the body after its decision record was written.
     pub event: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
@@ -62,7 +63,9 @@ pub struct AuditRecord {
     pub resource: Option<Arc<str>>,
     /// `allow`, `deny`, `hold`, or `error` when no decision was reached.
     /// For `approval` events: `approve` or `deny` (a decision taken),
-    /// `refused` (a decision attempt that was turned away) or `expired`.
+    /// `refused` (a decision attempt that was turned away), `expired`,
+    /// `executing` (an approved call about to be sent) or `interrupted` (one
+    /// a crash caught mid-execution, settled at start-up).
     pub verdict: &'static str,
     pub policies: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

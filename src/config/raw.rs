@@ -82,6 +82,7 @@ pub struct RawAdmin {
     pub listen: Option<Spanned<Env>>,
     pub token: Option<Spanned<Env>>,
     pub public_url: Option<Spanned<Env>>,
+    pub store_timeout: Option<Spanned<Env>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,7 +260,7 @@ impl Validator {
         }
     }
 
-    fn duration_or(&mut self, s: Option<&Spanned<Env>>, default: Duration) -> Duration {
+    pub fn duration_or(&mut self, s: Option<&Spanned<Env>>, default: Duration) -> Duration {
         s.and_then(|s| self.duration(s)).unwrap_or(default)
     }
 

@@ -63,8 +63,32 @@ pub enum ProxyError {
     ApprovalMismatch(String),
     #[error("upstream `{route}` did not answer within {seconds}s")]
     UpstreamTimeout { route: String, seconds: u64 },
+    /// `connected: false` when no connection was made (refused, TLS
+    /// handshake failed): the request provably never left Airlock.
     #[error("upstream `{route}` is unreachable: {detail}")]
-    UpstreamUnavailable { route: String, detail: String },
+    UpstreamUnavailable {
+        route: String,
+        detail: String,
+        connected: bool,
+    },
+    /// An approved call whose upstream could not be reached: nothing was
+    /// sent, so the approval still stands and the next retry runs it.
+    #[error("upstream `{route}` is unreachable: {detail}; the approved call was not sent and approval `{id}` still stands: send the same call again to run it (you may retry)")]
+    ApprovedCallNotSent {
+        id: String,
+        route: String,
+        detail: String,
+    },
+    /// An approved call is being executed, or its outcome is still being
+    /// recorded: the retry gets the outcome once it is stored.
+    #[error("approval `{0}` is executing; its outcome is not recorded yet: send the same call again after the `Retry-After` seconds")]
+    ApprovalExecuting(String),
+    /// The approval store did not take a read or write (locked by another
+    /// process, for instance); nothing was sent upstream.
+    #[error(
+        "the approval store is unavailable ({0}); the call was not sent: send it again shortly"
+    )]
+    StoreUnavailable(String),
     #[error("the audit trail cannot record calls right now, so none are served; see `/healthz` on the admin listener")]
     AuditUnavailable,
     #[error("internal error: {0}")]
@@ -96,11 +120,17 @@ impl ProxyError {
             | ProxyError::ApprovalDenied { .. }
             | ProxyError::ApprovalExpired(_) => StatusCode::FORBIDDEN,
             ProxyError::UnknownApproval(_) => StatusCode::NOT_FOUND,
-            ProxyError::ApprovalMismatch(_) => StatusCode::CONFLICT,
+            ProxyError::ApprovalMismatch(_) | ProxyError::ApprovalExecuting(_) => {
+                StatusCode::CONFLICT
+            }
             ProxyError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamUnavailable { .. } | ProxyError::ApprovedCallNotSent { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::StoreUnavailable(_) | ProxyError::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,7 +154,11 @@ impl ProxyError {
             ProxyError::ApprovalMismatch(_) => "approval_mismatch",
             ProxyError::TooManyPending { .. } => "too_many_pending",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
-            ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            ProxyError::UpstreamUnavailable { .. } | ProxyError::ApprovedCallNotSent { .. } => {
+                "upstream_unavailable"
+            }
+            ProxyError::ApprovalExecuting(_) => "executing",
+            ProxyError::StoreUnavailable(_) => "store_unavailable",
             ProxyError::AuditUnavailable => crate::audit::UNAVAILABLE,
             ProxyError::Internal(_) => "internal",
         }
@@ -148,10 +182,13 @@ impl ProxyError {
             | ProxyError::ApprovalRequired { .. }
             | ProxyError::ApprovalDenied { .. }
             | ProxyError::ApprovalExpired(_) => Fault::Policy,
-            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamUnavailable { .. } => {
-                Fault::Upstream
-            }
-            ProxyError::AuditUnavailable | ProxyError::Internal(_) => Fault::Internal,
+            ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamUnavailable { .. }
+            | ProxyError::ApprovedCallNotSent { .. } => Fault::Upstream,
+            ProxyError::ApprovalExecuting(_)
+            | ProxyError::StoreUnavailable(_)
+            | ProxyError::AuditUnavailable
+            | ProxyError::Internal(_) => Fault::Internal,
         }
     }
 
@@ -160,6 +197,15 @@ impl ProxyError {
             ProxyError::Denied { policies, .. } | ProxyError::ApprovalRequired { policies, .. } => {
                 Some(policies)
             }
+            _ => None,
+        }
+    }
+
+    /// Seconds after which the same call may succeed, for `Retry-After`.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::ApprovalExecuting(_) => Some(2),
+            ProxyError::ApprovedCallNotSent { .. } | ProxyError::StoreUnavailable(_) => Some(1),
             _ => None,
         }
     }
@@ -191,7 +237,9 @@ impl ProxyError {
             ProxyError::ApprovalDenied { id, .. }
             | ProxyError::ApprovalExpired(id)
             | ProxyError::UnknownApproval(id)
-            | ProxyError::ApprovalMismatch(id) => Some(id.as_str()),
+            | ProxyError::ApprovalMismatch(id)
+            | ProxyError::ApprovalExecuting(id)
+            | ProxyError::ApprovedCallNotSent { id, .. } => Some(id.as_str()),
             _ => None,
         };
         let denial_reason;
@@ -220,6 +268,10 @@ impl ProxyError {
         );
         if let Ok(v) = HeaderValue::from_str(request_id) {
             resp.headers_mut().insert("x-request-id", v);
+        }
+        if let Some(secs) = self.retry_after() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if matches!(self, ProxyError::Unauthenticated) {
             resp.headers_mut()

@@ -43,6 +43,7 @@ impl From<ApprovalError> for ProxyError {
             ApprovalError::TooManyPending { agent, cap } => {
                 ProxyError::TooManyPending { agent, cap }
             }
+            ApprovalError::Store(e) => ProxyError::StoreUnavailable(e.to_string()),
             other => ProxyError::Internal(other.to_string()),
         }
     }
@@ -177,7 +178,9 @@ fn settled_answer(
     request_id: &str,
 ) -> Option<Result<Response<ProxyBody>, ProxyError>> {
     Some(match hold.state {
-        HoldState::Pending | HoldState::Executing => Ok(pending(hold, request_id)),
+        HoldState::Pending => Ok(pending(hold, request_id)),
+        // Running, or its outcome not yet stored: the retry waits for it.
+        HoldState::Executing => Err(ProxyError::ApprovalExecuting(hold.id.clone())),
         HoldState::Denied => Err(ProxyError::ApprovalDenied {
             id: hold.id.clone(),
             by: hold.decided_by.clone().unwrap_or_default(),
@@ -263,6 +266,7 @@ pub(super) async fn execute(
     let approvals = approvals.clone();
     let live = live.clone();
     let task = tokio::spawn(async move {
+        approvals.record_executing(&hold).await;
         let snap = live.load_full();
         let result = match (snap.route_named(&hold.route), stored_parts(&hold.request)) {
             (None, _) => Err(ProxyError::NoRoute(hold.route.clone())),
@@ -278,29 +282,53 @@ pub(super) async fn execute(
                 forward(route, &hold.request.rest, parts, body, &request_id, None).await
             }
         };
-        let outcome = match &result {
-            Ok(resp) => Outcome {
-                status: resp.status().as_u16(),
-                reason: format!(
-                    "approved by `{}`; the upstream answered {}",
-                    hold.decided_by.as_deref().unwrap_or("?"),
-                    resp.status().as_u16()
-                ),
-            },
-            Err(e) => Outcome {
-                status: e.status().as_u16(),
-                reason: e.to_string(),
-            },
-        };
-        if let Err(e) = approvals.finish(&hold.id, outcome).await {
-            tracing::error!(error = %e, approval = %hold.id, "cannot record the outcome of an approved call");
-        }
-        result
+        settle(&approvals, &hold, result).await
     });
     let result = task.await.map_err(internal)?;
     if let Ok(resp) = &result {
         rec.upstream_status = Some(resp.status().as_u16());
     }
+    result
+}
+
+/// Stores what became of an executed approval; when the store is slow or
+/// locked, in the background, and the agent is answered meanwhile
+/// (identical calls are told `executing` until the write lands). A call
+/// that never left Airlock goes back to `approved` instead, and its agent
+/// is told to send it again.
+async fn settle(
+    approvals: &Arc<Approvals>,
+    hold: &HoldRecord,
+    result: Result<Response<ProxyBody>, ProxyError>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if let Err(ProxyError::UpstreamUnavailable {
+        route,
+        detail,
+        connected: false,
+    }) = result
+    {
+        approvals.record_not_sent(&hold.id).await;
+        return Err(ProxyError::ApprovedCallNotSent {
+            id: hold.id.clone(),
+            route,
+            detail,
+        });
+    }
+    let outcome = match &result {
+        Ok(resp) => Outcome {
+            status: resp.status().as_u16(),
+            reason: format!(
+                "approved by `{}`; the upstream answered {}",
+                hold.decided_by.as_deref().unwrap_or("?"),
+                resp.status().as_u16()
+            ),
+        },
+        Err(e) => Outcome {
+            status: e.status().as_u16(),
+            reason: e.to_string(),
+        },
+    };
+    approvals.record_outcome(&hold.id, outcome).await;
     result
 }
 

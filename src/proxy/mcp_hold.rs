@@ -159,7 +159,11 @@ impl HeldTool {
     pub fn answer_for(&self, hold: &HoldRecord) -> Option<Value> {
         let tool = &self.tool;
         let text = match hold.state {
-            HoldState::Pending | HoldState::Executing => format!(
+            HoldState::Executing => format!(
+                "This approved call to tool `{tool}` (approval {}) is running, or its outcome is not recorded yet; it is never run twice. Call the tool again in a few seconds with the same arguments to get its result.",
+                hold.id
+            ),
+            HoldState::Pending => format!(
                 "This call to tool `{tool}` awaits a human's approval (approval {}, until {}) and was not run: {}. Call the tool again later with the same arguments to get its result.",
                 hold.id,
                 crate::notify::payload::ms_to_rfc3339(hold.expires_ms),

@@ -41,6 +41,7 @@ pub mod path;
 pub mod recheck;
 pub mod screen;
 mod server;
+mod upstream_body;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -64,13 +65,14 @@ pub use connection::AgentConnection;
 use error::ProxyError;
 pub use screen::{route_path, screen_params, Routed};
 use screen::{screen_method, screen_overrides};
+use upstream_body::UpstreamBody;
 
 pub use server::{serve, tls_acceptor as server_tls, ServeOptions};
 
 /// The body of every response the proxy returns: a stream (the upstream's,
 /// or Airlock's own events for a held MCP call), or a body Airlock wrote
 /// whole.
-pub type ProxyBody = Either<Either<Incoming, event_body::EventBody>, Full<Bytes>>;
+pub type ProxyBody = Either<Either<UpstreamBody, event_body::EventBody>, Full<Bytes>>;
 
 /// What every request handler shares.
 pub struct ProxyState {
@@ -182,8 +184,11 @@ fn answer<'s>(
     impl std::future::Future<Output = ()> + use<'s>,
 ) {
     let response = match result {
-        Ok(resp) => {
+        Ok(mut resp) => {
             rec.status = resp.status().as_u16();
+            if let Either::Left(Either::Left(body)) = resp.body_mut() {
+                body.watch(&state.audit, rec);
+            }
             resp
         }
         Err(e) => {
@@ -578,7 +583,7 @@ pub async fn forward(
     }
     Ok(Response::from_parts(
         rparts,
-        Either::Left(Either::Left(rbody)),
+        Either::Left(Either::Left(UpstreamBody::new(rbody))),
     ))
 }
 
@@ -607,9 +612,10 @@ async fn send(
     out: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let connect_timeout = route.config.connect_timeout;
-    let unavailable = |detail: String| ProxyError::UpstreamUnavailable {
+    let unavailable = |detail: String, connected: bool| ProxyError::UpstreamUnavailable {
         route: route.config.name.clone(),
         detail,
+        connected,
     };
     let connect_timed_out = || ProxyError::UpstreamTimeout {
         route: route.config.name.clone(),
@@ -619,13 +625,19 @@ async fn send(
         return match claim.send(out, connect_timeout).await {
             Ok(r) => Ok(r),
             Err(PairedError::ConnectTimeout) => Err(connect_timed_out()),
-            Err(e) => Err(unavailable(e.to_string())),
+            Err(e @ PairedError::Connect(_)) => Err(unavailable(e.to_string(), false)),
+            Err(e) => Err(unavailable(e.to_string(), true)),
         };
     }
     match route.client.request(out).await {
         Ok(r) => Ok(r),
         Err(e) if e.is_connect() && is_timeout(&e) => Err(connect_timed_out()),
-        Err(e) => Err(unavailable(crate::upstream::describe_error(&e))),
+        // A connect error (refused, TLS handshake failed) is raised before
+        // any byte of the request is written.
+        Err(e) => Err(unavailable(
+            crate::upstream::describe_error(&e),
+            !e.is_connect(),
+        )),
     }
 }
 

@@ -46,14 +46,23 @@ pub struct Upstream {
 impl Upstream {
     /// Starts the upstream on 127.0.0.1:0 in the current tokio runtime.
     ///
-    /// - `/slow?ms=N` waits N ms before the headers;
+    /// - `/slow?ms=N` (or any path with `?slow_ms=N`) waits N ms before
+    ///   the headers;
     /// - `/stream?events=N&gap_ms=M` sends N server-sent events M ms apart;
     /// - `/close` answers with `Connection: close`, ending the connection;
+    /// - `/cut?bytes=N` answers 200, sends N bytes of its body and drops
+    ///   the connection before the rest;
     /// - anything else echoes the request as JSON.
     pub async fn start() -> Upstream {
+        Upstream::start_on("127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// As [`Upstream::start`], listening on `addr` (a port a route already
+    /// names).
+    pub async fn start_on(addr: SocketAddr) -> Upstream {
         let shared = Shared::default();
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
@@ -115,9 +124,33 @@ async fn handle(
     };
     shared.seen.lock().expect("lock").push(seen.clone());
     let query = parts.uri.query();
+    if let Some(ms) = param(query, "slow_ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     if parts.uri.path().ends_with("/slow") {
         let ms = param(query, "ms").unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if parts.uri.path().ends_with("/cut") {
+        let n = param(query, "bytes").unwrap_or(100);
+        let part = bytes::Bytes::from(vec![b'x'; usize::try_from(n).unwrap_or(0)]);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(part)).await;
+            // Long enough for the part to be on its way first.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = tx
+                .send(Err(std::io::Error::other(
+                    "the upstream dropped the connection",
+                )))
+                .await;
+        });
+        return Response::builder()
+            .header("content-length", (n * 10).to_string())
+            .body(Body::from_stream(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+            .expect("response");
     }
     if parts.uri.path().ends_with("/stream") {
         let n = param(query, "events").unwrap_or(3);

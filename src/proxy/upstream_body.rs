@@ -1,0 +1,115 @@
+//! The upstream's response body on its way to the agent, counted, so that
+//! a body the upstream cuts off mid-stream is audited as incomplete (with
+//! the bytes that reached the agent) rather than passing for a success
+//! whose record was written when the headers went out.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::audit::{rfc3339, AuditRecord, AuditSink, Fault};
+
+pub struct UpstreamBody {
+    inner: Incoming,
+    sent: u64,
+    /// Set once the call's record is written; boxed so that a body nobody
+    /// watches stays small.
+    watch: Option<Box<Watch>>,
+}
+
+/// Enough of the call's record to name it in a follow-up record.
+struct Watch {
+    sink: AuditSink,
+    request_id: String,
+    agent: Option<String>,
+    route: Option<Arc<str>>,
+    status: u16,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            sent: 0,
+            watch: None,
+        }
+    }
+
+    /// From now on, a cut is recorded to `sink` as a follow-up of `rec`.
+    pub fn watch(&mut self, sink: &AuditSink, rec: &AuditRecord) {
+        self.watch = Some(Box::new(Watch {
+            sink: sink.clone(),
+            request_id: rec.request_id.clone(),
+            agent: rec.agent.clone(),
+            route: rec.route.clone(),
+            status: rec.status,
+        }));
+    }
+
+    fn report_cut(&mut self, error: &hyper::Error) {
+        let Some(w) = self.watch.take() else {
+            return;
+        };
+        let rec = incomplete(&w, self.sent, error);
+        let sink = w.sink;
+        tokio::spawn(async move { sink.record(&rec).await });
+    }
+}
+
+/// The follow-up record of a response cut after `sent` bytes.
+fn incomplete(w: &Watch, sent: u64, error: &hyper::Error) -> AuditRecord {
+    AuditRecord {
+        time: rfc3339(std::time::SystemTime::now()),
+        request_id: w.request_id.clone(),
+        event: "response_incomplete",
+        agent: w.agent.clone(),
+        route: w.route.clone(),
+        verdict: "error",
+        error: Some("response_incomplete"),
+        fault: Some(Fault::Upstream),
+        status: w.status,
+        upstream_status: Some(w.status),
+        reasons: vec![format!(
+            "the upstream's response broke off after {sent} bytes of its body: {error}"
+        )],
+        extra: Some(json!({"incomplete": true, "bytes_sent": sent})),
+        ..AuditRecord::default()
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent = self
+                        .sent
+                        .saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
+                }
+            }
+            Poll::Ready(Some(Err(e))) => self.report_cut(e),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
