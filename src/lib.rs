@@ -49,6 +49,10 @@
 //! Dependencies flow one way: `proxy` → (`approval`, `snapshot`) →
 //! (`policy`, `config`, `upstream`); `approval` → (`store`, `notify`,
 //! `audit`, `config`); `admin` and `reload` → `snapshot`; `app` → everything.
+//! Three edges go against that flow (`snapshot` → `proxy::path`, `proxy` →
+//! `store` and `notify`, `notify` → `approval`'s clock); ARCHITECTURE.md
+//! lists every edge, and the `architecture` integration test holds the code
+//! to that list.
 
 pub mod admin;
 pub mod app;

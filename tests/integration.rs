@@ -63,3 +63,6 @@ mod bypass_approvals;
 mod bypass_bodies;
 #[path = "it/faults.rs"]
 mod faults;
+
+#[path = "it/architecture.rs"]
+mod architecture;
