@@ -43,14 +43,15 @@
 //! - [`explain`] answers "what would happen to this call?" for the CLI.
 //! - [`policytest`] runs the YAML policy test cases of `airlock test`.
 //! - [`cli`] holds code only the command line uses (`airlock init`).
+//! - [`clock`] is the one clock: epoch milliseconds and RFC 3339 text.
 //! - [`demo`] is a small tool server for the quickstart.
 //! - [`app`] wires everything together; `main.rs` is only the CLI.
 //!
 //! Dependencies flow one way: `proxy` → (`approval`, `snapshot`) →
 //! (`policy`, `config`, `upstream`); `approval` → (`store`, `notify`,
 //! `audit`, `config`); `admin` and `reload` → `snapshot`; `app` → everything.
-//! Three edges go against that flow (`snapshot` → `proxy::path`, `proxy` →
-//! `store` and `notify`, `notify` → `approval`'s clock); ARCHITECTURE.md
+//! Two edges go against that flow (`snapshot` → `proxy::path`, `proxy` →
+//! `store` and `notify`); ARCHITECTURE.md
 //! lists every edge, and the `architecture` integration test holds the code
 //! to that list.
 
@@ -60,6 +61,7 @@ pub mod approval;
 pub mod approvals_client;
 pub mod audit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod duration;

@@ -118,7 +118,7 @@ impl Reloader {
             }
             Err(e) => Err(vec![format!("reload task failed: {e}")]),
         };
-        let now = crate::audit::rfc3339(SystemTime::now());
+        let now = crate::clock::rfc3339(SystemTime::now());
         let result = match built {
             Ok(next) => {
                 let current = self.live.load();

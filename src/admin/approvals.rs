@@ -24,7 +24,7 @@ use super::refusal::Refusal;
 use super::{bearer, constant_time_eq, error, AdminState};
 use crate::approval::bound::visible_to;
 use crate::approval::Decider;
-use crate::notify::payload::ms_to_rfc3339;
+use crate::clock::ms_to_rfc3339;
 use crate::notify::shown::{self, Audience};
 use crate::store::{HoldCursor, HoldPageQuery, HoldRecord, HoldState};
 

@@ -23,8 +23,9 @@ use super::approvals::{bearer_caller, view, Caller};
 use super::refusal::Refusal;
 use super::AdminState;
 use crate::approval::trail::{self, body_shown};
-use crate::approval::{now_ms, Decided, Decider, DecisionInput};
+use crate::approval::{Decided, Decider, DecisionInput};
 use crate::audit::AuditRecord;
+use crate::clock::now_ms;
 use crate::notify::signing;
 
 #[derive(Deserialize)]
@@ -336,7 +337,7 @@ async fn record_refusal(state: &AdminState, id: &str, attempt: &Attempt, refusal
             rec
         }
         None => AuditRecord {
-            time: crate::audit::rfc3339(std::time::SystemTime::now()),
+            time: crate::clock::rfc3339(std::time::SystemTime::now()),
             request_id: uuid::Uuid::now_v7().to_string(),
             event: "approval",
             method: "POST".into(),

@@ -135,7 +135,7 @@ async fn status(State(state): State<AdminState>) -> Response {
     let reload = state.reloader.status();
     Json(json!({
         "version": snap.policy.version().as_ref(),
-        "loaded_at": crate::audit::rfc3339(snap.policy.loaded_at()),
+        "loaded_at": crate::clock::rfc3339(snap.policy.loaded_at()),
         "policies": snap.policy.policy_count(),
         "agents": snap.config.agents.len(),
         "routes": snap.config.routes.iter().map(|r| json!({"name": r.name, "prefix": r.prefix})).collect::<Vec<_>>(),

@@ -6,7 +6,8 @@
 //! alone; an approval whose `expires_at` passed expires. Only then is the
 //! one execution claimed.
 
-use super::{now_ms, trail, ApprovalError, Approvals, CallChecker, Decider, Recheck};
+use super::{trail, ApprovalError, Approvals, CallChecker, Decider, Recheck};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::notify::payload;
 use crate::store::{DecisionFields, HoldRecord, HoldState, LiftedGate, StoredGate};

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{now_ms, trail, Approvals};
+use super::{trail, Approvals};
+use crate::clock::now_ms;
 use crate::store::{DecisionFields, HoldRecord, HoldState, Outcome, StoreError};
 
 /// The first pause before an outcome write is tried again; it doubles up to

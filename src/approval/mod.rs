@@ -30,12 +30,13 @@ pub mod trail;
 mod waiters;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::audit::AuditSink;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::notify::payload;
 use crate::store::{
@@ -141,13 +142,6 @@ pub struct Approvals {
     /// Set on shutdown: every wait returns at once (see
     /// [`Approvals::stop_waiting`]).
     stopping: faults::StopBell,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> i64 {

@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use crate::audit::{rfc3339, AuditRecord};
+use crate::audit::AuditRecord;
+use crate::clock::rfc3339;
 use crate::notify::shown::{self, Audience};
 use crate::store::{HoldRecord, HoldState};
 

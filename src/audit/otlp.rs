@@ -257,7 +257,7 @@ mod tests {
     fn record_times_read_back_as_written() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_614_265_330_123);
         assert_eq!(
-            parse_rfc3339(&super::super::rfc3339(t)),
+            parse_rfc3339(&crate::clock::rfc3339(t)),
             Some(1_614_265_330_123_000_000)
         );
         assert_eq!(

@@ -20,7 +20,7 @@ use rand::Rng as _;
 use tokio::sync::Notify;
 
 use super::signing;
-use crate::approval::now_ms;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::store::{ApprovalStore, AttemptResult, Delivery};
 use crate::telemetry::{Metrics, ResultLabels};

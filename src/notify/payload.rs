@@ -1,6 +1,7 @@
 //! What a webhook says: the call as it will be sent, with secrets marked
 //! (see `shown`), and where to decide.
 
+use crate::clock::ms_to_rfc3339;
 use serde_json::{json, Value};
 
 use super::shown::{self, Audience};
@@ -21,7 +22,7 @@ pub fn event(event: &str, hold: &HoldRecord, public_url: &str) -> Value {
         .map(|b| shown::body(headers, b, Audience::Redacted));
     json!({
         "type": event,
-        "timestamp": crate::audit::rfc3339(std::time::SystemTime::now()),
+        "timestamp": crate::clock::rfc3339(std::time::SystemTime::now()),
         "data": {
             "approval_id": hold.id,
             "status": hold.state.as_str(),
@@ -45,10 +46,4 @@ pub fn event(event: &str, hold: &HoldRecord, public_url: &str) -> Value {
             "decide_url": format!("{public_url}/v1/approvals/{}/decision", hold.id),
         }
     })
-}
-
-pub fn ms_to_rfc3339(ms: i64) -> String {
-    let t =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    crate::audit::rfc3339(t)
 }

@@ -16,8 +16,9 @@ use super::error::ProxyError;
 use super::recheck::SnapshotChecker;
 use super::{forward, strip_for_upstream, ProxyBody, ProxyState};
 use crate::approval::fingerprint::fingerprint;
-use crate::approval::{now_ms, ApprovalError, Approvals, Claim, HeldCall};
+use crate::approval::{ApprovalError, Approvals, Claim, HeldCall};
 use crate::audit::AuditRecord;
+use crate::clock::now_ms;
 use crate::policy::{CallRequest, Gate};
 use crate::snapshot::GatewaySnapshot;
 use crate::store::{HoldRecord, HoldState, Outcome, StoredGate, StoredRequest};
@@ -362,7 +363,7 @@ fn pending(hold: &HoldRecord, request_id: &str) -> Response<ProxyBody> {
         json!({
             "approval_id": hold.id,
             "status": "pending",
-            "expires_at": crate::notify::payload::ms_to_rfc3339(hold.expires_ms),
+            "expires_at": crate::clock::ms_to_rfc3339(hold.expires_ms),
             "message": format!(
                 "this call awaits human approval; send it again (same request, or with `Airlock-Approval: {}`) after {retry}s",
                 hold.id

@@ -166,7 +166,7 @@ impl HeldTool {
             HoldState::Pending => format!(
                 "This call to tool `{tool}` awaits a human's approval (approval {}, until {}) and was not run: {}. Call the tool again later with the same arguments to get its result.",
                 hold.id,
-                crate::notify::payload::ms_to_rfc3339(hold.expires_ms),
+                crate::clock::ms_to_rfc3339(hold.expires_ms),
                 gate_reasons(hold)
             ),
             HoldState::Denied => format!(

@@ -55,7 +55,8 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use smallvec::SmallVec;
 
-use crate::audit::{rfc3339, AuditRecord, AuditSink};
+use crate::audit::{AuditRecord, AuditSink};
+use crate::clock::rfc3339;
 use crate::config::AgentConfig;
 use crate::policy::{Gate, Verdict};
 use crate::snapshot::{GatewaySnapshot, Route};

@@ -12,7 +12,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::audit::{rfc3339, AuditRecord, AuditSink, Fault};
+use crate::audit::{AuditRecord, AuditSink, Fault};
+use crate::clock::rfc3339;
 
 pub struct UpstreamBody {
     inner: Incoming,
