@@ -332,7 +332,8 @@ mod tests {
 
     proptest::proptest! {
         /// The upstream reads the forwarded path as the policy read the
-        /// agent's: the same segments, and the same parameters.
+        /// agent's: the same segments, and no parameters the agent did not
+        /// send.
         #[test]
         fn the_forwarded_path_reads_back_as_what_the_policy_saw(
             raw in "(/([a-cA-C0-9.;=,%~ é-]|%3B|%3d|%2C|%2e|%25|%C3%89|%41|%E2%84%AA){0,6}){1,5}",
@@ -347,7 +348,10 @@ mod tests {
             let forwarded = upstream_path("", &judged.encoded_from(0));
             let read = NormalizedPath::parse(&forwarded).unwrap();
             proptest::prop_assert_eq!(read.decoded(), judged.decoded(), "{}", forwarded);
-            proptest::prop_assert_eq!(read.has_params(), judged.has_params(), "{}", forwarded);
+            // A `;` the agent sent may go with a segment that `..` removes
+            // (`/;/..`), but the upstream never sees one the agent did not
+            // send as is.
+            proptest::prop_assert!(!read.has_params() || judged.has_params(), "{}", forwarded);
         }
     }
 
