@@ -203,6 +203,16 @@ fn bench_mcp_decision(c: &mut Criterion) {
     let bodies = mcp_bodies();
     for n in [10usize, 1_000, 10_000] {
         let snap = snapshot(n);
+        // What an SDK's POST carries in the common part of the context.
+        let common: serde_json::Map<String, serde_json::Value> = serde_json::json!({
+            "method": "POST",
+            "path": "/mcp/crm",
+            "query": {},
+            "headers": {"content-type": "application/json"},
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
         let decide = |raw: &Bytes| {
             let body = airlock::mcp::jsonrpc::parse(black_box(raw)).expect("parse");
             let msg = body
@@ -211,8 +221,9 @@ fn bench_mcp_decision(c: &mut Criterion) {
                 .next()
                 .expect("one")
                 .expect("valid");
-            let call = airlock::mcp::method::call_for(&snap, "support-bot", "crm-mcp", &msg)
-                .expect("call");
+            let call =
+                airlock::mcp::method::call_for(&snap, "support-bot", "crm-mcp", &msg, &common)
+                    .expect("call");
             snap.decide(&call).expect("decide")
         };
         first_and_repeat(&mut group, n, &bodies, decide);

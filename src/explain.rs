@@ -167,7 +167,8 @@ pub fn explain_tool(
         return Err(ExplainError::BadTool(tool.to_string()));
     };
     let (route, name) = (route.as_str(), name.as_str());
-    let listing = crate::mcp::method::tool_call(&snap.policy, agent, route, name, None);
+    let common = posted_context(snap, route);
+    let listing = crate::mcp::method::tool_call(&snap.policy, agent, route, name, None, &common);
     let decide_err = |e: crate::policy::DecideError| ProxyError::Internal(e.to_string());
     let visibility = snap.policy.visibility(&listing).map_err(decide_err)?;
     let (reasons, gates) = (
@@ -197,6 +198,25 @@ pub fn explain_tool(
     }))
 }
 
+/// The common context of a JSON-RPC message posted to MCP route `route`
+/// the way the SDKs post one: `POST` to the route's prefix, no query,
+/// declared JSON.
+fn posted_context(snap: &GatewaySnapshot, route: &str) -> serde_json::Map<String, Value> {
+    let path = snap
+        .route_named(route)
+        .map(|r| r.config.prefix.clone())
+        .unwrap_or_default();
+    let mut common = serde_json::Map::new();
+    common.insert("method".into(), json!("POST"));
+    common.insert("path".into(), json!(path));
+    common.insert("query".into(), json!({}));
+    common.insert(
+        "headers".into(),
+        json!({"content-type": "application/json"}),
+    );
+    common
+}
+
 /// Decides an MCP tool call named `ROUTE/TOOL` with these arguments: the
 /// code path `explain --tool` and `airlock test` share with the proxy.
 pub fn decide_tool(
@@ -222,7 +242,9 @@ pub fn decide_tool(
     }
     crate::mcp::method::check_arguments(&snap.policy, &arguments)
         .map_err(|e| ExplainError::BadArgs(e.to_string()))?;
-    let call = crate::mcp::method::tool_call(&snap.policy, agent, route, name, Some(arguments));
+    let common = posted_context(snap, route);
+    let call =
+        crate::mcp::method::tool_call(&snap.policy, agent, route, name, Some(arguments), &common);
     let decision = snap
         .policy
         .decide(&call)

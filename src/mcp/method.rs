@@ -120,12 +120,15 @@ pub fn name_field(method: &str) -> Option<&'static str> {
     }
 }
 
-/// Builds the call a policy judges for one message on route `route`.
+/// Builds the call a policy judges for one message on route `route`;
+/// `common` is the HTTP request's part of the context (`method`, `path`,
+/// `query`, `headers`), which every call carries.
 pub fn call_for(
     policy: &PolicySnapshot,
     agent: &str,
     route: &str,
     msg: &Message,
+    common: &Map<String, Value>,
 ) -> Result<CallRequest, ParamsError> {
     let method = msg.method().unwrap_or("(response)");
     let params = msg.params();
@@ -140,8 +143,8 @@ pub fn call_for(
                 kind: "string",
             })
     };
-    let mut context = Map::new();
-    context.insert("method".into(), json!(method));
+    let mut context = common.clone();
+    context.insert("rpc_method".into(), json!(method));
     context.insert("body_kind".into(), json!("json"));
     let route_call = |action: &str, context: Map<String, Value>| CallRequest {
         agent: agent.to_string(),
@@ -166,7 +169,7 @@ pub fn call_for(
                     })
                 }
             };
-            tool_call(policy, agent, route, &tool, Some(arguments))
+            tool_call(policy, agent, route, &tool, Some(arguments), common)
         }
         "tools/list" => route_call("list_tools", context),
         "resources/list" | "resources/templates/list" => route_call("list_resources", context),
@@ -231,13 +234,15 @@ fn unambiguous(
 }
 
 /// The call for one tool: its per-tool action when the schema declares one.
-/// `arguments` is `None` when asking whether the tool is listed.
+/// `arguments` is `None` when asking whether the tool is listed; `common`
+/// is the HTTP request's part of the context.
 pub fn tool_call(
     policy: &PolicySnapshot,
     agent: &str,
     route: &str,
     tool: &str,
     arguments: Option<Value>,
+    common: &Map<String, Value>,
 ) -> CallRequest {
     let per_tool = format!("{route}/{tool}");
     let action = if policy.has_action(&per_tool) {
@@ -245,8 +250,8 @@ pub fn tool_call(
     } else {
         "call_tool".to_string()
     };
-    let mut context = Map::new();
-    context.insert("method".into(), json!("tools/call"));
+    let mut context = common.clone();
+    context.insert("rpc_method".into(), json!("tools/call"));
     context.insert("body_kind".into(), json!("json"));
     context.insert("tool".into(), json!(tool));
     if let Some(a) = arguments {
@@ -264,9 +269,9 @@ pub fn tool_call(
 }
 
 /// A call for a request with no JSON-RPC body: the GET stream or `DELETE`.
-pub fn transport_call(agent: &str, route: &str, http_method: &str) -> CallRequest {
-    let mut context = Map::new();
-    context.insert("method".into(), json!(http_method));
+/// `common` carries the HTTP method, so no `rpc_method` is set.
+pub fn transport_call(agent: &str, route: &str, common: &Map<String, Value>) -> CallRequest {
+    let mut context = common.clone();
     context.insert("body_kind".into(), json!("none"));
     CallRequest {
         agent: agent.to_string(),

@@ -16,6 +16,10 @@ pub struct ListFilter<'a> {
     pub policy: &'a PolicySnapshot,
     pub agent: &'a str,
     pub route: &'a str,
+    /// The `tools/list` request's common context (`method`, `path`,
+    /// `query`, `headers`): a tool is listed by what a call sent the same
+    /// way could get.
+    pub common: &'a serde_json::Map<String, Value>,
     /// Ids of the `tools/list` requests still waiting for their answer.
     pub pending: Vec<Value>,
     /// Tools removed so far, for the audit record.
@@ -73,7 +77,7 @@ impl ListFilter<'_> {
         if tool.is_empty() {
             return false;
         }
-        let call = tool_call(self.policy, self.agent, self.route, tool, None);
+        let call = tool_call(self.policy, self.agent, self.route, tool, None, self.common);
         // A tool that cannot be judged is not shown: never fail open.
         self.policy.visibility(&call).is_ok_and(|v| v.visible)
     }
@@ -187,11 +191,15 @@ mod tests {
         (dir, snap)
     }
 
+    static NO_COMMON: std::sync::LazyLock<serde_json::Map<String, Value>> =
+        std::sync::LazyLock::new(serde_json::Map::new);
+
     fn filter(snap: &PolicySnapshot) -> ListFilter<'_> {
         ListFilter {
             policy: snap,
             agent: "bot",
             route: "crm",
+            common: &NO_COMMON,
             pending: vec![json!(1)],
             hidden: Vec::new(),
         }

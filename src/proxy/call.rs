@@ -118,6 +118,28 @@ pub fn http_context(
     Ok(ctx)
 }
 
+/// The part of the context every call has, REST or MCP: `method`, `path`,
+/// `query` and `headers`, built whole. An MCP route adds its own parts to
+/// it (see `mcp::method`), so one policy over the path or a header covers
+/// both kinds of route.
+pub fn common_context(
+    parts: &Parts,
+    decoded_path: &str,
+    names: &DeclaredNames,
+) -> Result<Map<String, Value>, ProxyError> {
+    let mut ctx = Map::new();
+    ctx.insert(
+        "method".into(),
+        Value::String(parts.method.as_str().to_string()),
+    );
+    ctx.insert("path".into(), Value::String(decoded_path.into()));
+    let query = parse_query(parts.uri.query().unwrap_or(""), names)?;
+    ctx.insert("query".into(), Value::Object(query));
+    let headers = context_headers(&parts.headers, true)?;
+    ctx.insert("headers".into(), Value::Object(headers));
+    Ok(ctx)
+}
+
 /// Parses a body declared as JSON. One that does not parse is refused; so
 /// is one with duplicate keys (compared without regard to case) or a key
 /// that reads as a declared name it is not, which two parsers could read

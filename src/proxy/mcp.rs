@@ -74,6 +74,7 @@ pub(super) async fn handle(
     rec: &mut AuditRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let route_name = cx.route.config.name.as_str();
+    let common = super::call::common_context(&parts, &rec.path, cx.snap.policy.declared_names())?;
     if parts.method != Method::POST {
         if !body.is_empty() {
             // Only a POST carries JSON-RPC; a body elsewhere is one nobody
@@ -86,7 +87,7 @@ pub(super) async fn handle(
                 ),
             ));
         }
-        let call = method::transport_call(cx.agent, route_name, parts.method.as_str());
+        let call = method::transport_call(cx.agent, route_name, &common);
         rec.action = Some(call.action.clone().into());
         rec.resource = Some(call.resource.to_string().into());
         let decision = super::decide(cx.state, cx.snap, &call, None)?;
@@ -179,7 +180,7 @@ pub(super) async fn handle(
     // Phase: decide every message.
     let mut judged = Vec::with_capacity(messages.len());
     for msg in messages {
-        let call = match method::call_for(&cx.snap.policy, cx.agent, route_name, &msg) {
+        let call = match method::call_for(&cx.snap.policy, cx.agent, route_name, &msg, &common) {
             Ok(c) => c,
             Err(e) => {
                 rec.verdict = "error";
@@ -258,6 +259,7 @@ pub(super) async fn handle(
         policy: &cx.snap.policy,
         agent: cx.agent,
         route: route_name,
+        common: &common,
         pending,
         hidden: Vec::new(),
     };

@@ -39,7 +39,14 @@ impl CallChecker for SnapshotChecker {
                     .next()
                     .ok_or("the stored MCP request is empty")?
                     .map_err(|e| e.message)?;
-                crate::mcp::method::call_for(&snap.policy, &hold.agent, &hold.route, &msg)
+                let parts = stored_parts(&hold.request)?;
+                let common = super::call::common_context(
+                    &parts,
+                    &hold.request.path,
+                    snap.policy.declared_names(),
+                )
+                .map_err(|e| e.to_string())?;
+                crate::mcp::method::call_for(&snap.policy, &hold.agent, &hold.route, &msg, &common)
                     .map_err(|e| e.to_string())?
             }
             _ => {

@@ -26,8 +26,13 @@ forbid (principal, action == Action::"crm/delete_customer", resource);
 
 /// Airlock in front of the Python SDK server, with the tools pulled.
 fn crm(server: &McpServer) -> Airlock {
+    crm_with(server, "")
+}
+
+/// As [`crm`], with `extra` policies beside the usual ones.
+fn crm_with(server: &McpServer, extra: &str) -> Airlock {
     let builder = AirlockBuilder::new()
-        .policy("mcp.cedar", POLICIES)
+        .policy("mcp.cedar", &format!("{POLICIES}\n{extra}"))
         .yaml("approvals:\n  wait: 1s")
         .route_yaml(&format!(
             "  - name: crm\n    prefix: /mcp/crm\n    upstream: {}\n    protocol: mcp",
@@ -233,6 +238,47 @@ async fn malformed_json_rpc_headers_that_disagree_and_mixed_batches_are_refused(
         batch_rec["upstream_status"].is_null(),
         "nothing of the batch may be forwarded"
     );
+}
+
+#[tokio::test]
+async fn one_policy_over_the_common_context_judges_every_mcp_message() {
+    let server = McpServer::python();
+    let airlock = crm_with(
+        &server,
+        r#"
+@id("no-scrapers")
+@reason("scrapers are not agents")
+forbid (principal, action, resource in Route::"crm")
+when { context.headers has "user-agent" && context.headers["user-agent"] like "*scraper*" };
+
+@id("no-posted-pings")
+@reason("ping over the stream only")
+forbid (principal, action == Action::"protocol", resource)
+when { context.method == "POST" && context has rpc_method && context.rpc_method == "ping" };
+"#,
+    );
+    let lookup = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"lookup_customer","arguments":{"customer_id":"c-1"}}}"#;
+
+    // Allowed and forwarded (the server wants a session first, and says
+    // so: what matters here is that Airlock let it through).
+    let (_, _, request_id) = post(&airlock, lookup, &[("user-agent", "ok-agent/1")]).await;
+    let rec = airlock.audit_for(&request_id);
+    assert_eq!(rec["verdict"], "allow", "{rec}");
+    assert!(rec["upstream_status"].is_u64(), "{rec}");
+
+    // A tool call (resource `Tool`) and a route-level message alike carry
+    // the request's headers.
+    let (_, body, request_id) = post(&airlock, lookup, &[("user-agent", "scraper/2")]).await;
+    let rec = airlock.audit_for(&request_id);
+    assert_eq!(rec["verdict"], "deny", "{rec}\n{body}");
+    assert_eq!(rec["policies"], json!(["no-scrapers"]), "{rec}");
+    assert!(rec["upstream_status"].is_null(), "{rec}");
+
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    let (_, _, request_id) = post(&airlock, ping, &[("user-agent", "ok-agent/1")]).await;
+    let rec = airlock.audit_for(&request_id);
+    assert_eq!(rec["verdict"], "deny", "{rec}");
+    assert_eq!(rec["policies"], json!(["no-posted-pings"]), "{rec}");
 }
 
 #[tokio::test]
