@@ -24,6 +24,15 @@ pub const DENIED: i64 = -32001;
 pub const APPROVAL_REQUIRED: i64 = -32002;
 /// Not forwarded because another message of the same batch was refused.
 pub const BATCH_REFUSED: i64 = -32003;
+/// The agent's key is missing or unknown.
+pub const UNAUTHENTICATED: i64 = -32004;
+/// The MCP server could not be reached, or did not answer in time.
+pub const UPSTREAM_FAILED: i64 = -32005;
+/// Airlock cannot serve calls right now (its store or audit trail); the
+/// same call may succeed later.
+pub const UNAVAILABLE: i64 = -32006;
+/// An error inside Airlock.
+pub const INTERNAL_ERROR: i64 = -32603;
 
 /// The `_meta` key that marks a request of the 2026-07-28 revision or later.
 pub const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";

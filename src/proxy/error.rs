@@ -219,7 +219,60 @@ impl ProxyError {
         }
     }
 
-    /// The JSON error body every agent-facing error carries.
+    /// The approval an error is about, if any.
+    fn approval_id(&self) -> Option<&str> {
+        match self {
+            ProxyError::ApprovalDenied { id, .. }
+            | ProxyError::ApprovalExpired(id)
+            | ProxyError::UnknownApproval(id)
+            | ProxyError::ApprovalMismatch(id)
+            | ProxyError::ApprovalExecuting(id)
+            | ProxyError::ApprovedCallNotSent { id, .. } => Some(id.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The reasons shown to the agent: the policies', or the approver's.
+    fn shown_reasons(&self) -> Option<Vec<String>> {
+        match self {
+            ProxyError::ApprovalDenied { reason, .. } => Some(vec![reason.clone()]),
+            other => other.reasons().map(<[String]>::to_vec),
+        }
+    }
+
+    /// The JSON-RPC error code an MCP route answers this error with (see
+    /// docs/mcp.md).
+    pub fn jsonrpc_code(&self) -> i64 {
+        use crate::mcp::jsonrpc;
+        match self {
+            ProxyError::Unauthenticated => jsonrpc::UNAUTHENTICATED,
+            ProxyError::NoRoute(_)
+            | ProxyError::BadRequest { .. }
+            | ProxyError::MethodNotAllowed(_)
+            | ProxyError::MethodRefused { .. }
+            | ProxyError::OriginRefused(_)
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::RequestTimeout
+            | ProxyError::UnsupportedBody(_)
+            | ProxyError::UnknownApproval(_)
+            | ProxyError::ApprovalMismatch(_)
+            | ProxyError::TooManyPending { .. } => jsonrpc::INVALID_REQUEST,
+            ProxyError::Denied { .. }
+            | ProxyError::ApprovalDenied { .. }
+            | ProxyError::ApprovalExpired(_) => jsonrpc::DENIED,
+            ProxyError::ApprovalRequired { .. } => jsonrpc::APPROVAL_REQUIRED,
+            ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamUnavailable { .. }
+            | ProxyError::ApprovedCallNotSent { .. } => jsonrpc::UPSTREAM_FAILED,
+            ProxyError::ApprovalExecuting(_)
+            | ProxyError::StoreUnavailable(_)
+            | ProxyError::AuditUnavailable => jsonrpc::UNAVAILABLE,
+            ProxyError::Internal(_) => jsonrpc::INTERNAL_ERROR,
+        }
+    }
+
+    /// The JSON error body every agent-facing error carries on a REST
+    /// route.
     pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
         #[derive(Serialize)]
         struct Body<'a> {
@@ -229,37 +282,56 @@ impl ProxyError {
             #[serde(skip_serializing_if = "Option::is_none")]
             policies: Option<&'a [String]>,
             #[serde(skip_serializing_if = "Option::is_none")]
-            reasons: Option<&'a [String]>,
+            reasons: Option<Vec<String>>,
             #[serde(skip_serializing_if = "Option::is_none")]
             approval_id: Option<&'a str>,
         }
-        let approval_id = match self {
-            ProxyError::ApprovalDenied { id, .. }
-            | ProxyError::ApprovalExpired(id)
-            | ProxyError::UnknownApproval(id)
-            | ProxyError::ApprovalMismatch(id)
-            | ProxyError::ApprovalExecuting(id)
-            | ProxyError::ApprovedCallNotSent { id, .. } => Some(id.as_str()),
-            _ => None,
-        };
-        let denial_reason;
-        let reasons = match self {
-            ProxyError::ApprovalDenied { reason, .. } => {
-                denial_reason = [reason.clone()];
-                Some(denial_reason.as_slice())
-            }
-            other => other.reasons(),
-        };
         let body = Body {
             error: self.kind(),
             message: self.to_string(),
             request_id,
             policies: self.policies(),
-            reasons,
-            approval_id,
+            reasons: self.shown_reasons(),
+            approval_id: self.approval_id(),
         };
         let bytes =
             serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+        self.respond_with(bytes, request_id)
+    }
+
+    /// The same error as a JSON-RPC error object, as an MCP route answers
+    /// it: MCP SDKs show a JSON-RPC error's message (the Python SDK reads
+    /// one at any status), where a bare JSON body shows as a generic
+    /// failure. The HTTP status is the REST one. The id is null: the error
+    /// is about the HTTP request, which may carry several messages, or none
+    /// that could be read.
+    pub fn to_jsonrpc_response(&self, request_id: &str) -> Response<Full<Bytes>> {
+        let mut data = serde_json::Map::new();
+        data.insert("error".into(), self.kind().into());
+        data.insert("fault".into(), serde_json::json!(self.fault()));
+        data.insert("requestId".into(), request_id.into());
+        if let Some(p) = self.policies() {
+            data.insert("policies".into(), serde_json::json!(p));
+        }
+        if let Some(r) = self.shown_reasons() {
+            data.insert("reasons".into(), serde_json::json!(r));
+        }
+        if let Some(id) = self.approval_id() {
+            data.insert("approvalId".into(), id.into());
+        }
+        let answer = crate::mcp::jsonrpc::error(
+            &serde_json::Value::Null,
+            self.jsonrpc_code(),
+            &self.to_string(),
+            Some(serde_json::Value::Object(data)),
+        );
+        let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+        self.respond_with(bytes, request_id)
+    }
+
+    /// `bytes` as this error's answer: its status, and the headers that go
+    /// with it (`Retry-After`, `WWW-Authenticate`).
+    fn respond_with(&self, bytes: Vec<u8>, request_id: &str) -> Response<Full<Bytes>> {
         let mut resp = Response::new(Full::new(Bytes::from(bytes)));
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(

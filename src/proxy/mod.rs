@@ -121,8 +121,19 @@ pub fn handle(
         // `process` is boxed and done before a held call waits: rustc keeps
         // room for every value a future has moved on from, so its ~1.8 KB
         // would otherwise stay reserved while a human decides.
-        let result = match Box::pin(process(&state, &snap, &conn, req, request_id, &mut rec)).await
-        {
+        // Whether errors are answered as JSON-RPC: set once the route is
+        // known to be an MCP route.
+        let mut jsonrpc = false;
+        let processed = process(
+            &state,
+            &snap,
+            &conn,
+            req,
+            request_id,
+            &mut rec,
+            &mut jsonrpc,
+        );
+        let result = match Box::pin(processed).await {
             Ok(Reply::Now(resp)) => Ok(resp),
             Ok(Reply::Held { approval }) => {
                 Box::pin(hold::await_decision(
@@ -132,7 +143,9 @@ pub fn handle(
             }
             Err(e) => Err(e),
         };
-        let (response, recorded) = answer(&state, &conn, started, request_id, &mut rec, result);
+        let (response, recorded) = answer(
+            &state, &conn, started, request_id, &mut rec, result, jsonrpc,
+        );
         recorded.await;
         Ok(response)
     }
@@ -180,6 +193,7 @@ fn answer<'s>(
     request_id: &str,
     rec: &mut AuditRecord,
     result: Result<Response<ProxyBody>, ProxyError>,
+    jsonrpc: bool,
 ) -> (
     Response<ProxyBody>,
     impl std::future::Future<Output = ()> + use<'s>,
@@ -201,7 +215,11 @@ fn answer<'s>(
             if rec.reasons.is_empty() {
                 rec.reasons = vec![e.to_string()];
             }
-            let resp = e.to_response(request_id);
+            let resp = if jsonrpc {
+                e.to_jsonrpc_response(request_id)
+            } else {
+                e.to_response(request_id)
+            };
             rec.status = resp.status().as_u16();
             resp.map(Either::Right)
         }
@@ -224,6 +242,7 @@ async fn process(
     req: Request<Incoming>,
     request_id: &str,
     rec: &mut AuditRecord,
+    jsonrpc: &mut bool,
 ) -> Result<Reply, ProxyError> {
     // No call runs unrecorded (`audit.on_failure: deny`).
     if state.audit.refusing() {
@@ -238,9 +257,14 @@ async fn process(
             if rec.path.is_empty() {
                 rec.path = req.uri().path().to_owned();
             }
+            // Refused before routing (a wrong key): the path still says
+            // whether an MCP client is asking.
+            *jsonrpc = route_path(snap, req.uri().path())
+                .is_ok_and(|r| r.route.config.protocol == crate::config::Protocol::Mcp);
             return Err(e);
         }
     };
+    *jsonrpc = route.config.protocol == crate::config::Protocol::Mcp;
 
     // Phase: read body.
     let (parts, body) = req.into_parts();

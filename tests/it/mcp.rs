@@ -282,6 +282,47 @@ when { context.method == "POST" && context has rpc_method && context.rpc_method 
 }
 
 #[tokio::test]
+async fn the_sdk_client_shows_why_a_key_or_the_server_failed() {
+    let server = McpServer::python();
+    let airlock = crm(&server);
+    let plan = json!({"calls": []});
+
+    let out = python_client(&airlock.url("/mcp/crm"), "not-a-key", &plan);
+    let error = out["session_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(error.contains("missing or unknown agent key"), "{error}");
+
+    // The same refusal on the wire: the REST status, a JSON-RPC error.
+    let resp = client()
+        .post(airlock.url("/mcp/crm"))
+        .header("authorization", bearer("not-a-key"))
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["jsonrpc"], "2.0", "{body}");
+    assert_eq!(body["error"]["code"], -32004, "{body}");
+    assert_eq!(body["error"]["data"]["error"], "unauthenticated", "{body}");
+    assert_eq!(body["error"]["data"]["requestId"], request_id.as_str());
+    let rec = airlock.audit_for(&request_id);
+    assert_eq!(rec["fault"], "agent", "{rec}");
+
+    // The server goes away: the client hears which route failed.
+    drop(server);
+    let out = python_client(&airlock.url("/mcp/crm"), AGENT_KEY, &plan);
+    let error = out["session_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(error.contains("upstream `crm` is unreachable"), "{error}");
+}
+
+#[tokio::test]
 async fn explain_shows_the_argument_gate_and_why_a_tool_is_hidden() {
     let server = McpServer::python();
     let airlock = crm(&server);

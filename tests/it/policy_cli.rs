@@ -30,7 +30,7 @@ fn check(policy: &str) -> (i32, String) {
 fn check_accepts_the_shipped_policies() {
     let (code, out) = check(CRM_POLICIES);
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("ok: 4 policies"), "{out}");
+    assert!(out.starts_with("ok: 5 policies"), "{out}");
     assert!(!out.contains("warning"), "{out}");
 }
 
@@ -144,7 +144,7 @@ fn the_shipped_cases_pass_and_cover_every_shipped_policy() {
     let root = env!("CARGO_MANIFEST_DIR");
     let (code, out, err) = run_cli(&["test", "--config", &format!("{root}/config/airlock.yaml")]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.ends_with("14 passed, 0 failed\n"), "{out}");
+    assert!(out.ends_with("15 passed, 0 failed\n"), "{out}");
     assert!(
         !out.contains("no case is determined by"),
         "a shipped policy has no case: {out}"

@@ -7,7 +7,8 @@ PLAN_JSON: {"mode": "auto" | "legacy", "calls": [{"name": ..., "args": {...}, "p
 A call's `signal_file`, when given, is created at its first progress notification,
 so a test can act (approve a held call) once the client has seen progress.
 Prints one JSON object: the negotiated protocol version, the listed tools
-with the list's cacheScope, and each call's result (or the error raised).
+with the list's cacheScope, and each call's result (or the error raised);
+`session_error` when the session itself failed (a refused key, say).
 """
 
 import json
@@ -21,8 +22,23 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 async def main(url: str, key: str, plan: dict) -> dict:
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
     out: dict = {"calls": []}
+    try:
+        await session(url, key, plan, out)
+    except Exception as e:  # a failed session: the test asserts on what the client saw
+        out["session_error"] = describe(e)
+    return out
+
+
+def describe(e: BaseException) -> str:
+    """The error as the SDK raised it, through exception groups."""
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(describe(x) for x in e.exceptions)
+    return f"{type(e).__name__}: {e}"
+
+
+async def session(url: str, key: str, plan: dict, out: dict) -> None:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
     async with http:
         transport = streamable_http_client(url, http_client=http)
         async with Client(transport, mode=plan.get("mode", "auto"), cache=None) as client:
@@ -60,7 +76,6 @@ async def main(url: str, key: str, plan: dict) -> dict:
                     )
                 except Exception as e:  # the test asserts on what the client saw
                     out["calls"].append({"name": call["name"], "exception": f"{type(e).__name__}: {e}"})
-    return out
 
 
 if __name__ == "__main__":
