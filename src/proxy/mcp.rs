@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 
 use super::error::ProxyError;
 use super::{ProxyBody, ProxyState};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, Fault};
 use crate::mcp::jsonrpc::{self, Message};
 use crate::mcp::method::{self, name_field};
 use crate::mcp::tools_list::{ListFilter, SseRewriter};
@@ -107,9 +107,7 @@ pub(super) async fn handle(
 
     // Phase: the body is JSON by its declared type, as the server reads it.
     if let Err(problem) = declared_json(&parts.headers, &body) {
-        rec.verdict = "error";
-        rec.error = Some("unsupported_body");
-        rec.reasons = vec![problem.clone()];
+        refused_by_agent(rec, "unsupported_body", vec![problem.clone()]);
         let answer = jsonrpc::error(&Value::Null, jsonrpc::PARSE_ERROR, &problem, None);
         return Ok(rpc_answer(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -122,9 +120,7 @@ pub(super) async fn handle(
     let parsed = match jsonrpc::parse(&body) {
         Ok(b) => b,
         Err(e) => {
-            rec.verdict = "error";
-            rec.error = Some("invalid_jsonrpc");
-            rec.reasons = vec![e.to_string()];
+            refused_by_agent(rec, "invalid_jsonrpc", vec![e.to_string()]);
             let answer = jsonrpc::error(&Value::Null, e.code(), &e.to_string(), None);
             return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
         }
@@ -138,9 +134,8 @@ pub(super) async fn handle(
         }
     }
     if !invalid.is_empty() {
-        rec.verdict = "error";
-        rec.error = Some("invalid_jsonrpc");
-        rec.reasons = invalid.iter().map(|e| e.message.clone()).collect();
+        let reasons = invalid.iter().map(|e| e.message.clone()).collect();
+        refused_by_agent(rec, "invalid_jsonrpc", reasons);
         let mut answers: Vec<Value> = invalid
             .iter()
             .map(|e| jsonrpc::error(&e.id, jsonrpc::INVALID_REQUEST, &e.message, None))
@@ -165,9 +160,7 @@ pub(super) async fn handle(
 
     // Phase: headers must agree with the body.
     if let Some(problem) = header_mismatch(&parts.headers, &messages, parsed.batch) {
-        rec.verdict = "error";
-        rec.error = Some("mcp_header_mismatch");
-        rec.reasons = vec![problem.clone()];
+        refused_by_agent(rec, "mcp_header_mismatch", vec![problem.clone()]);
         let id = messages
             .first()
             .and_then(Message::request_id)
@@ -183,9 +176,7 @@ pub(super) async fn handle(
         let call = match method::call_for(&cx.snap.policy, cx.agent, route_name, &msg, &common) {
             Ok(c) => c,
             Err(e) => {
-                rec.verdict = "error";
-                rec.error = Some(e.kind());
-                rec.reasons = vec![e.to_string()];
+                refused_by_agent(rec, e.kind(), vec![e.to_string()]);
                 let id = msg.request_id().cloned().unwrap_or(Value::Null);
                 let answer = jsonrpc::error(&id, e.code(), &e.to_string(), None);
                 return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
@@ -213,6 +204,10 @@ pub(super) async fn handle(
         .iter()
         .all(|j| matches!(j.decision.verdict, Verdict::Allow));
     if !all_allowed {
+        if rec.verdict == "deny" {
+            rec.error = Some("denied");
+            rec.fault = Some(Fault::Policy);
+        }
         let mut answers: Vec<Value> = judged
             .iter()
             .filter_map(|j| {
@@ -299,6 +294,15 @@ fn gate_reason(g: &Gate) -> String {
 
 fn reasons(decision: &Decision) -> Vec<String> {
     decision.verdict.reasons()
+}
+
+/// Records a request refused as unreadable or malformed: the agent's
+/// fault, as the same refusal on a REST route would be.
+fn refused_by_agent(rec: &mut AuditRecord, kind: &'static str, reasons: Vec<String>) {
+    rec.verdict = "error";
+    rec.error = Some(kind);
+    rec.fault = Some(Fault::Agent);
+    rec.reasons = reasons;
 }
 
 fn record(rec: &mut AuditRecord, decision: &Decision) {

@@ -188,7 +188,7 @@ async fn malformed_json_rpc_headers_that_disagree_and_mixed_batches_are_refused(
     let server = McpServer::python();
     let airlock = crm(&server);
 
-    let (status, body, _) = post(
+    let (status, body, request_id) = post(
         &airlock,
         "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\":",
         &[],
@@ -196,6 +196,12 @@ async fn malformed_json_rpc_headers_that_disagree_and_mixed_batches_are_refused(
     .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], -32700, "{body}");
+    let rec = airlock.audit_for(&request_id);
+    assert_eq!(
+        (&rec["error"], &rec["fault"]),
+        (&json!("invalid_jsonrpc"), &json!("agent")),
+        "{rec}"
+    );
 
     let (status, body, _) =
         post(&airlock, r#"{"jsonrpc":"1.0","id":7,"method":"ping"}"#, &[]).await;
@@ -272,6 +278,7 @@ when { context.method == "POST" && context has rpc_method && context.rpc_method 
     let rec = airlock.audit_for(&request_id);
     assert_eq!(rec["verdict"], "deny", "{rec}\n{body}");
     assert_eq!(rec["policies"], json!(["no-scrapers"]), "{rec}");
+    assert_eq!(rec["fault"], "policy", "{rec}");
     assert!(rec["upstream_status"].is_null(), "{rec}");
 
     let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
