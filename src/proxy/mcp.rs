@@ -27,6 +27,9 @@
 //!   so is a method that is not one Airlock knows but folds to one
 //!   (`Tools/call`, -32600): a server could read either copy, or fold.
 
+mod hold;
+mod progress;
+
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -197,7 +200,7 @@ pub(super) async fn handle(
         if let (false, Some("tools/call"), Verdict::Hold { gates }) =
             (parsed.batch, only.msg.method(), &only.decision.verdict)
         {
-            return super::mcp_hold::on_tool_hold(&cx, &parts, body, &only.msg, gates, rec).await;
+            return hold::on_tool_hold(&cx, &parts, body, &only.msg, gates, rec).await;
         }
     }
     let all_allowed = judged
@@ -398,7 +401,7 @@ fn denied(j: &Judged, request_id: &str) -> Value {
 /// The answer to a held request that cannot wait for approval on its own
 /// (a held member of a batch, or a held non-tool method): it says the
 /// request awaits a human and was not run. A lone held `tools/call` goes to
-/// `mcp_hold` instead, which stores it for approval.
+/// `mcp::hold` instead, which stores it for approval.
 fn held(j: &Judged, gates: &[Gate], request_id: &str) -> Value {
     let id = j.msg.request_id().cloned().unwrap_or(Value::Null);
     let reasons: Vec<String> = gates.iter().map(gate_reason).collect();

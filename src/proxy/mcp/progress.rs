@@ -29,12 +29,12 @@ use http_body_util::{BodyExt, Either};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::error::ProxyError;
-use super::event_body;
-use super::hold::{execute, Session};
-use super::mcp_hold::HeldTool;
-use super::recheck::SnapshotChecker;
-use super::{ProxyBody, ProxyState};
+use crate::proxy::error::ProxyError;
+use crate::proxy::event_body;
+use crate::proxy::hold::{execute, Session};
+use super::hold::HeldTool;
+use crate::proxy::recheck::SnapshotChecker;
+use crate::proxy::{ProxyBody, ProxyState};
 use crate::approval::{ApprovalError, Approvals, Claim};
 use crate::audit::{AuditRecord, AuditSink};
 use crate::config::Config;

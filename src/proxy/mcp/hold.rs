@@ -13,18 +13,18 @@
 //!
 //! A client that accepts `text/event-stream` and sent a `progressToken` gets
 //! all of this as an event stream with progress while it waits (see
-//! `mcp_progress`); any other client gets one JSON answer after the wait.
+//! `mcp::progress`); any other client gets one JSON answer after the wait.
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::error::ProxyError;
-use super::hold::{execute, internal, stored_request, Session};
-use super::mcp::McpRequest;
-use super::recheck::SnapshotChecker;
-use super::ProxyBody;
+use crate::proxy::error::ProxyError;
+use crate::proxy::hold::{execute, internal, stored_request, Session};
+use super::McpRequest;
+use crate::proxy::recheck::SnapshotChecker;
+use crate::proxy::ProxyBody;
 use crate::approval::fingerprint::fingerprint;
 use crate::approval::{Claim, HeldCall};
 use crate::audit::AuditRecord;
@@ -84,7 +84,7 @@ pub(super) async fn on_tool_hold(
         session: parts.headers.get(crate::mcp::SESSION_ID).cloned(),
     };
     if held.progress_token.is_some() && accepts_events(&parts.headers) {
-        return Ok(super::mcp_progress::respond(cx.state, hold.id, held, rec));
+        return Ok(super::progress::respond(cx.state, hold.id, held, rec));
     }
 
     // Bounded like the REST side: an approved call settles within a round
@@ -93,7 +93,7 @@ pub(super) async fn on_tool_hold(
         let hold = approvals.wait(cfg, &hold.id, cfg.approvals.wait).await?;
         rec.approver = hold.decided_by.clone();
         if let Some(answer) = held.answer_for(&hold) {
-            return Ok(super::mcp::rpc_answer(
+            return Ok(super::rpc_answer(
                 StatusCode::OK,
                 &answer,
                 cx.request_id,
@@ -121,7 +121,7 @@ pub(super) async fn on_tool_hold(
             Claim::Settled(hold) => {
                 rec.approver = hold.decided_by.clone();
                 if let Some(answer) = held.answer_for(&hold) {
-                    return Ok(super::mcp::rpc_answer(
+                    return Ok(super::rpc_answer(
                         StatusCode::OK,
                         &answer,
                         cx.request_id,
