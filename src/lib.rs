@@ -23,7 +23,7 @@
 //!   [`snapshot::GatewaySnapshot`] that a request is judged by from start to
 //!   end.
 //! - [`mcp`] understands MCP's JSON-RPC: which action a method is, the
-//!   filtering of `tools/list`, and `airlock schema pull`.
+//!   filtering of `tools/list`, and the Cedar declarations of tools.
 //! - [`proxy`] is the data plane; its module docs walk the request
 //!   lifecycle phase by phase.
 //! - [`approval`] keeps held calls for a human: durable holds in the
@@ -39,10 +39,10 @@
 //!   them in atomically.
 //! - [`watch`] reloads when the policy or config files change.
 //! - [`admin`] is the control plane (health, metrics, status, reload).
-//! - [`approvals_client`] is the `airlock approvals` command's API client.
-//! - [`explain`] answers "what would happen to this call?" for the CLI.
-//! - [`policytest`] runs the YAML policy test cases of `airlock test`.
-//! - [`cli`] holds code only the command line uses (`airlock init`).
+//! - [`cli`] holds code only the command line uses: `airlock init`,
+//!   `explain` ("what would happen to this call?"), `policytest` (the YAML
+//!   cases of `airlock test`), the `airlock approvals` API client, and
+//!   `airlock schema pull`.
 //! - [`clock`] is the one clock: epoch milliseconds and RFC 3339 text.
 //! - [`demo`] is a small tool server for the quickstart.
 //! - [`app`] wires everything together; `main.rs` is only the CLI.
@@ -58,18 +58,15 @@
 pub mod admin;
 pub mod app;
 pub mod approval;
-pub mod approvals_client;
 pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod duration;
-pub mod explain;
 pub mod mcp;
 pub mod notify;
 pub mod policy;
-pub mod policytest;
 pub mod proxy;
 pub mod reload;
 pub mod snapshot;

@@ -153,7 +153,7 @@ enum SchemaCommand {
         /// The client capabilities to declare in the second `initialize`
         /// (servers may list some tools only to clients that have them), as
         /// a JSON object.
-        #[arg(long, default_value = airlock::mcp::pull::AGENT_CAPABILITIES)]
+        #[arg(long, default_value = airlock::cli::schema_pull::AGENT_CAPABILITIES)]
         capabilities: String,
     },
 }
@@ -277,7 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = airlock::config::Config::load(&config.path()?)?;
             let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            let pulled = rt.block_on(airlock::mcp::pull::schema_text(
+            let pulled = rt.block_on(airlock::cli::schema_pull::schema_text(
                 &cfg,
                 &clients,
                 &capabilities,
@@ -309,11 +309,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let files = match files.is_empty() {
-                true => airlock::policytest::default_files(&snap.config.policies)
+                true => airlock::cli::policytest::default_files(&snap.config.policies)
                     .map_err(anyhow::Error::msg)?,
                 false => files,
             };
-            let report = airlock::policytest::run(&snap, &files);
+            let report = airlock::cli::policytest::run(&snap, &files);
             print!("{}", report.render());
             Ok(if report.success() {
                 ExitCode::SUCCESS
@@ -326,7 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token,
             command,
         } => {
-            use airlock::approvals_client::{ApprovalsClient, ApprovalsCommand};
+            use airlock::cli::approvals_client::{ApprovalsClient, ApprovalsCommand};
             let cmd = match command {
                 ApprovalsCmd::List {
                     status,
@@ -371,17 +371,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let out = match tool {
                 Some(tool) => {
-                    airlock::explain::explain_tool(&snap, &agent, &tool, args.as_deref())?
+                    airlock::cli::explain::explain_tool(&snap, &agent, &tool, args.as_deref())?
                 }
                 None => {
-                    let spec = airlock::explain::HttpCallSpec {
+                    let spec = airlock::cli::explain::HttpCallSpec {
                         agent: &agent,
                         method: method.as_deref().unwrap_or_default(),
                         path: path.as_deref().unwrap_or_default(),
                         body: body.as_deref(),
                         headers: &[],
                     };
-                    airlock::explain::explain_http(&snap, &spec)?
+                    airlock::cli::explain::explain_http(&snap, &spec)?
                 }
             };
             print_stdout(&serde_json::to_string_pretty(&out)?);

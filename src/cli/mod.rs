@@ -1,3 +1,7 @@
 //! Code only the command line uses.
 
+pub mod approvals_client;
+pub mod explain;
 pub mod init;
+pub mod policytest;
+pub mod schema_pull;

@@ -17,7 +17,6 @@
 
 pub mod jsonrpc;
 pub mod method;
-pub mod pull;
 pub mod schema_gen;
 pub mod sse;
 pub mod tools_list;

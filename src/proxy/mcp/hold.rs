@@ -20,16 +20,16 @@ use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::proxy::error::ProxyError;
-use crate::proxy::hold::{execute, internal, stored_request, Session};
 use super::McpRequest;
-use crate::proxy::recheck::SnapshotChecker;
-use crate::proxy::ProxyBody;
 use crate::approval::fingerprint::fingerprint;
 use crate::approval::{Claim, HeldCall};
 use crate::audit::AuditRecord;
 use crate::mcp::jsonrpc::{self, Message};
 use crate::policy::Gate;
+use crate::proxy::error::ProxyError;
+use crate::proxy::hold::{execute, internal, stored_request, Session};
+use crate::proxy::recheck::SnapshotChecker;
+use crate::proxy::ProxyBody;
 use crate::store::{HoldRecord, HoldState, Outcome, StoredGate};
 
 /// Holds one `tools/call` message for approval and answers it.
@@ -93,11 +93,7 @@ pub(super) async fn on_tool_hold(
         let hold = approvals.wait(cfg, &hold.id, cfg.approvals.wait).await?;
         rec.approver = hold.decided_by.clone();
         if let Some(answer) = held.answer_for(&hold) {
-            return Ok(super::rpc_answer(
-                StatusCode::OK,
-                &answer,
-                cx.request_id,
-            ));
+            return Ok(super::rpc_answer(StatusCode::OK, &answer, cx.request_id));
         }
         let checker = SnapshotChecker {
             live: cx.state.live.clone(),
@@ -121,11 +117,7 @@ pub(super) async fn on_tool_hold(
             Claim::Settled(hold) => {
                 rec.approver = hold.decided_by.clone();
                 if let Some(answer) = held.answer_for(&hold) {
-                    return Ok(super::rpc_answer(
-                        StatusCode::OK,
-                        &answer,
-                        cx.request_id,
-                    ));
+                    return Ok(super::rpc_answer(StatusCode::OK, &answer, cx.request_id));
                 }
             }
             Claim::Lost => {}

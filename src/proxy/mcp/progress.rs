@@ -29,16 +29,16 @@ use http_body_util::{BodyExt, Either};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::proxy::error::ProxyError;
-use crate::proxy::event_body;
-use crate::proxy::hold::{execute, Session};
 use super::hold::HeldTool;
-use crate::proxy::recheck::SnapshotChecker;
-use crate::proxy::{ProxyBody, ProxyState};
 use crate::approval::{ApprovalError, Approvals, Claim};
 use crate::audit::{AuditRecord, AuditSink};
 use crate::config::Config;
 use crate::mcp::{jsonrpc, sse};
+use crate::proxy::error::ProxyError;
+use crate::proxy::event_body;
+use crate::proxy::hold::{execute, Session};
+use crate::proxy::recheck::SnapshotChecker;
+use crate::proxy::{ProxyBody, ProxyState};
 use crate::snapshot::GatewaySnapshot;
 use crate::store::HoldRecord;
 

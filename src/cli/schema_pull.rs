@@ -1,5 +1,5 @@
 //! `airlock schema pull`: asks each MCP route's server for its tools and
-//! writes their Cedar declarations (see [`super::schema_gen`]) to a file
+//! writes their Cedar declarations (see [`crate::mcp::schema_gen`]) to a file
 //! under `policies/` for review.
 //!
 //! It speaks the handshake revision every current server accepts:
@@ -20,8 +20,8 @@ use http::{header, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
-use super::schema_gen::ToolDecl;
 use crate::config::RouteConfig;
+use crate::mcp::schema_gen::ToolDecl;
 use crate::upstream::UpstreamClient;
 
 const PROTOCOL_VERSION: &str = "2025-06-18";
@@ -166,7 +166,7 @@ impl Session<'_> {
             h.insert(name.clone(), value.clone());
         }
         if let Some(id) = &self.id {
-            h.insert(super::SESSION_ID, id.clone());
+            h.insert(crate::mcp::SESSION_ID, id.clone());
         }
         if let Some(v) = self
             .version
@@ -195,7 +195,7 @@ impl Session<'_> {
             .await
             .map_err(|_| self.fail(format!("no answer to `{method}` within {timeout:?}")))?
             .map_err(|e| self.fail(crate::upstream::describe_error(&e)))?;
-        if let Some(sid) = resp.headers().get(super::SESSION_ID) {
+        if let Some(sid) = resp.headers().get(crate::mcp::SESSION_ID) {
             self.id = Some(sid.clone());
         }
         let status = resp.status();
@@ -319,7 +319,7 @@ pub async fn schema_text(
             ));
             only_with_capabilities.push((route.name.clone(), only_with));
         }
-        out.push_str(&super::schema_gen::route_section(
+        out.push_str(&crate::mcp::schema_gen::route_section(
             &route.name,
             &route.upstream.to_string(),
             &tools,

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use crate::explain::{decide_http, decide_tool, DecidedCall, HttpCallSpec};
+use super::explain::{decide_http, decide_tool, DecidedCall, HttpCallSpec};
 use crate::snapshot::GatewaySnapshot;
 
 /// A verdict a case expects.
@@ -330,7 +330,7 @@ fn decide_rest(
     method: &str,
     path: &str,
     call: &RawCall,
-) -> Result<DecidedCall, crate::explain::ExplainError> {
+) -> Result<DecidedCall, super::explain::ExplainError> {
     let path = with_query(path, &call.query);
     let headers: Vec<(String, String)> = call
         .headers
