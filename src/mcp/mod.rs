@@ -10,10 +10,10 @@
 //!   could call.
 //! - [`sse`] splits and writes server-sent events.
 //! - [`schema_gen`] turns the servers' JSON Schemas into Cedar declarations,
-//!   and [`pull`] fetches them for `airlock schema pull`.
+//!   and `cli::schema_pull` fetches them for `airlock schema pull`.
 //!
 //! The data-plane side (deciding, answering, forwarding) is
-//! `proxy::mcp`; this module never touches a socket on the request path.
+//! `proxy::mcp`; this module never touches a socket.
 
 pub mod jsonrpc;
 pub mod method;
