@@ -19,6 +19,8 @@
 //!   connection an upstream connection of its own.
 //! - [`workers`] runs the data plane: one single-threaded runtime per core,
 //!   each connection pinned to one of them.
+//! - [`path`] normalizes the agent's path, so that what the policy sees is
+//!   what the upstream gets; routes' prefixes are matched on it.
 //! - [`snapshot`] joins config, policies and clients into one immutable
 //!   [`snapshot::GatewaySnapshot`] that a request is judged by from start to
 //!   end.
@@ -48,12 +50,10 @@
 //! - [`app`] wires everything together; `main.rs` is only the CLI.
 //!
 //! Dependencies flow one way: `proxy` → (`approval`, `snapshot`) →
-//! (`policy`, `config`, `upstream`); `approval` → (`store`, `notify`,
-//! `audit`, `config`); `admin` and `reload` → `snapshot`; `app` → everything.
-//! Two edges go against that flow (`snapshot` → `proxy::path`, `proxy` →
-//! `store` and `notify`); ARCHITECTURE.md
-//! lists every edge, and the `architecture` integration test holds the code
-//! to that list.
+//! (`policy`, `config`, `upstream`, `path`); `approval` → (`store`,
+//! `notify`, `audit`, `config`); `admin` and `reload` → `snapshot`; `cli`
+//! and `app` → everything they use. ARCHITECTURE.md lists every edge, and
+//! the `architecture` integration test holds the code to that list.
 
 pub mod admin;
 pub mod app;
@@ -66,6 +66,7 @@ pub mod demo;
 pub mod duration;
 pub mod mcp;
 pub mod notify;
+pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use crate::config::{AgentConfig, Config, RouteConfig};
+use crate::path::NormalizedPath;
 use crate::policy::{Directory, PolicyProblem, PolicySnapshot, PrincipalSpec, Resource};
-use crate::proxy::path::NormalizedPath;
 use crate::upstream::{UpstreamClient, UpstreamClients};
 
 /// A route ready to forward to.

@@ -4,7 +4,7 @@
 //! changes nothing more than folding once.
 #![no_main]
 
-use airlock::proxy::path::{upstream_path, NormalizedPath};
+use airlock::path::{upstream_path, NormalizedPath};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

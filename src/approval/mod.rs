@@ -39,12 +39,12 @@ use crate::audit::AuditSink;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::notify::payload;
-use crate::store::{
-    ApprovalStore, DecisionFields, HoldPageQuery, HoldRecord, HoldState, NewDelivery, Outcome,
-    StoreError, StoredGate, StoredRequest,
-};
+use crate::store::{ApprovalStore, DecisionFields, HoldPageQuery, NewDelivery, StoreError};
 use crate::telemetry::Metrics;
 pub use bound::Claim;
+// The data plane names holds through this module, never the store: the
+// store is approval's backend, and these are the records it keeps.
+pub use crate::store::{HoldRecord, HoldState, Outcome, StoredGate, StoredRequest};
 pub use waiters::Waiters;
 
 /// A held call about to be stored.

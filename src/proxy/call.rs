@@ -5,7 +5,7 @@
 //! | attribute | value |
 //! | --- | --- |
 //! | `method` | the HTTP method, e.g. `"POST"` |
-//! | `path` | the normalized, decoded path as the agent sent it, prefix included (folded on `case_insensitive` routes; see `proxy::path`) |
+//! | `path` | the normalized, decoded path as the agent sent it, prefix included (folded on `case_insensitive` routes; see `crate::path`) |
 //! | `query` | a record of query parameters (`+` and `%XX` decoded); names that servers could read as one (a repeat, `dry_run` beside `dry.run`, `dry_run[]` or `DRY_RUN`) are refused with 400, since upstreams disagree on which copy wins; so is `_method`, which frameworks run as the method |
 //! | `headers` | a record of the [`CONTEXT_HEADERS`] the agent sent, names in lower case, repeated values joined with `, ` |
 //! | `body_kind` | how the body was read: `none`, `json`, `form` or `opaque` (see `proxy::body`) |

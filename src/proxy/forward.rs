@@ -13,7 +13,8 @@ use smallvec::SmallVec;
 
 use super::error::ProxyError;
 use super::upstream_body::UpstreamBody;
-use super::{path, AgentConnection, ProxyBody, X_REQUEST_ID};
+use super::{AgentConnection, ProxyBody, X_REQUEST_ID};
+use crate::path;
 use crate::snapshot::Route;
 use crate::upstream::paired::{Claim, PairedError, PairedUpstream};
 

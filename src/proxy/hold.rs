@@ -17,11 +17,11 @@ use super::recheck::SnapshotChecker;
 use super::{forward, strip_for_upstream, ProxyBody, ProxyState};
 use crate::approval::fingerprint::fingerprint;
 use crate::approval::{ApprovalError, Approvals, Claim, HeldCall};
+use crate::approval::{HoldRecord, HoldState, Outcome, StoredGate, StoredRequest};
 use crate::audit::AuditRecord;
 use crate::clock::now_ms;
 use crate::policy::{CallRequest, Gate};
 use crate::snapshot::GatewaySnapshot;
-use crate::store::{HoldRecord, HoldState, Outcome, StoredGate, StoredRequest};
 
 /// The header a REST agent names its approval with.
 pub const APPROVAL_HEADER: &str = "airlock-approval";

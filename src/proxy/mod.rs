@@ -36,7 +36,6 @@ mod event_body;
 mod forward;
 pub mod hold;
 mod mcp;
-pub mod path;
 pub mod recheck;
 pub mod screen;
 mod server;

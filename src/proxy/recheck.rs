@@ -13,10 +13,10 @@ use serde_json::Value;
 use super::call::http_call;
 use super::hold::stored_parts;
 use crate::approval::{CallChecker, Recheck};
+use crate::approval::{HoldRecord, StoredGate};
 use crate::config::Protocol;
 use crate::policy::Verdict;
 use crate::snapshot::GatewaySnapshot;
-use crate::store::{HoldRecord, StoredGate};
 
 pub struct SnapshotChecker {
     pub live: Arc<ArcSwap<GatewaySnapshot>>,

@@ -8,8 +8,8 @@ use http::{header, HeaderMap, Method, Request};
 use hyper::body::Incoming;
 
 use super::error::ProxyError;
-use super::path::NormalizedPath;
 use crate::config::Protocol;
+use crate::path::NormalizedPath;
 use crate::snapshot::{GatewaySnapshot, Route};
 
 /// A request path after routing: the route, the path the policy reads and

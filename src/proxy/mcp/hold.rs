@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use super::McpRequest;
 use crate::approval::fingerprint::fingerprint;
 use crate::approval::{Claim, HeldCall};
+use crate::approval::{HoldRecord, HoldState, Outcome, StoredGate};
 use crate::audit::AuditRecord;
 use crate::mcp::jsonrpc::{self, Message};
 use crate::policy::Gate;
@@ -30,7 +31,6 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::hold::{execute, internal, stored_request, Session};
 use crate::proxy::recheck::SnapshotChecker;
 use crate::proxy::ProxyBody;
-use crate::store::{HoldRecord, HoldState, Outcome, StoredGate};
 
 /// Holds one `tools/call` message for approval and answers it.
 pub(super) async fn on_tool_hold(

@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::hold::HeldTool;
+use crate::approval::HoldRecord;
 use crate::approval::{ApprovalError, Approvals, Claim};
 use crate::audit::{AuditRecord, AuditSink};
 use crate::config::Config;
@@ -40,7 +41,6 @@ use crate::proxy::hold::{execute, Session};
 use crate::proxy::recheck::SnapshotChecker;
 use crate::proxy::{ProxyBody, ProxyState};
 use crate::snapshot::GatewaySnapshot;
-use crate::store::HoldRecord;
 
 /// The largest upstream answer Airlock reads to relay as the final event.
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
