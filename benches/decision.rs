@@ -147,15 +147,20 @@ fn bench_decision(c: &mut Criterion) {
         let decide = |body: &Bytes| {
             let parts = black_box(&parts);
             let mut call = http_request("support-bot", "crm", parts);
-            let plan = snap.plan(&call).expect("plan");
+            let mut plan = snap.plan(&call).expect("plan");
             let rules = BodyRules {
                 names: snap.declared_names(),
                 opaque_bodies: false,
             };
-            call.context =
-                http_context(parts, "/crm/refunds", black_box(body), plan.needs(), rules)
-                    .expect("context");
-            snap.decide_planned(&call, plan).expect("decide")
+            call.context = http_context(
+                parts,
+                "/crm/refunds",
+                black_box(body),
+                plan.context_needs(),
+                rules,
+            )
+            .expect("context");
+            snap.decide(&call, plan).expect("decide")
         };
         first_and_repeat(&mut group, n, &bodies, decide);
         bench_first(&mut group, "allowed_first", n, &allowed, "allow", decide);
@@ -224,7 +229,8 @@ fn bench_mcp_decision(c: &mut Criterion) {
             let call =
                 airlock::mcp::method::call_for(&snap, "support-bot", "crm-mcp", &msg, &common)
                     .expect("call");
-            snap.decide(&call).expect("decide")
+            let plan = snap.plan(&call).expect("plan");
+            snap.decide(&call, plan).expect("decide")
         };
         first_and_repeat(&mut group, n, &bodies, decide);
     }

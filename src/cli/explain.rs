@@ -91,7 +91,8 @@ pub fn decide_http(
     )?;
     let decision = snap
         .policy
-        .decide(&call)
+        .plan(&call)
+        .and_then(|plan| snap.policy.decide(&call, plan))
         .map_err(|e| ProxyError::Internal(e.to_string()))?;
     Ok(DecidedCall {
         decision,
@@ -247,7 +248,8 @@ pub fn decide_tool(
         crate::mcp::method::tool_call(&snap.policy, agent, route, name, Some(arguments), &common);
     let decision = snap
         .policy
-        .decide(&call)
+        .plan(&call)
+        .and_then(|plan| snap.policy.decide(&call, plan))
         .map_err(|e| ProxyError::Internal(e.to_string()))?;
     Ok(DecidedCall {
         call,

@@ -117,12 +117,18 @@ pub struct DecisionPlan {
     shadow: Option<Arc<DecisionSets>>,
     indexed: bool,
     planning: Duration,
+    /// The caller asked for [`Self::context_needs`], and so built the
+    /// context to them: it is what pruning would leave of it.
+    built_to_needs: bool,
 }
 
 impl DecisionPlan {
     /// What of the context the chosen policies can read: a context built
-    /// to this is all they need. With shadow policies, everything.
-    pub fn needs(&self) -> ContextNeeds<'_> {
+    /// to this is all they need. With shadow policies, everything. The
+    /// caller builds the context to these needs, so the decision takes it
+    /// as it is.
+    pub fn context_needs(&mut self) -> ContextNeeds<'_> {
+        self.built_to_needs = true;
         match self.shadow {
             Some(_) => ContextNeeds::everything(),
             None => ContextNeeds::of(&self.enforced.reads),
@@ -135,6 +141,7 @@ impl DecisionPlan {
     pub fn reused(&self) -> DecisionPlan {
         DecisionPlan {
             planning: Duration::ZERO,
+            built_to_needs: false,
             ..self.clone()
         }
     }
@@ -464,10 +471,19 @@ impl PolicySnapshot {
         self.upper_case_actions.iter().any(|a| **a == *name)
     }
 
-    /// Decides one call, evaluating only the policies whose scope can apply.
-    pub fn decide(&self, call: &CallRequest) -> Result<Decision, DecideError> {
-        let plan = self.plan_with(call, true)?;
-        self.decide_with(call, plan, false)
+    /// The first half of every decision: picks the policies that can apply
+    /// to `call` (its context is not read) and says, through
+    /// [`DecisionPlan::context_needs`], what of the context they can read.
+    /// [`Self::decide`] finishes it.
+    pub fn plan(&self, call: &CallRequest) -> Result<DecisionPlan, DecideError> {
+        self.plan_with(call, true)
+    }
+
+    /// Decides `call` by the policies `plan` chose for it. A context built
+    /// to the plan's [`DecisionPlan::context_needs`] is taken as it is; any
+    /// other is cut down to what the chosen policies read first.
+    pub fn decide(&self, call: &CallRequest, plan: DecisionPlan) -> Result<Decision, DecideError> {
+        self.decide_with(call, plan)
     }
 
     /// Decides with every policy in the set, bypassing the scope index: the
@@ -475,24 +491,14 @@ impl PolicySnapshot {
     #[doc(hidden)]
     pub fn decide_unindexed(&self, call: &CallRequest) -> Result<Decision, DecideError> {
         let plan = self.plan_with(call, false)?;
-        self.decide_with(call, plan, false)
+        self.decide_with(call, plan)
     }
 
-    /// The first half of a decision, for callers that build the context to
-    /// measure: picks the policies that can apply to `call` (whose context
-    /// is not read yet) and says, through [`DecisionPlan::needs`], what of
-    /// the context they can read. [`Self::decide_planned`] finishes it.
-    pub fn plan(&self, call: &CallRequest) -> Result<DecisionPlan, DecideError> {
-        self.plan_with(call, true)
-    }
-
-    /// Decides `call`, whose context was built to `plan.needs()`.
-    pub fn decide_planned(
-        &self,
-        call: &CallRequest,
-        plan: DecisionPlan,
-    ) -> Result<Decision, DecideError> {
-        self.decide_with(call, plan, true)
+    /// `plan` then `decide`, for tests.
+    #[cfg(test)]
+    pub(crate) fn decide_now(&self, call: &CallRequest) -> Result<Decision, DecideError> {
+        let plan = self.plan(call)?;
+        self.decide(call, plan)
     }
 
     fn plan_with(&self, call: &CallRequest, indexed: bool) -> Result<DecisionPlan, DecideError> {
@@ -522,17 +528,11 @@ impl PolicySnapshot {
             shadow,
             indexed,
             planning: started.elapsed(),
+            built_to_needs: false,
         })
     }
 
-    /// `built`: the context was built to `plan.needs()` and is already
-    /// what pruning would leave of it.
-    fn decide_with(
-        &self,
-        call: &CallRequest,
-        plan: DecisionPlan,
-        built: bool,
-    ) -> Result<Decision, DecideError> {
+    fn decide_with(&self, call: &CallRequest, plan: DecisionPlan) -> Result<Decision, DecideError> {
         let started = Instant::now();
         let elapsed = || {
             let total = started.elapsed() + plan.planning;
@@ -542,7 +542,7 @@ impl PolicySnapshot {
         // Only what the chosen policies can read is converted (the full,
         // unindexed set reads everything). With shadow policies the one
         // request serves two slices, so it stays whole.
-        let context = if shadow_sets.is_none() && !built {
+        let context = if shadow_sets.is_none() && !plan.built_to_needs {
             enforced.reads.prune(&call.context)
         } else {
             std::borrow::Cow::Borrowed(&call.context)

@@ -59,7 +59,7 @@ when { context has body && context.body has amount && context.body.amount > 100 
 #[test]
 fn a_satisfied_gate_over_a_permit_holds() {
     let s = snapshot(&[("a.cedar", PERMIT_WRITES), ("b.cedar", GATE)]).unwrap();
-    let d = s.decide(&call("POST", Some(500.into()))).unwrap();
+    let d = s.decide_now(&call("POST", Some(500.into()))).unwrap();
     match d.verdict {
         Verdict::Hold { gates } => {
             assert_eq!(gates.len(), 1);
@@ -68,7 +68,7 @@ fn a_satisfied_gate_over_a_permit_holds() {
         }
         other => panic!("expected hold, got {other:?}"),
     }
-    let d = s.decide(&call("POST", Some(5.into()))).unwrap();
+    let d = s.decide_now(&call("POST", Some(5.into()))).unwrap();
     assert_eq!(d.verdict, Verdict::Allow);
     assert_eq!(d.policies, vec!["writes"]);
 }
@@ -79,7 +79,7 @@ fn a_policy_id_with_quotes_is_named_as_written_and_keeps_its_reason() {
 forbid(principal, action == Action::"POST", resource)
 when { context has body && context.body has amount && context.body.amount > 100 };"#;
     let s = snapshot(&[("a.cedar", PERMIT_WRITES), ("b.cedar", quoted)]).unwrap();
-    let d = s.decide(&call("POST", Some(500.into()))).unwrap();
+    let d = s.decide_now(&call("POST", Some(500.into()))).unwrap();
     let id = r#"no "big" refunds\now"#;
     assert_eq!(d.policies, vec![id]);
     match d.verdict {
@@ -89,7 +89,7 @@ when { context has body && context.body has amount && context.body.amount > 100 
         other => panic!("expected deny, got {other:?}"),
     }
     // An evaluation error names it as written too.
-    let d = s.decide(&call("POST", Some("lots".into()))).unwrap();
+    let d = s.decide_now(&call("POST", Some("lots".into()))).unwrap();
     assert_eq!(d.policies, vec![id]);
     assert!(d.verdict.name() == "deny");
 }
@@ -97,7 +97,7 @@ when { context has body && context.body has amount && context.body.amount > 100 
 #[test]
 fn a_gate_with_nothing_permitting_behind_it_is_a_deny() {
     let s = snapshot(&[("b.cedar", GATE)]).unwrap();
-    let d = s.decide(&call("POST", Some(500.into()))).unwrap();
+    let d = s.decide_now(&call("POST", Some(500.into()))).unwrap();
     match d.verdict {
         Verdict::Deny { reasons } => assert!(reasons[0].contains("even with approval")),
         other => panic!("expected deny, got {other:?}"),
@@ -114,18 +114,18 @@ fn a_plain_forbid_beside_a_gate_can_never_be_lifted() {
         ("c.cedar", plain),
     ])
     .unwrap();
-    let d = s.decide(&call("POST", Some(500.into()))).unwrap();
+    let d = s.decide_now(&call("POST", Some(500.into()))).unwrap();
     assert_eq!(d.verdict.name(), "deny");
     assert_eq!(d.policies, vec!["never", "big"], "plain forbids come first");
     // Under the plain forbid's threshold only the gate applies.
-    let d = s.decide(&call("POST", Some(200.into()))).unwrap();
+    let d = s.decide_now(&call("POST", Some(200.into()))).unwrap();
     assert_eq!(d.verdict.name(), "hold");
 }
 
 #[test]
 fn an_erroring_forbid_denies() {
     let s = snapshot(&[("a.cedar", PERMIT_WRITES), ("b.cedar", GATE)]).unwrap();
-    let d = s.decide(&call("POST", Some("lots".into()))).unwrap();
+    let d = s.decide_now(&call("POST", Some("lots".into()))).unwrap();
     assert_eq!(d.verdict.name(), "deny");
     assert_eq!(d.policies, vec!["big"]);
     assert_eq!(d.errors.len(), 1);
@@ -135,7 +135,7 @@ fn an_erroring_forbid_denies() {
 fn shadow_policies_are_reported_but_do_not_decide() {
     let shadow = r#"@id("try-blocking-writes") @mode("shadow") forbid(principal, action == Action::"POST", resource);"#;
     let s = snapshot(&[("a.cedar", PERMIT_WRITES), ("s.cedar", shadow)]).unwrap();
-    let d = s.decide(&call("POST", None)).unwrap();
+    let d = s.decide_now(&call("POST", None)).unwrap();
     assert_eq!(d.verdict, Verdict::Allow);
     let sh = d.shadow.expect("shadow outcome");
     assert_eq!(sh.verdict, "deny");
@@ -146,7 +146,7 @@ fn shadow_policies_are_reported_but_do_not_decide() {
 fn ids_come_from_annotations_or_file_and_line() {
     let text = "\n\npermit(principal, action in Action::\"read\", resource);\n";
     let s = snapshot(&[("reads.cedar", text)]).unwrap();
-    let d = s.decide(&call("GET", None)).unwrap();
+    let d = s.decide_now(&call("GET", None)).unwrap();
     assert_eq!(d.policies, vec!["reads.cedar:3"]);
 }
 
@@ -291,20 +291,20 @@ mod index_equivalence {
             c
         };
         assert_eq!(
-            snap.decide(&with_amount(50)).unwrap().verdict,
+            snap.decide_now(&with_amount(50)).unwrap().verdict,
             Verdict::Allow
         );
         assert_eq!(snap.memo.len(), 1);
         assert!(matches!(
-            snap.decide(&with_amount(500)).unwrap().verdict,
+            snap.decide_now(&with_amount(500)).unwrap().verdict,
             Verdict::Deny { .. }
         ));
         // From the memo now, and each value keeps its own verdict.
-        let again = snap.decide(&with_amount(50)).unwrap();
+        let again = snap.decide_now(&with_amount(50)).unwrap();
         assert_eq!(again.verdict, Verdict::Allow);
         assert_eq!(again.policies, vec!["small".to_string()]);
         assert!(matches!(
-            snap.decide(&with_amount(500)).unwrap().verdict,
+            snap.decide_now(&with_amount(500)).unwrap().verdict,
             Verdict::Deny { .. }
         ));
         assert_eq!(snap.memo.len(), 2);
@@ -313,7 +313,7 @@ mod index_equivalence {
         if let Some(serde_json::Value::Object(b)) = noted.context.get_mut("body") {
             b.insert("note".into(), "hello".into());
         }
-        assert_eq!(snap.decide(&noted).unwrap().verdict, Verdict::Allow);
+        assert_eq!(snap.decide_now(&noted).unwrap().verdict, Verdict::Allow);
         assert_eq!(snap.memo.len(), 2);
     }
 
@@ -329,22 +329,22 @@ mod index_equivalence {
             c.resource = Resource::Route("r0".into());
             c
         };
-        assert!(!old.decide(&small()).unwrap().memoized);
-        assert!(old.decide(&small()).unwrap().memoized);
+        assert!(!old.decide_now(&small()).unwrap().memoized);
+        assert!(old.decide_now(&small()).unwrap().memoized);
         // Another thread has not seen the call: it decides afresh, and
         // then from its own memo.
         std::thread::scope(|s| {
             s.spawn(|| {
                 assert_eq!(old.memo.len(), 0);
-                assert!(!old.decide(&small()).unwrap().memoized);
-                assert!(old.decide(&small()).unwrap().memoized);
+                assert!(!old.decide_now(&small()).unwrap().memoized);
+                assert!(old.decide_now(&small()).unwrap().memoized);
             });
         });
         // A reloaded snapshot never answers from the old one's decisions,
         // and its first decision here drops them.
-        assert!(!new.decide(&small()).unwrap().memoized);
+        assert!(!new.decide_now(&small()).unwrap().memoized);
         assert_eq!((old.memo.len(), new.memo.len()), (0, 1));
-        assert!(!old.decide(&small()).unwrap().memoized);
+        assert!(!old.decide_now(&small()).unwrap().memoized);
     }
 
     proptest! {
@@ -383,7 +383,7 @@ mod index_equivalence {
                 }
                 c.agent = agent;
                 c.resource = Resource::Route(route);
-                let indexed = snap.decide(&c).unwrap();
+                let indexed = snap.decide_now(&c).unwrap();
                 let full = snap.decide_unindexed(&c).unwrap();
                 // Same verdict, same determining policies, same reasons.
                 prop_assert_eq!(&indexed.verdict, &full.verdict, "{:?}", c);
@@ -403,8 +403,8 @@ mod index_equivalence {
                 }
                 // And as the proxy decides: the context built to the plan's
                 // needs, the body parsed only as far as they go.
-                let plan = snap.plan(&c).unwrap();
-                let needs = plan.needs();
+                let mut plan = snap.plan(&c).unwrap();
+                let needs = plan.context_needs();
                 let mut built = c.clone();
                 built.context = c
                     .context
@@ -420,7 +420,7 @@ mod index_equivalence {
                         Some((k.clone(), v))
                     })
                     .collect();
-                let planned = snap.decide_planned(&built, plan).unwrap();
+                let planned = snap.decide(&built, plan).unwrap();
                 prop_assert_eq!(&planned.verdict, &full.verdict, "{:?}", built);
                 prop_assert_eq!(&planned.policies, &full.policies);
             }

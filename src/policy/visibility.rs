@@ -196,15 +196,15 @@ permit (principal, action == Action::"crm/small", resource) when { context.argum
         let (_dir, snap) = snapshot();
         assert!(snap.has_action("crm/refund"));
         let small = snap
-            .decide(&call("refund", Some(json!({"amount": 5}))))
+            .decide_now(&call("refund", Some(json!({"amount": 5}))))
             .unwrap();
         assert_eq!(small.verdict, Verdict::Allow);
         let big = snap
-            .decide(&call("refund", Some(json!({"amount": 500}))))
+            .decide_now(&call("refund", Some(json!({"amount": 500}))))
             .unwrap();
         assert_eq!(big.verdict.name(), "hold");
         let mistyped = snap
-            .decide(&call("refund", Some(json!({"amount": "500"}))))
+            .decide_now(&call("refund", Some(json!({"amount": "500"}))))
             .unwrap();
         assert_eq!(
             mistyped.verdict.name(),
@@ -217,7 +217,7 @@ permit (principal, action == Action::"crm/small", resource) when { context.argum
     fn numbers_declared_decimal_compare_whether_whole_or_not() {
         let (_dir, snap) = snapshot();
         let pay = |amount: serde_json::Value| {
-            snap.decide(&call("pay", Some(json!({ "amount": amount }))))
+            snap.decide_now(&call("pay", Some(json!({ "amount": amount }))))
                 .unwrap()
                 .verdict
                 .name()

@@ -93,7 +93,7 @@ pub(super) async fn handle(
         let call = method::transport_call(cx.agent, route_name, &common);
         rec.action = Some(call.action.clone().into());
         rec.resource = Some(call.resource.to_string().into());
-        let decision = super::decide(cx.state, cx.snap, &call, None)?;
+        let decision = super::decide(cx.state, cx.snap, &call, plan(cx.snap, &call)?)?;
         record(rec, &decision);
         return match decision.verdict {
             Verdict::Allow => forward(&cx, parts, body, rec).await,
@@ -185,7 +185,7 @@ pub(super) async fn handle(
                 return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
             }
         };
-        let decision = super::decide(cx.state, cx.snap, &call, None)?;
+        let decision = super::decide(cx.state, cx.snap, &call, plan(cx.snap, &call)?)?;
         judged.push(Judged {
             action: call.action,
             resource: call.resource.to_string(),
@@ -297,6 +297,15 @@ fn gate_reason(g: &Gate) -> String {
 
 fn reasons(decision: &Decision) -> Vec<String> {
     decision.verdict.reasons()
+}
+
+/// The policies that can apply to an MCP call (its context is built whole,
+/// and the decision cuts it down to what they read).
+fn plan(
+    snap: &GatewaySnapshot,
+    call: &crate::policy::CallRequest,
+) -> Result<crate::policy::DecisionPlan, ProxyError> {
+    snap.policy.plan(call).map_err(super::decide_error)
 }
 
 /// Records a request refused as unreadable or malformed: the agent's

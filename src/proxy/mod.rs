@@ -294,13 +294,13 @@ async fn process(
     rec.action = Some(method_name(&parts.method));
     rec.resource = Some(route.resource.clone());
     call::screen_form_override(&parts.headers, &body)?;
-    let plan = conn.plan(snap, &call).map_err(decide_error)?;
+    let mut plan = conn.plan(snap, &call).map_err(decide_error)?;
     let rules = call::BodyRules {
         names: snap.policy.declared_names(),
         opaque_bodies: route.config.opaque_bodies,
     };
-    call.context = call::http_context(&parts, &rec.path, &body, plan.needs(), rules)?;
-    let decision = decide(state, snap, &call, Some(plan))?;
+    call.context = call::http_context(&parts, &rec.path, &body, plan.context_needs(), rules)?;
+    let decision = decide(state, snap, &call, plan)?;
     rec.verdict = decision.verdict.name();
     rec.decision_us = Some(decision.eval_micros);
     if let Some(shadow) = &decision.shadow {
@@ -413,20 +413,15 @@ pub(crate) fn method_name(m: &Method) -> Cow<'static, str> {
     Cow::Borrowed(name)
 }
 
-/// Decides `call` by `snap` (by `plan` when its context was built to one)
-/// and counts it: decision time, memo hits and shadow differences. Both the
+/// Decides `call` by `snap` and the `plan` made for it, and counts it: decision time, memo hits and shadow differences. Both the
 /// REST and the MCP path decide through here.
 fn decide(
     state: &ProxyState,
     snap: &GatewaySnapshot,
     call: &crate::policy::CallRequest,
-    plan: Option<crate::policy::DecisionPlan>,
+    plan: crate::policy::DecisionPlan,
 ) -> Result<crate::policy::Decision, ProxyError> {
-    let decision = match plan {
-        Some(plan) => snap.policy.decide_planned(call, plan),
-        None => snap.policy.decide(call),
-    }
-    .map_err(decide_error)?;
+    let decision = snap.policy.decide(call, plan).map_err(decide_error)?;
     let metrics = &state.metrics;
     metrics
         .decision_seconds

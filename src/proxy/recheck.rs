@@ -69,7 +69,11 @@ impl CallChecker for SnapshotChecker {
                 .map_err(|e| e.to_string())?
             }
         };
-        let decision = match snap.policy.decide(&call) {
+        let decision = match snap
+            .policy
+            .plan(&call)
+            .and_then(|plan| snap.policy.decide(&call, plan))
+        {
             Ok(d) => d,
             // An agent removed from the configuration can no longer be approved.
             Err(e) => {
