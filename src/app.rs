@@ -13,7 +13,7 @@ use crate::approval::Approvals;
 use crate::audit::AuditSink;
 use crate::config::{Config, ConfigError, StoreLocation};
 use crate::notify::WebhookOutbox;
-use crate::policy::PolicyProblem;
+use crate::problem::SourceProblem;
 use crate::proxy::{self, ProxyState, ServeOptions};
 use crate::reload::Reloader;
 use crate::snapshot::GatewaySnapshot;
@@ -26,7 +26,7 @@ pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("the policies did not load:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-    Policy(Vec<PolicyProblem>),
+    Policy(Vec<SourceProblem>),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
     #[error("cannot listen on `{addr}` for the {listener}: {source}")]

@@ -5,7 +5,7 @@
 //! parses the text into `raw` structs (rejecting duplicate keys and
 //! remembering where each value was written), then [`Config::from_raw`] checks
 //! every value and turns it into the types the rest of Airlock uses. Every
-//! problem found is reported as a [`ConfigProblem`] with `file:line:col`.
+//! problem found is reported as a [`SourceProblem`] with `file:line:col`.
 //!
 //! `${NAME}` inside any string value expands from the environment; a missing
 //! variable is a load error, never an empty string.
@@ -13,7 +13,6 @@
 mod raw;
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,28 +20,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 pub use crate::duration::parse_duration;
-
-/// One problem found while loading the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub file: PathBuf,
-    pub line: u64,
-    pub column: u64,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.message
-        )
-    }
-}
+pub use crate::problem::SourceProblem;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -53,14 +31,14 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-    Invalid(Vec<ConfigProblem>),
+    Invalid(Vec<SourceProblem>),
 }
 
 impl ConfigError {
     /// Every problem as `file:line:col: message`.
-    pub fn problems(&self) -> Vec<ConfigProblem> {
+    pub fn problems(&self) -> Vec<SourceProblem> {
         match self {
-            ConfigError::Read { path, source } => vec![ConfigProblem {
+            ConfigError::Read { path, source } => vec![SourceProblem {
                 file: path.clone(),
                 line: 1,
                 column: 1,
@@ -351,9 +329,9 @@ impl Config {
         let raw: raw::RawConfig = serde_saphyr::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
-                .map(|l| (l.line(), l.column()))
+                .map(|l| (SourceProblem::at(l.line()), SourceProblem::at(l.column())))
                 .unwrap_or((1, 1));
-            ConfigError::Invalid(vec![ConfigProblem {
+            ConfigError::Invalid(vec![SourceProblem {
                 file: path.to_path_buf(),
                 line,
                 column,

@@ -9,16 +9,18 @@
 //! ## A tour
 //!
 //! - [`config`] reads YAML into validated types. It reads files and uses
-//!   nothing else of ours.
+//!   nothing else of ours but [`duration`] and [`problem`].
 //! - [`policy`] is the only module that speaks Cedar: it loads and validates
 //!   the policies, builds the entities, and turns Cedar's Allow/Deny into a
 //!   [`policy::Verdict`] of allow, deny or hold. It uses nothing else of ours
-//!   but [`duration`].
+//!   but [`duration`] and [`problem`].
 //! - [`upstream`] builds pooled HTTP(S) clients for the tools, a pool per
 //!   data-plane worker, and the paired lanes that give an HTTP/1.1 agent
 //!   connection an upstream connection of its own.
 //! - [`workers`] runs the data plane: one single-threaded runtime per core,
 //!   each connection pinned to one of them.
+//! - [`problem`] is a problem at a place in a file the user wrote (the
+//!   configuration or a policy), printed as `file:line:column: message`.
 //! - [`path`] normalizes the agent's path, so that what the policy sees is
 //!   what the upstream gets; routes' prefixes are matched on it.
 //! - [`snapshot`] joins config, policies and clients into one immutable
@@ -68,6 +70,7 @@ pub mod mcp;
 pub mod notify;
 pub mod path;
 pub mod policy;
+pub mod problem;
 pub mod proxy;
 pub mod reload;
 pub mod snapshot;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::config::{AgentConfig, Config, RouteConfig};
 use crate::path::NormalizedPath;
-use crate::policy::{Directory, PolicyProblem, PolicySnapshot, PrincipalSpec, Resource};
+use crate::policy::{Directory, PolicySnapshot, PrincipalSpec, Resource, SourceProblem};
 use crate::upstream::{UpstreamClient, UpstreamClients};
 
 /// A route ready to forward to.
@@ -41,7 +41,7 @@ impl GatewaySnapshot {
     pub fn build(
         config: Arc<Config>,
         clients: &UpstreamClients,
-    ) -> Result<GatewaySnapshot, Vec<PolicyProblem>> {
+    ) -> Result<GatewaySnapshot, Vec<SourceProblem>> {
         let directory = Directory {
             agents: config
                 .agents
@@ -70,7 +70,7 @@ impl GatewaySnapshot {
                         .authority()
                         .and_then(crate::upstream::host_header),
                 }),
-                Err(e) => problems.push(PolicyProblem {
+                Err(e) => problems.push(SourceProblem {
                     file: config.source.clone(),
                     line: 1,
                     column: 1,

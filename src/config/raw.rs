@@ -12,7 +12,7 @@ use serde_saphyr::Spanned;
 
 use super::{
     parse_duration, sha256, AgentConfig, ApprovalSettings, ApproverConfig, AuditConfig,
-    AuditOnFailure, AuditTarget, ConfigProblem, Protocol, RouteConfig, StoreLocation,
+    AuditOnFailure, AuditTarget, Protocol, RouteConfig, SourceProblem, StoreLocation,
     SyslogAddress, Timeouts, WebhookConfig,
 };
 
@@ -203,7 +203,7 @@ pub struct RawDemo {
 /// `airlock check` run shows them all.
 pub struct Validator {
     file: PathBuf,
-    problems: Vec<ConfigProblem>,
+    problems: Vec<SourceProblem>,
 }
 
 impl Validator {
@@ -214,21 +214,21 @@ impl Validator {
         }
     }
 
-    pub fn finish(self) -> Vec<ConfigProblem> {
+    pub fn finish(self) -> Vec<SourceProblem> {
         self.problems
     }
 
     fn problem<T>(&mut self, at: &Spanned<T>, message: String) {
-        self.problems.push(ConfigProblem {
+        self.problems.push(SourceProblem {
             file: self.file.clone(),
-            line: at.referenced.line(),
-            column: at.referenced.column(),
+            line: SourceProblem::at(at.referenced.line()),
+            column: SourceProblem::at(at.referenced.column()),
             message,
         });
     }
 
     pub fn problem_at_start(&mut self, message: String) {
-        self.problems.push(ConfigProblem {
+        self.problems.push(SourceProblem {
             file: self.file.clone(),
             line: 1,
             column: 1,

@@ -2,34 +2,13 @@
 //! annotations, and every problem with its `file:line:col`.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cedar_policy::{Effect, Policy, PolicyId, Schema, SchemaFragment, ValidationMode, Validator};
 use miette::Diagnostic;
 
-/// One problem in the policies directory, located in its file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PolicyProblem {
-    pub file: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl fmt::Display for PolicyProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.message
-        )
-    }
-}
+use crate::problem::SourceProblem;
 
 /// How a policy takes part in decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -75,7 +54,7 @@ struct Origin {
     offset: usize,
 }
 
-pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>> {
+pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<SourceProblem>> {
     let mut problems = Vec::new();
     let schema_path = dir.join("schema.cedarschema");
     let schema_text = match std::fs::read_to_string(&schema_path) {
@@ -196,7 +175,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("{name}:{line}"));
             if let Some((first_file, first_line)) = ids_seen.get(&id) {
-                problems.push(PolicyProblem {
+                problems.push(SourceProblem {
                     file: file.clone(),
                     line,
                     column,
@@ -211,7 +190,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
             let policy_meta = match policy_meta(&parsed, &id, file, line) {
                 Ok(m) => m,
                 Err(message) => {
-                    problems.push(PolicyProblem {
+                    problems.push(SourceProblem {
                         file: file.clone(),
                         line,
                         column,
@@ -271,7 +250,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyProblem>>
         }
         if let Some(o) = origins.get(p.id()) {
             let (line, column) = line_col(&o.file_text, o.offset);
-            problems.push(PolicyProblem {
+            problems.push(SourceProblem {
                 file: o.file.clone(),
                 line,
                 column,
@@ -354,8 +333,8 @@ fn policy_meta(p: &Policy, id: &str, file: &Path, line: usize) -> Result<PolicyM
     })
 }
 
-fn at_start(file: &Path, message: String) -> PolicyProblem {
-    PolicyProblem {
+fn at_start(file: &Path, message: String) -> SourceProblem {
+    SourceProblem {
         file: file.to_path_buf(),
         line: 1,
         column: 1,
@@ -370,7 +349,7 @@ fn diagnostic_problems(
     file_text: &str,
     offset: usize,
     d: &dyn Diagnostic,
-) -> Vec<PolicyProblem> {
+) -> Vec<SourceProblem> {
     let mut out = Vec::new();
     let mut push = |d: &dyn Diagnostic| {
         let at = d
@@ -383,7 +362,7 @@ fn diagnostic_problems(
         if let Some(help) = d.help() {
             message.push_str(&format!(" (help: {help})"));
         }
-        out.push(PolicyProblem {
+        out.push(SourceProblem {
             file: file.to_path_buf(),
             line,
             column,

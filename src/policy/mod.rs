@@ -39,7 +39,8 @@ use sha2::{Digest, Sha256};
 use index::{DecisionSets, PolicyIndex};
 use memo::{DecisionMemo, Memoized};
 
-pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
+pub use crate::problem::SourceProblem;
+pub use load::{PolicyMeta, PolicyMode};
 pub use reads::ContextNeeds;
 pub use scope::ScopedPermit;
 pub use visibility::Visibility;
@@ -296,14 +297,14 @@ pub struct PolicySnapshot {
     scope: scope::ScopeIndex,
     /// Suspicious but loadable: scopes naming agents, groups or routes the
     /// configuration does not have.
-    warnings: Vec<PolicyProblem>,
+    warnings: Vec<SourceProblem>,
     /// Recent decisions of this snapshot (see `memo`).
     memo: DecisionMemo,
 }
 
 /// A `@hold` gate without `@approvers` is lifted by the admin token alone:
 /// no approver can list, read or decide its approvals.
-fn gates_without_approvers(meta: &HashMap<PolicyId, PolicyMeta>) -> Vec<PolicyProblem> {
+fn gates_without_approvers(meta: &HashMap<PolicyId, PolicyMeta>) -> Vec<SourceProblem> {
     let mut found: Vec<&PolicyMeta> = meta
         .values()
         .filter(|m| m.hold.is_some() && m.approvers.is_none())
@@ -311,7 +312,7 @@ fn gates_without_approvers(meta: &HashMap<PolicyId, PolicyMeta>) -> Vec<PolicyPr
     found.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     found
         .into_iter()
-        .map(|m| PolicyProblem {
+        .map(|m| SourceProblem {
             file: m.file.clone(),
             line: m.line,
             column: 1,
@@ -328,9 +329,9 @@ fn gates_without_approvers(meta: &HashMap<PolicyId, PolicyMeta>) -> Vec<PolicyPr
 impl PolicySnapshot {
     /// Loads, validates and compiles the policies in `dir` over `directory`.
     /// Nothing is returned unless everything validates.
-    pub fn load(dir: &Path, directory: &Directory) -> Result<PolicySnapshot, Vec<PolicyProblem>> {
+    pub fn load(dir: &Path, directory: &Directory) -> Result<PolicySnapshot, Vec<SourceProblem>> {
         let loaded = load::load_dir(dir)?;
-        let at_schema = |message: String| PolicyProblem {
+        let at_schema = |message: String| SourceProblem {
             file: dir.join("schema.cedarschema"),
             line: 1,
             column: 1,
@@ -372,14 +373,14 @@ impl PolicySnapshot {
         } else {
             None
         };
-        let mut warnings: Vec<PolicyProblem> = loaded
+        let mut warnings: Vec<SourceProblem> = loaded
             .policies
             .iter()
             .flat_map(|p| {
                 let m = meta.get(p.id());
                 scope::unknown_entities(p, &entities)
                     .into_iter()
-                    .map(move |uid| PolicyProblem {
+                    .map(move |uid| SourceProblem {
                         file: m.map(|m| m.file.clone()).unwrap_or_default(),
                         line: m.map_or(1, |m| m.line),
                         column: 1,
@@ -445,7 +446,7 @@ impl PolicySnapshot {
         &self.names
     }
 
-    pub fn warnings(&self) -> &[PolicyProblem] {
+    pub fn warnings(&self) -> &[SourceProblem] {
         &self.warnings
     }
 

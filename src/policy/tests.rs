@@ -14,7 +14,7 @@ action "GET" in ["read"] appliesTo { principal: [Agent], resource: [Route], cont
 action "POST" in ["write"] appliesTo { principal: [Agent], resource: [Route], context: Ctx };
 "#;
 
-fn snapshot(policies: &[(&str, &str)]) -> Result<PolicySnapshot, Vec<PolicyProblem>> {
+fn snapshot(policies: &[(&str, &str)]) -> Result<PolicySnapshot, Vec<SourceProblem>> {
     let dir = std::env::temp_dir().join(format!("airlock-policy-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("schema.cedarschema"), SCHEMA).unwrap();
