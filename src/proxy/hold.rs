@@ -96,29 +96,42 @@ pub async fn register(
     let hold = match hold {
         Some(h) => h,
         None => {
-            let timeout = gates.iter().filter_map(|g| g.timeout).min();
-            let call = HeldCall {
-                agent: req.call.agent.clone(),
-                route: req.route.to_string(),
-                action: req.call.action.clone(),
-                resource: req.call.resource.to_string(),
-                fingerprint: fp,
-                request: stored,
-                gates: gates
-                    .iter()
-                    .map(|g| StoredGate {
-                        policy: g.policy.clone(),
-                        reason: g.reason.clone(),
-                        approvers: g.approvers.clone(),
-                    })
-                    .collect(),
-                timeout,
-            };
+            let call = held_call(req.call, req.route, fp, stored, &gates);
             approvals.hold(cfg, call).await?
         }
     };
     rec.approval_id = Some(hold.id.clone());
     Ok(hold.id)
+}
+
+/// What is stored for `call` held by `gates`, REST or MCP alike: the call
+/// as judged, its gates, and the shortest `@timeout` among them.
+pub(super) fn held_call(
+    call: &CallRequest,
+    route: &str,
+    fingerprint: String,
+    request: StoredRequest,
+    gates: &[Gate],
+) -> HeldCall {
+    HeldCall {
+        agent: call.agent.clone(),
+        route: route.to_string(),
+        action: call.action.clone(),
+        resource: call.resource.to_string(),
+        fingerprint,
+        request,
+        gates: gates.iter().map(stored_gate).collect(),
+        timeout: gates.iter().filter_map(|g| g.timeout).min(),
+    }
+}
+
+/// A gate as the store keeps it.
+pub(super) fn stored_gate(g: &Gate) -> StoredGate {
+    StoredGate {
+        policy: g.policy.clone(),
+        reason: g.reason.clone(),
+        approvers: g.approvers.clone(),
+    }
 }
 
 /// Waits for the decision on approval `id` (up to `approvals.wait`) and

@@ -65,7 +65,9 @@ pub(super) struct McpRequest<'a> {
 /// One judged message.
 struct Judged {
     msg: Message,
-    action: String,
+    /// The call as the policies judged it.
+    call: crate::policy::CallRequest,
+    /// `call`'s resource as text, for the record and the answers.
     resource: String,
     decision: Decision,
 }
@@ -187,8 +189,8 @@ pub(super) async fn handle(
         };
         let decision = super::decide(cx.state, cx.snap, &call, plan(cx.snap, &call)?)?;
         judged.push(Judged {
-            action: call.action,
             resource: call.resource.to_string(),
+            call,
             msg,
             decision,
         });
@@ -200,7 +202,7 @@ pub(super) async fn handle(
         if let (false, Some("tools/call"), Verdict::Hold { gates }) =
             (parsed.batch, only.msg.method(), &only.decision.verdict)
         {
-            return hold::on_tool_hold(&cx, &parts, body, &only.msg, gates, rec).await;
+            return hold::on_tool_hold(&cx, &parts, body, only, gates, rec).await;
         }
     }
     let all_allowed = judged
@@ -340,10 +342,10 @@ fn record_all(rec: &mut AuditRecord, judged: &[Judged]) {
         record(rec, &worst.decision);
     }
     if let [one] = judged {
-        rec.action = Some(one.action.clone().into());
+        rec.action = Some(one.call.action.clone().into());
         rec.resource = Some(one.resource.as_str().into());
     } else {
-        let actions: Vec<&str> = judged.iter().map(|j| j.action.as_str()).collect();
+        let actions: Vec<&str> = judged.iter().map(|j| j.call.action.as_str()).collect();
         rec.action = Some(format!("batch[{}]", actions.join(",")).into());
         rec.policies = judged
             .iter()
@@ -357,7 +359,7 @@ fn record_all(rec: &mut AuditRecord, judged: &[Judged]) {
             json!({
                 "method": j.msg.method(),
                 "id": j.msg.request_id(),
-                "action": j.action,
+                "action": j.call.action,
                 "resource": j.resource,
                 "verdict": j.decision.verdict.name(),
             })
@@ -547,6 +549,31 @@ async fn forward(
     Ok(resp)
 }
 
+/// How an MCP server framed its answer to a POST, by its declared type.
+pub(super) enum AnswerKind {
+    Json,
+    Events,
+    /// Neither: the type as declared, lower case.
+    Other(String),
+}
+
+impl AnswerKind {
+    pub(super) fn of(headers: &HeaderMap) -> AnswerKind {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.starts_with("text/event-stream") {
+            AnswerKind::Events
+        } else if content_type.starts_with("application/json") {
+            AnswerKind::Json
+        } else {
+            AnswerKind::Other(content_type)
+        }
+    }
+}
+
 /// Reads a `tools/list` answer (JSON, or events up to the answer) and
 /// rewrites it; `Err` when it cannot be filtered.
 async fn filter_list_answer(
@@ -557,16 +584,11 @@ async fn filter_list_answer(
     if !resp.status().is_success() {
         return Ok(resp);
     }
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let sse = content_type.starts_with("text/event-stream");
-    if !sse && !content_type.starts_with("application/json") {
-        return Ok(resp);
-    }
+    let sse = match AnswerKind::of(resp.headers()) {
+        AnswerKind::Events => true,
+        AnswerKind::Json => false,
+        AnswerKind::Other(_) => return Ok(resp),
+    };
     let (mut parts, body) = resp.into_parts();
     let Either::Left(Either::Left(mut body)) = body else {
         return Ok(Response::from_parts(parts, body));

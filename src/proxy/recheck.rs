@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::call::http_call;
 use super::hold::stored_parts;
+use crate::approval::HoldRecord;
 use crate::approval::{CallChecker, Recheck};
-use crate::approval::{HoldRecord, StoredGate};
 use crate::config::Protocol;
 use crate::policy::Verdict;
 use crate::snapshot::GatewaySnapshot;
@@ -86,14 +86,7 @@ impl CallChecker for SnapshotChecker {
             Verdict::Allow => Recheck::Allow,
             Verdict::Deny { reasons } => Recheck::Deny { reasons },
             Verdict::Hold { gates } => Recheck::Hold {
-                gates: gates
-                    .into_iter()
-                    .map(|g| StoredGate {
-                        policy: g.policy,
-                        reason: g.reason,
-                        approvers: g.approvers,
-                    })
-                    .collect(),
+                gates: gates.iter().map(super::hold::stored_gate).collect(),
             },
         })
     }

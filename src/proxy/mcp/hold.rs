@@ -20,15 +20,15 @@ use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::McpRequest;
+use super::{Judged, McpRequest};
 use crate::approval::fingerprint::fingerprint;
-use crate::approval::{Claim, HeldCall};
-use crate::approval::{HoldRecord, HoldState, Outcome, StoredGate};
+use crate::approval::Claim;
+use crate::approval::{HoldRecord, HoldState, Outcome};
 use crate::audit::AuditRecord;
-use crate::mcp::jsonrpc::{self, Message};
+use crate::mcp::jsonrpc;
 use crate::policy::Gate;
 use crate::proxy::error::ProxyError;
-use crate::proxy::hold::{execute, internal, stored_request, Session};
+use crate::proxy::hold::{execute, held_call, internal, stored_request, Session};
 use crate::proxy::recheck::SnapshotChecker;
 use crate::proxy::ProxyBody;
 
@@ -37,10 +37,11 @@ pub(super) async fn on_tool_hold(
     cx: &McpRequest<'_>,
     parts: &Parts,
     body: Bytes,
-    msg: &Message,
+    judged: &Judged,
     gates: &[Gate],
     rec: &mut AuditRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let msg = &judged.msg;
     let approvals = &cx.state.approvals;
     let cfg = &cx.snap.config;
     let id = msg.request_id().cloned().unwrap_or(Value::Null);
@@ -56,23 +57,8 @@ pub(super) async fn on_tool_hold(
     let args_bytes = serde_json::to_vec(&arguments).map_err(internal)?;
     let route = cx.route.config.name.clone();
     let fp = fingerprint("mcp", "tools/call", &route, &tool, None, &args_bytes);
-    let call = HeldCall {
-        agent: cx.agent.to_string(),
-        route: route.clone(),
-        action: rec.action.clone().unwrap_or_default().into_owned(),
-        resource: rec.resource.as_deref().unwrap_or_default().to_owned(),
-        fingerprint: fp,
-        request: stored_request(parts, &rec.path, cx.rest, &body, &cx.route.config.headers),
-        gates: gates
-            .iter()
-            .map(|g| StoredGate {
-                policy: g.policy.clone(),
-                reason: g.reason.clone(),
-                approvers: g.approvers.clone(),
-            })
-            .collect(),
-        timeout: gates.iter().filter_map(|g| g.timeout).min(),
-    };
+    let stored = stored_request(parts, &rec.path, cx.rest, &body, &cx.route.config.headers);
+    let call = held_call(&judged.call, &route, fp, stored, gates);
     let hold = approvals.hold(cfg, call).await?;
     rec.approval_id = Some(hold.id.clone());
     let held = HeldTool {

@@ -274,18 +274,15 @@ impl HeldStream {
                 status.as_u16()
             )));
         }
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let events = content_type.starts_with("text/event-stream");
-        if !events && !content_type.starts_with("application/json") {
-            return End::Answer(self.error(&format!(
-                "the tool's server answered with `{content_type}`, not JSON"
-            )));
-        }
+        let events = match super::AnswerKind::of(resp.headers()) {
+            super::AnswerKind::Events => true,
+            super::AnswerKind::Json => false,
+            super::AnswerKind::Other(content_type) => {
+                return End::Answer(self.error(&format!(
+                    "the tool's server answered with `{content_type}`, not JSON"
+                )))
+            }
+        };
         let mut body = resp.into_body();
         let mut raw = Vec::new();
         let mut splitter = sse::EventSplitter::default();
