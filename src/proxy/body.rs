@@ -289,7 +289,11 @@ pub fn not_in_both(
 pub fn read_form(body: &[u8], names: &DeclaredNames) -> Result<Map<String, Value>, ProxyError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ProxyError::bad_request("bad_form", "the form body is not valid UTF-8"))?;
-    parse_fields(text, names, Fields::Form)
+    let fields = parse_fields(text, names, Fields::Form)?;
+    if fields.keys().any(|k| super::call::is_method_field(k)) {
+        return Err(super::screen::override_refused("form field `_method`"));
+    }
+    Ok(fields)
 }
 
 fn decode_component(s: &str, what: Fields) -> Result<String, ProxyError> {

@@ -91,6 +91,11 @@ pub fn http_context(
     let kind = body_kind(&parts.headers, body, rules.opaque_bodies)?;
     let form = match kind {
         BodyKind::Form => Some(read_form(body, rules.names)?),
+        // Not read, but a server may still read a `_method` in it.
+        BodyKind::Opaque => {
+            screen_form_override(&parts.headers, body)?;
+            None
+        }
         _ => None,
     };
     if let Some(form) = &form {
@@ -185,13 +190,15 @@ pub fn parse_query(q: &str, names: &DeclaredNames) -> Result<Map<String, Value>,
 /// Whether a form field or query parameter named `name` overrides the
 /// method in common frameworks (Rails and Rack, Laravel, Symfony,
 /// Express's method-override).
-fn is_method_field(name: &str) -> bool {
+pub(super) fn is_method_field(name: &str) -> bool {
     name.eq_ignore_ascii_case("_method")
 }
 
-/// Refuses a form body (`application/x-www-form-urlencoded`) that has a
-/// `_method` field, however its name is encoded or cased: frameworks run
-/// the method it names instead of the request's.
+/// Refuses a body declared a form (`application/x-www-form-urlencoded`)
+/// that has a `_method` field, however its name is encoded or cased:
+/// frameworks run the method it names instead of the request's. For a form
+/// an opaque route forwards unread (a charset other than UTF-8, say);
+/// [`read_form`] checks the forms it reads.
 pub fn screen_form_override(headers: &http::HeaderMap, body: &[u8]) -> Result<(), ProxyError> {
     const FORM: &[u8] = b"application/x-www-form-urlencoded";
     let is_form = headers.get(http::header::CONTENT_TYPE).is_some_and(|ct| {
@@ -285,6 +292,14 @@ mod tests {
             b"_%6Dethod",
         ] {
             assert!(refused(&h, body), "{}", String::from_utf8_lossy(body));
+            // A form that is read is checked as it is read.
+            let read = read_form(body, &NO_NAMES).map(|_| ()).map_err(|e| e.kind());
+            assert_eq!(
+                read,
+                Err("override_header"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
         for body in [&b"a=_method"[..], b"method=DELETE", b"_method_x=1", b""] {
             assert!(!refused(&h, body), "{}", String::from_utf8_lossy(body));

@@ -293,7 +293,6 @@ async fn process(
     let mut call = call::http_request(&agent.id, &route.config.name, &parts);
     rec.action = Some(method_name(&parts.method));
     rec.resource = Some(route.resource.clone());
-    call::screen_form_override(&parts.headers, &body)?;
     let mut plan = conn.plan(snap, &call).map_err(decide_error)?;
     let rules = call::BodyRules {
         names: snap.policy.declared_names(),

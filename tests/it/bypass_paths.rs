@@ -41,8 +41,14 @@ struct Reply {
 }
 
 impl Reply {
+    /// The refusal's kind: `error` on a REST route, the JSON-RPC error's
+    /// `data.error` on an MCP route.
     fn error(&self) -> &str {
-        self.body["error"].as_str().unwrap_or("")
+        let error = &self.body["error"];
+        error
+            .as_str()
+            .or_else(|| error["data"]["error"].as_str())
+            .unwrap_or("")
     }
 
     fn request_id(&self) -> String {
