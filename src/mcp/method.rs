@@ -24,6 +24,7 @@
 use serde_json::{json, Map, Value};
 
 use super::jsonrpc::Message;
+use crate::policy::keys::fold;
 use crate::policy::{CallRequest, PolicySnapshot, Resource};
 
 /// Methods that belong to the protocol itself rather than to any tool,
@@ -89,23 +90,18 @@ impl ParamsError {
 /// The known method `method` is not, but reads as once case is folded
 /// (the way Go's `EqualFold` folds, `K` and `ſ` included).
 fn look_alike(method: &str) -> Option<&'static str> {
-    fn fold(c: char) -> char {
-        match c {
-            'ſ' => 's',
-            c => c.to_lowercase().next().unwrap_or(c),
-        }
-    }
-    let folded = |s: &'static str| method.chars().map(fold).eq(s.chars().map(fold));
+    // The one fold JSON keys are compared with too.
+    let folded = fold(method);
     if let Some(known) = KNOWN
         .iter()
         .chain(HOUSEKEEPING)
         .copied()
-        .find(|k| folded(k))
+        .find(|k| *fold(k) == *folded)
     {
         return Some(known);
     }
     const NOTIFICATIONS: &str = "notifications/";
-    let head = method.chars().take(NOTIFICATIONS.len()).map(fold);
+    let head = folded.chars().take(NOTIFICATIONS.len());
     (!method.starts_with(NOTIFICATIONS) && head.eq(NOTIFICATIONS.chars()))
         .then_some("notifications/*")
 }

@@ -203,11 +203,9 @@ async fn hold_signed_webhook_approve_then_the_agent_gets_the_upstream_answer_onc
     assert_eq!(v["approval_id"], id.as_str());
     assert_eq!(upstream.hits(), 1, "an approved call runs exactly once");
 
-    let audit = airlock.audit();
-    let rec = audit
-        .iter()
-        .find(|r| r["event"] == "approval" && r["approval_id"] == id.as_str())
-        .expect("approval audit record");
+    let rec = airlock.audit_where("the approval", |r| {
+        r["event"] == "approval" && r["approval_id"] == id.as_str()
+    });
     assert_eq!(rec["approver"], "alice");
     assert_eq!(rec["reasons"], json!(["customer verified"]));
     assert_eq!(show(&airlock, &id).await["status"], "executed");
@@ -301,13 +299,9 @@ async fn approve_with_edits_is_rechecked_and_a_denied_edit_leaves_it_pending() {
     );
     assert_eq!(upstream.hits(), 1);
 
-    let audit = airlock.audit();
-    let rec = audit
-        .iter()
-        .find(|r| {
-            r["event"] == "approval" && r["approval_id"] == id.as_str() && r["verdict"] == "approve"
-        })
-        .unwrap();
+    let rec = airlock.audit_where("the approval", |r| {
+        r["event"] == "approval" && r["approval_id"] == id.as_str() && r["verdict"] == "approve"
+    });
     assert_eq!(as_sent(&rec["extra"]["original_body"])["amount"], 800);
     assert_eq!(as_sent(&rec["extra"]["edited_body"])["amount"], 150);
 }

@@ -316,19 +316,20 @@ impl Airlock {
 
     /// Waits until an audit record with this request id is written.
     pub fn audit_for(&self, request_id: &str) -> Value {
+        self.audit_where(&format!("request id {request_id}"), |r| {
+            r["request_id"] == request_id
+        })
+    }
+
+    /// Waits until an audit record that `wanted` accepts is written (records
+    /// are written off the request path, so one may land after the answer).
+    pub fn audit_where(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(r) = self
-                .audit()
-                .into_iter()
-                .find(|r| r["request_id"] == request_id)
-            {
+            if let Some(r) = self.audit().into_iter().find(|r| wanted(r)) {
                 return r;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no audit record for {request_id}"
-            );
+            assert!(Instant::now() < deadline, "no audit record for {what}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
