@@ -15,6 +15,7 @@
 # (the base in its own worktree and target directory under target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/allow_path.sh
 
 DURATION=${DURATION:-20}
 CONNECTIONS=${CONNECTIONS:-10}
@@ -47,7 +48,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port)
 mkdir -p "$work/nginx"
 cat > "$work/nginx.conf" <<CONF
@@ -67,35 +67,15 @@ http {
 CONF
 nginx -c "$work/nginx.conf"
 
-mkdir -p "$work/policies"
-cp policies/schema.cedarschema "$work/policies/"
-cat > "$work/policies/bench.cedar" <<'CEDAR'
-@id("bench-allow") permit(principal in Group::"support", action, resource == Route::"tool")
-when { context has body && context.body has amount && context.body.amount < 1000000 };
-CEDAR
-body=$(python3 -c 'import json; print(json.dumps({"customer_id":"c-1","amount":50,"note":"x"*960}))')
-cat > "$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = [[$body]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-key"
-LUA
+write_allow_policies "$work/policies"
+body=$(allow_body)
+write_post_lua "$work/post.lua" "$body"
 
 declare -A PER_REQUEST
 for entry in "${bins[@]}"; do
   name=${entry%%:*}; bin=${entry#*:}
   AL=$(free_port); AD=$(free_port)
-  cat > "$work/airlock.yaml" <<YAML
-listen: 127.0.0.1:$AL
-admin: {listen: 127.0.0.1:$AD, token: bench}
-policies: policies
-store: "sqlite::memory:"
-audit: $work/audit-$name.jsonl
-agents:
-  - {id: bench, key: bench-key, groups: [support]}
-routes:
-  - {name: tool, prefix: /tool, upstream: "http://127.0.0.1:$UP"}
-YAML
+  write_airlock_config "$work/airlock.yaml" "$AL" "$AD" "$UP" "$work/audit-$name.jsonl"
   out=$work/callgrind.$name
   echo "== $name: starting under callgrind"
   AIRLOCK_WORKERS=1 setsid valgrind --tool=callgrind --callgrind-out-file="$out" \

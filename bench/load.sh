@@ -22,6 +22,7 @@
 # with PIN=1, taskset (util-linux) and at least 2 CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/allow_path.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
@@ -69,7 +70,6 @@ trap cleanup EXIT
 # reading this script still ends) and prints where they are.
 [[ -n ${KEEP:-} ]] && trap - EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NG=$(free_port); AL=$(free_port); AD=$(free_port); BP=$(free_port)
 
 # nginx: a static upstream and a plain pass-through proxy to it. One nginx
@@ -116,12 +116,7 @@ else
 fi
 
 # Airlock: one agent, one route, audit to a file.
-mkdir -p "$work/policies"
-cp policies/schema.cedarschema "$work/policies/"
-cat > "$work/policies/bench.cedar" <<'CEDAR'
-@id("bench-allow") permit(principal in Group::"support", action, resource == Route::"tool")
-when { context has body && context.body has amount && context.body.amount < 1000000 };
-CEDAR
+write_allow_policies "$work/policies"
 if (( POLICIES > 1 )); then
   python3 - "$work/policies/generated.cedar" "$POLICIES" <<'PY'
 import sys
@@ -131,17 +126,7 @@ with open(path, "w") as f:
         f.write(f'permit(principal == Agent::"agent-{i}", action == Action::"POST", resource == Route::"route-{i}") when {{ context.path == "/r/{i}" }};\n')
 PY
 fi
-cat > "$work/airlock.yaml" <<YAML
-listen: 127.0.0.1:$AL
-admin: {listen: 127.0.0.1:$AD, token: bench}
-policies: policies
-store: "sqlite::memory:"
-audit: $work/audit.jsonl
-agents:
-  - {id: bench, key: bench-key, groups: [support]}
-routes:
-  - {name: tool, prefix: /tool, upstream: "http://127.0.0.1:$UP"}
-YAML
+write_airlock_config "$work/airlock.yaml" "$AL" "$AD" "$UP" "$work/audit.jsonl"
 # Each server runs in its own session, as the nginx daemon does: the kernel's
 # autogroup scheduling shares CPU between sessions, so a server left in this
 # script's session would compete with wrk for one share while nginx had its
@@ -158,13 +143,8 @@ BARE_PID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
 kill -0 "$AIRLOCK_PID" 2>/dev/null || { echo "airlock did not start:" >&2; cat "$work/airlock.err" >&2; exit 1; }
 
-body=$(python3 -c 'import json; print(json.dumps({"customer_id":"c-1","amount":50,"note":"x"*960}))')
-cat > "$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = [[$body]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-key"
-LUA
+body=$(allow_body)
+write_post_lua "$work/post.lua" "$body"
 if [[ -n ${VARY:-} ]]; then
   # Every request carries another amount (what the policy reads), so
   # Airlock's decision memo almost never answers: the cost of a first

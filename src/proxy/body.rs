@@ -313,17 +313,7 @@ fn decode_component(s: &str, what: Fields) -> Result<String, ProxyError> {
 mod tests {
     use super::*;
     use crate::policy::keys::NO_NAMES;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
+    use crate::proxy::tests::headers;
 
     fn kind(pairs: &[(&str, &str)], body: &[u8]) -> Result<BodyKind, String> {
         body_kind(&headers(pairs), body, false).map_err(|e| e.kind().to_string())

@@ -286,16 +286,7 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::proxy::tests::headers;
 
     fn names(h: &HeaderMap) -> Vec<&str> {
         let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();

@@ -140,18 +140,7 @@ fn screen_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ProxyErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    http::HeaderValue::from_str(v).unwrap(),
-                )
-            })
-            .collect()
-    }
+    use crate::proxy::tests::headers;
 
     #[test]
     fn override_headers_are_refused_in_any_case() {
