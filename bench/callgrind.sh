@@ -10,6 +10,7 @@
 #   BASE=<git rev> bench/callgrind.sh    # that revision and this tree,
 #                                        # side by side, and their ratio
 #   DURATION=20 CONNECTIONS=10 bench/callgrind.sh
+#   KEEP=1 bench/callgrind.sh            # keep the dumps for callgrind_annotate
 #
 # Needs: valgrind, wrk and nginx (Debian packages); builds release binaries
 # (the base in its own worktree and target directory under target/).
@@ -43,8 +44,8 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
-  rm -rf "$work"
+  if [[ -f $work/nginx.pid ]]; then kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; fi
+  if [[ -n ${KEEP:-} ]]; then echo "kept the dumps in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
