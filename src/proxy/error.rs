@@ -51,6 +51,13 @@ pub enum ProxyError {
         by: String,
         reason: String,
     },
+    /// An operator paused the agent, route or tool (`what`) in `deny` mode.
+    #[error("{what} is paused by `{by}`: {reason}; the call was not made")]
+    Paused {
+        what: String,
+        by: String,
+        reason: String,
+    },
     #[error("approval `{0}` expired before the call was made; the call was not made")]
     ApprovalExpired(String),
     #[error(
@@ -118,7 +125,8 @@ impl ProxyError {
             ProxyError::Denied { .. }
             | ProxyError::ApprovalRequired { .. }
             | ProxyError::ApprovalDenied { .. }
-            | ProxyError::ApprovalExpired(_) => StatusCode::FORBIDDEN,
+            | ProxyError::ApprovalExpired(_)
+            | ProxyError::Paused { .. } => StatusCode::FORBIDDEN,
             ProxyError::UnknownApproval(_) => StatusCode::NOT_FOUND,
             ProxyError::ApprovalMismatch(_) | ProxyError::ApprovalExecuting(_) => {
                 StatusCode::CONFLICT
@@ -150,6 +158,7 @@ impl ProxyError {
             ProxyError::ApprovalRequired { .. } => "approval_required",
             ProxyError::ApprovalDenied { .. } => "approval_denied",
             ProxyError::ApprovalExpired(_) => "approval_expired",
+            ProxyError::Paused { .. } => "paused",
             ProxyError::UnknownApproval(_) => "unknown_approval",
             ProxyError::ApprovalMismatch(_) => "approval_mismatch",
             ProxyError::TooManyPending { .. } => "too_many_pending",
@@ -181,7 +190,8 @@ impl ProxyError {
             ProxyError::Denied { .. }
             | ProxyError::ApprovalRequired { .. }
             | ProxyError::ApprovalDenied { .. }
-            | ProxyError::ApprovalExpired(_) => Fault::Policy,
+            | ProxyError::ApprovalExpired(_)
+            | ProxyError::Paused { .. } => Fault::Policy,
             ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamUnavailable { .. }
             | ProxyError::ApprovedCallNotSent { .. } => Fault::Upstream,
@@ -244,7 +254,7 @@ impl ProxyError {
         };
         let denial_reason;
         let reasons = match self {
-            ProxyError::ApprovalDenied { reason, .. } => {
+            ProxyError::ApprovalDenied { reason, .. } | ProxyError::Paused { reason, .. } => {
                 denial_reason = [reason.clone()];
                 Some(denial_reason.as_slice())
             }

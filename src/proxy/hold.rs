@@ -188,6 +188,11 @@ fn settled_answer(
             reason: hold.reason.clone().unwrap_or_default(),
         }),
         HoldState::Expired => Err(ProxyError::ApprovalExpired(hold.id.clone())),
+        HoldState::Voided => Err(ProxyError::Paused {
+            what: format!("approval `{}`", hold.id),
+            by: hold.decided_by.clone().unwrap_or_default(),
+            reason: hold.reason.clone().unwrap_or_default(),
+        }),
         HoldState::Executed => Ok(replay(hold, request_id)),
         HoldState::Approved => return None,
     })
