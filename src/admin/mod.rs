@@ -35,6 +35,8 @@ pub struct AdminState {
     pub approvals: Arc<Approvals>,
     pub checker: Arc<dyn CallChecker>,
     pub audit: AuditSink,
+    pub overrides: Arc<crate::oversight::Overrides>,
+    pub tally: Arc<crate::oversight::CallTally>,
 }
 
 pub fn router(state: AdminState) -> Router {

@@ -24,6 +24,8 @@ pub const DENIED: i64 = -32001;
 pub const APPROVAL_REQUIRED: i64 = -32002;
 /// Not forwarded because another message of the same batch was refused.
 pub const BATCH_REFUSED: i64 = -32003;
+/// Refused because an operator paused the agent, route or tool.
+pub const PAUSED: i64 = -32004;
 
 /// The `_meta` key that marks a request of the 2026-07-28 revision or later.
 pub const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";

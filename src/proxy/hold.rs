@@ -144,6 +144,7 @@ pub async fn await_decision(
         // Approved: judged again by the policies as they are now.
         let checker = SnapshotChecker {
             live: state.live.clone(),
+            pauses: state.pauses.clone(),
         };
         match Box::pin(approvals.claim_checked(cfg, hold, &checker)).await? {
             Claim::Run(hold) => {

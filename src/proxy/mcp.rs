@@ -190,7 +190,12 @@ pub(super) async fn handle(
                 return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
             }
         };
-        let decision = super::decide(cx.state, cx.snap, &call, None)?;
+        let decision = match super::decide(cx.state, cx.snap, &call, None) {
+            Err(e @ ProxyError::Paused { .. }) => {
+                return Ok(super::paused::rpc_refusal(&e, &msg, parsed.batch, rec, cx.request_id));
+            }
+            other => other?,
+        };
         judged.push(Judged {
             action: call.action,
             resource: call.resource.to_string(),

@@ -101,6 +101,7 @@ pub(super) async fn on_tool_hold(
         }
         let checker = SnapshotChecker {
             live: cx.state.live.clone(),
+            pauses: cx.state.pauses.clone(),
         };
         match approvals.claim_checked(cfg, hold, &checker).await? {
             Claim::Run(hold) => {

@@ -38,6 +38,7 @@ mod mcp;
 mod mcp_hold;
 mod mcp_progress;
 pub mod path;
+mod paused;
 pub mod recheck;
 pub mod screen;
 mod server;
@@ -82,6 +83,11 @@ pub struct ProxyState {
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
     pub approvals: Arc<crate::approval::Approvals>,
+    /// Operators' pauses, checked once the agent and route are known and
+    /// again after the verdict (`paused`).
+    pub pauses: Arc<crate::oversight::PauseBoard>,
+    /// Each agent's calls of the last hour, for `GET /v1/agents`.
+    pub tally: Arc<crate::oversight::CallTally>,
 }
 
 /// Airlock's request id, on the upstream request and the agent's response.
@@ -207,6 +213,11 @@ fn answer<'s>(
         }
     };
     rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(agent) = &rec.agent {
+        state
+            .tally
+            .count(agent, rec.verdict, crate::clock::now_ms());
+    }
     conn.count_request(
         &state.metrics,
         VerdictLabels {
@@ -241,6 +252,7 @@ async fn process(
             return Err(e);
         }
     };
+    paused::refuse_if_denied(&state.pauses, &agent.id, &route.name)?;
 
     // Phase: read body.
     let (parts, body) = req.into_parts();
@@ -405,6 +417,7 @@ fn decide(
         None => snap.policy.decide(call),
     }
     .map_err(decide_error)?;
+    let decision = paused::apply(&state.pauses, snap, call, decision)?;
     let metrics = &state.metrics;
     metrics
         .decision_seconds

@@ -14,12 +14,15 @@ use super::call::http_call;
 use super::hold::stored_parts;
 use crate::approval::{CallChecker, Recheck};
 use crate::config::Protocol;
+use crate::oversight::PauseBoard;
 use crate::policy::Verdict;
 use crate::snapshot::GatewaySnapshot;
 use crate::store::{HoldRecord, StoredGate};
 
 pub struct SnapshotChecker {
     pub live: Arc<ArcSwap<GatewaySnapshot>>,
+    /// Operators' pauses, which bind an approved call as the policies do.
+    pub pauses: Arc<PauseBoard>,
 }
 
 impl CallChecker for SnapshotChecker {
@@ -71,7 +74,7 @@ impl CallChecker for SnapshotChecker {
                 })
             }
         };
-        Ok(match decision.verdict {
+        let verdict = match decision.verdict {
             Verdict::Allow => Recheck::Allow,
             Verdict::Deny { reasons } => Recheck::Deny { reasons },
             Verdict::Hold { gates } => Recheck::Hold {
@@ -84,7 +87,15 @@ impl CallChecker for SnapshotChecker {
                     })
                     .collect(),
             },
-        })
+        };
+        let (_, tool) = super::paused::route_and_tool(&call.resource);
+        Ok(super::paused::apply_to_recheck(
+            &self.pauses,
+            &snap.config,
+            hold,
+            tool,
+            verdict,
+        ))
     }
 
     /// REST: the edit is the new body. MCP: the edit is the tool's new
