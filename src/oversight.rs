@@ -23,7 +23,7 @@ use crate::store::{
     ApprovalStore, HoldRecord, NewDelivery, PauseMode, PauseRecord, PauseScope, StoreError,
 };
 use crate::telemetry::{Metrics, OverrideLabels};
-pub use tally::{AgentCalls, CallTally};
+pub use tally::{AgentCalls, CallTally, VERDICTS};
 
 /// The gate a `hold` pause puts on every call it holds.
 pub const PAUSED_GATE: &str = "airlock:paused";
@@ -195,7 +195,12 @@ impl Overrides {
         by: &str,
         reason: &str,
     ) -> Result<Option<PauseRecord>, StoreError> {
-        let Some(stored) = self.store.list_pauses().await?.into_iter().find(|p| &p.scope == scope)
+        let Some(stored) = self
+            .store
+            .list_pauses()
+            .await?
+            .into_iter()
+            .find(|p| &p.scope == scope)
         else {
             return Ok(None);
         };
@@ -210,7 +215,9 @@ impl Overrides {
         };
         self.board.remove(scope);
         self.count("resume", &removed);
-        self.audit.record(&record(&removed, "resume", by, reason)).await;
+        self.audit
+            .record(&record(&removed, "resume", by, reason))
+            .await;
         if queued {
             self.approvals.wake_outbox();
         }
@@ -312,8 +319,14 @@ mod tests {
             PauseScope::Agent { agent: "a".into() },
             PauseMode::Deny,
         ));
-        assert_eq!(board.lookup("a", "crm", None).unwrap().mode, PauseMode::Deny);
-        assert_eq!(board.lookup("b", "crm", None).unwrap().mode, PauseMode::Hold);
+        assert_eq!(
+            board.lookup("a", "crm", None).unwrap().mode,
+            PauseMode::Deny
+        );
+        assert_eq!(
+            board.lookup("b", "crm", None).unwrap().mode,
+            PauseMode::Hold
+        );
         board.remove(&PauseScope::All);
         assert!(board.lookup("b", "crm", None).is_none());
         // Putting the same scope again replaces it.
@@ -335,6 +348,11 @@ mod tests {
         };
         assert!(covers_hold(&tool("delete"), &h));
         assert!(!covers_hold(&tool("read"), &h));
-        assert!(covers_hold(&PauseScope::Route { route: "mcp".into() }, &h));
+        assert!(covers_hold(
+            &PauseScope::Route {
+                route: "mcp".into()
+            },
+            &h
+        ));
     }
 }

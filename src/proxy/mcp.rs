@@ -192,7 +192,13 @@ pub(super) async fn handle(
         };
         let decision = match super::decide(cx.state, cx.snap, &call, None) {
             Err(e @ ProxyError::Paused { .. }) => {
-                return Ok(super::paused::rpc_refusal(&e, &msg, parsed.batch, rec, cx.request_id));
+                return Ok(super::paused::rpc_refusal(
+                    &e,
+                    &msg,
+                    parsed.batch,
+                    rec,
+                    cx.request_id,
+                ));
             }
             other => other?,
         };

@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 
 use super::error::ProxyError;
 use super::ProxyBody;
-use crate::audit::AuditRecord;
-use crate::mcp::jsonrpc::{self, Message};
 use crate::approval::Recheck;
+use crate::audit::AuditRecord;
 use crate::config::{Config, Protocol};
+use crate::mcp::jsonrpc::{self, Message};
 use crate::oversight::{describe, PauseBoard, PAUSED_GATE};
 use crate::policy::{CallRequest, Decision, Gate, Resource, Verdict};
 use crate::snapshot::GatewaySnapshot;
@@ -45,7 +45,12 @@ pub(super) fn refuse_if_denied(
 fn gate(cfg: &Config, p: &PauseRecord) -> Gate {
     Gate {
         policy: PAUSED_GATE.into(),
-        reason: format!("{} is paused by `{}`: {}", describe(&p.scope), p.by, p.reason),
+        reason: format!(
+            "{} is paused by `{}`: {}",
+            describe(&p.scope),
+            p.by,
+            p.reason
+        ),
         approvers: Some(cfg.pause.approvers.clone()),
         timeout: None,
     }
@@ -88,7 +93,12 @@ pub(super) fn apply(
             gates.push(g);
             Verdict::Hold { gates }
         }
-        deny @ Verdict::Deny { .. } => return Ok(Decision { verdict: deny, ..decision }),
+        deny @ Verdict::Deny { .. } => {
+            return Ok(Decision {
+                verdict: deny,
+                ..decision
+            })
+        }
     };
     decision.policies.push(PAUSED_GATE.into());
     Ok(decision)
@@ -150,6 +160,10 @@ pub(super) fn rpc_refusal(
     };
     let data = json!({"error": e.kind(), "requestId": request_id});
     let answer = jsonrpc::error(&id, jsonrpc::PAUSED, &e.to_string(), Some(data));
-    let answer = if batch { Value::Array(vec![answer]) } else { answer };
+    let answer = if batch {
+        Value::Array(vec![answer])
+    } else {
+        answer
+    };
     super::mcp::rpc_answer(status, &answer, request_id)
 }

@@ -10,10 +10,17 @@ use serde::{Deserialize, Serialize};
 pub enum PauseScope {
     /// Every agent's every call.
     All,
-    Agent { agent: String },
-    Route { route: String },
+    Agent {
+        agent: String,
+    },
+    Route {
+        route: String,
+    },
     /// One tool of an MCP route.
-    Tool { route: String, tool: String },
+    Tool {
+        route: String,
+        tool: String,
+    },
 }
 
 impl PauseScope {
@@ -101,7 +108,9 @@ mod tests {
     #[test]
     fn a_record_round_trips_through_its_json() {
         let r = PauseRecord {
-            scope: PauseScope::Route { route: "crm".into() },
+            scope: PauseScope::Route {
+                route: "crm".into(),
+            },
             mode: PauseMode::Deny,
             reason: "incident".into(),
             by: "admin".into(),
