@@ -2,7 +2,7 @@
 //! restarts and reloads, who may pause, and the race under load.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
