@@ -517,3 +517,50 @@ async fn no_call_sent_after_the_pause_answer_reaches_the_upstream() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_cli_lists_agents_and_pauses_and_resumes_each_scope() {
+    let Env {
+        upstream: _upstream,
+        hooks: _hooks,
+        airlock,
+    } = env().await;
+    let admin = airlock.admin_url("");
+    let cli = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--admin", &admin, "--token", OPERATOR_TOKEN]);
+        run_cli(&all)
+    };
+    let (code, out, err) = cli(&[
+        "agents", "pause", "bot", "--mode", "hold", "--reason", "look",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("paused agent bot (hold)"), "{out}");
+    let (code, out, _) = cli(&["agents", "list"]);
+    assert_eq!(code, 0);
+    let bot = out.lines().find(|l| l.starts_with("bot ")).unwrap();
+    assert!(bot.contains("hold"), "{out}");
+    assert!(out.contains("agent bot"), "{out}");
+    assert_eq!(cli(&["agents", "resume", "bot"]).0, 0);
+
+    let (code, out, err) = cli(&[
+        "routes", "pause", "tools", "--tool", "drop", "--reason", "broken",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("paused tool tools/drop (deny)"), "{out}");
+    assert_eq!(tool_call(&airlock, "drop").await.1["error"]["code"], -32004);
+    assert_eq!(cli(&["routes", "resume", "tools", "--tool", "drop"]).0, 0);
+
+    assert_eq!(cli(&["pause", "--all", "--reason", "stop"]).0, 0);
+    assert_eq!(call(&airlock, "GET", "/ops/a", AGENT_KEY).await.0, 403);
+    assert_eq!(cli(&["resume", "--all"]).0, 0);
+    assert_eq!(call(&airlock, "GET", "/ops/a", AGENT_KEY).await.0, 200);
+
+    // A refusal is an error exit with the server's message.
+    let (code, out, err) = cli(&["routes", "resume", "ops"]);
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains("route `ops` is not paused"),
+        "{out}{err}"
+    );
+}
