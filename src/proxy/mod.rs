@@ -200,7 +200,11 @@ fn answer<'s>(
         }
         Err(e) => {
             if rec.verdict.is_empty() {
-                rec.verdict = "error";
+                // An operator's pause is a refusal, not a failure.
+                rec.verdict = match e {
+                    ProxyError::Paused { .. } => "deny",
+                    _ => "error",
+                };
             }
             rec.error = Some(e.kind());
             rec.fault = Some(e.fault());

@@ -185,6 +185,15 @@ async fn each_scope_paused_in_deny_mode_refuses_its_calls_until_resumed() {
     let (s, v) = admin_post(&airlock, "/v1/resume", ADMIN_TOKEN, json!({})).await;
     assert_eq!((s, v["error"].as_str()), (404, Some("not_paused")));
 
+    // A paused call is recorded as denied for the pause.
+    let refused = airlock
+        .audit()
+        .into_iter()
+        .find(|r| r["event"] == "decision" && r["error"] == "paused")
+        .unwrap();
+    assert_eq!(refused["verdict"], "deny", "{refused}");
+    assert_eq!(refused["status"], 403, "{refused}");
+
     // Each pause and resume is audited, announced and counted.
     let overrides: Vec<Value> = airlock
         .audit()
