@@ -273,7 +273,7 @@ enum SchemaCommand {
 enum ApprovalsCmd {
     /// List approvals, newest first (pending unless `--status` says otherwise).
     List {
-        /// pending, approved, executing, executed, denied, expired or all.
+        /// pending, approved, executing, executed, denied, expired, voided or all.
         #[arg(long)]
         status: Option<String>,
         /// Approvals per page (1 to 500; the server's default is 100).
