@@ -14,6 +14,7 @@ const POLICIES: &str = r#"
 @id("no-deletes") @reason("nothing is deleted on ops")
 forbid(principal, action == Action::"DELETE", resource == Route::"ops");
 @id("tools-open") permit(principal, action in Action::"mcp", resource in Route::"tools");
+@id("tools-calls") permit(principal, action == Action::"call_tool", resource);
 @id("gated-open") permit(principal, action, resource == Route::"gated");
 @id("gated-writes") @hold("writes to gated need a human") @approvers("finance")
 forbid(principal, action == Action::"POST", resource == Route::"gated");
@@ -109,6 +110,21 @@ async fn tool_call(airlock: &Airlock, tool: &str) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// The newest pending approval, once there is one (within 10 s).
+async fn first_pending(airlock: &Airlock) -> Value {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let list = airlock
+            .admin_get("/v1/approvals?status=pending", ADMIN_TOKEN)
+            .await;
+        if let Some(a) = list["approvals"].as_array().and_then(|a| a.first()) {
+            return a.clone();
+        }
+        assert!(Instant::now() < deadline, "no approval became pending");
+        tokio::task::yield_now().await;
+    }
+}
+
 fn assert_paused(answer: &(u16, Value), reason: &str) {
     assert_eq!(answer.0, 403, "{}", answer.1);
     assert_eq!(answer.1["error"], "paused", "{}", answer.1);
@@ -169,7 +185,13 @@ async fn each_scope_paused_in_deny_mode_refuses_its_calls_until_resumed() {
         "{v}"
     );
     assert_eq!(upstream.hits(), hits, "a paused tool call is not forwarded");
-    assert_eq!(tool_call(&airlock, "search").await.0, 200);
+    let (s, v) = tool_call(&airlock, "search").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        upstream.hits(),
+        hits + 1,
+        "another tool's call is forwarded: {v}"
+    );
     resume(&airlock, "/v1/routes/tools/tools/drop/resume").await;
 
     // Everything.
@@ -252,15 +274,10 @@ async fn a_hold_pause_holds_what_policies_allow_for_operators_and_keeps_denials(
         .header("authorization", bearer(AGENT_KEY))
         .send();
     let held = tokio::spawn(resp);
-    let id = loop {
-        let list = airlock
-            .admin_get("/v1/approvals?status=pending", ADMIN_TOKEN)
-            .await;
-        if let Some(a) = list["approvals"].as_array().and_then(|a| a.first()) {
-            break a["id"].as_str().unwrap().to_string();
-        }
-        tokio::task::yield_now().await;
-    };
+    let id = first_pending(&airlock).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let shown = airlock
         .admin_get(&format!("/v1/approvals/{id}"), ADMIN_TOKEN)
         .await;
@@ -308,15 +325,10 @@ async fn a_deny_pause_voids_pending_holds_and_answers_their_waiting_agents() {
             .json(&json!({"n": 1}))
             .send(),
     );
-    let id = loop {
-        let list = airlock
-            .admin_get("/v1/approvals?status=pending", ADMIN_TOKEN)
-            .await;
-        if let Some(a) = list["approvals"].as_array().and_then(|a| a.first()) {
-            break a["id"].as_str().unwrap().to_string();
-        }
-        tokio::task::yield_now().await;
-    };
+    let id = first_pending(&airlock).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let agents = airlock.admin_get("/v1/agents", OPERATOR_TOKEN).await;
     let bot = agents["agents"]
         .as_array()
@@ -499,7 +511,12 @@ async fn no_call_sent_after_the_pause_answer_reaches_the_upstream() {
         }));
     }
     // Let the load run until the upstream has seen some of it.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
     while upstream.hits() < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "the load did not reach the upstream"
+        );
         tokio::task::yield_now().await;
     }
     let (s, v) = admin_post(
@@ -572,4 +589,68 @@ async fn the_cli_lists_agents_and_pauses_and_resumes_each_scope() {
         format!("{out}{err}").contains("route `ops` is not paused"),
         "{out}{err}"
     );
+}
+
+#[tokio::test]
+async fn a_hold_pause_of_a_tool_holds_its_calls_and_lets_the_protocol_through() {
+    let Env {
+        upstream,
+        hooks: _hooks,
+        airlock,
+    } = env().await;
+    pause(
+        &airlock,
+        "/v1/routes/tools/tools/search/pause",
+        "hold",
+        "check searches",
+    )
+    .await;
+    let before = upstream.hits();
+
+    // The protocol's own requests are not held.
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let resp = client()
+        .post(airlock.url("/mcp/tools"))
+        .header("authorization", bearer(AGENT_KEY))
+        .header("accept", "application/json, text/event-stream")
+        .json(&list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.hits(), before + 1);
+
+    // The paused tool's call waits for an operator, then runs once.
+    let url = airlock.url("/mcp/tools");
+    let held = tokio::spawn(async move {
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "search", "arguments": {}}});
+        client()
+            .post(url)
+            .header("authorization", bearer(AGENT_KEY))
+            .header("accept", "application/json")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+
+    let pending = first_pending(&airlock).await;
+    assert_eq!(pending["gates"][0]["policy"], "airlock:paused", "{pending}");
+    let id = pending["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        upstream.hits(),
+        before + 1,
+        "a held tool call is not forwarded"
+    );
+    let (s, v) = admin_post(
+        &airlock,
+        &format!("/v1/approvals/{id}/decision"),
+        OPERATOR_TOKEN,
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(held.await.unwrap(), 200);
+    assert_eq!(upstream.hits(), before + 2);
 }
