@@ -102,6 +102,17 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     approvals.settle_interrupted().await?;
     approvals.sweep_expired(&config).await?;
     approvals.resync_gauge().await?;
+    // Operators' pauses are in force before any agent is served.
+    let overrides = Arc::new(
+        crate::oversight::Overrides::load(
+            store.clone(),
+            approvals.clone(),
+            audit.clone(),
+            metrics.clone(),
+        )
+        .await?,
+    );
+    let tally = Arc::new(crate::oversight::CallTally::default());
     let config_of = {
         let live = live.clone();
         move || live.load().config.clone()
@@ -119,7 +130,10 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     }
     .spawn();
     let checker: Arc<dyn crate::approval::CallChecker> =
-        Arc::new(proxy::recheck::SnapshotChecker { live: live.clone() });
+        Arc::new(proxy::recheck::SnapshotChecker {
+            live: live.clone(),
+            pauses: overrides.board.clone(),
+        });
 
     let reloader = Reloader::new(config_path.clone(), live.clone(), clients, metrics.clone());
     reloader.watch_sighup();
@@ -173,6 +187,8 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         approvals: approvals.clone(),
         checker,
         audit: audit.clone(),
+        overrides: overrides.clone(),
+        tally: tally.clone(),
     };
     eprintln!(
         "airlock: admin listening on http://{}",
@@ -199,6 +215,8 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         audit,
         metrics,
         approvals,
+        pauses: overrides.board.clone(),
+        tally,
     });
     let opts = ServeOptions {
         header_read: config.timeouts.header_read,

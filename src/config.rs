@@ -69,8 +69,20 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub approvals: ApprovalSettings,
     pub approvers: Vec<ApproverConfig>,
+    /// Who decides the calls an operator's `hold` pause holds.
+    pub pause: PauseSettings,
     pub webhooks: Vec<WebhookConfig>,
     pub demo: Option<DemoConfig>,
+}
+
+/// The group every approver with `operator: true` is in, besides its own.
+pub const OPERATORS_GROUP: &str = "airlock:operators";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseSettings {
+    /// The group that decides calls held by a `hold` pause (the gate
+    /// `airlock:paused`); [`OPERATORS_GROUP`] unless set.
+    pub approvers: String,
 }
 
 #[derive(Debug, Clone)]
@@ -257,7 +269,10 @@ pub struct ApprovalSettings {
 pub struct ApproverConfig {
     pub id: String,
     pub token_sha256: [u8; 32],
+    /// Its groups; an operator is also in [`OPERATORS_GROUP`].
     pub groups: Vec<String>,
+    /// May pause and resume agents, routes and tools.
+    pub operator: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -436,6 +451,12 @@ impl Config {
             .into_iter()
             .filter_map(|a| v.approver(a))
             .collect();
+        let pause = PauseSettings {
+            approvers: raw
+                .pause
+                .and_then(|p| p.approvers)
+                .map_or_else(|| OPERATORS_GROUP.to_string(), |g| g.0),
+        };
         let webhooks = raw
             .webhooks
             .unwrap_or_default()
@@ -479,6 +500,7 @@ impl Config {
                 timeouts,
                 approvals,
                 approvers,
+                pause,
                 webhooks,
                 demo,
             }),

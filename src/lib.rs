@@ -33,7 +33,11 @@
 //! - [`approval`] keeps held calls for a human: durable holds in the
 //!   [`store`], waiting agents, decisions, expiry, exactly-once execution.
 //!   It is protocol neutral and never uses `proxy`.
-//! - [`store`] is the durable state behind approvals (SQLite, WAL).
+//! - [`store`] is the durable state behind approvals and pauses (SQLite,
+//!   WAL).
+//! - [`oversight`] lets operators pause an agent, a route, a tool or
+//!   everything: the pause board the data plane reads, and the per-agent
+//!   call counts of the last hour.
 //! - [`notify`] signs and delivers webhooks from the store's outbox.
 //! - [`audit`] writes one JSON record per decision off the request path, to
 //!   a file, stdout, syslog or an OTLP collector, keeping and retrying what
@@ -68,6 +72,7 @@ pub mod demo;
 pub mod duration;
 pub mod mcp;
 pub mod notify;
+pub mod oversight;
 pub mod path;
 pub mod policy;
 pub mod problem;

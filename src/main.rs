@@ -131,6 +131,117 @@ enum Command {
         #[command(subcommand)]
         command: ApprovalsCmd,
     },
+    /// List agents (pause, calls of the last hour, pending holds); pause
+    /// or resume one. Operators' commands, through the admin API.
+    Agents {
+        #[command(flatten)]
+        admin: AdminArg,
+        #[command(subcommand)]
+        command: AgentsCmd,
+    },
+    /// Pause or resume a route, or one tool of an MCP route.
+    Routes {
+        #[command(flatten)]
+        admin: AdminArg,
+        #[command(subcommand)]
+        command: RoutesCmd,
+    },
+    /// Pause every agent's every call (`--all`).
+    Pause {
+        #[command(flatten)]
+        admin: AdminArg,
+        /// Required: the pause covers everything.
+        #[arg(long, required = true)]
+        all: bool,
+        #[command(flatten)]
+        how: PauseHow,
+    },
+    /// Lift the pause of everything (`--all`).
+    Resume {
+        #[command(flatten)]
+        admin: AdminArg,
+        /// Required: the pause lifted is the one of everything.
+        #[arg(long, required = true)]
+        all: bool,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// Where the admin API is, and whose token to send.
+#[derive(clap::Args)]
+struct AdminArg {
+    /// The admin API's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "AIRLOCK_ADMIN",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    admin: String,
+    /// An operator's (or the admin) bearer token.
+    #[arg(long, global = true, env = "AIRLOCK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// How a pause stops calls, and why.
+#[derive(clap::Args)]
+struct PauseHow {
+    /// `deny`: refuse calls (403 `paused`) and void pending holds; `hold`:
+    /// hold every call the policies allow for an operator.
+    #[arg(long, default_value = "deny", value_parser = ["deny", "hold"])]
+    mode: String,
+    /// Why; agents and approvers read it.
+    #[arg(long)]
+    reason: String,
+}
+
+#[derive(Subcommand)]
+enum AgentsCmd {
+    /// Each agent with its pause, calls of the last hour by verdict and
+    /// pending holds.
+    List,
+    /// Pause one agent.
+    Pause {
+        /// The agent's id.
+        id: String,
+        #[command(flatten)]
+        how: PauseHow,
+    },
+    /// Lift an agent's pause.
+    Resume {
+        /// The agent's id.
+        id: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoutesCmd {
+    /// Pause a route, or one tool of an MCP route.
+    Pause {
+        /// The route's name.
+        name: String,
+        /// Only this tool of the (MCP) route.
+        #[arg(long)]
+        tool: Option<String>,
+        #[command(flatten)]
+        how: PauseHow,
+    },
+    /// Lift a route's (or one tool's) pause.
+    Resume {
+        /// The route's name.
+        name: String,
+        /// Only this tool of the (MCP) route.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,7 +273,7 @@ enum SchemaCommand {
 enum ApprovalsCmd {
     /// List approvals, newest first (pending unless `--status` says otherwise).
     List {
-        /// pending, approved, executing, executed, denied, expired or all.
+        /// pending, approved, executing, executed, denied, expired, voided or all.
         #[arg(long)]
         status: Option<String>,
         /// Approvals per page (1 to 500; the server's default is 100).
@@ -351,6 +462,56 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_stdout(out.trim_end());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agents { admin, command } => {
+            use airlock::cli::approvals_client::{OverrideCommand, PauseTarget};
+            let cmd = match command {
+                AgentsCmd::List => OverrideCommand::ListAgents,
+                AgentsCmd::Pause { id, how } => OverrideCommand::Pause {
+                    target: PauseTarget::Agent(id),
+                    mode: how.mode,
+                    reason: how.reason,
+                },
+                AgentsCmd::Resume { id, reason } => OverrideCommand::Resume {
+                    target: PauseTarget::Agent(id),
+                    reason,
+                },
+            };
+            run_override(admin, cmd)
+        }
+        Command::Routes { admin, command } => {
+            use airlock::cli::approvals_client::{OverrideCommand, PauseTarget};
+            let cmd = match command {
+                RoutesCmd::Pause { name, tool, how } => OverrideCommand::Pause {
+                    target: PauseTarget::Route { route: name, tool },
+                    mode: how.mode,
+                    reason: how.reason,
+                },
+                RoutesCmd::Resume { name, tool, reason } => OverrideCommand::Resume {
+                    target: PauseTarget::Route { route: name, tool },
+                    reason,
+                },
+            };
+            run_override(admin, cmd)
+        }
+        Command::Pause { admin, all: _, how } => run_override(
+            admin,
+            airlock::cli::approvals_client::OverrideCommand::Pause {
+                target: airlock::cli::approvals_client::PauseTarget::All,
+                mode: how.mode,
+                reason: how.reason,
+            },
+        ),
+        Command::Resume {
+            admin,
+            all: _,
+            reason,
+        } => run_override(
+            admin,
+            airlock::cli::approvals_client::OverrideCommand::Resume {
+                target: airlock::cli::approvals_client::PauseTarget::All,
+                reason,
+            },
+        ),
         Command::Explain {
             config,
             agent,
@@ -439,4 +600,16 @@ fn print_stdout(line: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
+}
+
+/// Runs an operator's command against the admin API and prints its answer.
+fn run_override(
+    admin: AdminArg,
+    cmd: airlock::cli::approvals_client::OverrideCommand,
+) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let client = airlock::cli::approvals_client::ApprovalsClient::new(&admin.admin, admin.token)?;
+    let out = rt.block_on(client.run_override(cmd))?;
+    print_stdout(out.trim_end());
+    Ok(ExitCode::SUCCESS)
 }

@@ -22,6 +22,16 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// An operator's pause or resume: `action` is `pause` or `resume`, `scope`
+/// `agent`, `route`, `tool` or `all`, `mode` `hold` or `deny` (a resume
+/// names the mode it lifted).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverrideLabels {
+    pub action: &'static str,
+    pub scope: &'static str,
+    pub mode: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShadowLabels {
     pub verdict: String,
@@ -43,6 +53,8 @@ pub struct Metrics {
     pub audit_buffered: Gauge,
     pub holds_pending: Gauge,
     pub webhook_deliveries: Family<ResultLabels, Counter>,
+    pub overrides: Family<OverrideLabels, Counter>,
+    pub pauses_active: Gauge,
 }
 
 /// Decision times in buckets of 1 µs, 2 µs, 4 µs ... 2^19 µs (about half a
@@ -178,6 +190,18 @@ impl Metrics {
             "Outgoing webhook attempts by result",
             webhook_deliveries.clone(),
         );
+        let overrides = Family::<OverrideLabels, Counter>::default();
+        registry.register(
+            "overrides",
+            "Operators' pauses and resumes by scope and mode",
+            overrides.clone(),
+        );
+        let pauses_active = Gauge::default();
+        registry.register(
+            "pauses_active",
+            "Pauses in force (agents, routes, tools, everything)",
+            pauses_active.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -191,6 +215,8 @@ impl Metrics {
             audit_buffered,
             holds_pending,
             webhook_deliveries,
+            overrides,
+            pauses_active,
         }
     }
 

@@ -64,5 +64,8 @@ mod bypass_bodies;
 #[path = "it/faults.rs"]
 mod faults;
 
+#[path = "it/pause.rs"]
+mod pause;
+
 #[path = "it/architecture.rs"]
 mod architecture;

@@ -118,7 +118,7 @@ fn page_query(q: ListQuery, reader: &Decider) -> Result<HoldPageQuery, Refusal> 
         Some(s) => Some(HoldState::parse(s).ok_or_else(|| {
             Refusal::bad_request(
                 "bad_status",
-                format!("unknown status `{s}`; use pending, approved, executing, executed, denied, expired or all"),
+                format!("unknown status `{s}`; use pending, approved, executing, executed, denied, expired, voided or all"),
             )
         })?),
     };

@@ -3,11 +3,13 @@
 //!
 //! `/healthz` and `/metrics` are open; everything under `/v1` needs the
 //! admin bearer token, except the approval endpoints (see `approvals`),
-//! which approvers may use too.
+//! which approvers may use too, and the pause endpoints (see `pauses`),
+//! which operators may use too.
 
 pub mod approvals;
 mod deadline;
 pub mod decision;
+pub mod pauses;
 pub mod refusal;
 
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub struct AdminState {
     pub approvals: Arc<Approvals>,
     pub checker: Arc<dyn CallChecker>,
     pub audit: AuditSink,
+    pub overrides: Arc<crate::oversight::Overrides>,
+    pub tally: Arc<crate::oversight::CallTally>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -57,8 +61,30 @@ pub fn router(state: AdminState) -> Router {
             state.clone(),
             deadline::within_store_timeout,
         ));
+    // Operators' endpoints check their own callers (`pauses`).
+    let pause_routes = Router::new()
+        .route("/v1/agents", get(pauses::agents))
+        .route("/v1/agents/{id}/pause", post(pauses::pause_agent))
+        .route("/v1/agents/{id}/resume", post(pauses::resume_agent))
+        .route("/v1/routes/{name}/pause", post(pauses::pause_route))
+        .route("/v1/routes/{name}/resume", post(pauses::resume_route))
+        .route(
+            "/v1/routes/{name}/tools/{tool}/pause",
+            post(pauses::pause_tool),
+        )
+        .route(
+            "/v1/routes/{name}/tools/{tool}/resume",
+            post(pauses::resume_tool),
+        )
+        .route("/v1/pause", post(pauses::pause_all))
+        .route("/v1/resume", post(pauses::resume_all))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            deadline::within_store_timeout,
+        ));
     Router::new()
         .merge(approval_routes)
+        .merge(pause_routes)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(v1)

@@ -27,6 +27,7 @@ pub mod bound;
 mod faults;
 pub mod fingerprint;
 pub mod trail;
+mod void;
 mod waiters;
 
 use std::sync::Arc;

@@ -1,5 +1,8 @@
 //! The `airlock approvals` command: a small client of the admin API's
-//! approval endpoints, for humans at a terminal.
+//! approval endpoints, for humans at a terminal; `pauses` adds operators'
+//! commands.
+
+mod pauses;
 
 use bytes::Bytes;
 use http::{header, Method, Request};
@@ -7,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
 use crate::upstream::{UpstreamClient, UpstreamClients};
+pub use pauses::{OverrideCommand, PauseTarget};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -194,7 +198,7 @@ impl ApprovalsClient {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
             if status == 401 {
                 message.push_str(
-                    "; give an approver's or the admin token with `--token` or `$AIRLOCK_TOKEN`",
+                    "; give an approver's (an operator's, to pause) or the admin token with `--token` or `$AIRLOCK_TOKEN`",
                 );
             }
             return Err(ClientError::Refused { status, message });

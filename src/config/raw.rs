@@ -65,6 +65,7 @@ pub struct RawConfig {
     pub timeouts: Option<RawTimeouts>,
     pub approvals: Option<RawApprovals>,
     pub approvers: Option<Vec<RawApprover>>,
+    pub pause: Option<RawPause>,
     pub webhooks: Option<Vec<RawWebhook>>,
     pub demo: Option<RawDemo>,
 }
@@ -152,6 +153,14 @@ pub struct RawApprover {
     pub token_sha256: Option<Spanned<Env>>,
     #[serde(default)]
     pub groups: Vec<Env>,
+    #[serde(default)]
+    pub operator: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPause {
+    pub approvers: Option<Env>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -713,10 +722,15 @@ impl Validator {
                 None
             }
         };
+        let mut groups: Vec<String> = a.groups.into_iter().map(|g| g.0).collect();
+        if a.operator {
+            groups.push(super::OPERATORS_GROUP.to_string());
+        }
         token.map(|token_sha256| ApproverConfig {
             id,
             token_sha256,
-            groups: a.groups.into_iter().map(|g| g.0).collect(),
+            groups,
+            operator: a.operator,
         })
     }
 

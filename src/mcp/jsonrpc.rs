@@ -33,6 +33,8 @@ pub const UPSTREAM_FAILED: i64 = -32005;
 pub const UNAVAILABLE: i64 = -32006;
 /// An error inside Airlock.
 pub const INTERNAL_ERROR: i64 = -32603;
+/// Refused because an operator paused the agent, route or tool.
+pub const PAUSED: i64 = -32007;
 
 /// The `_meta` key that marks a request of the 2026-07-28 revision or later.
 pub const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";

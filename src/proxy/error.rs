@@ -51,6 +51,13 @@ pub enum ProxyError {
         by: String,
         reason: String,
     },
+    /// An operator paused the agent, route or tool (`what`) in `deny` mode.
+    #[error("{what} is paused by `{by}`: {reason}; the call was not made")]
+    Paused {
+        what: String,
+        by: String,
+        reason: String,
+    },
     #[error("approval `{0}` expired before the call was made; the call was not made")]
     ApprovalExpired(String),
     #[error(
@@ -118,7 +125,8 @@ impl ProxyError {
             ProxyError::Denied { .. }
             | ProxyError::ApprovalRequired { .. }
             | ProxyError::ApprovalDenied { .. }
-            | ProxyError::ApprovalExpired(_) => StatusCode::FORBIDDEN,
+            | ProxyError::ApprovalExpired(_)
+            | ProxyError::Paused { .. } => StatusCode::FORBIDDEN,
             ProxyError::UnknownApproval(_) => StatusCode::NOT_FOUND,
             ProxyError::ApprovalMismatch(_) | ProxyError::ApprovalExecuting(_) => {
                 StatusCode::CONFLICT
@@ -150,6 +158,7 @@ impl ProxyError {
             ProxyError::ApprovalRequired { .. } => "approval_required",
             ProxyError::ApprovalDenied { .. } => "approval_denied",
             ProxyError::ApprovalExpired(_) => "approval_expired",
+            ProxyError::Paused { .. } => "paused",
             ProxyError::UnknownApproval(_) => "unknown_approval",
             ProxyError::ApprovalMismatch(_) => "approval_mismatch",
             ProxyError::TooManyPending { .. } => "too_many_pending",
@@ -181,7 +190,8 @@ impl ProxyError {
             ProxyError::Denied { .. }
             | ProxyError::ApprovalRequired { .. }
             | ProxyError::ApprovalDenied { .. }
-            | ProxyError::ApprovalExpired(_) => Fault::Policy,
+            | ProxyError::ApprovalExpired(_)
+            | ProxyError::Paused { .. } => Fault::Policy,
             ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamUnavailable { .. }
             | ProxyError::ApprovedCallNotSent { .. } => Fault::Upstream,
@@ -235,7 +245,9 @@ impl ProxyError {
     /// The reasons shown to the agent: the policies', or the approver's.
     fn shown_reasons(&self) -> Option<Vec<String>> {
         match self {
-            ProxyError::ApprovalDenied { reason, .. } => Some(vec![reason.clone()]),
+            ProxyError::ApprovalDenied { reason, .. } | ProxyError::Paused { reason, .. } => {
+                Some(vec![reason.clone()])
+            }
             other => other.reasons().map(<[String]>::to_vec),
         }
     }
@@ -261,6 +273,7 @@ impl ProxyError {
             | ProxyError::ApprovalDenied { .. }
             | ProxyError::ApprovalExpired(_) => jsonrpc::DENIED,
             ProxyError::ApprovalRequired { .. } => jsonrpc::APPROVAL_REQUIRED,
+            ProxyError::Paused { .. } => jsonrpc::PAUSED,
             ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamUnavailable { .. }
             | ProxyError::ApprovedCallNotSent { .. } => jsonrpc::UPSTREAM_FAILED,

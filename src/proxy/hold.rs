@@ -157,6 +157,7 @@ pub async fn await_decision(
         // Approved: judged again by the policies as they are now.
         let checker = SnapshotChecker {
             live: state.live.clone(),
+            pauses: state.pauses.clone(),
         };
         match Box::pin(approvals.claim_checked(cfg, hold, &checker)).await? {
             Claim::Run(hold) => {
@@ -201,6 +202,11 @@ fn settled_answer(
             reason: hold.reason.clone().unwrap_or_default(),
         }),
         HoldState::Expired => Err(ProxyError::ApprovalExpired(hold.id.clone())),
+        HoldState::Voided => Err(ProxyError::Paused {
+            what: format!("approval `{}`", hold.id),
+            by: hold.decided_by.clone().unwrap_or_default(),
+            reason: hold.reason.clone().unwrap_or_default(),
+        }),
         HoldState::Executed => Ok(replay(hold, request_id)),
         HoldState::Approved => return None,
     })

@@ -187,7 +187,18 @@ pub(super) async fn handle(
                 return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
             }
         };
-        let decision = super::decide(cx.state, cx.snap, &call, plan(cx.snap, &call)?)?;
+        let decision = match super::decide(cx.state, cx.snap, &call, plan(cx.snap, &call)?) {
+            Err(e @ ProxyError::Paused { .. }) => {
+                return Ok(super::paused::rpc_refusal(
+                    &e,
+                    &msg,
+                    parsed.batch,
+                    rec,
+                    cx.request_id,
+                ));
+            }
+            other => other?,
+        };
         judged.push(Judged {
             resource: call.resource.to_string(),
             call,

@@ -36,6 +36,7 @@ mod event_body;
 mod forward;
 pub mod hold;
 mod mcp;
+mod paused;
 pub mod recheck;
 pub mod screen;
 mod server;
@@ -80,6 +81,11 @@ pub struct ProxyState {
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
     pub approvals: Arc<crate::approval::Approvals>,
+    /// Operators' pauses, checked once the agent and route are known and
+    /// again after the verdict (`paused`).
+    pub pauses: Arc<crate::oversight::PauseBoard>,
+    /// Each agent's calls of the last hour, for `GET /v1/agents`.
+    pub tally: Arc<crate::oversight::CallTally>,
 }
 
 /// Airlock's request id, on the upstream request and the agent's response.
@@ -206,7 +212,11 @@ fn answer<'s>(
         }
         Err(e) => {
             if rec.verdict.is_empty() {
-                rec.verdict = "error";
+                // An operator's pause is a refusal, not a failure.
+                rec.verdict = match e {
+                    ProxyError::Paused { .. } => "deny",
+                    _ => "error",
+                };
             }
             rec.error = Some(e.kind());
             rec.fault = Some(e.fault());
@@ -223,6 +233,11 @@ fn answer<'s>(
         }
     };
     rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(agent) = &rec.agent {
+        state
+            .tally
+            .count(agent, rec.verdict, crate::clock::now_ms());
+    }
     conn.count_request(
         &state.metrics,
         VerdictLabels {
@@ -263,6 +278,7 @@ async fn process(
         }
     };
     *jsonrpc = route.config.protocol == crate::config::Protocol::Mcp;
+    paused::refuse_if_denied(&state.pauses, &agent.id, &route.name)?;
 
     // Phase: read body.
     let (parts, body) = req.into_parts();
@@ -421,6 +437,7 @@ fn decide(
     plan: crate::policy::DecisionPlan,
 ) -> Result<crate::policy::Decision, ProxyError> {
     let decision = snap.policy.decide(call, plan).map_err(decide_error)?;
+    let decision = paused::apply(&state.pauses, snap, call, decision)?;
     let metrics = &state.metrics;
     metrics
         .decision_seconds

@@ -15,11 +15,14 @@ use super::hold::stored_parts;
 use crate::approval::HoldRecord;
 use crate::approval::{CallChecker, Recheck};
 use crate::config::Protocol;
+use crate::oversight::PauseBoard;
 use crate::policy::Verdict;
 use crate::snapshot::GatewaySnapshot;
 
 pub struct SnapshotChecker {
     pub live: Arc<ArcSwap<GatewaySnapshot>>,
+    /// Operators' pauses, which bind an approved call as the policies do.
+    pub pauses: Arc<PauseBoard>,
 }
 
 impl CallChecker for SnapshotChecker {
@@ -82,13 +85,21 @@ impl CallChecker for SnapshotChecker {
                 })
             }
         };
-        Ok(match decision.verdict {
+        let verdict = match decision.verdict {
             Verdict::Allow => Recheck::Allow,
             Verdict::Deny { reasons } => Recheck::Deny { reasons },
             Verdict::Hold { gates } => Recheck::Hold {
                 gates: gates.iter().map(super::hold::stored_gate).collect(),
             },
-        })
+        };
+        let (_, tool) = super::paused::route_and_tool(&call.resource);
+        Ok(super::paused::apply_to_recheck(
+            &self.pauses,
+            &snap.config,
+            hold,
+            tool,
+            verdict,
+        ))
     }
 
     /// REST: the edit is the new body. MCP: the edit is the tool's new

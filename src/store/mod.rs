@@ -1,5 +1,5 @@
-//! Durable state for approvals: holds, the webhook outbox, and the ids of
-//! signed callbacks already accepted.
+//! Durable state for approvals: holds, the webhook outbox, the ids of
+//! signed callbacks already accepted, and operators' pauses.
 //!
 //! Callers talk to the [`ApprovalStore`] trait only. Every state change is a
 //! compare-and-set ("move hold X from `pending` to `approved`"), so that a
@@ -10,6 +10,7 @@
 //! change that was not stored, and never lost for one that was.
 
 mod page;
+mod pause;
 mod sqlite;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 pub use page::{CursorError, HoldCursor, HoldPage, HoldPageQuery};
+pub use pause::{PauseMode, PauseRecord, PauseScope};
 #[cfg(test)]
 pub(crate) use sqlite::tests::hold as test_hold;
 pub use sqlite::SqliteStore;
@@ -26,7 +28,9 @@ pub use sqlite::SqliteStore;
 /// `pending → approved → executing → executed`, `pending → denied`,
 /// `pending → expired`; and when the current policies no longer let an
 /// approved call run as approved: `approved → denied`, `approved →
-/// expired`, `approved → pending` (held again for a gate nobody lifted).
+/// expired`, `approved → pending` (held again for a gate nobody lifted);
+/// `pending → voided` when an operator pauses its agent, route or tool in
+/// `deny` mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HoldState {
@@ -36,6 +40,7 @@ pub enum HoldState {
     Executed,
     Denied,
     Expired,
+    Voided,
 }
 
 impl HoldState {
@@ -47,6 +52,7 @@ impl HoldState {
             HoldState::Executed => "executed",
             HoldState::Denied => "denied",
             HoldState::Expired => "expired",
+            HoldState::Voided => "voided",
         }
     }
 
@@ -58,6 +64,7 @@ impl HoldState {
             "executed" => HoldState::Executed,
             "denied" => HoldState::Denied,
             "expired" => HoldState::Expired,
+            "voided" => HoldState::Voided,
             _ => return None,
         })
     }
@@ -290,6 +297,22 @@ pub trait ApprovalStore: Send + Sync {
 
     /// Remembers a callback's `webhook-id`; false when it was seen before.
     fn remember_callback_id(&self, id: &str, now_ms: i64) -> StoreFuture<'_, bool>;
+
+    /// Stores `pause`, replacing any pause of the same scope, with the
+    /// deliveries announcing it, in one transaction.
+    fn put_pause(&self, pause: PauseRecord, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, ()>;
+
+    /// Removes the pause of `scope` and queues `deliveries` in the same
+    /// transaction; returns the pause removed (`None`: there was none, and
+    /// nothing is queued).
+    fn delete_pause(
+        &self,
+        scope: &PauseScope,
+        deliveries: Vec<NewDelivery>,
+    ) -> StoreFuture<'_, Option<PauseRecord>>;
+
+    /// Every pause in force.
+    fn list_pauses(&self) -> StoreFuture<'_, Vec<PauseRecord>>;
 }
 
 mod b64 {

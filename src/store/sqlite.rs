@@ -12,8 +12,10 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
     ApprovalStore, AttemptResult, DecisionFields, Delivery, DeliveryState, HoldPage, HoldPageQuery,
-    HoldRecord, HoldState, NewDelivery, StoreError, StoreFuture,
+    HoldRecord, HoldState, NewDelivery, PauseRecord, PauseScope, StoreError, StoreFuture,
 };
+
+mod pause;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS holds (
@@ -50,6 +52,11 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_ms)
 CREATE TABLE IF NOT EXISTS callback_ids (
     id TEXT PRIMARY KEY,
     seen_ms INTEGER NOT NULL
+);
+-- One pause per scope (`PauseScope::key`).
+CREATE TABLE IF NOT EXISTS pauses (
+    scope TEXT PRIMARY KEY,
+    record TEXT NOT NULL
 );
 ";
 
@@ -136,7 +143,7 @@ fn holds_from(rows: Vec<String>) -> Result<Vec<HoldRecord>, StoreError> {
 fn insert_deliveries(
     tx: &rusqlite::Transaction<'_>,
     deliveries: &[NewDelivery],
-    hold_id: &str,
+    hold_id: Option<&str>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     for d in deliveries {
@@ -216,7 +223,7 @@ impl ApprovalStore for SqliteStore {
                 }
                 other => other?,
             };
-            insert_deliveries(&tx, &deliveries, &hold.id, hold.created_ms)?;
+            insert_deliveries(&tx, &deliveries, Some(&hold.id), hold.created_ms)?;
             tx.commit()?;
             Ok(())
         })
@@ -331,7 +338,10 @@ impl ApprovalStore for SqliteStore {
             let mut hold = parse_hold(text)?;
             hold.state = to;
             match to {
-                HoldState::Approved | HoldState::Denied | HoldState::Expired => {
+                HoldState::Approved
+                | HoldState::Denied
+                | HoldState::Expired
+                | HoldState::Voided => {
                     hold.decided_ms = Some(now_ms);
                 }
                 HoldState::Executed => hold.executed_ms = Some(now_ms),
@@ -364,7 +374,7 @@ impl ApprovalStore for SqliteStore {
             }
             let settled = matches!(
                 to,
-                HoldState::Executed | HoldState::Denied | HoldState::Expired
+                HoldState::Executed | HoldState::Denied | HoldState::Expired | HoldState::Voided
             )
             .then_some(now_ms);
             tx.execute(
@@ -372,7 +382,7 @@ impl ApprovalStore for SqliteStore {
                  WHERE id = ?4",
                 params![to.as_str(), to_json(&hold)?, settled, id],
             )?;
-            insert_deliveries(&tx, &deliveries, &id, now_ms)?;
+            insert_deliveries(&tx, &deliveries, Some(&id), now_ms)?;
             tx.commit()?;
             Ok(true)
         })
@@ -477,6 +487,23 @@ impl ApprovalStore for SqliteStore {
             )?;
             Ok(n == 1)
         })
+    }
+
+    fn put_pause(&self, pause: PauseRecord, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, ()> {
+        self.run(move |c| pause::put(c, &pause, &deliveries))
+    }
+
+    fn delete_pause(
+        &self,
+        scope: &PauseScope,
+        deliveries: Vec<NewDelivery>,
+    ) -> StoreFuture<'_, Option<PauseRecord>> {
+        let key = scope.key();
+        self.run(move |c| pause::delete(c, &key, &deliveries))
+    }
+
+    fn list_pauses(&self) -> StoreFuture<'_, Vec<PauseRecord>> {
+        self.run(pause::list)
     }
 }
 

@@ -83,6 +83,7 @@ pub(super) async fn on_tool_hold(
         }
         let checker = SnapshotChecker {
             live: cx.state.live.clone(),
+            pauses: cx.state.pauses.clone(),
         };
         match approvals.claim_checked(cfg, hold, &checker).await? {
             Claim::Run(hold) => {
@@ -154,6 +155,11 @@ impl HeldTool {
             ),
             HoldState::Expired => format!(
                 "The approval for this call to tool `{tool}` expired before the call ran; it was not run."
+            ),
+            HoldState::Voided => format!(
+                "An operator ({}) paused calls like this one to tool `{tool}`: {}. It was not run; do not retry it until the pause is lifted.",
+                hold.decided_by.as_deref().unwrap_or("an operator"),
+                hold.reason.as_deref().unwrap_or("no reason given")
             ),
             HoldState::Executed => {
                 let outcome = hold.outcome.clone().unwrap_or(Outcome {

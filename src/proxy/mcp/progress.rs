@@ -60,6 +60,7 @@ pub(super) fn respond(
     let stream = HeldStream {
         approvals: state.approvals.clone(),
         live: state.live.clone(),
+        pauses: state.pauses.clone(),
         audit: state.audit.clone(),
         hold_id,
         progress: Progress {
@@ -98,6 +99,7 @@ enum End {
 struct HeldStream {
     approvals: Arc<Approvals>,
     live: Arc<ArcSwap<GatewaySnapshot>>,
+    pauses: Arc<crate::oversight::PauseBoard>,
     audit: AuditSink,
     hold_id: String,
     held: HeldTool,
@@ -186,6 +188,7 @@ impl HeldStream {
             }
             let checker = SnapshotChecker {
                 live: self.live.clone(),
+                pauses: self.pauses.clone(),
             };
             match self.approvals.claim_checked(cfg, hold, &checker).await {
                 Err(e) => return End::Answer(self.error(&e.to_string())),

@@ -1,0 +1,338 @@
+//! Operators' endpoints (see `oversight`):
+//!
+//! - `POST /v1/agents/{id}/pause`, `POST /v1/routes/{name}/pause`,
+//!   `POST /v1/routes/{name}/tools/{tool}/pause`, `POST /v1/pause` with
+//!   `{"mode": "hold" | "deny", "reason": "..."}`; the same paths ending
+//!   in `resume` lift the pause (`{"reason": "..."}` optional);
+//! - `GET /v1/agents`: each agent with its pause, its calls of the last
+//!   hour by verdict and its pending holds.
+//!
+//! The admin token and approvers with `operator: true` may use them;
+//! anyone else gets 403. A pause answers 200 only once it is stored and in
+//! force for every call judged afterwards.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::approvals::{bearer_caller, Caller};
+use super::refusal::Refusal;
+use super::AdminState;
+use crate::clock::{ms_to_rfc3339, now_ms};
+use crate::config::{Protocol, OPERATORS_GROUP};
+use crate::oversight::VERDICTS;
+use crate::store::{HoldPageQuery, HoldState, PauseMode, PauseRecord, PauseScope};
+
+/// The longest reason kept with a pause.
+const MAX_REASON: usize = 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseBody {
+    mode: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeBody {
+    reason: Option<String>,
+}
+
+/// The operator calling: `admin` or an approver with `operator: true`.
+fn require_operator(state: &AdminState, headers: &HeaderMap) -> Result<String, Refusal> {
+    match bearer_caller(state, headers)? {
+        Some(Caller::Admin) => Ok("admin".into()),
+        Some(Caller::Approver(d)) if d.groups.iter().any(|g| g == OPERATORS_GROUP) => Ok(d.id),
+        Some(Caller::Approver(d)) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "not_operator",
+            format!("approver `{}` is not an operator (`operator: true` in its config entry), so it cannot pause or resume", d.id),
+        )),
+        Some(Caller::Agent(_)) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "agent_cannot_pause",
+            "an agent's key can never pause or resume",
+        )),
+        None => Err(Refusal::unauthenticated()),
+    }
+}
+
+/// Refuses a scope naming an agent or route the configuration lacks, or a
+/// tool of a route that is not `protocol: mcp`.
+fn check_scope(state: &AdminState, scope: &PauseScope) -> Result<(), Refusal> {
+    let snap = state.live.load();
+    let cfg = &snap.config;
+    let route_of = |name: &str| cfg.routes.iter().find(|r| r.name == name);
+    let missing = |what: String| Refusal::new(StatusCode::NOT_FOUND, "not_found", what);
+    match scope {
+        PauseScope::All => Ok(()),
+        PauseScope::Agent { agent } if cfg.agents.iter().any(|a| &a.id == agent) => Ok(()),
+        PauseScope::Agent { agent } => Err(missing(format!("no agent `{agent}` is configured"))),
+        PauseScope::Route { route } if route_of(route).is_some() => Ok(()),
+        PauseScope::Route { route } | PauseScope::Tool { route, .. }
+            if route_of(route).is_none() =>
+        {
+            Err(missing(format!("no route `{route}` is configured")))
+        }
+        PauseScope::Tool { route, .. }
+            if route_of(route).is_some_and(|r| r.protocol != Protocol::Mcp) =>
+        {
+            Err(Refusal::bad_request(
+                "not_mcp",
+                format!("route `{route}` is not `protocol: mcp`, so it has no tools to pause; pause the route"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn pause_json(p: &PauseRecord) -> Value {
+    let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("since_ms");
+        o.insert("since".into(), ms_to_rfc3339(p.since_ms).into());
+    }
+    v
+}
+
+fn parse_pause(body: Option<Json<PauseBody>>) -> Result<(PauseMode, String), Refusal> {
+    let Some(Json(body)) = body else {
+        return Err(Refusal::bad_request(
+            "bad_pause",
+            "send `{\"mode\": \"hold\" | \"deny\", \"reason\": \"...\"}`",
+        ));
+    };
+    let mode = match body.mode.as_deref() {
+        Some("hold") => PauseMode::Hold,
+        Some("deny") => PauseMode::Deny,
+        Some(other) => {
+            return Err(Refusal::bad_request(
+                "bad_mode",
+                format!(
+                    "unknown mode `{}`; use `hold` or `deny`",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ))
+        }
+        None => {
+            return Err(Refusal::bad_request(
+                "bad_mode",
+                "`mode` is required: `hold` or `deny`",
+            ))
+        }
+    };
+    let reason = body.reason.unwrap_or_default().trim().to_string();
+    if reason.is_empty() || reason.len() > MAX_REASON {
+        return Err(Refusal::bad_request(
+            "bad_reason",
+            format!("a pause needs a `reason` (at most {MAX_REASON} bytes) the agents and approvers will read"),
+        ));
+    }
+    Ok((mode, reason))
+}
+
+async fn pause(
+    state: AdminState,
+    headers: HeaderMap,
+    scope: PauseScope,
+    body: Option<Json<PauseBody>>,
+) -> Result<Response, Refusal> {
+    let by = require_operator(&state, &headers)?;
+    check_scope(&state, &scope)?;
+    let (mode, reason) = parse_pause(body)?;
+    let cfg = state.live.load().config.clone();
+    // Spawned: once the pause is stored it must reach the board too, even
+    // if the caller hangs up or the store timeout cuts the answer off.
+    let overrides = state.overrides.clone();
+    let done = tokio::spawn(async move { overrides.pause(&cfg, scope, mode, reason, by).await })
+        .await
+        .map_err(|e| store_refusal(e.to_string()))?
+        .map_err(|e| store_refusal(e.to_string()))?;
+    Ok(Json(json!({"paused": pause_json(&done.pause), "voided": done.voided})).into_response())
+}
+
+async fn resume(
+    state: AdminState,
+    headers: HeaderMap,
+    scope: PauseScope,
+    body: Option<Json<ResumeBody>>,
+) -> Result<Response, Refusal> {
+    let by = require_operator(&state, &headers)?;
+    let reason = body
+        .map(|Json(b)| b)
+        .unwrap_or_default()
+        .reason
+        .map(|r| r.trim().chars().take(MAX_REASON).collect::<String>())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "resumed".into());
+    let cfg = state.live.load().config.clone();
+    let overrides = state.overrides.clone();
+    let what = crate::oversight::describe(&scope);
+    let lifted = tokio::spawn(async move { overrides.resume(&cfg, &scope, &by, &reason).await })
+        .await
+        .map_err(|e| store_refusal(e.to_string()))?
+        .map_err(|e| store_refusal(e.to_string()))?;
+    match lifted {
+        Some(p) => Ok(Json(json!({"resumed": pause_json(&p)})).into_response()),
+        None => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not_paused",
+            format!("{what} is not paused"),
+        )),
+    }
+}
+
+fn store_refusal(e: String) -> Refusal {
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "store", e)
+}
+
+fn respond(r: Result<Response, Refusal>) -> Response {
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn pause_agent(
+    State(s): State<AdminState>,
+    Path(agent): Path<String>,
+    h: HeaderMap,
+    b: Option<Json<PauseBody>>,
+) -> Response {
+    respond(pause(s, h, PauseScope::Agent { agent }, b).await)
+}
+
+pub async fn resume_agent(
+    State(s): State<AdminState>,
+    Path(agent): Path<String>,
+    h: HeaderMap,
+    b: Option<Json<ResumeBody>>,
+) -> Response {
+    respond(resume(s, h, PauseScope::Agent { agent }, b).await)
+}
+
+pub async fn pause_route(
+    State(s): State<AdminState>,
+    Path(route): Path<String>,
+    h: HeaderMap,
+    b: Option<Json<PauseBody>>,
+) -> Response {
+    respond(pause(s, h, PauseScope::Route { route }, b).await)
+}
+
+pub async fn resume_route(
+    State(s): State<AdminState>,
+    Path(route): Path<String>,
+    h: HeaderMap,
+    b: Option<Json<ResumeBody>>,
+) -> Response {
+    respond(resume(s, h, PauseScope::Route { route }, b).await)
+}
+
+pub async fn pause_tool(
+    State(s): State<AdminState>,
+    Path((route, tool)): Path<(String, String)>,
+    h: HeaderMap,
+    b: Option<Json<PauseBody>>,
+) -> Response {
+    respond(pause(s, h, PauseScope::Tool { route, tool }, b).await)
+}
+
+pub async fn resume_tool(
+    State(s): State<AdminState>,
+    Path((route, tool)): Path<(String, String)>,
+    h: HeaderMap,
+    b: Option<Json<ResumeBody>>,
+) -> Response {
+    respond(resume(s, h, PauseScope::Tool { route, tool }, b).await)
+}
+
+pub async fn pause_all(
+    State(s): State<AdminState>,
+    h: HeaderMap,
+    b: Option<Json<PauseBody>>,
+) -> Response {
+    respond(pause(s, h, PauseScope::All, b).await)
+}
+
+pub async fn resume_all(
+    State(s): State<AdminState>,
+    h: HeaderMap,
+    b: Option<Json<ResumeBody>>,
+) -> Response {
+    respond(resume(s, h, PauseScope::All, b).await)
+}
+
+/// `GET /v1/agents`.
+pub async fn agents(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    respond(list_agents(&state, &headers).await)
+}
+
+async fn list_agents(state: &AdminState, headers: &HeaderMap) -> Result<Response, Refusal> {
+    require_operator(state, headers)?;
+    let pending = pending_by_agent(state).await?;
+    let snap = state.live.load();
+    let pauses = state.overrides.board.all();
+    let now = now_ms();
+    let agents: Vec<Value> = snap
+        .config
+        .agents
+        .iter()
+        .map(|a| {
+            // The pause that covers every call of the agent: its own or
+            // everyone's (route and tool pauses are listed under `pauses`).
+            let paused = pauses
+                .iter()
+                .filter(|p| {
+                    matches!(&p.scope, PauseScope::All)
+                        || matches!(&p.scope, PauseScope::Agent { agent } if agent == &a.id)
+                })
+                .max_by_key(|p| p.mode == PauseMode::Deny)
+                .map(pause_json);
+            let counts = state.tally.last_hour(&a.id, now);
+            let calls: serde_json::Map<String, Value> = VERDICTS
+                .iter()
+                .zip(counts)
+                .map(|(v, n)| ((*v).to_string(), n.into()))
+                .collect();
+            json!({
+                "id": a.id,
+                "paused": paused,
+                "calls_last_hour": calls,
+                "pending_holds": pending.get(&a.id).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    let all: Vec<Value> = pauses.iter().map(pause_json).collect();
+    Ok(Json(json!({"agents": agents, "pauses": all})).into_response())
+}
+
+/// Pending holds per agent, read page by page.
+async fn pending_by_agent(state: &AdminState) -> Result<HashMap<String, u64>, Refusal> {
+    let store = state.approvals.store();
+    let mut counts = HashMap::new();
+    let mut after = None;
+    // Bounded: each page moves the cursor on.
+    for _ in 0..10_000 {
+        let page = store
+            .list(HoldPageQuery {
+                state: Some(HoldState::Pending),
+                after: after.take(),
+                limit: super::approvals::MAX_LIMIT,
+                groups: None,
+            })
+            .await
+            .map_err(|e| store_refusal(e.to_string()))?;
+        for h in &page.holds {
+            *counts.entry(h.agent.clone()).or_insert(0) += 1;
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    Ok(counts)
+}
