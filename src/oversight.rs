@@ -19,9 +19,10 @@ use crate::approval::Approvals;
 use crate::audit::{AuditRecord, AuditSink};
 use crate::clock::{ms_to_rfc3339, now_ms, rfc3339};
 use crate::config::Config;
-use crate::store::{
-    ApprovalStore, HoldRecord, NewDelivery, PauseMode, PauseRecord, PauseScope, StoreError,
-};
+use crate::store::{ApprovalStore, HoldRecord, NewDelivery, StoreError};
+// The pause records as the store keeps them; the data plane names them
+// through this module.
+pub use crate::store::{PauseMode, PauseRecord, PauseScope};
 use crate::telemetry::{Metrics, OverrideLabels};
 pub use tally::{AgentCalls, CallTally, VERDICTS};
 

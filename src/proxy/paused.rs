@@ -12,13 +12,14 @@ use serde_json::{json, Value};
 use super::error::ProxyError;
 use super::ProxyBody;
 use crate::approval::Recheck;
+use crate::approval::{HoldRecord, StoredGate};
 use crate::audit::AuditRecord;
 use crate::config::{Config, Protocol};
 use crate::mcp::jsonrpc::{self, Message};
 use crate::oversight::{describe, PauseBoard, PAUSED_GATE};
+use crate::oversight::{PauseMode, PauseRecord};
 use crate::policy::{CallRequest, Decision, Gate, Resource, Verdict};
 use crate::snapshot::GatewaySnapshot;
-use crate::store::{HoldRecord, PauseMode, PauseRecord, StoredGate};
 
 /// The refusal for a call that `deny` pause `p` covers.
 pub(super) fn refusal(p: &PauseRecord) -> ProxyError {

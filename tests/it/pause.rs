@@ -175,7 +175,7 @@ async fn each_scope_paused_in_deny_mode_refuses_its_calls_until_resumed() {
     .await;
     let (s, v) = tool_call(&airlock, "drop").await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["error"]["code"], -32004, "{v}");
+    assert_eq!(v["error"]["code"], -32007, "{v}");
     assert_eq!(v["error"]["data"]["error"], "paused", "{v}");
     assert!(
         v["error"]["message"]
@@ -574,7 +574,7 @@ async fn the_cli_lists_agents_and_pauses_and_resumes_each_scope() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("paused tool tools/drop (deny)"), "{out}");
-    assert_eq!(tool_call(&airlock, "drop").await.1["error"]["code"], -32004);
+    assert_eq!(tool_call(&airlock, "drop").await.1["error"]["code"], -32007);
     assert_eq!(cli(&["routes", "resume", "tools", "--tool", "drop"]).0, 0);
 
     assert_eq!(cli(&["pause", "--all", "--reason", "stop"]).0, 0);
