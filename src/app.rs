@@ -231,8 +231,10 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     }
     sweep.abort();
     outbox.abort();
-    // Every sink clone lived in the proxy state, which is gone now; the
-    // writer drains what is queued and exits.
+    // Every sink clone lived in the proxy state, the admin state and the
+    // overrides, which are gone now; the writer drains what is queued and
+    // exits.
+    drop(overrides);
     audit_writer.finish();
     eprintln!("airlock: stopped");
     Ok(())
