@@ -42,7 +42,8 @@
 //! - [`reload`] compiles new snapshots away from the request path and swaps
 //!   them in atomically.
 //! - [`watch`] reloads when the policy or config files change.
-//! - [`admin`] is the control plane (health, metrics, status, reload).
+//! - [`admin`] is the control plane (health, metrics, status, reload,
+//!   approvals, operators' pauses).
 //! - [`approvals_client`] is the `airlock approvals` command's API client.
 //! - [`explain`] answers "what would happen to this call?" for the CLI.
 //! - [`policytest`] runs the YAML policy test cases of `airlock test`.
