@@ -113,6 +113,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         .await?,
     );
     let tally = Arc::new(crate::oversight::CallTally::default());
+    let pauses = overrides.board.clone();
     let config_of = {
         let live = live.clone();
         move || live.load().config.clone()
@@ -132,7 +133,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let checker: Arc<dyn crate::approval::CallChecker> =
         Arc::new(proxy::recheck::SnapshotChecker {
             live: live.clone(),
-            pauses: overrides.board.clone(),
+            pauses: pauses.clone(),
         });
 
     let reloader = Reloader::new(config_path.clone(), live.clone(), clients, metrics.clone());
@@ -187,7 +188,9 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         approvals: approvals.clone(),
         checker,
         audit: audit.clone(),
-        overrides: overrides.clone(),
+        // Moved, not cloned: it holds an audit sink, and the audit writer
+        // finishes only once every sink is gone.
+        overrides,
         tally: tally.clone(),
     };
     eprintln!(
@@ -215,7 +218,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         audit,
         metrics,
         approvals,
-        pauses: overrides.board.clone(),
+        pauses,
         tally,
     });
     let opts = ServeOptions {
@@ -231,10 +234,8 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     }
     sweep.abort();
     outbox.abort();
-    // Every sink clone lived in the proxy state, the admin state and the
-    // overrides, which are gone now; the writer drains what is queued and
-    // exits.
-    drop(overrides);
+    // Every sink clone lived in the proxy state and the admin state, which
+    // are gone now; the writer drains what is queued and exits.
     audit_writer.finish();
     eprintln!("airlock: stopped");
     Ok(())

@@ -46,7 +46,8 @@
 //! - [`reload`] compiles new snapshots away from the request path and swaps
 //!   them in atomically.
 //! - [`watch`] reloads when the policy or config files change.
-//! - [`admin`] is the control plane (health, metrics, status, reload).
+//! - [`admin`] is the control plane (health, metrics, status, reload,
+//!   approvals, operators' pauses).
 //! - [`cli`] holds code only the command line uses: `airlock init`,
 //!   `explain` ("what would happen to this call?"), `policytest` (the YAML
 //!   cases of `airlock test`), the `airlock approvals` API client, and

@@ -278,7 +278,10 @@ async fn process(
         }
     };
     *jsonrpc = route.config.protocol == crate::config::Protocol::Mcp;
-    paused::refuse_if_denied(&state.pauses, &agent.id, &route.name)?;
+    // An MCP route answers a pause per message, in JSON-RPC (`decide`).
+    if !*jsonrpc {
+        paused::refuse_if_denied(&state.pauses, &agent.id, &route.name)?;
+    }
 
     // Phase: read body.
     let (parts, body) = req.into_parts();

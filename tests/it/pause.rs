@@ -200,6 +200,8 @@ async fn each_scope_paused_in_deny_mode_refuses_its_calls_until_resumed() {
         &call(&airlock, "GET", "/gated/a", OTHER_AGENT_KEY).await,
         "stop the world",
     );
+    let (s, v) = tool_call(&airlock, "search").await;
+    assert_eq!((s, &v["error"]["code"]), (200, &json!(-32007)), "{v}");
     resume(&airlock, "/v1/resume").await;
     assert_eq!(call(&airlock, "GET", "/ops/a", AGENT_KEY).await.0, 200);
 
