@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +32,7 @@ use crate::store::{HoldPageQuery, HoldState, PauseMode, PauseRecord, PauseScope}
 /// The longest reason kept with a pause.
 const MAX_REASON: usize = 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PauseBody {
     mode: Option<String>,
@@ -101,13 +102,25 @@ fn pause_json(p: &PauseRecord) -> Value {
     v
 }
 
-fn parse_pause(body: Option<Json<PauseBody>>) -> Result<(PauseMode, String), Refusal> {
-    let Some(Json(body)) = body else {
-        return Err(Refusal::bad_request(
-            "bad_pause",
-            "send `{\"mode\": \"hold\" | \"deny\", \"reason\": \"...\"}`",
-        ));
-    };
+/// `body` as JSON of type `T`; an empty body is `T::default()` when
+/// `empty` allows it.
+fn read_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    empty: bool,
+) -> Result<T, Refusal> {
+    if empty && body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Refusal::bad_request(
+            "bad_body",
+            format!("the body is not the JSON this endpoint takes: {e}"),
+        )
+    })
+}
+
+fn parse_pause(body: &[u8]) -> Result<(PauseMode, String), Refusal> {
+    let body: PauseBody = read_json(body, false)?;
     let mode = match body.mode.as_deref() {
         Some("hold") => PauseMode::Hold,
         Some("deny") => PauseMode::Deny,
@@ -141,11 +154,11 @@ async fn pause(
     state: AdminState,
     headers: HeaderMap,
     scope: PauseScope,
-    body: Option<Json<PauseBody>>,
+    body: Bytes,
 ) -> Result<Response, Refusal> {
     let by = require_operator(&state, &headers)?;
     check_scope(&state, &scope)?;
-    let (mode, reason) = parse_pause(body)?;
+    let (mode, reason) = parse_pause(&body)?;
     let cfg = state.live.load().config.clone();
     // Spawned: once the pause is stored it must reach the board too, even
     // if the caller hangs up or the store timeout cuts the answer off.
@@ -161,12 +174,11 @@ async fn resume(
     state: AdminState,
     headers: HeaderMap,
     scope: PauseScope,
-    body: Option<Json<ResumeBody>>,
+    body: Bytes,
 ) -> Result<Response, Refusal> {
     let by = require_operator(&state, &headers)?;
+    let body: ResumeBody = read_json(&body, true)?;
     let reason = body
-        .map(|Json(b)| b)
-        .unwrap_or_default()
         .reason
         .map(|r| r.trim().chars().take(MAX_REASON).collect::<String>())
         .filter(|r| !r.is_empty())
@@ -200,7 +212,7 @@ pub async fn pause_agent(
     State(s): State<AdminState>,
     Path(agent): Path<String>,
     h: HeaderMap,
-    b: Option<Json<PauseBody>>,
+    b: Bytes,
 ) -> Response {
     respond(pause(s, h, PauseScope::Agent { agent }, b).await)
 }
@@ -209,7 +221,7 @@ pub async fn resume_agent(
     State(s): State<AdminState>,
     Path(agent): Path<String>,
     h: HeaderMap,
-    b: Option<Json<ResumeBody>>,
+    b: Bytes,
 ) -> Response {
     respond(resume(s, h, PauseScope::Agent { agent }, b).await)
 }
@@ -218,7 +230,7 @@ pub async fn pause_route(
     State(s): State<AdminState>,
     Path(route): Path<String>,
     h: HeaderMap,
-    b: Option<Json<PauseBody>>,
+    b: Bytes,
 ) -> Response {
     respond(pause(s, h, PauseScope::Route { route }, b).await)
 }
@@ -227,7 +239,7 @@ pub async fn resume_route(
     State(s): State<AdminState>,
     Path(route): Path<String>,
     h: HeaderMap,
-    b: Option<Json<ResumeBody>>,
+    b: Bytes,
 ) -> Response {
     respond(resume(s, h, PauseScope::Route { route }, b).await)
 }
@@ -236,7 +248,7 @@ pub async fn pause_tool(
     State(s): State<AdminState>,
     Path((route, tool)): Path<(String, String)>,
     h: HeaderMap,
-    b: Option<Json<PauseBody>>,
+    b: Bytes,
 ) -> Response {
     respond(pause(s, h, PauseScope::Tool { route, tool }, b).await)
 }
@@ -245,24 +257,16 @@ pub async fn resume_tool(
     State(s): State<AdminState>,
     Path((route, tool)): Path<(String, String)>,
     h: HeaderMap,
-    b: Option<Json<ResumeBody>>,
+    b: Bytes,
 ) -> Response {
     respond(resume(s, h, PauseScope::Tool { route, tool }, b).await)
 }
 
-pub async fn pause_all(
-    State(s): State<AdminState>,
-    h: HeaderMap,
-    b: Option<Json<PauseBody>>,
-) -> Response {
+pub async fn pause_all(State(s): State<AdminState>, h: HeaderMap, b: Bytes) -> Response {
     respond(pause(s, h, PauseScope::All, b).await)
 }
 
-pub async fn resume_all(
-    State(s): State<AdminState>,
-    h: HeaderMap,
-    b: Option<Json<ResumeBody>>,
-) -> Response {
+pub async fn resume_all(State(s): State<AdminState>, h: HeaderMap, b: Bytes) -> Response {
     respond(resume(s, h, PauseScope::All, b).await)
 }
 
