@@ -146,6 +146,21 @@ enum Command {
         #[command(subcommand)]
         command: RoutesCmd,
     },
+    /// Follow the live view: one row per audited call, approval event and
+    /// pause, as they happen (admin or approver token).
+    Watch {
+        #[command(flatten)]
+        admin: AdminArg,
+        /// Only this agent's events.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only this route's events.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only events with this verdict (`allow`, `deny`, `hold`, ...).
+        #[arg(long)]
+        verdict: Option<String>,
+    },
     /// Pause every agent's every call (`--all`).
     Pause {
         #[command(flatten)]
@@ -492,6 +507,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             };
             run_override(admin, cmd)
+        }
+        Command::Watch {
+            admin,
+            agent,
+            route,
+            verdict,
+        } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let client =
+                airlock::cli::approvals_client::ApprovalsClient::new(&admin.admin, admin.token)?;
+            let filter = airlock::cli::approvals_client::WatchFilter {
+                agent,
+                route,
+                verdict,
+            };
+            rt.block_on(client.watch(&filter, print_stdout))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Pause { admin, all: _, how } => run_override(
             admin,

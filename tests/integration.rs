@@ -22,6 +22,9 @@ mod cli;
 #[path = "it/approvals.rs"]
 mod approvals;
 
+#[path = "it/events.rs"]
+mod events;
+
 #[path = "it/approvals_restart.rs"]
 mod approvals_restart;
 

@@ -98,7 +98,7 @@ pub fn bearer_caller(state: &AdminState, headers: &HeaderMap) -> Result<Option<C
 
 /// Lets the admin and approvers read approvals: the admin as a reader of
 /// every group.
-fn require_reader(state: &AdminState, headers: &HeaderMap) -> Result<Decider, Refusal> {
+pub(super) fn require_reader(state: &AdminState, headers: &HeaderMap) -> Result<Decider, Refusal> {
     match bearer_caller(state, headers)? {
         Some(Caller::Admin) => Ok(Decider {
             id: "admin".into(),

@@ -9,6 +9,7 @@
 pub mod approvals;
 mod deadline;
 pub mod decision;
+pub mod events;
 pub mod pauses;
 pub mod refusal;
 
@@ -85,6 +86,9 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .merge(approval_routes)
         .merge(pause_routes)
+        // The live view checks its own readers (`events`) and is long-lived:
+        // no store deadline.
+        .route("/v1/events", get(events::events))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(v1)

@@ -25,6 +25,7 @@ pub fn record(h: &HoldRecord, verdict: &'static str) -> AuditRecord {
         verdict,
         policies: h.gates.iter().map(|g| g.policy.clone()).collect(),
         approval_id: Some(h.id.clone()),
+        approver_groups: h.approver_groups.clone(),
         ..AuditRecord::default()
     }
 }

@@ -47,6 +47,7 @@ pub(super) fn write(r: &AuditRecord, out: &mut Vec<u8>) {
         approval_status,
         decision,
         caller,
+        approver_groups,
         extra,
     } = r;
     let mut o = Object::open(out);
@@ -90,6 +91,9 @@ pub(super) fn write(r: &AuditRecord, out: &mut Vec<u8>) {
     o.opt_str(k!("approval_status"), *approval_status);
     o.opt_str(k!("decision"), *decision);
     o.opt_str(k!("caller"), caller.as_deref());
+    if !approver_groups.is_empty() {
+        o.strs(k!("approver_groups"), approver_groups);
+    }
     if let Some(v) = extra {
         o.serde(k!("extra"), v);
     }
@@ -206,7 +210,7 @@ mod tests {
         fn record()(
             strings in proptest::collection::vec(text(), 9),
             opts in proptest::collection::vec(proptest::option::of(text()), 8),
-            lists in proptest::collection::vec(proptest::collection::vec(text(), 0..3), 3),
+            lists in proptest::collection::vec(proptest::collection::vec(text(), 0..3), 4),
             words in proptest::collection::vec(word(), 2),
             opt_words in proptest::collection::vec(proptest::option::of(word()), 3),
             numbers in (proptest::option::of(any::<u64>()), proptest::option::of(any::<u16>()), any::<u16>()),
@@ -244,6 +248,7 @@ mod tests {
                 approval_status: ow.next().flatten(),
                 decision: ow.next().flatten(),
                 caller: o.next().flatten(),
+                approver_groups: l.next().unwrap_or_default(),
                 extra: json,
             }
         }

@@ -21,6 +21,7 @@
 //! part of the type.
 
 mod line;
+pub mod live;
 mod otlp;
 mod output;
 mod syslog;
@@ -107,6 +108,10 @@ pub struct AuditRecord {
     /// approver); absent when unknown. Never a token or signature.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
+    /// The groups a held call's gates name (`@approvers`): who may decide
+    /// it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approver_groups: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extra: Option<serde_json::Value>,
 }
@@ -178,6 +183,7 @@ pub struct AuditSink {
     tx: mpsc::Sender<Vec<u8>>,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
+    live: Arc<live::LiveFeed>,
 }
 
 /// Joins the writer thread on shutdown so the last records reach the sink.
@@ -212,6 +218,7 @@ impl AuditSink {
             tx,
             metrics,
             shared,
+            live: Arc::new(live::LiveFeed::default()),
         };
         Ok((
             sink,
@@ -229,6 +236,7 @@ impl AuditSink {
     ///
     /// Takes the record by reference: it is large, and only read here.
     pub fn record(&self, record: &AuditRecord) -> impl std::future::Future<Output = ()> + use<'_> {
+        self.live.publish(record);
         let mut line = Vec::with_capacity(512);
         line::write(record, &mut line);
         line.push(b'\n');
@@ -267,6 +275,11 @@ impl AuditSink {
     /// Whether new calls are to be refused: the sink is failing, its buffer
     /// is full, and `audit.on_failure` is `deny`. One relaxed load: the flag
     /// is advisory, and a call that races with it is still recorded.
+    /// The live view of what is recorded.
+    pub fn live(&self) -> &Arc<live::LiveFeed> {
+        &self.live
+    }
+
     pub fn refusing(&self) -> bool {
         self.shared.refusing.load(Ordering::Relaxed)
     }

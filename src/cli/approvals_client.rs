@@ -3,6 +3,7 @@
 //! commands.
 
 mod pauses;
+mod watch;
 
 use bytes::Bytes;
 use http::{header, Method, Request};
@@ -11,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::upstream::{UpstreamClient, UpstreamClients};
 pub use pauses::{OverrideCommand, PauseTarget};
+pub use watch::WatchFilter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -52,6 +54,8 @@ pub enum ApprovalsCommand {
 pub struct ApprovalsClient {
     base: String,
     token: Option<String>,
+    /// Its timeout is the connect's alone, so `watch` can follow a stream
+    /// that stays quiet for long.
     client: UpstreamClient,
 }
 

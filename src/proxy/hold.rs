@@ -101,6 +101,7 @@ pub async fn register(
         }
     };
     rec.approval_id = Some(hold.id.clone());
+    rec.approver_groups = hold.approver_groups.clone();
     Ok(hold.id)
 }
 

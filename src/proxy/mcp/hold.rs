@@ -61,6 +61,7 @@ pub(super) async fn on_tool_hold(
     let call = held_call(&judged.call, &route, fp, stored, gates);
     let hold = approvals.hold(cfg, call).await?;
     rec.approval_id = Some(hold.id.clone());
+    rec.approver_groups = hold.approver_groups.clone();
     let held = HeldTool {
         id,
         tool,

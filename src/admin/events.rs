@@ -1,0 +1,100 @@
+//! `GET /v1/events`: the live view as server-sent events, for the admin
+//! and approvers.
+//!
+//! Every audited call is a `decision` event (agent, route or tool,
+//! verdict, policies, request id; never a body), and what happens to
+//! approvals and pauses is an `approval.*` or `override.*` event. An
+//! approver sees approval events only for gates that name one of their
+//! groups. `?agent=`, `?route=` and `?verdict=` filter. A reader resumes
+//! with `Last-Event-ID`; one that falls behind gets a `lagged` event naming
+//! how many events it missed, and never slows the data plane (see
+//! `audit::live`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use serde::Deserialize;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{Stream, StreamExt};
+
+use super::approvals::require_reader;
+use super::refusal::Refusal;
+use super::AdminState;
+use crate::approval::Decider;
+use crate::audit::live::LiveEvent;
+
+/// The comment sent while nothing happens, so proxies keep the stream open.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EventFilter {
+    agent: Option<String>,
+    route: Option<String>,
+    verdict: Option<String>,
+}
+
+/// Who reads, and what they asked to see.
+struct Reader {
+    who: Decider,
+    filter: EventFilter,
+}
+
+impl Reader {
+    fn wants(&self, e: &LiveEvent) -> bool {
+        let matches = |want: &Option<String>, got: Option<&str>| {
+            want.as_deref().is_none_or(|w| got == Some(w))
+        };
+        (self.who.any_group || e.visible_to_groups(&self.who.groups))
+            && matches(&self.filter.agent, e.agent.as_deref())
+            && matches(&self.filter.route, e.route.as_deref())
+            && matches(&self.filter.verdict, Some(e.verdict))
+    }
+}
+
+pub async fn events(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Query(filter): Query<EventFilter>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Refusal> {
+    let who = require_reader(&state, &headers)?;
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let sub = state.audit.live().subscribe(last);
+    let reader = Arc::new(Reader { who, filter });
+    let lagged = (sub.missed > 0).then(|| Ok(lagged_event(sub.missed)));
+    let backlog = {
+        let reader = reader.clone();
+        tokio_stream::iter(sub.backlog)
+            .filter(move |e| reader.wants(e))
+            .map(|e| Ok(event(&e)))
+    };
+    let live = BroadcastStream::new(sub.live).filter_map(move |item| match item {
+        Ok(e) => reader.wants(&e).then(|| Ok(event(&e))),
+        Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(lagged_event(n))),
+    });
+    let stream = tokio_stream::iter(lagged).chain(backlog).chain(live);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+}
+
+fn event(e: &LiveEvent) -> Event {
+    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+    Event::default()
+        .id(e.id.to_string())
+        .event(e.kind.as_str())
+        .data(data)
+}
+
+/// Told to a reader that missed `n` events: it fell behind, or resumed
+/// from an event the ring no longer holds.
+fn lagged_event(n: u64) -> Event {
+    Event::default()
+        .event("lagged")
+        .data(serde_json::json!({ "missed": n }).to_string())
+}
