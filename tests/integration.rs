@@ -64,5 +64,8 @@ mod bypass_bodies;
 #[path = "it/faults.rs"]
 mod faults;
 
+#[path = "it/escalation.rs"]
+mod escalation;
+
 #[path = "it/architecture.rs"]
 mod architecture;

@@ -13,6 +13,7 @@
 //! the call through).
 
 mod decimals;
+pub mod escalation;
 mod index;
 pub mod json_scan;
 pub mod keys;
@@ -39,6 +40,7 @@ use sha2::{Digest, Sha256};
 use index::{DecisionSets, PolicyIndex};
 use memo::{DecisionMemo, Memoized};
 
+pub use escalation::{Escalation, EscalationError};
 pub use load::{PolicyMeta, PolicyMode, PolicyProblem};
 pub use reads::ContextNeeds;
 pub use scope::ScopedPermit;

@@ -21,7 +21,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::error::ProxyError;
-use super::hold::{execute, internal, stored_request, Session};
+use super::hold::{execute, internal, stored_tool_request, Session};
 use super::mcp::McpRequest;
 use super::recheck::SnapshotChecker;
 use super::ProxyBody;
@@ -62,7 +62,14 @@ pub(super) async fn on_tool_hold(
         action: rec.action.clone().unwrap_or_default().into_owned(),
         resource: rec.resource.as_deref().unwrap_or_default().to_owned(),
         fingerprint: fp,
-        request: stored_request(parts, &rec.path, cx.rest, &body, &cx.route.config.headers),
+        request: stored_tool_request(
+            parts,
+            &rec.path,
+            cx.rest,
+            &body,
+            &cx.route.config.headers,
+            msg,
+        ),
         gates: gates
             .iter()
             .map(|g| StoredGate {

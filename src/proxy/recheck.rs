@@ -39,8 +39,16 @@ impl CallChecker for SnapshotChecker {
                     .next()
                     .ok_or("the stored MCP request is empty")?
                     .map_err(|e| e.message)?;
-                crate::mcp::method::call_for(&snap.policy, &hold.agent, &hold.route, &msg)
-                    .map_err(|e| e.to_string())?
+                let parts = stored_parts(&hold.request)?;
+                let said = super::call::escalation(&parts.headers).map_err(|e| e.to_string())?;
+                crate::mcp::method::call_with_escalation(
+                    &snap.policy,
+                    &hold.agent,
+                    &hold.route,
+                    &msg,
+                    &said,
+                )
+                .map_err(|e| e.to_string())?
             }
             _ => {
                 let parts = stored_parts(&hold.request)?;
