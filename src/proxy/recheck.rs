@@ -14,7 +14,7 @@ use super::call::http_call;
 use super::hold::stored_parts;
 use crate::approval::{CallChecker, Recheck};
 use crate::config::Protocol;
-use crate::policy::Verdict;
+use crate::policy::{ContextNeeds, Escalation, Verdict};
 use crate::snapshot::GatewaySnapshot;
 use crate::store::{HoldRecord, StoredGate};
 
@@ -30,6 +30,12 @@ impl CallChecker for SnapshotChecker {
                 reasons: vec![format!("route `{}` is no longer configured", hold.route)],
             });
         }
+        // The `Airlock-*` headers are not forwarded, so not stored with the
+        // request either: what the agent said is stored beside it.
+        let said = Escalation {
+            confidence: hold.request.confidence.clone(),
+            reason: hold.request.agent_reason.clone(),
+        };
         let call = match snap.route_named(&hold.route).map(|r| r.config.protocol) {
             Some(Protocol::Mcp) => {
                 let parsed = crate::mcp::jsonrpc::parse(body).map_err(|e| e.to_string())?;
@@ -39,8 +45,6 @@ impl CallChecker for SnapshotChecker {
                     .next()
                     .ok_or("the stored MCP request is empty")?
                     .map_err(|e| e.message)?;
-                let parts = stored_parts(&hold.request)?;
-                let said = super::call::escalation(&parts.headers).map_err(|e| e.to_string())?;
                 crate::mcp::method::call_with_escalation(
                     &snap.policy,
                     &hold.agent,
@@ -59,7 +63,7 @@ impl CallChecker for SnapshotChecker {
                         .route_named(&hold.route)
                         .is_some_and(|r| r.config.opaque_bodies),
                 };
-                http_call(
+                let mut call = http_call(
                     &hold.agent,
                     &hold.route,
                     &parts,
@@ -67,7 +71,9 @@ impl CallChecker for SnapshotChecker {
                     &body,
                     rules,
                 )
-                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                said.insert_into(&mut call.context, ContextNeeds::everything());
+                call
             }
         };
         let decision = match snap.policy.decide(&call) {

@@ -103,6 +103,27 @@ async fn confidence_at_the_bounds_missing_and_malformed_on_a_rest_write() {
     let out = String::from_utf8_lossy(&out.stdout);
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(out.contains("\"confidence\": 0.63"), "{out}");
+
+    // A sure but large refund is held by the refund gate alone; once
+    // approved it runs, judged again with the confidence it was sent with.
+    let sure = [("airlock-confidence", "0.9")];
+    let (status, body, _) = refund_of(&airlock, 250, &sure).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["approval_id"].as_str().unwrap().to_string();
+    let shown = show(&airlock, &id).await;
+    assert_eq!(shown["gates"].as_array().map(Vec::len), Some(1), "{shown}");
+    let (status, v) = crate::approvals::decide(
+        &airlock,
+        &id,
+        APPROVER_TOKEN,
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let hits = upstream.hits();
+    let (status, body, _) = refund_of(&airlock, 250, &sure).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(upstream.hits(), hits + 1);
 }
 
 /// Holds `call_tool` unless the agent is at least 0.7 sure.
