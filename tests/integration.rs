@@ -69,6 +69,8 @@ mod faults;
 
 #[path = "it/pause.rs"]
 mod pause;
+#[path = "it/escalation.rs"]
+mod escalation;
 
 #[path = "it/architecture.rs"]
 mod architecture;

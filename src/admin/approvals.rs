@@ -240,6 +240,8 @@ pub fn view(h: &HoldRecord) -> Value {
         "gates": h.gates,
         "approver_groups": h.approver_groups,
         "lifted": h.lifted,
+        "confidence": shown::confidence(h.request.confidence.as_deref()),
+        "agent_reason": h.request.agent_reason,
         "created_at": ms_to_rfc3339(h.created_ms),
         "expires_at": ms_to_rfc3339(h.expires_ms),
         "decided_at": h.decided_ms.map(ms_to_rfc3339),

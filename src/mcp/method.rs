@@ -11,7 +11,8 @@
 //! | `initialize`, `server/discover`, `ping`, `notifications/*`, `logging/setLevel`, `completion/complete`, `subscriptions/listen`, client responses, the GET stream, `DELETE` | `protocol` | route | `method` |
 //! | anything else | `other_method` | route | `method` |
 //!
-//! Every context also has `body_kind`: `json` for a JSON-RPC message,
+//! Every context may also have `confidence` and `agent_reason`
+//! ([`call_with_escalation`], `policy::escalation`), and has `body_kind`: `json` for a JSON-RPC message,
 //! `none` for the GET stream and `DELETE`. Every one of these actions is a
 //! member of `Action::"mcp"`, and every per-tool action of
 //! `Action::"call_tool"`.
@@ -25,7 +26,9 @@ use serde_json::{json, Map, Value};
 
 use super::jsonrpc::Message;
 use crate::policy::keys::fold;
-use crate::policy::{CallRequest, PolicySnapshot, Resource};
+use crate::policy::{
+    CallRequest, ContextNeeds, Escalation, EscalationError, PolicySnapshot, Resource,
+};
 
 /// Methods that belong to the protocol itself rather than to any tool,
 /// resource or prompt.
@@ -65,15 +68,17 @@ pub enum ParamsError {
     LookAlike { method: String, known: &'static str },
     #[error("`params.arguments` has key `{key}`, which servers that match keys without regard to case read as `{declared}`; send `{declared}`")]
     AmbiguousKey { key: String, declared: String },
+    #[error(transparent)]
+    Escalation(#[from] EscalationError),
 }
 
 impl ParamsError {
     /// The JSON-RPC error code of the answer.
     pub fn code(&self) -> i64 {
         match self {
-            ParamsError::Missing { .. } | ParamsError::AmbiguousKey { .. } => {
-                super::jsonrpc::INVALID_PARAMS
-            }
+            ParamsError::Missing { .. }
+            | ParamsError::AmbiguousKey { .. }
+            | ParamsError::Escalation(_) => super::jsonrpc::INVALID_PARAMS,
             ParamsError::LookAlike { .. } => super::jsonrpc::INVALID_REQUEST,
         }
     }
@@ -83,6 +88,7 @@ impl ParamsError {
         match self {
             ParamsError::Missing { .. } | ParamsError::AmbiguousKey { .. } => "invalid_params",
             ParamsError::LookAlike { .. } => "mcp_method_case",
+            ParamsError::Escalation(_) => "invalid_confidence",
         }
     }
 }
@@ -194,6 +200,22 @@ pub fn call_for(
             route_call("other_method", context)
         }
     })
+}
+
+/// [`call_for`], with the agent's confidence and reason in the context:
+/// from `params._meta`, joined with what the headers said (`headers`).
+pub fn call_with_escalation(
+    policy: &PolicySnapshot,
+    agent: &str,
+    route: &str,
+    msg: &Message,
+    common: &Map<String, Value>,
+    headers: &Escalation,
+) -> Result<CallRequest, ParamsError> {
+    let mut call = call_for(policy, agent, route, msg, common)?;
+    let said = headers.clone().with_meta(msg.params())?;
+    said.insert_into(&mut call.context, ContextNeeds::everything());
+    Ok(call)
 }
 
 /// Refuses tool arguments with a key, at any depth, that reads as a name

@@ -61,7 +61,7 @@ pub fn route_section(route: &str, upstream: &str, tools: &[ToolDecl]) -> String 
             out.push_str(&format!("// {n}\n"));
         }
         out.push_str(&format!(
-            "action {} in [\"call_tool\"] appliesTo {{\n  principal: [Agent],\n  resource: [Tool],\n  context: {{\n    \"method\": String,\n    \"path\": String,\n    \"query\": Query,\n    \"headers\": Headers,\n    \"body_kind\": String,\n    \"rpc_method\": String,\n    \"tool\": String,\n    \"arguments\": {args}\n  }}\n}};\n\n",
+            "action {} in [\"call_tool\"] appliesTo {{\n  principal: [Agent],\n  resource: [Tool],\n  context: {{\n    \"method\": String,\n    \"path\": String,\n    \"query\": Query,\n    \"headers\": Headers,\n    \"body_kind\": String,\n    \"rpc_method\": String,\n    \"tool\": String,\n    \"confidence\"?: decimal,\n    \"agent_reason\"?: String,\n    \"arguments\": {args}\n  }}\n}};\n\n",
             quote(&format!("{route}/{}", t.name))
         ));
     }

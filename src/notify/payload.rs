@@ -39,6 +39,8 @@ pub fn event(event: &str, hold: &HoldRecord, public_url: &str) -> Value {
             "gates": hold.gates,
             "approver_groups": hold.approver_groups,
             "lifted": hold.lifted,
+            "confidence": shown::confidence(hold.request.confidence.as_deref()),
+            "agent_reason": hold.request.agent_reason,
             "created_at": ms_to_rfc3339(hold.created_ms),
             "expires_at": ms_to_rfc3339(hold.expires_ms),
             "decided_by": hold.decided_by,

@@ -57,6 +57,14 @@ pub fn marker(bytes: &[u8]) -> String {
     )
 }
 
+/// The agent's stated confidence as a JSON number (`null` when it stated
+/// none); the stored text has at most 4 decimals, which a float keeps.
+pub fn confidence(text: Option<&str>) -> Value {
+    text.and_then(|t| t.parse::<f64>().ok())
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
 /// The headers as `[name, value]` pairs, in order.
 pub fn headers(headers: &[(String, String)], to: Audience) -> Value {
     Value::Array(

@@ -13,6 +13,7 @@
 //! the call through).
 
 mod decimals;
+pub mod escalation;
 mod index;
 pub mod json_scan;
 pub mod keys;
@@ -40,6 +41,7 @@ use index::{DecisionSets, PolicyIndex};
 use memo::{DecisionMemo, Memoized};
 
 pub use crate::problem::SourceProblem;
+pub use escalation::{Escalation, EscalationError};
 pub use load::{PolicyMeta, PolicyMode};
 pub use reads::ContextNeeds;
 pub use scope::ScopedPermit;

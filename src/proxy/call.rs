@@ -8,6 +8,7 @@
 //! | `path` | the normalized, decoded path as the agent sent it, prefix included (folded on `case_insensitive` routes; see `crate::path`) |
 //! | `query` | a record of query parameters (`+` and `%XX` decoded); names that servers could read as one (a repeat, `dry_run` beside `dry.run`, `dry_run[]` or `DRY_RUN`) are refused with 400, since upstreams disagree on which copy wins; so is `_method`, which frameworks run as the method |
 //! | `headers` | a record of the [`CONTEXT_HEADERS`] the agent sent, names in lower case, repeated values joined with `, ` |
+//! | `confidence`, `agent_reason` | from `Airlock-Confidence` and `Airlock-Reason`, when sent (see `policy::escalation`) |
 //! | `body_kind` | how the body was read: `none`, `json`, `form` or `opaque` (see `proxy::body`) |
 //! | `body` | a JSON body mapped as described in `policy::value`, or a form body as a record of strings; absent for `none` and `opaque` |
 
@@ -22,18 +23,16 @@ pub use super::body::{
 use super::error::ProxyError;
 use crate::policy::keys::DeclaredNames;
 use crate::policy::value::{check_json_strict, parse_json_needed};
-use crate::policy::{CallRequest, ContextNeeds, Resource};
+use crate::policy::{CallRequest, ContextNeeds, Escalation, Resource};
 
 /// Headers a policy may read, as `context.headers["name"]`. Static names,
 /// so that looking them up parses nothing; a `static`, since a `const`
 /// array is built and dropped again at each use.
-pub static CONTEXT_HEADERS: [HeaderName; 6] = [
+pub static CONTEXT_HEADERS: [HeaderName; 4] = [
     HeaderName::from_static("accept"),
     HeaderName::from_static("content-type"),
     HeaderName::from_static("idempotency-key"),
     HeaderName::from_static("user-agent"),
-    HeaderName::from_static("x-airlock-confidence"),
-    HeaderName::from_static("x-airlock-reason"),
 ];
 
 /// Builds the policy's view of an HTTP call, its whole context included.
@@ -109,6 +108,7 @@ pub fn http_context(
     if let Some(n) = headers {
         ctx.insert("headers".into(), n.keep(Value::Object(headers_value)));
     }
+    escalation(&parts.headers)?.insert_into(&mut ctx, needs);
     if let Some(n) = needs.below("body_kind") {
         ctx.insert("body_kind".into(), n.keep(kind.name().into()));
     }
@@ -143,6 +143,13 @@ pub fn common_context(
     let headers = context_headers(&parts.headers, true)?;
     ctx.insert("headers".into(), Value::Object(headers));
     Ok(ctx)
+}
+
+/// The agent's confidence and reason from its headers; a malformed one is
+/// refused (400 `invalid_confidence`), whatever the policies read.
+pub fn escalation(headers: &http::HeaderMap) -> Result<Escalation, ProxyError> {
+    Escalation::from_headers(headers)
+        .map_err(|e| ProxyError::bad_request("invalid_confidence", e.to_string()))
 }
 
 /// Parses a body declared as JSON. One that does not parse is refused; so

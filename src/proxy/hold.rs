@@ -20,7 +20,7 @@ use crate::approval::{ApprovalError, Approvals, Claim, HeldCall};
 use crate::approval::{HoldRecord, HoldState, Outcome, StoredGate, StoredRequest};
 use crate::audit::AuditRecord;
 use crate::clock::now_ms;
-use crate::policy::{CallRequest, Gate};
+use crate::policy::{CallRequest, Escalation, Gate};
 use crate::snapshot::GatewaySnapshot;
 
 /// The header a REST agent names its approval with.
@@ -228,6 +228,8 @@ pub(super) fn stored_request(
     body: &Bytes,
     injected: &[(http::HeaderName, HeaderValue)],
 ) -> StoredRequest {
+    // Checked when the call was judged; what fails here was refused there.
+    let said = Escalation::from_headers(&parts.headers).unwrap_or_default();
     let mut fwd = parts.headers.clone();
     strip_for_upstream(&mut fwd);
     for (name, _) in injected {
@@ -243,7 +245,30 @@ pub(super) fn stored_request(
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect(),
         body: body.to_vec(),
+        confidence: said.confidence,
+        agent_reason: said.reason,
     }
+}
+
+/// [`stored_request`] for an MCP message, whose `params._meta` may state
+/// the agent's confidence and reason as well.
+pub(super) fn stored_tool_request(
+    parts: &Parts,
+    decoded_path: &str,
+    rest: &str,
+    body: &Bytes,
+    injected: &[(http::HeaderName, HeaderValue)],
+    msg: &crate::mcp::jsonrpc::Message,
+) -> StoredRequest {
+    let mut stored = stored_request(parts, decoded_path, rest, body, injected);
+    // Checked when the call was judged; what fails here was refused there.
+    if let Ok(said) =
+        Escalation::from_headers(&parts.headers).and_then(|h| h.with_meta(msg.params()))
+    {
+        stored.confidence = said.confidence;
+        stored.agent_reason = said.reason;
+    }
+    stored
 }
 
 /// Request parts rebuilt from a stored request (for forwarding and

@@ -44,7 +44,7 @@ use crate::audit::{AuditRecord, Fault};
 use crate::mcp::jsonrpc::{self, Message};
 use crate::mcp::method::{self, name_field};
 use crate::mcp::tools_list::{ListFilter, SseRewriter};
-use crate::policy::{Decision, Gate, Verdict};
+use crate::policy::{Decision, Escalation, Gate, Verdict};
 use crate::snapshot::{GatewaySnapshot, Route};
 
 /// The largest `tools/list` answer Airlock reads to filter it.
@@ -92,7 +92,9 @@ pub(super) async fn handle(
                 ),
             ));
         }
-        let call = method::transport_call(cx.agent, route_name, &common);
+        let mut call = method::transport_call(cx.agent, route_name, &common);
+        super::call::escalation(&parts.headers)?
+            .insert_into(&mut call.context, crate::policy::ContextNeeds::everything());
         rec.action = Some(call.action.clone().into());
         rec.resource = Some(call.resource.to_string().into());
         let decision = super::decide(cx.state, cx.snap, &call, plan(cx.snap, &call)?)?;
@@ -175,10 +177,35 @@ pub(super) async fn handle(
         return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
     }
 
-    // Phase: decide every message.
+    // Phase: decide every message, each with what the headers say of the
+    // agent's confidence.
+    let said = match Escalation::from_headers(&parts.headers) {
+        Ok(s) => s,
+        Err(e) => {
+            let e = method::ParamsError::from(e);
+            rec.verdict = "error";
+            rec.error = Some(e.kind());
+            rec.reasons = vec![e.to_string()];
+            let id = messages
+                .first()
+                .and_then(Message::request_id)
+                .cloned()
+                .unwrap_or(Value::Null);
+            let answer = jsonrpc::error(&id, e.code(), &e.to_string(), None);
+            return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
+        }
+    };
     let mut judged = Vec::with_capacity(messages.len());
     for msg in messages {
-        let call = match method::call_for(&cx.snap.policy, cx.agent, route_name, &msg, &common) {
+        let judging = method::call_with_escalation(
+            &cx.snap.policy,
+            cx.agent,
+            route_name,
+            &msg,
+            &common,
+            &said,
+        );
+        let call = match judging {
             Ok(c) => c,
             Err(e) => {
                 refused_by_agent(rec, e.kind(), vec![e.to_string()]);

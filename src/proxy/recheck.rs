@@ -16,7 +16,7 @@ use crate::approval::HoldRecord;
 use crate::approval::{CallChecker, Recheck};
 use crate::config::Protocol;
 use crate::oversight::PauseBoard;
-use crate::policy::Verdict;
+use crate::policy::{ContextNeeds, Escalation, Verdict};
 use crate::snapshot::GatewaySnapshot;
 
 pub struct SnapshotChecker {
@@ -33,6 +33,12 @@ impl CallChecker for SnapshotChecker {
                 reasons: vec![format!("route `{}` is no longer configured", hold.route)],
             });
         }
+        // The `Airlock-*` headers are not forwarded, so not stored with the
+        // request either: what the agent said is stored beside it.
+        let said = Escalation {
+            confidence: hold.request.confidence.clone(),
+            reason: hold.request.agent_reason.clone(),
+        };
         let call = match snap.route_named(&hold.route).map(|r| r.config.protocol) {
             Some(Protocol::Mcp) => {
                 let parsed = crate::mcp::jsonrpc::parse(body).map_err(|e| e.to_string())?;
@@ -49,8 +55,15 @@ impl CallChecker for SnapshotChecker {
                     snap.policy.declared_names(),
                 )
                 .map_err(|e| e.to_string())?;
-                crate::mcp::method::call_for(&snap.policy, &hold.agent, &hold.route, &msg, &common)
-                    .map_err(|e| e.to_string())?
+                crate::mcp::method::call_with_escalation(
+                    &snap.policy,
+                    &hold.agent,
+                    &hold.route,
+                    &msg,
+                    &common,
+                    &said,
+                )
+                .map_err(|e| e.to_string())?
             }
             _ => {
                 let parts = stored_parts(&hold.request)?;
@@ -61,7 +74,7 @@ impl CallChecker for SnapshotChecker {
                         .route_named(&hold.route)
                         .is_some_and(|r| r.config.opaque_bodies),
                 };
-                http_call(
+                let mut call = http_call(
                     &hold.agent,
                     &hold.route,
                     &parts,
@@ -69,7 +82,9 @@ impl CallChecker for SnapshotChecker {
                     &body,
                     rules,
                 )
-                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                said.insert_into(&mut call.context, ContextNeeds::everything());
+                call
             }
         };
         let decision = match snap

@@ -84,6 +84,13 @@ pub struct StoredRequest {
     pub headers: Vec<(String, String)>,
     #[serde(with = "b64")]
     pub body: Vec<u8>,
+    /// The confidence the agent stated (decimal text, `"0.63"`), shown to
+    /// approvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<String>,
+    /// The reason the agent gave for the call, shown to approvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_reason: Option<String>,
 }
 
 /// A `@hold` gate as stored with the approval.

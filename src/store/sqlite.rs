@@ -527,6 +527,8 @@ pub(crate) mod tests {
                 query: None,
                 headers: vec![],
                 body: b"{}".to_vec(),
+                confidence: None,
+                agent_reason: None,
             },
             gates: vec![],
             approver_groups: vec![],

@@ -46,7 +46,12 @@ fn explain_reports_each_verdict_with_its_policies() {
         "/crm/customers/c-1",
     ]);
     assert_eq!(deny["verdict"], "deny");
-    assert_eq!(deny["policies"], serde_json::json!(["no-customer-deletes"]));
+    // The confidence gate also determines it: a DELETE is a write the
+    // agent stated no confidence for; the plain forbid makes it a deny.
+    assert_eq!(
+        deny["policies"],
+        serde_json::json!(["no-customer-deletes", "unsure-crm-writes-need-review"])
+    );
     assert!(deny["reasons"][0]
         .as_str()
         .unwrap()
@@ -65,7 +70,10 @@ fn explain_reports_each_verdict_with_its_policies() {
     assert_eq!(hold["verdict"], "hold");
     assert_eq!(
         hold["policies"],
-        serde_json::json!(["large-refunds-need-approval"])
+        serde_json::json!([
+            "large-refunds-need-approval",
+            "unsure-crm-writes-need-review"
+        ])
     );
     assert_eq!(hold["gates"][0]["approvers"], "finance");
     assert_eq!(hold["gates"][0]["timeout"], 900);
@@ -81,7 +89,12 @@ fn explain_reports_each_verdict_with_its_policies() {
         "--body",
         r#"{"amount": 20}"#,
     ]);
-    assert_eq!(small["verdict"], "allow");
+    // No confidence stated: the escalation gate holds even a small refund.
+    assert_eq!(small["verdict"], "hold");
+    assert_eq!(
+        small["policies"],
+        serde_json::json!(["unsure-crm-writes-need-review"])
+    );
 }
 
 #[test]

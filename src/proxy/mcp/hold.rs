@@ -28,7 +28,7 @@ use crate::audit::AuditRecord;
 use crate::mcp::jsonrpc;
 use crate::policy::Gate;
 use crate::proxy::error::ProxyError;
-use crate::proxy::hold::{execute, held_call, internal, stored_request, Session};
+use crate::proxy::hold::{execute, held_call, internal, stored_tool_request, Session};
 use crate::proxy::recheck::SnapshotChecker;
 use crate::proxy::ProxyBody;
 
@@ -57,7 +57,14 @@ pub(super) async fn on_tool_hold(
     let args_bytes = serde_json::to_vec(&arguments).map_err(internal)?;
     let route = cx.route.config.name.clone();
     let fp = fingerprint("mcp", "tools/call", &route, &tool, None, &args_bytes);
-    let stored = stored_request(parts, &rec.path, cx.rest, &body, &cx.route.config.headers);
+    let stored = stored_tool_request(
+        parts,
+        &rec.path,
+        cx.rest,
+        &body,
+        &cx.route.config.headers,
+        msg,
+    );
     let call = held_call(&judged.call, &route, fp, stored, gates);
     let hold = approvals.hold(cfg, call).await?;
     rec.approval_id = Some(hold.id.clone());
