@@ -67,10 +67,11 @@ mod bypass_bodies;
 #[path = "it/faults.rs"]
 mod faults;
 
-#[path = "it/pause.rs"]
-mod pause;
 #[path = "it/escalation.rs"]
 mod escalation;
+
+#[path = "it/pause.rs"]
+mod pause;
 
 #[path = "it/architecture.rs"]
 mod architecture;
