@@ -66,3 +66,6 @@ mod faults;
 
 #[path = "it/architecture.rs"]
 mod architecture;
+
+#[path = "it/store_conformance.rs"]
+mod store_conformance;
