@@ -66,7 +66,7 @@ pub fn latest() -> i32 {
 }
 
 /// Any fixed key works: it only has to be the same in every replica.
-const MIGRATION_LOCK: i64 = 0x6169_726c_6f63_6b;
+const MIGRATION_LOCK: i64 = 0x0061_6972_6c6f_636b;
 
 /// Brings the schema in the connection's `search_path` up to [`latest`].
 pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
