@@ -29,7 +29,8 @@
 //! - [`approval`] keeps held calls for a human: durable holds in the
 //!   [`store`], waiting agents, decisions, expiry, exactly-once execution.
 //!   It is protocol neutral and never uses `proxy`.
-//! - [`store`] is the durable state behind approvals (SQLite, WAL).
+//! - [`store`] is the durable state behind approvals (SQLite, WAL; or
+//!   PostgreSQL shared by several replicas).
 //! - [`notify`] signs and delivers webhooks from the store's outbox.
 //! - [`audit`] writes one JSON record per decision off the request path, to
 //!   a file, stdout, syslog or an OTLP collector, keeping and retrying what
