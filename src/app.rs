@@ -17,7 +17,7 @@ use crate::problem::SourceProblem;
 use crate::proxy::{self, ProxyState, ServeOptions};
 use crate::reload::Reloader;
 use crate::snapshot::GatewaySnapshot;
-use crate::store::{ApprovalStore, SqliteStore};
+use crate::store::{ApprovalStore, PostgresStore, SqliteStore};
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamClients;
 
@@ -49,12 +49,13 @@ pub enum AppError {
 }
 
 /// Opens the configured approval store.
-pub fn open_store(
+pub async fn open_store(
     location: &StoreLocation,
 ) -> Result<Arc<dyn ApprovalStore>, crate::store::StoreError> {
     Ok(match location {
         StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
         StoreLocation::SqliteMemory => Arc::new(SqliteStore::in_memory()?),
+        StoreLocation::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
     })
 }
 
@@ -91,7 +92,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
 
     // Approvals: settle what a crash interrupted, expire what ran out while
     // we were down, then resume the outbox, before any agent is served.
-    let store = open_store(&config.store)?;
+    let store = open_store(&config.store).await?;
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let approvals = Arc::new(Approvals::new(
         store.clone(),
@@ -99,6 +100,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         outbox_wake.clone(),
         audit.clone(),
     ));
+    approvals.follow_store_changes();
     approvals.settle_interrupted().await?;
     approvals.sweep_expired(&config).await?;
     approvals.resync_gauge().await?;

@@ -110,6 +110,9 @@ pub enum StoreLocation {
     Sqlite(PathBuf),
     /// `sqlite::memory:` keeps holds only for the life of the process.
     SqliteMemory,
+    /// A PostgreSQL database shared by several replicas (the URL as
+    /// written, `${ENV}` expanded).
+    Postgres(String),
 }
 
 /// Where decision records go and what happens when they cannot be

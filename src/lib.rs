@@ -34,7 +34,7 @@
 //!   [`store`], waiting agents, decisions, expiry, exactly-once execution.
 //!   It is protocol neutral and never uses `proxy`.
 //! - [`store`] is the durable state behind approvals and pauses (SQLite,
-//!   WAL).
+//!   WAL; or PostgreSQL shared by several replicas).
 //! - [`oversight`] lets operators pause an agent, a route, a tool or
 //!   everything: the pause board the data plane reads, and the per-agent
 //!   call counts of the last hour.

@@ -75,3 +75,6 @@ mod pause;
 
 #[path = "it/architecture.rs"]
 mod architecture;
+
+#[path = "it/store_conformance.rs"]
+mod store_conformance;

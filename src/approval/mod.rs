@@ -172,6 +172,32 @@ impl Approvals {
         &self.store
     }
 
+    /// Wakes local waiters on the hints of a shared store (decisions taken
+    /// on other replicas); a no-op for a store only this process writes.
+    pub fn follow_store_changes(self: &Arc<Self>) {
+        let Some(mut changes) = self.store.changes() else {
+            return;
+        };
+        let approvals = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let event = changes.recv().await;
+                let Some(approvals) = approvals.upgrade() else {
+                    return;
+                };
+                match event {
+                    Ok(crate::store::StoreEvent::Changed(id)) => approvals.waiters.wake(&id),
+                    // Hints were lost: every waiter reads its hold again.
+                    Ok(crate::store::StoreEvent::Resync)
+                    | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        approvals.waiters.wake_all();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// Sets the pending gauge from the store (after a restart).
     pub async fn resync_gauge(&self) -> Result<(), StoreError> {
         let n = self.store.count(HoldState::Pending).await?;
@@ -400,6 +426,11 @@ impl Approvals {
     /// reached the upstream, so they are settled as executed with an unknown
     /// outcome and never run again.
     pub async fn settle_interrupted(&self) -> Result<usize, StoreError> {
+        // On a shared store an `executing` hold may be another live
+        // replica's call in flight: not settled at start.
+        if self.store.shared() {
+            return Ok(0);
+        }
         let mut n = 0;
         // Bounded: each page settles the holds it lists, so the next first
         // page has moved on; 1000 pages of 500 is far beyond a real backlog.

@@ -33,6 +33,18 @@ impl Waiters {
         }
     }
 
+    /// Wakes everyone waiting on any hold: each reads its hold again (a
+    /// shared store's hints may have been lost).
+    pub fn wake_all(&self) {
+        let bells: Vec<Arc<Notify>> = match self.map.lock() {
+            Ok(mut m) => m.drain().map(|(_, bell)| bell).collect(),
+            Err(_) => Vec::new(),
+        };
+        for bell in bells {
+            bell.notify_waiters();
+        }
+    }
+
     /// Drops the entry for `id` once nobody waits on it any more. Callers
     /// drop their own bell first.
     pub fn release(&self, id: &str) {

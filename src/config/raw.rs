@@ -317,14 +317,17 @@ impl Validator {
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             StoreLocation::Sqlite(resolve(path))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // Refused here, so that `airlock check` and `serve` agree.
-            self.problem(
-                s,
-                "PostgreSQL stores are not supported yet; use `sqlite://PATH`".to_string(),
-            );
-            StoreLocation::SqliteMemory
+            // Parsed here, so that `airlock check` and `serve` agree; the
+            // message never repeats the URL, which may hold a password.
+            match url.parse::<tokio_postgres::Config>() {
+                Ok(_) => StoreLocation::Postgres(url.to_string()),
+                Err(e) => {
+                    self.problem(s, format!("the PostgreSQL store URL does not parse: {e}"));
+                    StoreLocation::SqliteMemory
+                }
+            }
         } else {
-            let msg = format!("`{url}` is not a store; write `sqlite://PATH` or `sqlite::memory:`");
+            let msg = format!("`{url}` is not a store; write `sqlite://PATH`, `sqlite::memory:` or `postgres://USER@HOST:PORT/DB`");
             self.problem(s, msg);
             StoreLocation::SqliteMemory
         }

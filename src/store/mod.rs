@@ -3,7 +3,7 @@
 //!
 //! Callers talk to the [`ApprovalStore`] trait only. Every state change is a
 //! compare-and-set ("move hold X from `pending` to `approved`"), so that a
-//! backend shared by several replicas (PostgreSQL, next) gives the same
+//! backend shared by several replicas (PostgreSQL) gives the same
 //! guarantees as the embedded SQLite one: one decision wins, and one
 //! execution claim wins. Outbox rows are written in the same transaction as
 //! the state change they announce, so a notification is never sent for a
@@ -11,6 +11,8 @@
 
 mod page;
 mod pause;
+mod postgres;
+mod postgres_schema;
 mod sqlite;
 
 use std::future::Future;
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use page::{CursorError, HoldCursor, HoldPage, HoldPageQuery};
 pub use pause::{PauseMode, PauseRecord, PauseScope};
+pub use postgres::PostgresStore;
 #[cfg(test)]
 pub(crate) use sqlite::tests::hold as test_hold;
 pub use sqlite::SqliteStore;
@@ -54,6 +57,14 @@ impl HoldState {
             HoldState::Expired => "expired",
             HoldState::Voided => "voided",
         }
+    }
+
+    /// Final states: the hold's `settled_ms` is set on entering one.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            HoldState::Executed | HoldState::Denied | HoldState::Expired | HoldState::Voided
+        )
     }
 
     pub fn parse(s: &str) -> Option<HoldState> {
@@ -169,6 +180,44 @@ pub struct DecisionFields {
     /// Replaces the gates still to lift and their groups (a call held
     /// again).
     pub gates: Option<(Vec<StoredGate>, Vec<String>)>,
+}
+
+/// Applies a compare-and-set transition's changes to the record, the same
+/// in every backend (the backend checks the state and writes the row).
+fn apply_transition(hold: &mut HoldRecord, to: HoldState, now_ms: i64, fields: DecisionFields) {
+    hold.state = to;
+    match to {
+        HoldState::Approved | HoldState::Denied | HoldState::Expired | HoldState::Voided => {
+            hold.decided_ms = Some(now_ms);
+        }
+        HoldState::Executed => hold.executed_ms = Some(now_ms),
+        // Held again: the earlier decision is kept in `lifted`.
+        HoldState::Pending => {
+            hold.decided_ms = None;
+            hold.decided_by = None;
+            hold.reason = None;
+        }
+        HoldState::Executing => {}
+    }
+    if fields.decided_by.is_some() {
+        hold.decided_by = fields.decided_by;
+    }
+    if fields.reason.is_some() {
+        hold.reason = fields.reason;
+    }
+    if fields.edited_body.is_some() {
+        hold.edited_body = fields.edited_body;
+    }
+    if fields.outcome.is_some() {
+        hold.outcome = fields.outcome;
+    }
+    if let Some(lifted) = fields.lifted {
+        hold.lifted = lifted;
+    }
+    if let Some((gates, groups)) = fields.gates {
+        hold.gates = gates;
+        hold.approver_groups = groups;
+    }
 }
 
 /// A webhook delivery to queue.
@@ -320,6 +369,30 @@ pub trait ApprovalStore: Send + Sync {
 
     /// Every pause in force.
     fn list_pauses(&self) -> StoreFuture<'_, Vec<PauseRecord>>;
+
+    /// Hints that holds changed, for a store other processes share: each
+    /// receiver re-reads the holds it waits on. `None` for a store only
+    /// this process writes (its own wake-ups say everything).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        None
+    }
+
+    /// Whether other replicas share this store, so that an `executing`
+    /// hold may be another live process's call in flight.
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+/// A wake-up hint from a shared store. The store stays the truth: a hint
+/// only says which rows to read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Hold `id` changed (in any process).
+    Changed(String),
+    /// Hints may have been lost (the listener reconnected): every waiter
+    /// re-reads its hold.
+    Resync,
 }
 
 mod b64 {

@@ -336,47 +336,8 @@ impl ApprovalStore for SqliteStore {
                 return Ok(false);
             };
             let mut hold = parse_hold(text)?;
-            hold.state = to;
-            match to {
-                HoldState::Approved
-                | HoldState::Denied
-                | HoldState::Expired
-                | HoldState::Voided => {
-                    hold.decided_ms = Some(now_ms);
-                }
-                HoldState::Executed => hold.executed_ms = Some(now_ms),
-                // Held again: the earlier decision is kept in `lifted`.
-                HoldState::Pending => {
-                    hold.decided_ms = None;
-                    hold.decided_by = None;
-                    hold.reason = None;
-                }
-                HoldState::Executing => {}
-            }
-            if fields.decided_by.is_some() {
-                hold.decided_by = fields.decided_by;
-            }
-            if fields.reason.is_some() {
-                hold.reason = fields.reason;
-            }
-            if fields.edited_body.is_some() {
-                hold.edited_body = fields.edited_body;
-            }
-            if fields.outcome.is_some() {
-                hold.outcome = fields.outcome;
-            }
-            if let Some(lifted) = fields.lifted {
-                hold.lifted = lifted;
-            }
-            if let Some((gates, groups)) = fields.gates {
-                hold.gates = gates;
-                hold.approver_groups = groups;
-            }
-            let settled = matches!(
-                to,
-                HoldState::Executed | HoldState::Denied | HoldState::Expired | HoldState::Voided
-            )
-            .then_some(now_ms);
+            super::apply_transition(&mut hold, to, now_ms, fields);
+            let settled = to.is_settled().then_some(now_ms);
             tx.execute(
                 "UPDATE holds SET state = ?1, record = ?2, settled_ms = COALESCE(?3, settled_ms)
                  WHERE id = ?4",

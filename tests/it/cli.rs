@@ -291,20 +291,20 @@ fn explain_says_a_refusal_once() {
 }
 
 #[test]
-fn check_and_serve_refuse_a_postgres_store_with_the_same_message() {
+fn check_and_serve_refuse_a_malformed_postgres_store_with_the_same_message() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(run_in(dir.path(), &["init"], "").0, 0);
     let config = dir.path().join("config/airlock.yaml");
     let text = std::fs::read_to_string(&config).unwrap();
     let text = text.replace(
         "store: sqlite://../airlock.db",
-        "store: postgres://postgres@127.0.0.1:5432/test",
+        "store: postgres://postgres@127.0.0.1:notaport/test",
     );
     std::fs::write(&config, text).unwrap();
     let (check_code, check_out, _) = run_in(dir.path(), &["check"], "");
     let (serve_code, _, serve_err) = run_in(dir.path(), &["serve"], "");
     assert_eq!((check_code, serve_code), (1, 1));
-    let said = "PostgreSQL stores are not supported yet";
+    let said = "the PostgreSQL store URL does not parse";
     assert!(check_out.contains(said), "{check_out}");
     assert!(serve_err.contains(said), "{serve_err}");
 }

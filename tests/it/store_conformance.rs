@@ -1,0 +1,208 @@
+//! One suite of store behaviour run against both backends: SQLite in
+//! memory and the real PostgreSQL at 127.0.0.1:5432 (a fresh schema per
+//! test). PostgreSQL being unreachable fails the test: it is never skipped.
+
+use airlock::store::{
+    ApprovalStore, AttemptResult, DecisionFields, HoldRecord, HoldState, NewDelivery, PauseMode,
+    PauseRecord, PauseScope, PostgresStore, SqliteStore, StoreError, StoredRequest,
+};
+
+fn hold(id: &str, fp: &str) -> HoldRecord {
+    HoldRecord {
+        id: id.into(),
+        agent: "bot".into(),
+        route: "crm".into(),
+        action: "POST".into(),
+        resource: "Route::\"crm\"".into(),
+        fingerprint: fp.into(),
+        request: StoredRequest {
+            method: "POST".into(),
+            path: "/crm/refunds".into(),
+            rest: "/refunds".into(),
+            query: None,
+            headers: vec![],
+            body: b"{}".to_vec(),
+            confidence: None,
+            agent_reason: None,
+        },
+        gates: vec![],
+        approver_groups: vec![],
+        state: HoldState::Pending,
+        created_ms: 1,
+        expires_ms: 100,
+        decided_ms: None,
+        decided_by: None,
+        reason: None,
+        edited_body: None,
+        executed_ms: None,
+        outcome: None,
+        lifted: vec![],
+    }
+}
+
+/// A fresh schema on the test database; the URL selects it.
+async fn postgres() -> PostgresStore {
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let (client, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=test",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("PostgreSQL at 127.0.0.1:5432 must be reachable for this suite");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let url =
+        format!("postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{schema}");
+    PostgresStore::connect(&url).await.unwrap()
+}
+
+async fn transitions_are_compare_and_set(s: &dyn ApprovalStore) {
+    s.insert_hold(hold("h1", "fp"), vec![], 100).await.unwrap();
+    let d = DecisionFields::default();
+    let path = [
+        (HoldState::Pending, HoldState::Approved),
+        (HoldState::Approved, HoldState::Executing),
+        (HoldState::Executing, HoldState::Executed),
+    ];
+    for (from, to) in path {
+        assert!(s
+            .transition("h1", from, to, 5, d.clone(), vec![])
+            .await
+            .unwrap());
+        assert!(!s
+            .transition("h1", from, to, 6, d.clone(), vec![])
+            .await
+            .unwrap());
+        assert_eq!(s.get("h1").await.unwrap().unwrap().state, to);
+    }
+    assert!(s.find_attachable("bot", "fp", 0).await.unwrap().is_some());
+    s.insert_hold(hold("h2", "fp2"), vec![], 100).await.unwrap();
+    assert!(matches!(
+        s.insert_hold(hold("h3", "fp2"), vec![], 100).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(matches!(
+        s.insert_hold(hold("h4", "fp4"), vec![], 1).await,
+        Err(StoreError::TooManyPending { cap: 1, .. })
+    ));
+    assert_eq!(s.due_expiries(1_000, 10).await.unwrap().len(), 1);
+    assert!(s
+        .transition(
+            "h2",
+            HoldState::Pending,
+            HoldState::Expired,
+            7,
+            d.clone(),
+            vec![]
+        )
+        .await
+        .unwrap());
+    assert!(!s
+        .transition("h2", HoldState::Pending, HoldState::Expired, 8, d, vec![])
+        .await
+        .unwrap());
+    assert!(s.remember_callback_id("msg_1", 10).await.unwrap());
+    assert!(!s.remember_callback_id("msg_1", 11).await.unwrap());
+}
+
+async fn the_outbox_hands_out_each_delivery_once(s: &dyn ApprovalStore) {
+    let delivery = |n: u32| NewDelivery {
+        id: format!("msg_{n}"),
+        url: "http://hook/".into(),
+        event: "approval.requested".into(),
+        payload: "{}".into(),
+    };
+    s.insert_hold(hold("o1", "ofp"), vec![delivery(0), delivery(1)], 100)
+        .await
+        .unwrap();
+    let due = s.due_deliveries(10, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    s.record_attempt(&due[0].id, AttemptResult::Delivered { status: 200 })
+        .await
+        .unwrap();
+    let next = s.due_deliveries(10, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0].id, due[0].id);
+    assert_eq!(s.list_deliveries(10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn sqlite_transitions_are_compare_and_set() {
+    transitions_are_compare_and_set(&SqliteStore::in_memory().unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_transitions_are_compare_and_set() {
+    transitions_are_compare_and_set(&postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_outbox_hands_out_each_delivery_once() {
+    the_outbox_hands_out_each_delivery_once(&SqliteStore::in_memory().unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_outbox_hands_out_each_delivery_once() {
+    the_outbox_hands_out_each_delivery_once(&postgres().await).await;
+}
+
+async fn a_pause_is_kept_per_scope_and_lifted_once(s: &dyn ApprovalStore) {
+    let scope = PauseScope::Route {
+        route: "crm".into(),
+    };
+    let mut p = PauseRecord {
+        scope: scope.clone(),
+        mode: PauseMode::Hold,
+        reason: "look".into(),
+        by: "admin".into(),
+        since_ms: 1,
+    };
+    let announce = |id: &str| NewDelivery {
+        id: id.into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        event: "route.paused".into(),
+        payload: "{}".into(),
+    };
+    s.put_pause(p.clone(), vec![announce("msg_1")])
+        .await
+        .unwrap();
+    p.mode = PauseMode::Deny;
+    s.put_pause(p.clone(), Vec::new()).await.unwrap();
+    assert_eq!(s.list_pauses().await.unwrap(), vec![p.clone()]);
+    assert_eq!(
+        s.delete_pause(&scope, vec![announce("msg_2")])
+            .await
+            .unwrap(),
+        Some(p)
+    );
+    // A second resume lifts nothing and announces nothing.
+    assert_eq!(
+        s.delete_pause(&scope, vec![announce("msg_3")])
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(s.list_pauses().await.unwrap().is_empty());
+    let ids: Vec<String> = s
+        .list_deliveries(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert!(ids.contains(&"msg_1".to_string()) && ids.contains(&"msg_2".to_string()));
+    assert!(!ids.contains(&"msg_3".to_string()), "{ids:?}");
+}
+
+#[tokio::test]
+async fn sqlite_pauses_are_kept_per_scope_and_lifted_once() {
+    a_pause_is_kept_per_scope_and_lifted_once(&SqliteStore::in_memory().unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_pauses_are_kept_per_scope_and_lifted_once() {
+    a_pause_is_kept_per_scope_and_lifted_once(&postgres().await).await;
+}
