@@ -11,6 +11,8 @@
 #                                       # decision is ever repeated
 #   PIN=1 bench/load.sh                 # per core: each proxy alone on CPU 0,
 #                                       # wrk and the upstream on CPU 1
+#   EVENTS=1 bench/load.sh              # one live-view reader (GET /v1/events)
+#                                       # follows Airlock throughout
 #
 # Without PIN, wrk, the upstream and the proxy share every core, so a ratio
 # also compares how much CPU each proxy leaves to wrk and the upstream. With
@@ -142,6 +144,11 @@ pids+=($!)
 BARE_PID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
 kill -0 "$AIRLOCK_PID" 2>/dev/null || { echo "airlock did not start:" >&2; cat "$work/airlock.err" >&2; exit 1; }
+if [[ -n ${EVENTS:-} ]]; then
+  # A reader that takes every event as it comes, on the load's CPU.
+  "${ON_LOAD_CPU[@]}" curl -sN -H 'Authorization: Bearer bench' "127.0.0.1:$AD/v1/events" >/dev/null &
+  pids+=($!)
+fi
 
 body=$(allow_body)
 write_post_lua "$work/post.lua" "$body"
