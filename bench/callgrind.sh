@@ -89,11 +89,11 @@ for entry in "${bins[@]}"; do
   [[ $code == 200 ]] || { echo "$name answered $code" >&2; exit 1; }
   echo "== $name: warm-up (3 s), then counters zeroed"
   wrk -t1 -c"$CONNECTIONS" -d3s -s "$work/post.lua" "http://127.0.0.1:$AL/tool/x" >/dev/null
-  callgrind_control --zero "$pid" >/dev/null
+  callgrind_control --zero "$pid" >/dev/null 2>&1
   echo "== $name: load for ${DURATION}s, $CONNECTIONS connections"
   served=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s "$work/post.lua" "http://127.0.0.1:$AL/tool/x" \
     | awk '/requests in/ {print $1}')
-  callgrind_control --dump "$pid" >/dev/null
+  callgrind_control --dump "$pid" >/dev/null 2>&1
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   # The first dump (`.1`), taken right after the load, holds only the
   # load's counts: the start-up and warm-up were zeroed, and the shutdown

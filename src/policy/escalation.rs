@@ -60,8 +60,13 @@ impl Escalation {
 
     /// Reads the headers, refusing a repeated one or one that is not text.
     pub fn from_headers(headers: &http::HeaderMap) -> Result<Escalation, EscalationError> {
-        let one = |name: &'static str| -> Result<Option<&str>, EscalationError> {
-            let mut values = headers.get_all(name).iter();
+        // Static names: looking one up then parses nothing.
+        static NAMES: [http::HeaderName; 2] = [
+            http::HeaderName::from_static(CONFIDENCE_HEADER),
+            http::HeaderName::from_static(REASON_HEADER),
+        ];
+        let one = |i: usize, name: &'static str| -> Result<Option<&str>, EscalationError> {
+            let mut values = headers.get_all(&NAMES[i]).iter();
             let Some(first) = values.next() else {
                 return Ok(None);
             };
@@ -73,7 +78,7 @@ impl Escalation {
                 .map(Some)
                 .map_err(|_| EscalationError::NotText(name))
         };
-        Escalation::from_texts(one(CONFIDENCE_HEADER)?, one(REASON_HEADER)?)
+        Escalation::from_texts(one(0, CONFIDENCE_HEADER)?, one(1, REASON_HEADER)?)
     }
 
     /// Reads an MCP message's `params._meta` and joins it with what the
