@@ -157,14 +157,20 @@ impl ApprovalsClient {
         .await
     }
 
-    async fn call(
+    /// Sends one request to the admin API with the caller's token:
+    /// `body` as JSON when given, `accept` as the `Accept` header.
+    async fn send(
         &self,
         method: Method,
         path: &str,
+        accept: Option<&'static str>,
         body: Option<Value>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut b = Request::builder().method(method).uri(url.as_str());
+        if let Some(a) = accept {
+            b = b.header(header::ACCEPT, a);
+        }
         if let Some(t) = &self.token {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -178,21 +184,32 @@ impl ApprovalsClient {
         let req = b
             .body(Full::new(bytes))
             .map_err(|_| ClientError::BadUrl(self.base.clone()))?;
-        let unreachable = |detail: String| ClientError::Unreachable {
-            url: self.base.clone(),
-            detail,
-        };
-        let resp = self
-            .client
+        self.client
             .request(req)
             .await
-            .map_err(|e| unreachable(crate::upstream::describe_error(&e)))?;
+            .map_err(|e| self.unreachable(crate::upstream::describe_error(&e)))
+    }
+
+    fn unreachable(&self, detail: String) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            detail,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let resp = self.send(method, path, None, body).await?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| unreachable(e.to_string()))?
+            .map_err(|e| self.unreachable(e.to_string()))?
             .to_bytes();
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !(200..300).contains(&status) {

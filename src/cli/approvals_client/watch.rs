@@ -1,9 +1,8 @@
 //! `airlock watch`: the live view as a table, one row per event, as
 //! `kubectl get -w` prints changes.
 
-use bytes::Bytes;
-use http::{header, Method, Request};
-use http_body_util::{BodyExt, Full};
+use http::Method;
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::{query_value, ApprovalsClient, ClientError};
@@ -46,26 +45,10 @@ impl ApprovalsClient {
         filter: &WatchFilter,
         mut line: impl FnMut(&str),
     ) -> Result<(), ClientError> {
-        let url = format!("{}/v1/events{}", self.base, filter.query());
-        let mut b = Request::builder()
-            .method(Method::GET)
-            .uri(url.as_str())
-            .header(header::ACCEPT, "text/event-stream");
-        if let Some(t) = &self.token {
-            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = b
-            .body(Full::new(Bytes::new()))
-            .map_err(|_| ClientError::BadUrl(self.base.clone()))?;
-        let unreachable = |detail: String| ClientError::Unreachable {
-            url: self.base.clone(),
-            detail,
-        };
+        let path = format!("/v1/events{}", filter.query());
         let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| unreachable(crate::upstream::describe_error(&e)))?;
+            .send(Method::GET, &path, Some("text/event-stream"), None)
+            .await?;
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         if status != 200 {
@@ -81,7 +64,7 @@ impl ApprovalsClient {
         line(HEADER);
         let mut events = EventSplitter::default();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| unreachable(e.to_string()))?;
+            let frame = frame.map_err(|e| self.unreachable(e.to_string()))?;
             let Ok(chunk) = frame.into_data() else {
                 continue;
             };
