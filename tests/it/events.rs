@@ -38,9 +38,15 @@ async fn next(reader: &mut EventReader) -> SseEvent {
         .unwrap_or_else(|| panic!("the stream ended: {}", reader.raw))
 }
 
-async fn get(airlock: &Airlock, path: &str, method: reqwest::Method) -> u16 {
+/// The status of the agent's `GET` of `path`.
+async fn get(airlock: &Airlock, path: &str) -> u16 {
+    airlock.agent_get(path).await.status().as_u16()
+}
+
+/// The status of the agent's `DELETE` of `path`.
+async fn delete(airlock: &Airlock, path: &str) -> u16 {
     client()
-        .request(method, airlock.url(path))
+        .delete(airlock.url(path))
         .header("authorization", bearer(AGENT_KEY))
         .send()
         .await
@@ -55,14 +61,8 @@ async fn every_call_is_an_event_filtered_by_verdict_and_resumed_after_the_last_i
     let mut denials = follow(&airlock, ADMIN_TOKEN, "?verdict=deny", None).await;
     let mut everything = follow(&airlock, ADMIN_TOKEN, "", None).await;
 
-    assert_eq!(
-        get(&airlock, "/crm/customers", reqwest::Method::GET).await,
-        200
-    );
-    assert_eq!(
-        get(&airlock, "/crm/customers/c-1", reqwest::Method::DELETE).await,
-        403
-    );
+    assert_eq!(get(&airlock, "/crm/customers").await, 200);
+    assert_eq!(delete(&airlock, "/crm/customers/c-1").await, 403);
 
     let first = next(&mut everything).await;
     assert_eq!(first.name.as_deref(), Some("decision"));
@@ -103,10 +103,7 @@ async fn approvers_see_approval_events_only_for_gates_that_name_their_group() {
     let (status, v) = decide(&airlock, &id, ADMIN_TOKEN, json!({"decision": "approve"})).await;
     assert_eq!(status, 200, "{v}");
     // A call every reader may see, after the approval.
-    assert_eq!(
-        get(&airlock, "/crm/customers", reqwest::Method::GET).await,
-        200
-    );
+    assert_eq!(get(&airlock, "/crm/customers").await, 200);
 
     let hold = next(&mut alice).await;
     assert_eq!(hold.data["verdict"], "hold");
@@ -222,14 +219,8 @@ async fn watch_prints_a_row_per_event_as_it_happens() {
         "{header}"
     );
 
-    assert_eq!(
-        get(&airlock, "/crm/customers", reqwest::Method::GET).await,
-        200
-    );
-    assert_eq!(
-        get(&airlock, "/crm/customers/c-1", reqwest::Method::DELETE).await,
-        403
-    );
+    assert_eq!(get(&airlock, "/crm/customers").await, 200);
+    assert_eq!(delete(&airlock, "/crm/customers/c-1").await, 403);
     let row = lines.next().unwrap().unwrap();
     let _ = child.kill();
     let _ = child.wait();
