@@ -325,6 +325,25 @@ enum ApprovalsCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Answer a held call in the tool's place: the agent gets this answer
+    /// and the tool is never called.
+    Respond {
+        /// The approval's id.
+        id: String,
+        /// A REST call's answer body: a JSON file (`-` reads stdin).
+        #[arg(long, value_name = "FILE", conflicts_with = "result")]
+        body: Option<PathBuf>,
+        /// A REST call's answer status.
+        #[arg(long, default_value_t = 200, conflicts_with = "result")]
+        status: u16,
+        /// An MCP tool call's answer: a JSON file holding the tool result,
+        /// `{"content": [...]}` (`-` reads stdin).
+        #[arg(long, value_name = "FILE")]
+        result: Option<PathBuf>,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -470,6 +489,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ApprovalsCommand::Approve { id, reason, args }
                 }
                 ApprovalsCmd::Deny { id, reason } => ApprovalsCommand::Deny { id, reason },
+                ApprovalsCmd::Respond {
+                    id,
+                    body,
+                    status,
+                    result,
+                    reason,
+                } => ApprovalsCommand::Respond {
+                    id,
+                    status: Some(status),
+                    mcp: result.is_some(),
+                    answer: result.or(body).map(|f| read_input(&f)).transpose()?,
+                    reason,
+                },
             };
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let client = ApprovalsClient::new(&admin, token)?;
@@ -644,4 +676,15 @@ fn run_override(
     let out = rt.block_on(client.run_override(cmd))?;
     print_stdout(out.trim_end());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `file`, or of stdin for `-`.
+fn read_input(file: &std::path::Path) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read stdin")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(file).with_context(|| format!("cannot read `{}`", file.display()))
 }

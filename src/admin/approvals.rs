@@ -249,5 +249,6 @@ pub fn view(h: &HoldRecord) -> Value {
         "reason": h.reason,
         "executed_at": h.executed_ms.map(ms_to_rfc3339),
         "outcome": h.outcome,
+        "answer": h.answer,
     })
 }

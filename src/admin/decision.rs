@@ -1,6 +1,7 @@
 //! `POST /v1/approvals/{id}/decision` with
 //! `{"decision": "approve"|"deny", "reason", "body"|"arguments",
-//! "approval_id"}`: the admin token, an approver's token, or a callback
+//! "approval_id"}`, or a take-over `{"decision": "respond", "status",
+//! "body"}` (REST) / `{"decision": "respond", "result"}` (MCP): the admin token, an approver's token, or a callback
 //! signed under Standard Webhooks rules with `approvals.callback_secret`.
 //! A signed body must name the approval it decides (`approval_id`, equal to
 //! the one in the URL, so that a signature given for one approval decides
@@ -23,7 +24,7 @@ use super::approvals::{bearer_caller, view, Caller};
 use super::refusal::Refusal;
 use super::AdminState;
 use crate::approval::trail::{self, body_shown};
-use crate::approval::{Decided, Decider, DecisionInput};
+use crate::approval::{Decided, Decider, DecisionInput, DecisionKind, HumanAnswer};
 use crate::audit::AuditRecord;
 use crate::clock::now_ms;
 use crate::notify::signing;
@@ -33,8 +34,13 @@ use crate::notify::signing;
 struct DecisionBody {
     decision: String,
     reason: Option<String>,
-    /// REST: the replacement request body.
+    /// REST: the replacement request body; with `respond`, the body of the
+    /// human's answer.
     body: Option<Value>,
+    /// `respond` to a REST call: the answer's status (default 200).
+    status: Option<u16>,
+    /// `respond` to an MCP call: the tool result.
+    result: Option<Value>,
     /// MCP: the replacement tool arguments.
     arguments: Option<Value>,
     /// For signed callbacks: the configured approver who decided.
@@ -54,6 +60,8 @@ struct Attempt {
     webhook_id: Option<String>,
     /// The payload an approve-with-edits proposed.
     edit: Option<Value>,
+    /// The answer a take-over proposed.
+    answer: Option<Value>,
 }
 
 pub async fn decide(
@@ -86,9 +94,14 @@ async fn try_decide(
         attempt.decision = match b.decision.as_str() {
             "approve" => Some("approve"),
             "deny" => Some("deny"),
+            "respond" => Some("respond"),
             _ => None,
         };
-        attempt.edit = b.body.clone().or_else(|| b.arguments.clone());
+        if b.decision == "respond" {
+            attempt.answer = b.result.clone().or_else(|| b.body.clone());
+        } else {
+            attempt.edit = b.body.clone().or_else(|| b.arguments.clone());
+        }
     }
     let decider = match bearer_caller(state, headers)? {
         Some(Caller::Admin) => {
@@ -119,7 +132,7 @@ async fn try_decide(
         bound_to(named, id)?;
     }
     let input = decision_input(parsed)?;
-    let approve = input.approve;
+    let kind = input.kind.as_str();
     let decided = state
         .approvals
         .decide(&cfg, id, &decider, input, state.checker.as_ref())
@@ -127,7 +140,7 @@ async fn try_decide(
         .map_err(|e| Refusal::from(&e))?;
     state
         .audit
-        .record(&decision_record(&decided, approve, &decider, attempt))
+        .record(&decision_record(&decided, kind, &decider, attempt))
         .await;
     Ok(Json(view(&decided.hold)).into_response())
 }
@@ -135,12 +148,12 @@ async fn try_decide(
 /// The audit record of a decision taken.
 fn decision_record(
     decided: &Decided,
-    approve: bool,
+    kind: &'static str,
     decider: &Decider,
     attempt: &Attempt,
 ) -> AuditRecord {
     let h = &decided.hold;
-    let mut rec = trail::record(h, if approve { "approve" } else { "deny" });
+    let mut rec = trail::record(h, kind);
     rec.approver = Some(decider.id.clone());
     rec.caller = attempt.caller.clone();
     rec.decision = attempt.decision;
@@ -152,6 +165,14 @@ fn decision_record(
             "edited": true,
             "original_body": body_shown(h, &h.request.body),
             "edited_body": h.edited_body.as_deref().map(|b| body_shown(h, b)),
+        }));
+    }
+    if let Some(answer) = &h.answer {
+        // Both sides of a take-over: the call that was held, and what the
+        // human told the agent instead.
+        rec.extra = Some(json!({
+            "original_body": body_shown(h, &h.request.body),
+            "answer": crate::notify::shown::redact_value(&json!(answer)),
         }));
     }
     rec
@@ -295,15 +316,22 @@ fn decision_input(
         ));
         r
     })?;
-    let approve = match b.decision.as_str() {
-        "approve" => true,
-        "deny" => false,
+    let kind = match b.decision.as_str() {
+        "approve" | "deny" if b.status.is_some() || b.result.is_some() => {
+            return Err(Refusal::bad_request(
+                "malformed_decision",
+                "`status` and `result` belong to a `respond` decision only",
+            ));
+        }
+        "approve" => DecisionKind::Approve,
+        "deny" => DecisionKind::Deny,
+        "respond" => return respond_input(b),
         other => {
             let mut r = Refusal::bad_request(
                 "malformed_decision",
-                format!("`decision` must be `approve` or `deny`, not `{other}`"),
+                format!("`decision` must be `approve`, `deny` or `respond`, not `{other}`"),
             );
-            r.logged = Some("`decision` must be `approve` or `deny`".into());
+            r.logged = Some("`decision` must be `approve`, `deny` or `respond`".into());
             return Err(r);
         }
     };
@@ -314,9 +342,32 @@ fn decision_input(
         ));
     }
     Ok(DecisionInput {
-        approve,
+        kind,
         reason: b.reason,
         edit: b.body.or(b.arguments),
+    })
+}
+
+/// A take-over: `status` and `body` answer a REST call, `result` an MCP
+/// one.
+fn respond_input(b: DecisionBody) -> Result<DecisionInput, Refusal> {
+    let answer = match b.result {
+        Some(_) if b.status.is_some() || b.body.is_some() => {
+            return Err(Refusal::bad_request(
+                "malformed_decision",
+                "answer with `status` and `body` (REST) or `result` (MCP), not both",
+            ));
+        }
+        Some(result) => HumanAnswer::Mcp { result },
+        None => HumanAnswer::Http {
+            status: b.status.unwrap_or(200),
+            body: b.body,
+        },
+    };
+    Ok(DecisionInput {
+        kind: DecisionKind::Respond(answer),
+        reason: b.reason,
+        edit: b.arguments,
     })
 }
 
@@ -360,6 +411,12 @@ async fn record_refusal(state: &AdminState, id: &str, attempt: &Attempt, refusal
         extra.insert(
             "attempted_edit".into(),
             crate::notify::shown::redact_value(edit),
+        );
+    }
+    if let Some(answer) = &attempt.answer {
+        extra.insert(
+            "attempted_answer".into(),
+            crate::notify::shown::redact_value(answer),
         );
     }
     if !extra.is_empty() {

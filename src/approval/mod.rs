@@ -26,6 +26,7 @@
 pub mod bound;
 mod faults;
 pub mod fingerprint;
+mod respond;
 pub mod trail;
 mod void;
 mod waiters;
@@ -45,7 +46,7 @@ use crate::telemetry::Metrics;
 pub use bound::Claim;
 // The data plane names holds through this module, never the store: the
 // store is approval's backend, and these are the records it keeps.
-pub use crate::store::{HoldRecord, HoldState, Outcome, StoredGate, StoredRequest};
+pub use crate::store::{HoldRecord, HoldState, HumanAnswer, Outcome, StoredGate, StoredRequest};
 pub use waiters::Waiters;
 
 /// A held call about to be stored.
@@ -78,6 +79,10 @@ pub trait CallChecker: Send + Sync {
     /// The body that an approver's edit (`body` for REST, `arguments` for
     /// MCP) makes of the stored call.
     fn edited_body(&self, hold: &HoldRecord, edit: &Value) -> Result<Vec<u8>, String>;
+    /// Checks that a human's answer in the tool's place fits `hold`'s
+    /// protocol (a REST response for a REST call, a `tools/call` result
+    /// for an MCP one), so the agent can read it as the tool's.
+    fn check_answer(&self, hold: &HoldRecord, answer: &HumanAnswer) -> Result<(), String>;
 }
 
 /// Who is deciding.
@@ -89,10 +94,30 @@ pub struct Decider {
     pub any_group: bool,
 }
 
+/// What a human decided about a held call.
+#[derive(Debug, Clone)]
+pub enum DecisionKind {
+    Approve,
+    Deny,
+    /// Take-over: the human answers in the tool's place.
+    Respond(HumanAnswer),
+}
+
+impl DecisionKind {
+    /// The word the API, the audit log and the webhooks use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DecisionKind::Approve => "approve",
+            DecisionKind::Deny => "deny",
+            DecisionKind::Respond(_) => "respond",
+        }
+    }
+}
+
 /// A decision as submitted.
 #[derive(Debug, Clone)]
 pub struct DecisionInput {
-    pub approve: bool,
+    pub kind: DecisionKind,
     pub reason: Option<String>,
     pub edit: Option<Value>,
 }
@@ -242,6 +267,7 @@ impl Approvals {
             executed_ms: None,
             outcome: None,
             lifted: Vec::new(),
+            answer: None,
         };
         let deliveries = deliveries(cfg, payload::REQUESTED, &hold);
         let queued = !deliveries.is_empty();
@@ -522,18 +548,25 @@ impl Approvals {
         check_gates(who, id, &hold.gates)?;
         let reason = input.reason.filter(|r| !r.trim().is_empty());
 
-        let (to, edited_body, lifted, reason) = if input.approve {
-            let (edited_body, lifted) = self
-                .approval(cfg, &hold, who, input.edit.as_ref(), checker)
-                .await?;
-            (HoldState::Approved, edited_body, Some(lifted), reason)
-        } else {
-            let Some(reason) = reason else {
-                return Err(ApprovalError::Invalid(
-                    "a denial needs a `reason` the agent can act on".into(),
-                ));
-            };
-            (HoldState::Denied, None, None, Some(reason))
+        let (to, edited_body, lifted, reason, answer) = match input.kind {
+            DecisionKind::Approve => {
+                let (edited_body, lifted) = self
+                    .approval(cfg, &hold, who, input.edit.as_ref(), checker)
+                    .await?;
+                (HoldState::Approved, edited_body, Some(lifted), reason, None)
+            }
+            DecisionKind::Deny => {
+                let Some(reason) = reason else {
+                    return Err(ApprovalError::Invalid(
+                        "a denial needs a `reason` the agent can act on".into(),
+                    ));
+                };
+                (HoldState::Denied, None, None, Some(reason), None)
+            }
+            DecisionKind::Respond(answer) => {
+                respond::check(&hold, input.edit.as_ref(), &answer, checker)?;
+                (HoldState::Responded, None, None, reason, Some(answer))
+            }
         };
         let edited = edited_body.is_some();
         let fields = DecisionFields {
@@ -541,6 +574,7 @@ impl Approvals {
             reason,
             edited_body,
             lifted,
+            answer,
             ..DecisionFields::default()
         };
         // The decision as made: by now a waiting agent may already have
@@ -571,6 +605,7 @@ impl Approvals {
         if let Some(lifted) = &fields.lifted {
             after.lifted.clone_from(lifted);
         }
+        after.answer.clone_from(&fields.answer);
         let deliveries = deliveries(cfg, payload::DECIDED, &after);
         let queued = !deliveries.is_empty();
         let moved = self

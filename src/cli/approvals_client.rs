@@ -24,6 +24,8 @@ pub enum ClientError {
     Refused { status: u16, message: String },
     #[error("`--args` is not JSON: {0}")]
     BadArgs(String),
+    #[error("the answer is not JSON: {0}")]
+    BadAnswer(String),
     #[error("{0}")]
     Setup(String),
 }
@@ -48,6 +50,15 @@ pub enum ApprovalsCommand {
     Deny {
         id: String,
         reason: String,
+    },
+    /// Take-over: answer in the tool's place. `answer` is the JSON text of
+    /// the REST body (with `status`) or, with `mcp`, of the tool result.
+    Respond {
+        id: String,
+        status: Option<u16>,
+        answer: Option<String>,
+        mcp: bool,
+        reason: Option<String>,
     },
 }
 
@@ -109,7 +120,48 @@ impl ApprovalsClient {
                     v["status"].as_str().unwrap_or("?")
                 ))
             }
+            ApprovalsCommand::Respond {
+                id,
+                status,
+                answer,
+                mcp,
+                reason,
+            } => self.respond(&id, status, answer, mcp, reason).await,
         }
+    }
+
+    async fn respond(
+        &self,
+        id: &str,
+        status: Option<u16>,
+        answer: Option<String>,
+        mcp: bool,
+        reason: Option<String>,
+    ) -> Result<String, ClientError> {
+        let answer = answer
+            .map(|a| serde_json::from_str::<Value>(&a))
+            .transpose()
+            .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        let mut body = json!({"decision": "respond", "reason": reason});
+        match (mcp, answer) {
+            (true, Some(result)) => body["result"] = result,
+            (true, None) => {
+                return Err(ClientError::BadAnswer(
+                    "an MCP tool call is answered with `--result FILE`".into(),
+                ))
+            }
+            (false, answer) => {
+                body["status"] = json!(status.unwrap_or(200));
+                if let Some(a) = answer {
+                    body["body"] = a;
+                }
+            }
+        }
+        let v = self.decide(id, body).await?;
+        Ok(format!(
+            "answered {id} in the tool's place (status: {})",
+            v["status"].as_str().unwrap_or("?")
+        ))
     }
 
     async fn list(

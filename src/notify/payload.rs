@@ -6,11 +6,21 @@ use serde_json::{json, Value};
 
 use super::shown::{self, Audience};
 
-use crate::store::HoldRecord;
+use crate::store::{HoldRecord, HoldState};
 
 pub const REQUESTED: &str = "approval.requested";
 pub const DECIDED: &str = "approval.decided";
 pub const EXPIRED: &str = "approval.expired";
+
+/// The decision that moved a hold to `state`, as the decision API names it.
+fn decision(state: HoldState) -> Option<&'static str> {
+    match state {
+        HoldState::Approved | HoldState::Executing | HoldState::Executed => Some("approve"),
+        HoldState::Denied => Some("deny"),
+        HoldState::Responded => Some("respond"),
+        HoldState::Pending | HoldState::Expired | HoldState::Voided => None,
+    }
+}
 
 /// The webhook body for `event` about `hold`.
 pub fn event(event: &str, hold: &HoldRecord, public_url: &str) -> Value {
@@ -44,7 +54,9 @@ pub fn event(event: &str, hold: &HoldRecord, public_url: &str) -> Value {
             "created_at": ms_to_rfc3339(hold.created_ms),
             "expires_at": ms_to_rfc3339(hold.expires_ms),
             "decided_by": hold.decided_by,
+            "decision": (event == DECIDED).then(|| decision(hold.state)).flatten(),
             "reason": hold.reason,
+            "answer": hold.answer.as_ref().map(|a| shown::redact_value(&json!(a))),
             "decide_url": format!("{public_url}/v1/approvals/{}/decision", hold.id),
         }
     })

@@ -17,7 +17,7 @@ use super::recheck::SnapshotChecker;
 use super::{forward, strip_for_upstream, ProxyBody, ProxyState};
 use crate::approval::fingerprint::fingerprint;
 use crate::approval::{ApprovalError, Approvals, Claim, HeldCall};
-use crate::approval::{HoldRecord, HoldState, Outcome, StoredGate, StoredRequest};
+use crate::approval::{HoldRecord, HoldState, HumanAnswer, Outcome, StoredGate, StoredRequest};
 use crate::audit::AuditRecord;
 use crate::clock::now_ms;
 use crate::policy::{CallRequest, Escalation, Gate};
@@ -87,8 +87,10 @@ pub async fn register(
         let stale_since =
             now_ms() - i64::try_from(cfg.approvals.replay_window.as_millis()).unwrap_or(0);
         let settled_long_ago = found.state == HoldState::Expired
-            || (matches!(found.state, HoldState::Executed | HoldState::Denied)
-                && found.executed_ms.or(found.decided_ms).unwrap_or(0) < stale_since);
+            || (matches!(
+                found.state,
+                HoldState::Executed | HoldState::Denied | HoldState::Responded
+            ) && found.executed_ms.or(found.decided_ms).unwrap_or(0) < stale_since);
         if !settled_long_ago {
             hold = Some(found);
         }
@@ -209,6 +211,7 @@ fn settled_answer(
             reason: hold.reason.clone().unwrap_or_default(),
         }),
         HoldState::Executed => Ok(replay(hold, request_id)),
+        HoldState::Responded => Ok(responded(hold, request_id)),
         HoldState::Approved => return None,
     })
 }
@@ -421,6 +424,44 @@ fn pending(hold: &HoldRecord, request_id: &str) -> Response<ProxyBody> {
     );
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    resp
+}
+
+/// A human answered in the tool's place: their status and body, as if the
+/// tool had sent them, to the waiting call and to every retry.
+fn responded(hold: &HoldRecord, request_id: &str) -> Response<ProxyBody> {
+    // INVARIANT: a REST hold is only ever answered with `Http` (checked
+    // when the decision is taken); anything else is a stored-record fault,
+    // answered as one rather than guessed at.
+    let Some(HumanAnswer::Http { status, body }) = &hold.answer else {
+        return json_response(
+            StatusCode::BAD_GATEWAY,
+            json!({
+                "error": "internal",
+                "message": "the human's answer to this call was not recorded",
+                "request_id": request_id,
+            }),
+            request_id,
+            &hold.id,
+        );
+    };
+    let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+    let mut resp = match body {
+        Some(body) => json_response(status, body.clone(), request_id, &hold.id),
+        None => {
+            let mut r = json_response(status, json!(null), request_id, &hold.id);
+            *r.body_mut() = Either::Right(Full::new(Bytes::new()));
+            r.headers_mut().remove(header::CONTENT_TYPE);
+            r
+        }
+    };
+    if let Some(by) = hold
+        .decided_by
+        .as_deref()
+        .and_then(|b| HeaderValue::from_str(b).ok())
+    {
+        resp.headers_mut().insert("airlock-answered-by", by);
+    }
     resp
 }
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::call::http_call;
 use super::hold::stored_parts;
 use crate::approval::HoldRecord;
-use crate::approval::{CallChecker, Recheck};
+use crate::approval::{CallChecker, HumanAnswer, Recheck};
 use crate::config::Protocol;
 use crate::oversight::PauseBoard;
 use crate::policy::{ContextNeeds, Escalation, Verdict};
@@ -138,5 +138,32 @@ impl CallChecker for SnapshotChecker {
             _ => edit.clone(),
         };
         serde_json::to_vec(&body).map_err(|e| format!("the edited body does not encode: {e}"))
+    }
+
+    /// An MCP tool's answer must be a `CallToolResult`: an object with a
+    /// `content` array, which is what MCP clients check for.
+    fn check_answer(&self, hold: &HoldRecord, answer: &HumanAnswer) -> Result<(), String> {
+        let snap = self.live.load();
+        let Some(route) = snap.route_named(&hold.route) else {
+            return Err(format!("route `{}` is no longer configured", hold.route));
+        };
+        match (route.config.protocol, answer) {
+            (Protocol::Mcp, HumanAnswer::Mcp { result }) => {
+                if result.get("content").is_some_and(Value::is_array) {
+                    Ok(())
+                } else {
+                    Err("an MCP tool's `result` must be an object with a `content` array, such as `{\"content\": [{\"type\": \"text\", \"text\": \"...\"}]}`".into())
+                }
+            }
+            (Protocol::Mcp, HumanAnswer::Http { .. }) => Err(format!(
+                "approval `{}` holds an MCP tool call: answer with `result` (a tool result), not `status` and `body`",
+                hold.id
+            )),
+            (_, HumanAnswer::Mcp { .. }) => Err(format!(
+                "approval `{}` holds a REST call: answer with `status` and `body`, not `result`",
+                hold.id
+            )),
+            (_, HumanAnswer::Http { .. }) => Ok(()),
+        }
     }
 }

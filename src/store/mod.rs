@@ -33,7 +33,8 @@ pub use sqlite::SqliteStore;
 /// approved call run as approved: `approved → denied`, `approved →
 /// expired`, `approved → pending` (held again for a gate nobody lifted);
 /// `pending → voided` when an operator pauses its agent, route or tool in
-/// `deny` mode.
+/// `deny` mode; `pending → responded` when a human answers in the tool's
+/// place (the tool is never called).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HoldState {
@@ -44,6 +45,7 @@ pub enum HoldState {
     Denied,
     Expired,
     Voided,
+    Responded,
 }
 
 impl HoldState {
@@ -56,6 +58,7 @@ impl HoldState {
             HoldState::Denied => "denied",
             HoldState::Expired => "expired",
             HoldState::Voided => "voided",
+            HoldState::Responded => "responded",
         }
     }
 
@@ -63,7 +66,11 @@ impl HoldState {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            HoldState::Executed | HoldState::Denied | HoldState::Expired | HoldState::Voided
+            HoldState::Executed
+                | HoldState::Denied
+                | HoldState::Expired
+                | HoldState::Voided
+                | HoldState::Responded
         )
     }
 
@@ -76,6 +83,7 @@ impl HoldState {
             "denied" => HoldState::Denied,
             "expired" => HoldState::Expired,
             "voided" => HoldState::Voided,
+            "responded" => HoldState::Responded,
             _ => return None,
         })
     }
@@ -130,6 +138,21 @@ pub struct Outcome {
     pub reason: String,
 }
 
+/// A human's answer in the tool's place (take-over), given to the agent as
+/// if the tool had answered, and to every retry of the call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "protocol", rename_all = "lowercase")]
+pub enum HumanAnswer {
+    /// A REST call's response: its status and JSON body (none: empty).
+    Http {
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<serde_json::Value>,
+    },
+    /// An MCP `tools/call`'s JSON-RPC `result`.
+    Mcp { result: serde_json::Value },
+}
+
 /// One approval, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HoldRecord {
@@ -159,6 +182,9 @@ pub struct HoldRecord {
     /// a gate added after its approval keeps the earlier ones here).
     #[serde(default)]
     pub lifted: Vec<LiftedGate>,
+    /// The answer a human gave in the tool's place (`responded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<HumanAnswer>,
 }
 
 impl HoldRecord {
@@ -175,6 +201,8 @@ pub struct DecisionFields {
     pub reason: Option<String>,
     pub edited_body: Option<Vec<u8>>,
     pub outcome: Option<Outcome>,
+    /// A human's answer in the tool's place.
+    pub answer: Option<HumanAnswer>,
     /// Replaces the lifted gates (an approval).
     pub lifted: Option<Vec<LiftedGate>>,
     /// Replaces the gates still to lift and their groups (a call held
@@ -187,7 +215,11 @@ pub struct DecisionFields {
 fn apply_transition(hold: &mut HoldRecord, to: HoldState, now_ms: i64, fields: DecisionFields) {
     hold.state = to;
     match to {
-        HoldState::Approved | HoldState::Denied | HoldState::Expired | HoldState::Voided => {
+        HoldState::Approved
+        | HoldState::Denied
+        | HoldState::Expired
+        | HoldState::Voided
+        | HoldState::Responded => {
             hold.decided_ms = Some(now_ms);
         }
         HoldState::Executed => hold.executed_ms = Some(now_ms),
@@ -210,6 +242,9 @@ fn apply_transition(hold: &mut HoldRecord, to: HoldState, now_ms: i64, fields: D
     }
     if fields.outcome.is_some() {
         hold.outcome = fields.outcome;
+    }
+    if fields.answer.is_some() {
+        hold.answer = fields.answer;
     }
     if let Some(lifted) = fields.lifted {
         hold.lifted = lifted;

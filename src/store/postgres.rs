@@ -364,7 +364,7 @@ impl ApprovalStore for PostgresStore {
                     "SELECT record FROM holds
                      WHERE agent = $1 AND fingerprint = $2
                        AND (state IN ('pending', 'approved', 'executing')
-                            OR (state IN ('executed', 'denied') AND settled_ms >= $3))
+                            OR (state IN ('executed', 'denied', 'responded') AND settled_ms >= $3))
                      ORDER BY created_ms DESC LIMIT 1",
                     &[&agent, &fingerprint, &replay_since_ms],
                 )

@@ -252,7 +252,7 @@ impl ApprovalStore for SqliteStore {
                     "SELECT record FROM holds
                      WHERE agent = ?1 AND fingerprint = ?2
                        AND (state IN ('pending', 'approved', 'executing')
-                            OR (state IN ('executed', 'denied') AND settled_ms >= ?3))
+                            OR (state IN ('executed', 'denied', 'responded') AND settled_ms >= ?3))
                      ORDER BY created_ms DESC LIMIT 1",
                     params![agent, fingerprint, replay_since_ms],
                     |r| r.get(0),
@@ -503,6 +503,7 @@ pub(crate) mod tests {
             executed_ms: None,
             outcome: None,
             lifted: vec![],
+            answer: None,
         }
     }
 

@@ -25,7 +25,7 @@ forbid (principal, action == Action::"crm/delete_customer", resource);
 "#;
 
 /// Airlock in front of the Python SDK server, with the tools pulled.
-fn crm(server: &McpServer) -> Airlock {
+pub(crate) fn crm(server: &McpServer) -> Airlock {
     crm_with(server, "")
 }
 
@@ -50,7 +50,7 @@ fn crm_with(server: &McpServer, extra: &str) -> Airlock {
     builder.start()
 }
 
-fn call<'a>(out: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn call<'a>(out: &'a Value, name: &str) -> &'a Value {
     out["calls"]
         .as_array()
         .unwrap()

@@ -37,6 +37,7 @@ fn hold(id: &str, fp: &str) -> HoldRecord {
         executed_ms: None,
         outcome: None,
         lifted: vec![],
+        answer: None,
     }
 }
 

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use super::{Judged, McpRequest};
 use crate::approval::fingerprint::fingerprint;
 use crate::approval::Claim;
-use crate::approval::{HoldRecord, HoldState, Outcome};
+use crate::approval::{HoldRecord, HoldState, HumanAnswer, Outcome};
 use crate::audit::AuditRecord;
 use crate::mcp::jsonrpc;
 use crate::policy::Gate;
@@ -179,6 +179,7 @@ impl HeldTool {
                     outcome.reason
                 )
             }
+            HoldState::Responded => return Some(self.responded(hold)),
             HoldState::Approved => return None,
         };
         let meta = json!({
@@ -188,6 +189,38 @@ impl HeldTool {
             "airlock/requestId": self.request_id,
         });
         Some(jsonrpc::tool_error(&self.id, &text, self.modern, meta))
+    }
+
+    /// A human answered in the tool's place: their `result`, as if the tool
+    /// had sent it, with Airlock's `_meta` beside the human's own.
+    fn responded(&self, hold: &HoldRecord) -> Value {
+        // INVARIANT: an MCP hold is only ever answered with `Mcp` and an
+        // object `result` (checked when the decision is taken).
+        let Some(HumanAnswer::Mcp { result }) = &hold.answer else {
+            let meta = json!({"airlock/approvalId": hold.id, "airlock/requestId": self.request_id});
+            return jsonrpc::tool_error(
+                &self.id,
+                "The human's answer to this call was not recorded.",
+                self.modern,
+                meta,
+            );
+        };
+        let mut result = result.clone();
+        if let Some(obj) = result.as_object_mut() {
+            // Framed for the revision this session speaks, as the tool's
+            // own answer would be.
+            if self.modern {
+                obj.entry("resultType").or_insert_with(|| json!("complete"));
+            }
+            let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.insert("airlock/status".into(), json!(hold.state.as_str()));
+                meta.insert("airlock/approvalId".into(), json!(hold.id));
+                meta.insert("airlock/answeredBy".into(), json!(hold.decided_by));
+                meta.insert("airlock/requestId".into(), json!(self.request_id));
+            }
+        }
+        json!({"jsonrpc": "2.0", "id": self.id, "result": result})
     }
 
     /// The stored (or approver-edited) JSON-RPC request with the current
