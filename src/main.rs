@@ -109,6 +109,12 @@ enum Command {
         /// The tool call's arguments, a JSON object.
         #[arg(long, requires = "tool")]
         args: Option<String>,
+        /// The confidence the agent states, from 0 to 1 (`0.63`).
+        #[arg(long)]
+        confidence: Option<String>,
+        /// The reason the agent gives for the call.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Cedar schema helpers.
     Schema {
@@ -584,6 +590,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             body,
             tool,
             args,
+            confidence,
+            reason,
         } => {
             let config = config.path()?;
             let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
@@ -594,17 +602,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            let said =
+                airlock::policy::Escalation::from_texts(confidence.as_deref(), reason.as_deref())?;
             let out = match tool {
-                Some(tool) => {
-                    airlock::cli::explain::explain_tool(&snap, &agent, &tool, args.as_deref())?
-                }
+                Some(tool) => airlock::cli::explain::explain_tool(
+                    &snap,
+                    &agent,
+                    &tool,
+                    args.as_deref(),
+                    &said,
+                )?,
                 None => {
+                    let headers: Vec<(String, String)> = [
+                        (airlock::policy::escalation::CONFIDENCE_HEADER, confidence),
+                        (airlock::policy::escalation::REASON_HEADER, reason),
+                    ]
+                    .into_iter()
+                    .filter_map(|(name, v)| v.map(|v| (name.to_string(), v)))
+                    .collect();
                     let spec = airlock::cli::explain::HttpCallSpec {
                         agent: &agent,
                         method: method.as_deref().unwrap_or_default(),
                         path: path.as_deref().unwrap_or_default(),
                         body: body.as_deref(),
-                        headers: &[],
+                        headers: &headers,
                     };
                     airlock::cli::explain::explain_http(&snap, &spec)?
                 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::policy::{CallRequest, Decision, Verdict};
+use crate::policy::{CallRequest, ContextNeeds, Decision, Escalation, Verdict};
 use crate::proxy::call::http_call;
 use crate::proxy::error::ProxyError;
 use crate::snapshot::GatewaySnapshot;
@@ -19,6 +19,8 @@ pub enum ExplainError {
     BadTool(String),
     #[error("`--args` must be a JSON object: {0}")]
     BadArgs(String),
+    #[error("{0}")]
+    BadEscalation(#[from] crate::policy::EscalationError),
     #[error("the call would be refused before any policy runs: {0}")]
     Refused(#[from] ProxyError),
 }
@@ -29,7 +31,7 @@ pub struct HttpCallSpec<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub body: Option<&'a str>,
-    /// Extra request headers, e.g. `x-airlock-confidence`.
+    /// Extra request headers, e.g. `airlock-confidence`.
     pub headers: &'a [(String, String)],
 }
 
@@ -155,6 +157,7 @@ pub fn explain_tool(
     agent: &str,
     tool: &str,
     args: Option<&str>,
+    said: &Escalation,
 ) -> Result<Value, ExplainError> {
     let arguments = match args {
         None => Value::Object(serde_json::Map::new()),
@@ -163,7 +166,7 @@ pub fn explain_tool(
             Err(e) => return Err(ExplainError::BadArgs(e.to_string())),
         },
     };
-    let DecidedCall { call, decision, .. } = decide_tool(snap, agent, tool, arguments)?;
+    let DecidedCall { call, decision, .. } = decide_tool(snap, agent, tool, arguments, said)?;
     let crate::policy::Resource::Tool { route, tool: name } = &call.resource else {
         return Err(ExplainError::BadTool(tool.to_string()));
     };
@@ -225,6 +228,7 @@ pub fn decide_tool(
     agent: &str,
     tool: &str,
     arguments: Value,
+    said: &Escalation,
 ) -> Result<DecidedCall, ExplainError> {
     if snap.agent(agent).is_none() {
         return Err(ExplainError::UnknownAgent(agent.to_string()));
@@ -244,8 +248,11 @@ pub fn decide_tool(
     crate::mcp::method::check_arguments(&snap.policy, &arguments)
         .map_err(|e| ExplainError::BadArgs(e.to_string()))?;
     let common = posted_context(snap, route);
-    let call =
+    let mut call =
         crate::mcp::method::tool_call(&snap.policy, agent, route, name, Some(arguments), &common);
+    // What the agent says of itself (`_meta` or the headers), as the proxy
+    // adds it to every tool call's context.
+    said.insert_into(&mut call.context, ContextNeeds::everything());
     let decision = snap
         .policy
         .plan(&call)

@@ -18,7 +18,8 @@
 //! A REST call has `method`, `path` (which may carry a query string), and
 //! optionally `query`, `headers` and a `body`: JSON, or the text of a body
 //! of the `content-type` the headers declare (a form, say). An MCP tool call has
-//! `tool: ROUTE/TOOL` and `arguments` instead. `policies`, when given,
+//! `tool: ROUTE/TOOL` and `arguments` instead. Either may state the agent's
+//! `confidence` and `reason`. `policies`, when given,
 //! lists ids that must all be among the policies that determined the
 //! verdict.
 
@@ -31,6 +32,8 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use super::explain::{decide_http, decide_tool, DecidedCall, HttpCallSpec};
+use crate::policy::escalation::{CONFIDENCE_HEADER, REASON_HEADER};
+use crate::policy::Escalation;
 use crate::snapshot::GatewaySnapshot;
 
 /// A verdict a case expects.
@@ -83,6 +86,10 @@ struct RawCall {
     tool: Option<String>,
     /// MCP: the tool's arguments (a mapping).
     arguments: Option<Value>,
+    /// The confidence the agent states (`0.63`), REST or MCP alike.
+    confidence: Option<Value>,
+    /// The reason the agent gives for the call.
+    reason: Option<String>,
 }
 
 /// The outcome of one case.
@@ -265,6 +272,14 @@ fn run_case(snap: &GatewaySnapshot, at: String, case: RawCase) -> CaseResult {
         reasons: Vec::new(),
     };
     let call = case.call;
+    let confidence = call.confidence.as_ref().map(scalar);
+    let said = match Escalation::from_texts(confidence.as_deref(), call.reason.as_deref()) {
+        Ok(said) => said,
+        Err(e) => {
+            result.actual = format!("error: {e}");
+            return result;
+        }
+    };
     let decided = match &call.tool {
         Some(tool) => decide_tool(
             snap,
@@ -273,6 +288,7 @@ fn run_case(snap: &GatewaySnapshot, at: String, case: RawCase) -> CaseResult {
             call.arguments
                 .clone()
                 .unwrap_or_else(|| Value::Object(serde_json::Map::new())),
+            &said,
         ),
         None => {
             let (Some(method), Some(path)) = (call.method.as_deref(), call.path.as_deref()) else {
@@ -332,11 +348,18 @@ fn decide_rest(
     call: &RawCall,
 ) -> Result<DecidedCall, super::explain::ExplainError> {
     let path = with_query(path, &call.query);
-    let headers: Vec<(String, String)> = call
+    let mut headers: Vec<(String, String)> = call
         .headers
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), scalar(v)))
         .collect();
+    // `confidence` and `reason` travel as the agent's headers would.
+    if let Some(c) = &call.confidence {
+        headers.push((CONFIDENCE_HEADER.into(), scalar(c)));
+    }
+    if let Some(r) = &call.reason {
+        headers.push((REASON_HEADER.into(), r.clone()));
+    }
     // A string body with a declared `Content-Type` is sent as written (a
     // form, say); any other body as JSON.
     let typed = headers.iter().any(|(k, _)| k == "content-type");

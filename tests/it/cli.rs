@@ -98,6 +98,63 @@ fn explain_reports_each_verdict_with_its_policies() {
 }
 
 #[test]
+fn explain_judges_the_confidence_an_agent_states_for_rest_and_tools() {
+    let refund = |confidence: &str| {
+        explain(&[
+            "--agent",
+            "support-bot",
+            "--tool",
+            "crm-mcp/issue_refund",
+            "--args",
+            r#"{"customer_id": "c-1", "amount": 40}"#,
+            "--confidence",
+            confidence,
+            "--reason",
+            "charged twice",
+        ])
+    };
+    let unsure = refund("0.65");
+    assert_eq!(unsure["verdict"], "hold", "{unsure}");
+    assert_eq!(unsure["context"]["agent_reason"], "charged twice");
+    assert_eq!(
+        unsure["policies"],
+        serde_json::json!(["unsure-crm-tool-writes-need-review"])
+    );
+    assert_eq!(refund("0.7")["verdict"], "allow");
+
+    let rest = explain(&[
+        "--agent",
+        "support-bot",
+        "--method",
+        "POST",
+        "--path",
+        "/crm/refunds",
+        "--body",
+        r#"{"amount": 40, "customer_id": "c-1"}"#,
+        "--confidence",
+        "0.9",
+    ]);
+    assert_eq!(rest["verdict"], "allow", "{rest}");
+
+    let config = shipped_config();
+    let (code, _, err) = run_cli(&[
+        "explain",
+        "--config",
+        &config,
+        "--agent",
+        "support-bot",
+        "--method",
+        "GET",
+        "--path",
+        "/crm/customers",
+        "--confidence",
+        "1.5",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("confidence `1.5`"), "{err}");
+}
+
+#[test]
 fn explain_refuses_unknown_agents_clearly() {
     let config = shipped_config();
     let (code, _, err) = run_cli(&[
