@@ -11,8 +11,11 @@
 #                                       # decision is ever repeated
 #   PIN=1 bench/load.sh                 # per core: each proxy alone on CPU 0,
 #                                       # wrk and the upstream on CPU 1
-#   EVENTS=1 bench/load.sh              # one live-view reader (GET /v1/events)
-#                                       # follows Airlock throughout
+#   EVENTS=1 bench/load.sh              # Airlock also runs with one live-view
+#                                       # reader (GET /v1/events) that reads
+#                                       # everything (airlock+ev), and with one
+#                                       # that never reads (airlock+st), each
+#                                       # beside Airlock with no reader
 #
 # Without PIN, wrk, the upstream and the proxy share every core, so a ratio
 # also compares how much CPU each proxy leaves to wrk and the upstream. With
@@ -144,11 +147,25 @@ pids+=($!)
 BARE_PID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
 kill -0 "$AIRLOCK_PID" 2>/dev/null || { echo "airlock did not start:" >&2; cat "$work/airlock.err" >&2; exit 1; }
-if [[ -n ${EVENTS:-} ]]; then
-  # A reader that takes every event as it comes, on the load's CPU.
+# Live-view readers for EVENTS=1, started around one run each: one that
+# takes every event as it comes, and one that sends its request and then
+# never reads (its buffers fill, and Airlock must drop events for it alone).
+start_reader() {
   "${ON_LOAD_CPU[@]}" curl -sN -H 'Authorization: Bearer bench' "127.0.0.1:$AD/v1/events" >/dev/null &
-  pids+=($!)
-fi
+  READER=$!
+}
+start_staller() {
+  "${ON_LOAD_CPU[@]}" python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer bench\r\nAccept: text/event-stream\r\n\r\n")
+time.sleep(3600)
+' "$AD" &
+  READER=$!
+}
+stop_reader() { kill "$READER" 2>/dev/null || true; wait "$READER" 2>/dev/null || true; }
 
 body=$(allow_body)
 write_post_lua "$work/post.lua" "$body"
@@ -205,7 +222,7 @@ run() { # name url [pids whose CPU per request to report]
     USR[$name]+="$us "; SYS[$name]+="$sy "
     cpu="   cpu/request user $us us sys $sy us"
   fi
-  printf '  %-8s %10s req/s   p50 %8s ms   p99 %8s ms%s\n' "$name" "$rps" "$p50" "$p99" "$cpu"
+  printf '  %-10s %10s req/s   p50 %8s ms   p99 %8s ms%s\n' "$name" "$rps" "$p50" "$p99" "$cpu"
 }
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -227,6 +244,14 @@ for r in $(seq "$ROUNDS"); do
   run airlock "http://127.0.0.1:$AL/tool/x" "$AIRLOCK_PID"
   # Only the sampler: a bare `wait` would wait for the servers too.
   wait "$sampler"
+  if [[ -n ${EVENTS:-} ]]; then
+    start_reader; sleep 0.2
+    run airlock+ev "http://127.0.0.1:$AL/tool/x" "$AIRLOCK_PID"
+    stop_reader
+    start_staller; sleep 0.2
+    run airlock+st "http://127.0.0.1:$AL/tool/x" "$AIRLOCK_PID"
+    stop_reader
+  fi
   r_now=$(cat "$work/rss.$r" 2>/dev/null || echo 0)
   (( r_now > peak_rss )) && peak_rss=$r_now
 done
@@ -248,6 +273,14 @@ per_round() { # a b: a's req/s over b's, one ratio per round
   paste -d' ' <(tr ' ' '\n' <<<"${RPS[$1]}" | grep -v '^$') <(tr ' ' '\n' <<<"${RPS[$2]}" | grep -v '^$') |
     awk '{printf "%.3f ", $1 / $2}'
 }
+if [[ -n ${EVENTS:-} ]]; then
+  for t in airlock+ev airlock+st; do
+    printf '  %-10s %10s req/s   p50 %8s ms   p99 %8s ms\n' "$t" "$(median "${RPS[$t]}")" "$(median "${P50[$t]}")" "$(median "${P99[$t]}")"
+  done
+  echo "per round, median: with a reading live view / without $(median "$(per_round airlock+ev airlock)")x, with a stalled one / without $(median "$(per_round airlock+st airlock)")x"
+  awk -v e="$(median "${P99[airlock+ev]}")" -v s="$(median "${P99[airlock+st]}")" -v a="$(median "${P99[airlock]}")" \
+    'BEGIN { printf "p99 with a reading live view / without: %.2fx; with a stalled one / without: %.2fx\n", e/a, s/a }'
+fi
 echo "per round, median: airlock/nginx $(median "$(per_round airlock nginx)")x, airlock/bare $(median "$(per_round airlock bare)")x (what policy, audit and header care cost over forwarding alone)"
 cpu() { # name: median user + sys µs per request
   awk -v u="$(median "${USR[$1]}")" -v s="$(median "${SYS[$1]}")" 'BEGIN { printf "%.1f us user + %.1f us sys", u, s }'

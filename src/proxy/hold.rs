@@ -18,9 +18,9 @@ use super::{forward, strip_for_upstream, ProxyBody, ProxyState};
 use crate::approval::fingerprint::fingerprint;
 use crate::approval::{ApprovalError, Approvals, Claim, HeldCall};
 use crate::approval::{HoldRecord, HoldState, HumanAnswer, Outcome, StoredGate, StoredRequest};
-use crate::audit::AuditRecord;
 use crate::clock::now_ms;
 use crate::policy::{CallRequest, Escalation, Gate};
+use crate::proxy::trail::RequestTrail;
 use crate::snapshot::GatewaySnapshot;
 
 /// The header a REST agent names its approval with.
@@ -59,7 +59,7 @@ pub async fn register(
     snap: &GatewaySnapshot,
     req: HeldRequest<'_>,
     gates: Vec<Gate>,
-    rec: &mut AuditRecord,
+    trail: &mut RequestTrail,
 ) -> Result<String, ProxyError> {
     let approvals = &state.approvals;
     let cfg = &snap.config;
@@ -102,8 +102,8 @@ pub async fn register(
             approvals.hold(cfg, call).await?
         }
     };
-    rec.approval_id = Some(hold.id.clone());
-    rec.approver_groups = hold.approver_groups.clone();
+    trail.approval_id = Some(hold.id.clone());
+    trail.approver_groups = hold.approver_groups.clone();
     Ok(hold.id)
 }
 
@@ -145,7 +145,7 @@ pub async fn await_decision(
     snap: &GatewaySnapshot,
     id: &str,
     request_id: &str,
-    rec: &mut AuditRecord,
+    trail: &mut RequestTrail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let approvals = &state.approvals;
     let cfg = &snap.config;
@@ -153,7 +153,7 @@ pub async fn await_decision(
     // identical call; either way it settles within a round or two.
     for _ in 0..3 {
         let hold = approvals.wait(cfg, id, cfg.approvals.wait).await?;
-        rec.approver = hold.decided_by.clone();
+        trail.approver = hold.decided_by.clone();
         if let Some(answer) = settled_answer(&hold, request_id) {
             return answer;
         }
@@ -172,12 +172,12 @@ pub async fn await_decision(
                     body,
                     request_id.to_string(),
                     Session::Stored,
-                    rec,
+                    trail,
                 ))
                 .await;
             }
             Claim::Settled(hold) => {
-                rec.approver = hold.decided_by.clone();
+                trail.approver = hold.decided_by.clone();
                 if let Some(answer) = settled_answer(&hold, request_id) {
                     return answer;
                 }
@@ -310,7 +310,7 @@ pub(super) async fn execute(
     body: Bytes,
     request_id: String,
     session: Session,
-    rec: &mut AuditRecord,
+    trail: &mut RequestTrail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let approvals = approvals.clone();
     let live = live.clone();
@@ -335,7 +335,7 @@ pub(super) async fn execute(
     });
     let result = task.await.map_err(internal)?;
     if let Ok(resp) = &result {
-        rec.upstream_status = Some(resp.status().as_u16());
+        trail.upstream_status = Some(resp.status().as_u16());
     }
     result
 }

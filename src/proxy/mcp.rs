@@ -39,8 +39,9 @@ use http_body_util::{BodyExt, Either, Full};
 use serde_json::{json, Value};
 
 use super::error::ProxyError;
+use super::trail::RequestTrail;
 use super::{ProxyBody, ProxyState};
-use crate::audit::{AuditRecord, Fault};
+use crate::audit::Fault;
 use crate::mcp::jsonrpc::{self, Message};
 use crate::mcp::method::{self, name_field};
 use crate::mcp::tools_list::{ListFilter, SseRewriter};
@@ -76,10 +77,10 @@ pub(super) async fn handle(
     cx: McpRequest<'_>,
     mut parts: http::request::Parts,
     body: Bytes,
-    rec: &mut AuditRecord,
+    trail: &mut RequestTrail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let route_name = cx.route.config.name.as_str();
-    let common = super::call::common_context(&parts, &rec.path, cx.snap.policy.declared_names())?;
+    let common = super::call::common_context(&parts, &trail.path, cx.snap.policy.declared_names())?;
     if parts.method != Method::POST {
         if !body.is_empty() {
             // Only a POST carries JSON-RPC; a body elsewhere is one nobody
@@ -95,12 +96,12 @@ pub(super) async fn handle(
         let mut call = method::transport_call(cx.agent, route_name, &common);
         super::call::escalation(&parts.headers)?
             .insert_into(&mut call.context, crate::policy::ContextNeeds::everything());
-        rec.action = Some(call.action.clone().into());
-        rec.resource = Some(call.resource.to_string().into());
+        trail.action = Some(call.action.clone().into());
+        trail.resource = Some(call.resource.to_string().into());
         let decision = super::decide(cx.state, cx.snap, &call, plan(cx.snap, &call)?)?;
-        record(rec, &decision);
+        note_decision(trail, &decision);
         return match decision.verdict {
-            Verdict::Allow => forward(&cx, parts, body, rec).await,
+            Verdict::Allow => forward(&cx, parts, body, trail).await,
             Verdict::Deny { reasons } => Err(ProxyError::Denied {
                 reasons,
                 policies: decision.policies,
@@ -114,7 +115,7 @@ pub(super) async fn handle(
 
     // Phase: the body is JSON by its declared type, as the server reads it.
     if let Err(problem) = declared_json(&parts.headers, &body) {
-        refused_by_agent(rec, "unsupported_body", vec![problem.clone()]);
+        refused_by_agent(trail, "unsupported_body", vec![problem.clone()]);
         let answer = jsonrpc::error(&Value::Null, jsonrpc::PARSE_ERROR, &problem, None);
         return Ok(rpc_answer(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -127,7 +128,7 @@ pub(super) async fn handle(
     let parsed = match jsonrpc::parse(&body) {
         Ok(b) => b,
         Err(e) => {
-            refused_by_agent(rec, "invalid_jsonrpc", vec![e.to_string()]);
+            refused_by_agent(trail, "invalid_jsonrpc", vec![e.to_string()]);
             let answer = jsonrpc::error(&Value::Null, e.code(), &e.to_string(), None);
             return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
         }
@@ -142,7 +143,7 @@ pub(super) async fn handle(
     }
     if !invalid.is_empty() {
         let reasons = invalid.iter().map(|e| e.message.clone()).collect();
-        refused_by_agent(rec, "invalid_jsonrpc", reasons);
+        refused_by_agent(trail, "invalid_jsonrpc", reasons);
         let mut answers: Vec<Value> = invalid
             .iter()
             .map(|e| jsonrpc::error(&e.id, jsonrpc::INVALID_REQUEST, &e.message, None))
@@ -167,7 +168,7 @@ pub(super) async fn handle(
 
     // Phase: headers must agree with the body.
     if let Some(problem) = header_mismatch(&parts.headers, &messages, parsed.batch) {
-        refused_by_agent(rec, "mcp_header_mismatch", vec![problem.clone()]);
+        refused_by_agent(trail, "mcp_header_mismatch", vec![problem.clone()]);
         let id = messages
             .first()
             .and_then(Message::request_id)
@@ -183,9 +184,9 @@ pub(super) async fn handle(
         Ok(s) => s,
         Err(e) => {
             let e = method::ParamsError::from(e);
-            rec.verdict = "error";
-            rec.error = Some(e.kind());
-            rec.reasons = vec![e.to_string()];
+            trail.verdict = "error";
+            trail.error = Some(e.kind());
+            trail.reasons = vec![e.to_string()];
             let id = messages
                 .first()
                 .and_then(Message::request_id)
@@ -208,7 +209,7 @@ pub(super) async fn handle(
         let call = match judging {
             Ok(c) => c,
             Err(e) => {
-                refused_by_agent(rec, e.kind(), vec![e.to_string()]);
+                refused_by_agent(trail, e.kind(), vec![e.to_string()]);
                 let id = msg.request_id().cloned().unwrap_or(Value::Null);
                 let answer = jsonrpc::error(&id, e.code(), &e.to_string(), None);
                 return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
@@ -220,7 +221,7 @@ pub(super) async fn handle(
                     &e,
                     &msg,
                     parsed.batch,
-                    rec,
+                    trail,
                     cx.request_id,
                 ));
             }
@@ -233,23 +234,23 @@ pub(super) async fn handle(
             decision,
         });
     }
-    record_all(rec, &judged);
+    note_all(trail, &judged);
 
     // Phase: act. A lone held tool call waits for a human.
     if let [only] = judged.as_slice() {
         if let (false, Some("tools/call"), Verdict::Hold { gates }) =
             (parsed.batch, only.msg.method(), &only.decision.verdict)
         {
-            return hold::on_tool_hold(&cx, &parts, body, only, gates, rec).await;
+            return hold::on_tool_hold(&cx, &parts, body, only, gates, trail).await;
         }
     }
     let all_allowed = judged
         .iter()
         .all(|j| matches!(j.decision.verdict, Verdict::Allow));
     if !all_allowed {
-        if rec.verdict == "deny" {
-            rec.error = Some("denied");
-            rec.fault = Some(Fault::Policy);
+        if trail.verdict == "deny" {
+            trail.error = Some("denied");
+            trail.fault = Some(Fault::Policy);
         }
         let mut answers: Vec<Value> = judged
             .iter()
@@ -269,7 +270,7 @@ pub(super) async fn handle(
         if answers.is_empty() {
             // Only notifications or responses were refused: there is no id
             // to answer, so the HTTP status carries the refusal.
-            let reasons = rec.reasons.join("; ");
+            let reasons = trail.reasons.join("; ");
             let answer = jsonrpc::error(&Value::Null, jsonrpc::DENIED, &reasons, None);
             return Ok(rpc_answer(StatusCode::FORBIDDEN, &answer, cx.request_id));
         }
@@ -288,11 +289,11 @@ pub(super) async fn handle(
         .filter_map(|j| j.msg.request_id().cloned())
         .collect();
     if pending.is_empty() {
-        return forward(&cx, parts, body, rec).await;
+        return forward(&cx, parts, body, trail).await;
     }
     // The answer is rewritten, so it must arrive uncompressed.
     parts.headers.remove(header::ACCEPT_ENCODING);
-    let resp = forward(&cx, parts, body, rec).await?;
+    let resp = forward(&cx, parts, body, trail).await?;
     let mut filter = ListFilter {
         policy: &cx.snap.policy,
         agent: cx.agent,
@@ -304,7 +305,7 @@ pub(super) async fn handle(
     let first_id = filter.pending.first().cloned().unwrap_or(Value::Null);
     let filtered = filter_list_answer(resp, &mut filter, cx.route).await;
     if !filter.hidden.is_empty() {
-        let extra = rec.extra.get_or_insert_with(|| json!({}));
+        let extra = trail.extra.get_or_insert_with(|| json!({}));
         extra["hidden_tools"] = json!(filter.hidden);
     }
     match filtered {
@@ -312,7 +313,7 @@ pub(super) async fn handle(
         Err(problem) => {
             // Never fail open: an answer that cannot be filtered is not
             // passed on.
-            rec.reasons.push(problem.clone());
+            trail.reasons.push(problem.clone());
             let answer = jsonrpc::error(&first_id, -32603, &problem, None);
             Ok(rpc_answer(StatusCode::BAD_GATEWAY, &answer, cx.request_id))
         }
@@ -350,46 +351,46 @@ fn plan(
 
 /// Records a request refused as unreadable or malformed: the agent's
 /// fault, as the same refusal on a REST route would be.
-fn refused_by_agent(rec: &mut AuditRecord, kind: &'static str, reasons: Vec<String>) {
-    rec.verdict = "error";
-    rec.error = Some(kind);
-    rec.fault = Some(Fault::Agent);
-    rec.reasons = reasons;
+fn refused_by_agent(trail: &mut RequestTrail, kind: &'static str, reasons: Vec<String>) {
+    trail.verdict = "error";
+    trail.error = Some(kind);
+    trail.fault = Some(Fault::Agent);
+    trail.reasons = reasons;
 }
 
-fn record(rec: &mut AuditRecord, decision: &Decision) {
-    rec.verdict = decision.verdict.name();
-    rec.policies = decision.policies.clone();
-    rec.eval_errors = decision.errors.clone();
-    rec.decision_us = Some(decision.eval_micros);
-    rec.reasons = reasons(decision);
+fn note_decision(trail: &mut RequestTrail, decision: &Decision) {
+    trail.verdict = decision.verdict.name();
+    trail.policies = decision.policies.clone();
+    trail.eval_errors = decision.errors.clone();
+    trail.decision_us = Some(decision.eval_micros);
+    trail.reasons = reasons(decision);
     if let Some(shadow) = &decision.shadow {
-        rec.shadow = serde_json::to_value(shadow).ok();
+        trail.shadow = serde_json::to_value(shadow).ok();
     }
 }
 
-/// One audit record for the whole POST: the strictest verdict, and every
+/// Notes the whole POST in the trail: the strictest verdict, and every
 /// message's method, action and verdict under `extra.mcp`.
-fn record_all(rec: &mut AuditRecord, judged: &[Judged]) {
+fn note_all(trail: &mut RequestTrail, judged: &[Judged]) {
     let rank = |v: &Verdict| match v {
         Verdict::Allow => 0,
         Verdict::Hold { .. } => 1,
         Verdict::Deny { .. } => 2,
     };
     if let Some(worst) = judged.iter().max_by_key(|j| rank(&j.decision.verdict)) {
-        record(rec, &worst.decision);
+        note_decision(trail, &worst.decision);
     }
     if let [one] = judged {
-        rec.action = Some(one.call.action.clone().into());
-        rec.resource = Some(one.resource.as_str().into());
+        trail.action = Some(one.call.action.clone().into());
+        trail.resource = Some(one.resource.as_str().into());
     } else {
         let actions: Vec<&str> = judged.iter().map(|j| j.call.action.as_str()).collect();
-        rec.action = Some(format!("batch[{}]", actions.join(",")).into());
-        rec.policies = judged
+        trail.action = Some(format!("batch[{}]", actions.join(",")).into());
+        trail.policies = judged
             .iter()
             .flat_map(|j| j.decision.policies.iter().cloned())
             .collect();
-        rec.reasons = judged.iter().flat_map(|j| reasons(&j.decision)).collect();
+        trail.reasons = judged.iter().flat_map(|j| reasons(&j.decision)).collect();
     }
     let detail: Vec<Value> = judged
         .iter()
@@ -403,7 +404,7 @@ fn record_all(rec: &mut AuditRecord, judged: &[Judged]) {
             })
         })
         .collect();
-    rec.extra = Some(json!({ "mcp": detail }));
+    trail.extra = Some(json!({ "mcp": detail }));
 }
 
 /// The answer to a request that is not forwarded.
@@ -580,10 +581,10 @@ async fn forward(
     cx: &McpRequest<'_>,
     parts: http::request::Parts,
     body: Bytes,
-    rec: &mut AuditRecord,
+    trail: &mut RequestTrail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let resp = super::forward(cx.route, cx.rest, parts, body, cx.request_id, Some(cx.conn)).await?;
-    rec.upstream_status = Some(resp.status().as_u16());
+    trail.upstream_status = Some(resp.status().as_u16());
     Ok(resp)
 }
 

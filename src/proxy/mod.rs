@@ -26,7 +26,9 @@
 //!    with `Retry-After` while still pending.
 //! 8. **forward**: send to the upstream with the route's injected headers,
 //!    without the agent's credentials; stream the response back.
-//! 9. **audit**: one record per request, written off the request path.
+//! 9. **audit**: one record per request, built from what the phases noted
+//!    in the request's [`RequestTrail`] and the outcome, and written off the
+//!    request path.
 
 mod body;
 pub mod call;
@@ -40,6 +42,7 @@ mod paused;
 pub mod recheck;
 pub mod screen;
 mod server;
+mod trail;
 mod upstream_body;
 
 use std::borrow::Cow;
@@ -53,8 +56,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Versi
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::audit::{AuditRecord, AuditSink};
-use crate::clock::rfc3339;
+use crate::audit::AuditSink;
 use crate::config::AgentConfig;
 use crate::policy::{Gate, Verdict};
 use crate::snapshot::{GatewaySnapshot, Route};
@@ -65,6 +67,7 @@ pub use forward::forward;
 use forward::strip_for_upstream;
 pub use screen::{route_path, screen_params, Routed};
 use screen::{screen_method, screen_overrides};
+use trail::RequestTrail;
 use upstream_body::UpstreamBody;
 
 pub use server::{serve, tls_acceptor as server_tls, ServeOptions};
@@ -110,18 +113,17 @@ pub fn handle(
     async move {
         let started = Instant::now();
         let now = std::time::SystemTime::now();
-        // On the stack: the record keeps the one owned copy.
+        // On the stack: the trail keeps the one owned copy.
         let mut id_buf = uuid::Uuid::encode_buffer();
         let request_id: &str = new_request_id(now).hyphenated().encode_lower(&mut id_buf);
         let snap = state.live.load_full();
-        let mut rec = AuditRecord {
-            time: rfc3339(now),
-            request_id: request_id.to_owned(),
-            event: "decision",
-            method: method_name(req.method()),
-            snapshot: Some(snap.policy.version().clone()),
-            ..AuditRecord::default()
-        };
+        let mut trail = RequestTrail::new(
+            started,
+            now,
+            request_id,
+            method_name(req.method()),
+            snap.policy.version().clone(),
+        );
         // `process` is boxed and done before a held call waits: rustc keeps
         // room for every value a future has moved on from, so its ~1.8 KB
         // would otherwise stay reserved while a human decides.
@@ -134,22 +136,20 @@ pub fn handle(
             &conn,
             req,
             request_id,
-            &mut rec,
+            &mut trail,
             &mut jsonrpc,
         );
         let result = match Box::pin(processed).await {
             Ok(Reply::Now(resp)) => Ok(resp),
             Ok(Reply::Held { approval }) => {
                 Box::pin(hold::await_decision(
-                    &state, &snap, &approval, request_id, &mut rec,
+                    &state, &snap, &approval, request_id, &mut trail,
                 ))
                 .await
             }
             Err(e) => Err(e),
         };
-        let (response, recorded) = answer(
-            &state, &conn, started, request_id, &mut rec, result, jsonrpc,
-        );
+        let (response, recorded) = answer(&state, &conn, request_id, trail, result, jsonrpc);
         recorded.await;
         Ok(response)
     }
@@ -188,51 +188,38 @@ enum Reply {
 }
 
 /// The answer to send (an error becomes its JSON refusal), with the
-/// request counted and its audit record on the way. Not `async`, so that
-/// the record and result are not kept twice in `handle`'s future.
+/// request counted and its audit record, built here from the trail and the
+/// outcome, on the way. Not `async`, so that the trail and result are not
+/// kept twice in `handle`'s future.
 fn answer<'s>(
     state: &'s ProxyState,
     conn: &AgentConnection,
-    started: Instant,
     request_id: &str,
-    rec: &mut AuditRecord,
+    trail: RequestTrail,
     result: Result<Response<ProxyBody>, ProxyError>,
     jsonrpc: bool,
 ) -> (
     Response<ProxyBody>,
     impl std::future::Future<Output = ()> + use<'s>,
 ) {
-    let response = match result {
+    let (response, rec) = match result {
         Ok(mut resp) => {
-            rec.status = resp.status().as_u16();
+            let rec = trail.into_record(resp.status().as_u16(), None);
             if let Either::Left(Either::Left(body)) = resp.body_mut() {
-                body.watch(&state.audit, rec);
+                body.watch(&state.audit, &rec);
             }
-            resp
+            (resp, rec)
         }
         Err(e) => {
-            if rec.verdict.is_empty() {
-                // An operator's pause is a refusal, not a failure.
-                rec.verdict = match e {
-                    ProxyError::Paused { .. } => "deny",
-                    _ => "error",
-                };
-            }
-            rec.error = Some(e.kind());
-            rec.fault = Some(e.fault());
-            if rec.reasons.is_empty() {
-                rec.reasons = vec![e.to_string()];
-            }
             let resp = if jsonrpc {
                 e.to_jsonrpc_response(request_id)
             } else {
                 e.to_response(request_id)
             };
-            rec.status = resp.status().as_u16();
-            resp.map(Either::Right)
+            let rec = trail.into_record(resp.status().as_u16(), Some(&e));
+            (resp.map(Either::Right), rec)
         }
     };
-    rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Some(agent) = &rec.agent {
         state
             .tally
@@ -245,7 +232,7 @@ fn answer<'s>(
             verdict: rec.verdict,
         },
     );
-    (response, state.audit.record(rec))
+    (response, state.audit.record(&rec))
 }
 
 async fn process(
@@ -254,21 +241,21 @@ async fn process(
     conn: &AgentConnection,
     req: Request<Incoming>,
     request_id: &str,
-    rec: &mut AuditRecord,
+    trail: &mut RequestTrail,
     jsonrpc: &mut bool,
 ) -> Result<Reply, ProxyError> {
     // No call runs unrecorded (`audit.on_failure: deny`).
     if state.audit.refusing() {
-        rec.path = req.uri().path().to_owned();
+        trail.path = req.uri().path().to_owned();
         return Err(ProxyError::AuditUnavailable);
     }
-    // Phase: screen, authenticate, route. The record names the path as
-    // decoded once that worked (`admit` records it), and as sent when not.
-    let (agent, route, rest) = match admit(snap, conn, &req, rec) {
+    // Phase: screen, authenticate, route. The trail names the path as
+    // decoded once that worked (`admit` notes it), and as sent when not.
+    let (agent, route, rest) = match admit(snap, conn, &req, trail) {
         Ok(admitted) => admitted,
         Err(e) => {
-            if rec.path.is_empty() {
-                rec.path = req.uri().path().to_owned();
+            if trail.path.is_empty() {
+                trail.path = req.uri().path().to_owned();
             }
             // Refused before routing (a wrong key): the path still says
             // whether an MCP client is asking.
@@ -301,7 +288,7 @@ async fn process(
         // Boxed, as are the hold's steps below: a future is as large as its
         // largest state, and every request would otherwise carry room for
         // these.
-        return Box::pin(mcp::handle(cx, parts, body, rec))
+        return Box::pin(mcp::handle(cx, parts, body, trail))
             .await
             .map(Reply::Now);
     }
@@ -310,36 +297,36 @@ async fn process(
     // The policies are picked first, so that only the part of the context
     // they can read is built (every part is still checked).
     let mut call = call::http_request(&agent.id, &route.config.name, &parts);
-    rec.action = Some(method_name(&parts.method));
-    rec.resource = Some(route.resource.clone());
+    trail.action = Some(method_name(&parts.method));
+    trail.resource = Some(route.resource.clone());
     let mut plan = conn.plan(snap, &call).map_err(decide_error)?;
     let rules = call::BodyRules {
         names: snap.policy.declared_names(),
         opaque_bodies: route.config.opaque_bodies,
     };
-    call.context = call::http_context(&parts, &rec.path, &body, plan.context_needs(), rules)?;
+    call.context = call::http_context(&parts, &trail.path, &body, plan.context_needs(), rules)?;
     let decision = decide(state, snap, &call, plan)?;
-    rec.verdict = decision.verdict.name();
-    rec.decision_us = Some(decision.eval_micros);
+    trail.verdict = decision.verdict.name();
+    trail.decision_us = Some(decision.eval_micros);
     if let Some(shadow) = &decision.shadow {
-        rec.shadow = serde_json::to_value(shadow).ok();
+        trail.shadow = serde_json::to_value(shadow).ok();
     }
-    // Moved, not copied: the record outlives the decision.
-    rec.policies = decision.policies;
-    rec.eval_errors = decision.errors;
+    // Moved, not copied: the trail outlives the decision.
+    trail.policies = decision.policies;
+    trail.eval_errors = decision.errors;
 
     // Phase: act.
     match decision.verdict {
         Verdict::Allow => {}
         Verdict::Deny { reasons } => {
-            rec.reasons = reasons.clone();
+            trail.reasons = reasons.clone();
             return Err(ProxyError::Denied {
                 reasons,
-                policies: rec.policies.clone(),
+                policies: trail.policies.clone(),
             });
         }
         Verdict::Hold { gates } => {
-            rec.reasons = gates.iter().map(Gate::describe).collect();
+            trail.reasons = gates.iter().map(Gate::describe).collect();
             // Copied before the first await: hyper hands out slices of its
             // read buffer, and while one is alive hyper allocates a second
             // buffer to watch for the agent hanging up.
@@ -353,11 +340,11 @@ async fn process(
                 call: &call,
                 route: &route.config.name,
                 rest: &rest,
-                decoded_path: rec.path.clone(),
+                decoded_path: trail.path.clone(),
                 parts: &parts,
                 body,
             };
-            let approval = Box::pin(hold::register(state, snap, held, gates, rec)).await?;
+            let approval = Box::pin(hold::register(state, snap, held, gates, trail)).await?;
             // The wait is `handle`'s, once this future and all it read from
             // the agent are gone.
             return Ok(Reply::Held { approval });
@@ -367,18 +354,18 @@ async fn process(
     // Phase: forward. Boxed: a held MCP call waits inside this future, which
     // would otherwise carry room for the forward's 2.6 KB all that time.
     let resp = Box::pin(forward(route, &rest, parts, body, request_id, Some(conn))).await?;
-    rec.upstream_status = Some(resp.status().as_u16());
+    trail.upstream_status = Some(resp.status().as_u16());
     Ok(Reply::Now(resp))
 }
 
 /// The request's screen, authentication and route: who calls, the route
 /// and the encoded rest of the path after its prefix. The agent, the
-/// decoded path and the route go into `rec` as soon as they are known.
+/// decoded path and the route go into `trail` as soon as they are known.
 fn admit<'s>(
     snap: &'s GatewaySnapshot,
     conn: &AgentConnection,
     req: &Request<Incoming>,
-    rec: &mut AuditRecord,
+    trail: &mut RequestTrail,
 ) -> Result<(&'s AgentConfig, &'s Route, String), ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed(req.method().to_string()));
@@ -390,13 +377,13 @@ fn admit<'s>(
         ));
     }
     let agent = authenticate(snap, conn, req.headers())?;
-    rec.agent = Some(agent.id.clone());
+    trail.agent = Some(agent.id.clone());
     screen_overrides(req.headers())?;
     let routed = match route_path(snap, req.uri().path()) {
         Ok(r) => r,
         Err(e) => {
             if let ProxyError::NoRoute(decoded) = &e {
-                rec.path.clone_from(decoded);
+                trail.path.clone_from(decoded);
             }
             return Err(e);
         }
@@ -407,8 +394,8 @@ fn admit<'s>(
         rest,
         params,
     } = routed;
-    rec.path = decoded;
-    rec.route = Some(route.name.clone());
+    trail.path = decoded;
+    trail.route = Some(route.name.clone());
     screen_params(route, params)?;
     screen_method(snap, route, req)?;
     Ok((agent, route, rest))

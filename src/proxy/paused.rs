@@ -13,12 +13,12 @@ use super::error::ProxyError;
 use super::ProxyBody;
 use crate::approval::Recheck;
 use crate::approval::{HoldRecord, StoredGate};
-use crate::audit::AuditRecord;
 use crate::config::{Config, Protocol};
 use crate::mcp::jsonrpc::{self, Message};
 use crate::oversight::{describe, PauseBoard, PAUSED_GATE};
 use crate::oversight::{PauseMode, PauseRecord};
 use crate::policy::{CallRequest, Decision, Gate, Resource, Verdict};
+use crate::proxy::trail::RequestTrail;
 use crate::snapshot::GatewaySnapshot;
 
 /// The refusal for a call that `deny` pause `p` covers.
@@ -148,13 +148,13 @@ pub(super) fn rpc_refusal(
     e: &ProxyError,
     msg: &Message,
     batch: bool,
-    rec: &mut AuditRecord,
+    trail: &mut RequestTrail,
     request_id: &str,
 ) -> http::Response<ProxyBody> {
-    rec.verdict = "deny";
-    rec.error = Some(e.kind());
-    rec.fault = Some(e.fault());
-    rec.reasons = vec![e.to_string()];
+    trail.verdict = "deny";
+    trail.error = Some(e.kind());
+    trail.fault = Some(e.fault());
+    trail.reasons = vec![e.to_string()];
     let (id, status) = match msg.request_id() {
         Some(id) => (id.clone(), StatusCode::OK),
         None => (Value::Null, StatusCode::FORBIDDEN),

@@ -24,12 +24,12 @@ use super::{Judged, McpRequest};
 use crate::approval::fingerprint::fingerprint;
 use crate::approval::Claim;
 use crate::approval::{HoldRecord, HoldState, HumanAnswer, Outcome};
-use crate::audit::AuditRecord;
 use crate::mcp::jsonrpc;
 use crate::policy::Gate;
 use crate::proxy::error::ProxyError;
 use crate::proxy::hold::{execute, held_call, internal, stored_tool_request, Session};
 use crate::proxy::recheck::SnapshotChecker;
+use crate::proxy::trail::RequestTrail;
 use crate::proxy::ProxyBody;
 
 /// Holds one `tools/call` message for approval and answers it.
@@ -39,7 +39,7 @@ pub(super) async fn on_tool_hold(
     body: Bytes,
     judged: &Judged,
     gates: &[Gate],
-    rec: &mut AuditRecord,
+    trail: &mut RequestTrail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let msg = &judged.msg;
     let approvals = &cx.state.approvals;
@@ -59,7 +59,7 @@ pub(super) async fn on_tool_hold(
     let fp = fingerprint("mcp", "tools/call", &route, &tool, None, &args_bytes);
     let stored = stored_tool_request(
         parts,
-        &rec.path,
+        &trail.path,
         cx.rest,
         &body,
         &cx.route.config.headers,
@@ -67,8 +67,8 @@ pub(super) async fn on_tool_hold(
     );
     let call = held_call(&judged.call, &route, fp, stored, gates);
     let hold = approvals.hold(cfg, call).await?;
-    rec.approval_id = Some(hold.id.clone());
-    rec.approver_groups = hold.approver_groups.clone();
+    trail.approval_id = Some(hold.id.clone());
+    trail.approver_groups = hold.approver_groups.clone();
     let held = HeldTool {
         id,
         tool,
@@ -78,14 +78,14 @@ pub(super) async fn on_tool_hold(
         session: parts.headers.get(crate::mcp::SESSION_ID).cloned(),
     };
     if held.progress_token.is_some() && accepts_events(&parts.headers) {
-        return Ok(super::progress::respond(cx.state, hold.id, held, rec));
+        return Ok(super::progress::respond(cx.state, hold.id, held, trail));
     }
 
     // Bounded like the REST side: an approved call settles within a round
     // or two, whoever claims it.
     for _ in 0..3 {
         let hold = approvals.wait(cfg, &hold.id, cfg.approvals.wait).await?;
-        rec.approver = hold.decided_by.clone();
+        trail.approver = hold.decided_by.clone();
         if let Some(answer) = held.answer_for(&hold) {
             return Ok(super::rpc_answer(StatusCode::OK, &answer, cx.request_id));
         }
@@ -105,12 +105,12 @@ pub(super) async fn on_tool_hold(
                     body,
                     request_id,
                     session,
-                    rec,
+                    trail,
                 )
                 .await;
             }
             Claim::Settled(hold) => {
-                rec.approver = hold.decided_by.clone();
+                trail.approver = hold.decided_by.clone();
                 if let Some(answer) = held.answer_for(&hold) {
                     return Ok(super::rpc_answer(StatusCode::OK, &answer, cx.request_id));
                 }

@@ -32,13 +32,14 @@ use tokio::sync::mpsc;
 use super::hold::HeldTool;
 use crate::approval::HoldRecord;
 use crate::approval::{ApprovalError, Approvals, Claim};
-use crate::audit::{AuditRecord, AuditSink};
+use crate::audit::AuditSink;
 use crate::config::Config;
 use crate::mcp::{jsonrpc, sse};
 use crate::proxy::error::ProxyError;
 use crate::proxy::event_body;
 use crate::proxy::hold::{execute, Session};
 use crate::proxy::recheck::SnapshotChecker;
+use crate::proxy::trail::RequestTrail;
 use crate::proxy::{ProxyBody, ProxyState};
 use crate::snapshot::GatewaySnapshot;
 
@@ -54,7 +55,7 @@ pub(super) fn respond(
     state: &ProxyState,
     hold_id: String,
     held: HeldTool,
-    rec: &AuditRecord,
+    trail: &RequestTrail,
 ) -> Response<ProxyBody> {
     let (tx, body) = event_body::channel();
     let stream = HeldStream {
@@ -68,7 +69,7 @@ pub(super) fn respond(
             sent: 0,
         },
         held,
-        rec: rec.clone(),
+        trail: trail.clone(),
         started: Instant::now(),
     };
     tokio::spawn(stream.run(tx));
@@ -81,7 +82,7 @@ pub(super) fn respond(
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
+    if let Ok(v) = HeaderValue::from_str(&trail.request_id) {
         h.insert("x-request-id", v);
     }
     resp
@@ -104,8 +105,8 @@ struct HeldStream {
     hold_id: String,
     held: HeldTool,
     progress: Progress,
-    /// A copy of the request's record, for the outcome record.
-    rec: AuditRecord,
+    /// A copy of the request's trail, for the outcome record.
+    trail: RequestTrail,
     started: Instant,
 }
 
@@ -155,9 +156,8 @@ impl HeldStream {
         // moment ago, and the wait's settings come from the same config.
         let snap = self.live.load_full();
         let end = self.drive(&snap.config, &tx).await;
-        let mut rec = std::mem::take(&mut self.rec);
+        let mut rec = self.trail.into_record(StatusCode::OK.as_u16(), None);
         rec.event = "held_stream";
-        rec.status = StatusCode::OK.as_u16();
         rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         match end {
             End::Answer(answer) => {
@@ -178,7 +178,7 @@ impl HeldStream {
                 Some(Ok(h)) => h,
                 Some(Err(e)) => return End::Answer(self.error(&ProxyError::from(e).to_string())),
             };
-            self.rec.approver = hold.decided_by.clone();
+            self.trail.approver = hold.decided_by.clone();
             if let Some(answer) = self.held.answer_for(&hold) {
                 return End::Answer(answer);
             }
@@ -194,7 +194,7 @@ impl HeldStream {
                 Err(e) => return End::Answer(self.error(&e.to_string())),
                 Ok(Claim::Lost) => continue,
                 Ok(Claim::Settled(hold)) => {
-                    self.rec.approver = hold.decided_by.clone();
+                    self.trail.approver = hold.decided_by.clone();
                     if let Some(answer) = self.held.answer_for(&hold) {
                         return End::Answer(answer);
                     }
@@ -253,7 +253,7 @@ impl HeldStream {
             body,
             request_id,
             session,
-            &mut self.rec,
+            &mut self.trail,
         )
         .await;
         let resp = match result {
