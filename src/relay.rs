@@ -11,6 +11,7 @@
 //! always, and the audit trail of each replica is complete.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
@@ -20,6 +21,7 @@ use crate::store::{ApprovalStore, StoreEvent, NOTE_MAX};
 
 /// Events gathered into one round of notes at most.
 const BATCH: usize = 256;
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// An event as it travels: its kind, which readers filter on, and the
 /// event itself.
@@ -63,12 +65,18 @@ async fn send_local(
     mut local: broadcast::Receiver<Arc<LiveEvent>>,
     replica: String,
 ) {
+    // At most one warning a minute: a replica that falls behind under load
+    // would otherwise log on every batch.
+    let mut warned: Option<Instant> = None;
     loop {
         let mut batch = Vec::new();
         match local.recv().await {
             Ok(event) => batch.push(event),
             Err(RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "events were recorded faster than they could be passed to the other replicas; these were not");
+                if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    warned = Some(Instant::now());
+                    tracing::warn!(missed = n, "events were recorded faster than they could be passed to the other replicas; these were not");
+                }
                 continue;
             }
             Err(RecvError::Closed) => return,
@@ -83,7 +91,10 @@ async fn send_local(
         batch.retain(|e| !e.relayed);
         for note in notes(&replica, &batch) {
             if let Err(e) = store.send_note(note).await {
-                tracing::warn!(error = %e, "cannot pass events to the other replicas");
+                if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    warned = Some(Instant::now());
+                    tracing::warn!(error = %e, "cannot pass events to the other replicas");
+                }
             }
         }
     }
