@@ -264,6 +264,7 @@ impl Overrides {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PAUSE_REREAD);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
             loop {
                 let reread = tokio::select! {
                     event = changes.recv() => match event {
@@ -277,10 +278,17 @@ impl Overrides {
                 let Some(me) = me.upgrade() else {
                     return;
                 };
-                if reread {
-                    if let Err(e) = me.reread().await {
-                        tracing::warn!(error = %e, "cannot read the pauses again");
+                if !reread {
+                    continue;
+                }
+                // Told once per outage, not on every second of it.
+                match me.reread().await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot read the pauses again; the board keeps the pauses it has");
                     }
+                    Err(_) => {}
                 }
             }
         });
