@@ -81,3 +81,6 @@ mod store_conformance;
 
 #[path = "it/takeover.rs"]
 mod takeover;
+
+#[path = "it/replicas.rs"]
+mod replicas;
