@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::mcp::{python_client, ts_client, McpServer};
+use crate::support::mcp::{python_agent, python_client, ts_client, McpServer};
 use crate::support::*;
 
 const POLICIES: &str = r#"
@@ -642,16 +642,13 @@ async fn a_held_tool_call_runs_once_after_a_human_approves_it() {
     let server = McpServer::python();
     let airlock = crm(&server);
     let url = airlock.url("/mcp/crm");
-    let run = |plan: Value| {
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || python_client(&url, AGENT_KEY, &plan))
-    };
+    let run = |plan: Value| python_agent(&url, plan);
     let refund = json!({"calls": [
         {"name": "issue_refund", "args": {"customer_id": "c-1", "amount": 500}},
     ]});
 
     // The model is told the call waits for a human and to call again.
-    let first = run(refund.clone()).await.unwrap();
+    let first = run(refund.clone()).await;
     let held = call(&first, "issue_refund");
     assert_eq!(held["is_error"], true, "{first}");
     let text = held["text"].as_str().unwrap();
@@ -688,12 +685,12 @@ async fn a_held_tool_call_runs_once_after_a_human_approves_it() {
     assert_eq!(decided.status(), 200, "{}", decided.text().await.unwrap());
 
     // Calling again with the same arguments runs the tool, once.
-    let second = run(refund.clone()).await.unwrap();
+    let second = run(refund.clone()).await;
     let done = call(&second, "issue_refund");
     assert_eq!(done["is_error"], false, "{second}");
 
     // A third identical call gets the recorded outcome, not a second refund.
-    let third = run(refund).await.unwrap();
+    let third = run(refund).await;
     let replayed = call(&third, "issue_refund");
     assert_eq!(replayed["is_error"], true, "{third}");
     assert!(

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::approvals::{decide, env_with, refund, show, Env, BOB_TOKEN};
 use crate::mcp::{call, crm};
-use crate::support::mcp::{python_client, McpServer};
+use crate::support::mcp::{python_agent, McpServer};
 use crate::support::*;
 
 /// Waits for the first pending approval and returns its id.
@@ -200,14 +200,11 @@ async fn the_sdk_client_gets_a_humans_answer_to_a_held_tool_call() {
     let server = McpServer::python();
     let airlock = crm(&server);
     let url = airlock.url("/mcp/crm");
-    let run = |plan: Value| {
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || python_client(&url, AGENT_KEY, &plan))
-    };
+    let run = |plan: Value| python_agent(&url, plan);
     let refund = json!({"calls": [
         {"name": "issue_refund", "args": {"customer_id": "c-1", "amount": 500}},
     ]});
-    let first = run(refund.clone()).await.unwrap();
+    let first = run(refund.clone()).await;
     assert_eq!(call(&first, "issue_refund")["is_error"], true, "{first}");
     let id = pending(&airlock).await;
 
@@ -241,7 +238,7 @@ async fn the_sdk_client_gets_a_humans_answer_to_a_held_tool_call() {
     // The agent calls again and the SDK reads the human's answer as the
     // tool's result, twice over: the tool itself is never called.
     for _ in 0..2 {
-        let out = run(refund.clone()).await.unwrap();
+        let out = run(refund.clone()).await;
         let answered = call(&out, "issue_refund");
         assert_eq!(answered["is_error"], false, "{out}");
         assert_eq!(answered["text"], "refund R-7 issued by hand", "{out}");

@@ -84,6 +84,15 @@ pub fn python_client(url: &str, key: &str, plan: &Value) -> Value {
     })
 }
 
+/// [`python_client`] as the agent `AGENT_KEY`, off the test's runtime, so
+/// that Airlock can be driven while the client waits.
+pub async fn python_agent(url: &str, plan: Value) -> Value {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || python_client(&url, super::AGENT_KEY, &plan))
+        .await
+        .expect("the Python MCP client task")
+}
+
 /// Runs the TypeScript SDK client (`tests/peers/ts_client.mjs`) with a plan
 /// and returns what it saw.
 pub fn ts_client(url: &str, key: &str, plan: &Value) -> Value {
