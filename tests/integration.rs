@@ -78,3 +78,6 @@ mod architecture;
 
 #[path = "it/store_conformance.rs"]
 mod store_conformance;
+
+#[path = "it/replica_faults.rs"]
+mod replica_faults;

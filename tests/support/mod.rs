@@ -9,6 +9,7 @@ pub mod audit_receivers;
 pub mod full_disk;
 pub mod mcp;
 pub mod peers;
+pub mod pg_instance;
 pub mod reload;
 pub mod sse;
 pub mod tls;
@@ -50,6 +51,7 @@ pub struct AirlockBuilder {
     extra: Vec<String>,
     env: Vec<(String, String)>,
     audit: String,
+    store: String,
 }
 
 impl AirlockBuilder {
@@ -66,6 +68,7 @@ impl AirlockBuilder {
             extra: Vec::new(),
             env: Vec::new(),
             audit: "audit: audit.jsonl".to_string(),
+            store: "sqlite://airlock.db".to_string(),
         }
     }
 
@@ -129,6 +132,12 @@ impl AirlockBuilder {
         self
     }
 
+    /// The `store:` URL (default `sqlite://airlock.db`, in the temp dir).
+    pub fn store(mut self, url: &str) -> Self {
+        self.store = url.to_string();
+        self
+    }
+
     /// Extra top-level YAML.
     pub fn yaml(mut self, yaml: &str) -> Self {
         self.extra.push(yaml.to_string());
@@ -144,7 +153,8 @@ impl AirlockBuilder {
             std::fs::write(pol.join(f), t).expect("policy");
         }
         let mut yaml = format!(
-            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\n{}\nagents:\n{}\n",
+            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: {}\n{}\nagents:\n{}\n",
+            self.store,
             self.audit,
             self.agents.join("\n")
         );
