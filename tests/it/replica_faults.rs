@@ -35,21 +35,24 @@ fn refund(airlock: &Airlock, amount: u32) -> reqwest::RequestBuilder {
         .json(&json!({ "amount": amount }))
 }
 
-async fn decide(airlock: &Airlock, id: &str, approve: bool) -> u16 {
+async fn decide(airlock: &Airlock, id: &str, approve: bool) -> (u16, Value) {
     let body = if approve {
         json!({"decision": "approve"})
     } else {
         json!({"decision": "deny", "reason": "not this one"})
     };
-    client()
+    let resp = client()
         .post(airlock.admin_url(&format!("/v1/approvals/{id}/decision")))
         .header("authorization", bearer(ADMIN_TOKEN))
         .json(&body)
         .send()
         .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .unwrap();
+    assert_eq!(
+        resp.status() == 503,
+        resp.headers().contains_key("retry-after")
+    );
+    json_of(resp).await
 }
 
 /// The ids of the pending approvals, once there are `n`.
@@ -100,6 +103,12 @@ async fn postgres_going_away_fails_new_holds_closed_and_its_return_needs_no_airl
     a.audit_where("the refused hold", |r| {
         r["error"] == "store_unavailable" && r["status"] == 503
     });
+    // So is a decision: the approver is told to try again shortly.
+    let (status, refused) = decide(&b, &held, true).await;
+    assert_eq!(
+        (status, &refused["error"]),
+        (503, &json!("store_unavailable"))
+    );
     // Calls the policies allow need no store.
     assert_eq!(a.agent_get("/crm/customers/7").await.status(), 200);
     // The waiting agent is told its approval is still pending.
@@ -117,7 +126,7 @@ async fn postgres_going_away_fails_new_holds_closed_and_its_return_needs_no_airl
     // which reaches A through its reconnected listener.
     let released = tokio::spawn(refund(&a, 1).send());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(decide(&b, &held, true).await, 200);
+    assert_eq!(decide(&b, &held, true).await.0, 200);
     let (status, ran) = json_of(released.await.unwrap().unwrap()).await;
     assert_eq!(status, 200, "{ran}");
     assert_eq!(
@@ -195,8 +204,8 @@ async fn a_replica_killed_mid_delivery_leaves_every_webhook_to_arrive_once() {
         assert_eq!(call.await.unwrap().unwrap().status(), 202);
     }
     let ids = pending(&a, 3).await;
-    assert_eq!(decide(&a, &ids[0], true).await, 200);
-    assert_eq!(decide(&a, &ids[1], false).await, 200);
+    assert_eq!(decide(&a, &ids[0], true).await.0, 200);
+    assert_eq!(decide(&a, &ids[1], false).await.0, 200);
 
     // The receiver comes up and takes A's next attempt without answering:
     // A is mid-delivery, holding the claim, when it is killed.
