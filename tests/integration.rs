@@ -81,3 +81,6 @@ mod store_conformance;
 
 #[path = "it/replica_faults.rs"]
 mod replica_faults;
+
+#[path = "it/replicas.rs"]
+mod replicas;

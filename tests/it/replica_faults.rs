@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::pg_instance::{shared_schema_url, PgInstance};
+use crate::support::pg_instance::PgInstance;
+use crate::support::replicas::{sigkill, PgSchema};
 use crate::support::webhook::{WebhookReceiver, WEBHOOK_SECRET};
 use crate::support::*;
 
@@ -186,7 +187,7 @@ print(json.dumps(events))
 
 #[tokio::test]
 async fn a_replica_killed_mid_delivery_leaves_every_webhook_to_arrive_once() {
-    let store = shared_schema_url().await;
+    let store = PgSchema::fresh().await.url;
     let upstream = Upstream::start().await;
     // The receiver is down: its port is known, nothing listens on it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -217,8 +218,7 @@ async fn a_replica_killed_mid_delivery_leaves_every_webhook_to_arrive_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let b = replica(&store, &upstream, &hooks_yaml);
-    a.child.kill().unwrap();
-    a.child.wait().unwrap();
+    sigkill(&mut a);
     hooks.set_stalling(false);
 
     // B delivers everything once A's claim runs out.

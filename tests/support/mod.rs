@@ -11,6 +11,7 @@ pub mod mcp;
 pub mod peers;
 pub mod pg_instance;
 pub mod reload;
+pub mod replicas;
 pub mod sse;
 pub mod tls;
 pub mod upstream;

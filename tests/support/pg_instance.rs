@@ -137,21 +137,3 @@ fn check(what: &str, out: std::io::Result<Output>, log: &str) {
         Ok(_) => {}
     }
 }
-
-/// The URL of a fresh, empty schema on the machine's shared PostgreSQL at
-/// 127.0.0.1:5432 (database `test`): replicas given the same URL share it.
-pub async fn shared_schema_url() -> String {
-    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
-    let (client, conn) = tokio_postgres::connect(
-        "host=127.0.0.1 port=5432 user=postgres dbname=test",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("PostgreSQL at 127.0.0.1:5432 must be reachable (see README: running the tests)");
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("create a schema for the test");
-    format!("postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{schema}")
-}

@@ -1,0 +1,179 @@
+//! Two real Airlock processes on one PostgreSQL schema: what one replica
+//! decides, runs, pauses or records, the other sees; and a replica killed
+//! with SIGKILL loses nothing another cannot finish.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::approvals::{decide, pending_id, refund, show, CALLBACK_SECRET};
+use crate::support::replicas::{sigkill, Replicas, TwoReplicas};
+use crate::support::*;
+
+const CRM_POLICIES: &str = include_str!("../../policies/crm.cedar");
+
+/// The CRM route to `upstream` with refunds over 100 held for finance;
+/// agents wait up to `wait` for a decision.
+async fn crm_replicas(upstream: &Upstream, wait: &str) -> Replicas {
+    Replicas::new(
+        AirlockBuilder::new()
+            .policy("crm.cedar", CRM_POLICIES)
+            .route("crm", "/crm", &upstream.url("/api"))
+            .yaml(&format!(
+                "approvers:\n  - id: alice\n    token: {APPROVER_TOKEN}\n    groups: [finance]\napprovals:\n  wait: {wait}\n  callback_secret: {CALLBACK_SECRET}\n"
+            )),
+    )
+    .await
+}
+
+/// Waits until the store holds `n` holds in `state` (the agents' calls
+/// reached a replica and were stored).
+async fn until_stored(set: &Replicas, state: &str, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = set.schema.holds_in(state).await;
+        if found >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{found} holds {state}, not {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn approve() -> Value {
+    json!({"decision": "approve"})
+}
+
+#[tokio::test]
+async fn the_same_approval_decided_on_both_replicas_at_once_is_won_by_one() {
+    let upstream = Upstream::start().await;
+    let set = crm_replicas(&upstream, "10ms").await;
+    let TwoReplicas { a, b } = set.two();
+    for amount in 501..=505 {
+        let id = pending_id(&a, json!({"amount": amount})).await;
+        let (on_a, on_b) = tokio::join!(
+            decide(&a, &id, APPROVER_TOKEN, approve()),
+            decide(&b, &id, APPROVER_TOKEN, approve()),
+        );
+        let mut statuses = [on_a.0, on_b.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "approval {id}");
+        assert_eq!(show(&b, &id).await["status"], "approved");
+    }
+}
+
+#[tokio::test]
+async fn retries_on_both_replicas_of_a_granted_call_reach_the_upstream_once() {
+    let upstream = Upstream::start().await;
+    let set = crm_replicas(&upstream, "20s").await;
+    let TwoReplicas { a, b } = set.two();
+    let id = pending_id(&a, json!({"amount": 700})).await;
+
+    // Retries waiting on both replicas when the approval comes.
+    let mut retries = Vec::new();
+    for replica in [&a, &b, &a, &b, &a, &b] {
+        retries.push(tokio::spawn(refund(replica, json!({"amount": 700})).send()));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _) = decide(&b, &id, APPROVER_TOKEN, approve()).await;
+    assert_eq!(s, 200);
+    for r in retries {
+        assert_eq!(r.await.unwrap().unwrap().status(), 200);
+    }
+    // And later ones, on either replica, replay the outcome.
+    for replica in [&a, &b] {
+        let replay = refund(replica, json!({"amount": 700}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(replay.headers()["airlock-replayed"], "true");
+    }
+    assert_eq!(upstream.hits(), 1, "the approved call ran exactly once");
+    assert_eq!(show(&a, &id).await["status"], "executed");
+}
+
+#[tokio::test]
+async fn an_agent_waiting_on_one_replica_is_released_by_a_decision_on_the_other() {
+    let upstream = Upstream::start().await;
+    // Longer than the test: an agent answered before it was released by
+    // the decision would be told 202 pending.
+    let set = crm_replicas(&upstream, "25s").await;
+    let TwoReplicas { a, b } = set.two();
+    let waiting = tokio::spawn(refund(&a, json!({"amount": 800})).send());
+    until_stored(&set, "pending", 1).await;
+    let list = b
+        .admin_get("/v1/approvals?status=pending", ADMIN_TOKEN)
+        .await;
+    let id = list["approvals"][0]["id"].as_str().unwrap().to_string();
+    let (s, _) = decide(&b, &id, APPROVER_TOKEN, approve()).await;
+    assert_eq!(s, 200);
+    let resp = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "released by the decision on the other replica"
+    );
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_replica_killed_with_100_waiting_agents_loses_none_and_runs_each_once() {
+    let upstream = Upstream::start().await;
+    let set = crm_replicas(&upstream, "25s").await;
+    let TwoReplicas { mut a, b } = set.two();
+    let amounts: Vec<u32> = (1001..=1100).collect();
+    let mut on_a = Vec::new();
+    for &amount in &amounts {
+        on_a.push(tokio::spawn(refund(&a, json!({"amount": amount})).send()));
+    }
+    until_stored(&set, "pending", 100).await;
+
+    sigkill(&mut a);
+    for call in on_a {
+        assert!(
+            call.await.unwrap().is_err(),
+            "no agent waiting on the killed replica got an answer"
+        );
+    }
+
+    // Every agent retries on the surviving replica, and waits there.
+    let mut on_b = Vec::new();
+    for &amount in &amounts {
+        on_b.push(tokio::spawn(refund(&b, json!({"amount": amount})).send()));
+    }
+    let list = b
+        .admin_get("/v1/approvals?status=pending&limit=500", ADMIN_TOKEN)
+        .await;
+    let pending: Vec<String> = list["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(pending.len(), 100, "nothing pending was lost");
+    for id in &pending {
+        let (s, _) = decide(&b, id, APPROVER_TOKEN, approve()).await;
+        assert_eq!(s, 200);
+    }
+    for call in on_b {
+        assert_eq!(call.await.unwrap().unwrap().status(), 200);
+    }
+
+    let ran: Vec<u64> = upstream
+        .seen()
+        .iter()
+        .map(|s| {
+            serde_json::from_slice::<Value>(&s.body).unwrap()["amount"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ran.len(), 100, "each approved call ran once");
+    let distinct: BTreeSet<u64> = ran.iter().copied().collect();
+    let wanted: BTreeSet<u64> = amounts.iter().map(|&a| u64::from(a)).collect();
+    assert_eq!(distinct, wanted);
+    assert_eq!(set.schema.holds_in("executed").await, 100);
+    let ids: HashSet<&String> = pending.iter().collect();
+    assert_eq!(ids.len(), 100);
+}
