@@ -11,7 +11,18 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The directory of PostgreSQL's server programs: Debian's, of the newest
+/// version installed (the one `.ci/setup` installs with the machine's
+/// cluster).
+fn bin_dir() -> PathBuf {
+    let versions = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's programs under /usr/lib/postgresql (apt-get install postgresql)");
+    versions
+        .filter_map(|v| v.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin")))
+        .expect("a numbered version under /usr/lib/postgresql")
+}
 
 pub struct PgInstance {
     dir: tempfile::TempDir,
@@ -90,7 +101,7 @@ impl PgInstance {
     /// Runs PostgreSQL's `tool` as the `postgres` user; a failure names the
     /// command, its output and the server log.
     fn as_postgres(&self, tool: &str, args: &[&str]) {
-        let exe = format!("{BIN}/{tool}");
+        let exe = path_str(&bin_dir().join(tool));
         let mut all = vec!["-u", "postgres", "--", exe.as_str()];
         all.extend_from_slice(args);
         let out = Command::new("runuser").args(&all).output();
@@ -103,7 +114,13 @@ impl Drop for PgInstance {
     fn drop(&mut self) {
         // `immediate`: the data is thrown away with the dir.
         let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{BIN}/pg_ctl"), "-D"])
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &path_str(&bin_dir().join("pg_ctl")),
+                "-D",
+            ])
             .arg(self.data())
             .args(["-m", "immediate", "-w", "stop"])
             .output();
