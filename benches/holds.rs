@@ -154,6 +154,13 @@ async fn pending_gauge(client: &reqwest::Client, admin: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The `amount` of a listed approval's call: its body as the approver is
+/// shown it, `{"text": "<the JSON sent>"}`.
+fn amount_of(approval: &Value) -> Option<usize> {
+    let sent: Value = serde_json::from_str(approval["body"]["text"].as_str()?).ok()?;
+    usize::try_from(sent["amount"].as_u64()?).ok()
+}
+
 async fn run() {
     let holds = env_usize("HOLDS", 10_000);
     // One page of the approvals list (its maximum is 500).
@@ -238,8 +245,8 @@ async fn run() {
         .expect("json");
     let mut by_amount = std::collections::HashMap::new();
     for a in list["approvals"].as_array().into_iter().flatten() {
-        if let (Some(id), Some(n)) = (a["id"].as_str(), a["body"]["amount"].as_u64()) {
-            by_amount.insert(n as usize, id.to_string());
+        if let (Some(id), Some(n)) = (a["id"].as_str(), amount_of(a)) {
+            by_amount.insert(n, id.to_string());
         }
     }
     let mut decided_at = Vec::new();

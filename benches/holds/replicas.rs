@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{env_usize, pending_gauge, start_airlock, upstream, ADMIN_TOKEN, AGENT_KEY};
+use super::{amount_of, env_usize, pending_gauge, start_airlock, upstream, ADMIN_TOKEN, AGENT_KEY};
 
 /// Every wait of the benchmark ends by then.
 const LIMIT: Duration = Duration::from_secs(300);
@@ -189,7 +189,7 @@ async fn ids_by_amount(
         .into_iter()
         .flatten()
         .filter_map(|a| {
-            let n = usize::try_from(a["body"]["amount"].as_u64()?).ok()?;
+            let n = amount_of(a)?;
             Some((n, a["id"].as_str()?.to_string()))
         })
         .collect();

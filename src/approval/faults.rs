@@ -172,4 +172,21 @@ mod tests {
         assert_eq!(backoff(2), OUTCOME_RETRY_FIRST * 2);
         assert_eq!(backoff(40), OUTCOME_RETRY_MAX);
     }
+
+    #[test]
+    fn a_store_failure_mid_wait_answers_with_the_hold_as_last_seen() {
+        let seen = slim(crate::store::test_hold("h1"));
+        assert!(seen.request.body.is_empty() && seen.request.headers.is_empty());
+        let down = || ApprovalError::Store(StoreError::Backend("connection refused".into()));
+        let answered = seen_or(down(), Some(seen.clone())).map(|h| (h.id, h.state));
+        assert_eq!(answered.ok(), Some(("h1".to_string(), HoldState::Pending)));
+        // Before the hold was ever read there is nothing to answer with.
+        assert!(matches!(
+            seen_or(down(), None),
+            Err(ApprovalError::Store(_))
+        ));
+        // Any other error stands.
+        let gone = seen_or(ApprovalError::NotFound("h1".into()), Some(seen));
+        assert!(matches!(gone, Err(ApprovalError::NotFound(_))));
+    }
 }

@@ -185,6 +185,27 @@ print(json.dumps(events))
     serde_json::from_slice(&out.stdout).expect("the verifier prints JSON")
 }
 
+/// The events received, verified and deduplicated, once there are `n`
+/// (sorted); `replica` shows the outbox if they never come.
+async fn arrived(hooks: &WebhookReceiver, n: usize, replica: &Airlock) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut events = verified_events(&hooks.deliveries());
+        events.sort();
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {events:?} arrived; the outbox has {}",
+            replica
+                .admin_get("/v1/webhooks/deliveries", ADMIN_TOKEN)
+                .await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_replica_killed_mid_delivery_leaves_every_webhook_to_arrive_once() {
     let store = PgSchema::fresh().await.url;
@@ -229,20 +250,7 @@ async fn a_replica_killed_mid_delivery_leaves_every_webhook_to_arrive_once() {
     expected.push(("approval.decided".into(), ids[0].clone()));
     expected.push(("approval.decided".into(), ids[1].clone()));
     expected.sort();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let events = loop {
-        let mut events = verified_events(&hooks.deliveries());
-        events.sort();
-        if events.len() >= expected.len() {
-            break events;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {events:?} arrived; the store has {}",
-            b.admin_get("/v1/webhooks/deliveries", ADMIN_TOKEN).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let events = arrived(&hooks, expected.len(), &b).await;
     assert_eq!(events, expected);
     // The attempt A never saw answered was sent again, under the same id.
     let received = hooks.deliveries();
