@@ -114,6 +114,10 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         )
         .await?,
     );
+    // On a shared store: pauses set on other replicas reach this board,
+    // and the live view shows every replica's events.
+    overrides.follow_store_changes();
+    crate::relay::start(&store, audit.live());
     let tally = Arc::new(crate::oversight::CallTally::default());
     let pauses = overrides.board.clone();
     let config_of = {

@@ -42,6 +42,8 @@
 //! - [`audit`] writes one JSON record per decision off the request path, to
 //!   a file, stdout, syslog or an OTLP collector, keeping and retrying what
 //!   the sink does not take.
+//! - [`relay`] passes each replica's live events to the others through a
+//!   shared store, so that every replica's event stream shows them all.
 //! - [`telemetry`] holds the Prometheus metrics and log setup.
 //! - [`reload`] compiles new snapshots away from the request path and swaps
 //!   them in atomically.
@@ -78,6 +80,7 @@ pub mod path;
 pub mod policy;
 pub mod problem;
 pub mod proxy;
+pub mod relay;
 pub mod reload;
 pub mod snapshot;
 pub mod store;

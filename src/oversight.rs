@@ -14,17 +14,23 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::approval::Approvals;
 use crate::audit::{AuditRecord, AuditSink};
 use crate::clock::{ms_to_rfc3339, now_ms, rfc3339};
 use crate::config::Config;
-use crate::store::{ApprovalStore, HoldRecord, NewDelivery, StoreError};
+use crate::store::{ApprovalStore, HoldRecord, NewDelivery, StoreError, StoreEvent};
 // The pause records as the store keeps them; the data plane names them
 // through this module.
 pub use crate::store::{PauseMode, PauseRecord, PauseScope};
 use crate::telemetry::{Metrics, OverrideLabels};
 pub use tally::{AgentCalls, CallTally, VERDICTS};
+
+/// How often a replica on a shared store reads the pauses again, whatever
+/// the hints say: a pause set on another replica is in force here within
+/// this long even when its hint was lost.
+const PAUSE_REREAD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The gate a `hold` pause puts on every call it holds.
 pub const PAUSED_GATE: &str = "airlock:paused";
@@ -76,6 +82,11 @@ impl PauseBoard {
         });
     }
 
+    /// Replaces every pause with `pauses`, as the store has them.
+    fn replace(&self, pauses: Vec<PauseRecord>) {
+        self.pauses.store(Arc::new(pauses));
+    }
+
     fn remove(&self, scope: &PauseScope) {
         self.pauses.rcu(|old| {
             old.iter()
@@ -118,6 +129,13 @@ pub struct Paused {
 /// Sets and lifts pauses; shared by the admin API.
 pub struct Overrides {
     pub board: Arc<PauseBoard>,
+    // A tokio Mutex, held across the store call: a store write and the
+    // board change that follows it, and a re-read of the store and the
+    // board it replaces, never interleave, so a re-read that began before
+    // a pause was stored cannot take it off the board after it was put on.
+    // Only operators' requests and the re-reads take it; calls read the
+    // board without it.
+    writing: tokio::sync::Mutex<()>,
     store: Arc<dyn ApprovalStore>,
     approvals: Arc<Approvals>,
     audit: AuditSink,
@@ -138,6 +156,7 @@ impl Overrides {
             .set(i64::try_from(pauses.len()).unwrap_or(i64::MAX));
         Ok(Overrides {
             board: Arc::new(PauseBoard::new(pauses)),
+            writing: tokio::sync::Mutex::new(()),
             store,
             approvals,
             audit,
@@ -166,8 +185,11 @@ impl Overrides {
         let event = format!("{}.paused", pause.scope.kind());
         let deliveries = deliveries(cfg, &event, &pause);
         let queued = !deliveries.is_empty();
-        self.store.put_pause(pause.clone(), deliveries).await?;
-        self.board.put(pause.clone());
+        {
+            let _writing = self.writing.lock().await;
+            self.store.put_pause(pause.clone(), deliveries).await?;
+            self.board.put(pause.clone());
+        }
         self.count("pause", &pause);
         let voided = match mode {
             PauseMode::Deny => {
@@ -211,10 +233,15 @@ impl Overrides {
         lifted.reason = reason.to_string();
         let deliveries = deliveries(cfg, &event, &lifted);
         let queued = !deliveries.is_empty();
-        let Some(removed) = self.store.delete_pause(scope, deliveries).await? else {
+        let removed = {
+            let _writing = self.writing.lock().await;
+            let removed = self.store.delete_pause(scope, deliveries).await?;
+            self.board.remove(scope);
+            removed
+        };
+        let Some(removed) = removed else {
             return Ok(None);
         };
-        self.board.remove(scope);
         self.count("resume", &removed);
         self.audit
             .record(&record(&removed, "resume", by, reason))
@@ -223,6 +250,59 @@ impl Overrides {
             self.approvals.wake_outbox();
         }
         Ok(Some(removed))
+    }
+
+    /// Keeps the board in step with the pauses other replicas set and lift
+    /// on a shared store: read again on each hint, after the store's
+    /// listener reconnects, and every [`PAUSE_REREAD`] in case a hint was
+    /// lost. A no-op for a store only this process writes.
+    pub fn follow_store_changes(self: &Arc<Self>) {
+        let Some(mut changes) = self.store.changes() else {
+            return;
+        };
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PAUSE_REREAD);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                let reread = tokio::select! {
+                    event = changes.recv() => match event {
+                        Ok(StoreEvent::PausesChanged | StoreEvent::Resync)
+                        | Err(RecvError::Lagged(_)) => true,
+                        Ok(StoreEvent::Changed(_) | StoreEvent::Note(_)) => false,
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = tick.tick() => true,
+                };
+                let Some(me) = me.upgrade() else {
+                    return;
+                };
+                if !reread {
+                    continue;
+                }
+                // Told once per outage, not on every second of it.
+                match me.reread().await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot read the pauses again; the board keeps the pauses it has");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    /// Replaces the board with the pauses in the store.
+    async fn reread(&self) -> Result<(), StoreError> {
+        let _writing = self.writing.lock().await;
+        let pauses = self.store.list_pauses().await?;
+        self.metrics
+            .pauses_active
+            .set(i64::try_from(pauses.len()).unwrap_or(i64::MAX));
+        self.board.replace(pauses);
+        Ok(())
     }
 
     fn count(&self, action: &'static str, pause: &PauseRecord) {

@@ -52,7 +52,7 @@ impl Reader {
         (self.who.any_group || e.visible_to_groups(&self.who.groups))
             && matches(&self.filter.agent, e.agent.as_deref())
             && matches(&self.filter.route, e.route.as_deref())
-            && matches(&self.filter.verdict, Some(e.verdict))
+            && matches(&self.filter.verdict, Some(&*e.verdict))
     }
 }
 

@@ -90,7 +90,11 @@ impl Approvals {
         if !matches!(first, Ok(Ok(_))) {
             let me = self.clone();
             let id = id.to_string();
-            tokio::spawn(async move { me.finish_durably(&id, outcome).await });
+            tokio::spawn(async move {
+                // The call is still this replica's while the write is due.
+                let _lease = me.keep_lease(&id);
+                me.finish_durably(&id, outcome).await;
+            });
         }
     }
 
@@ -101,7 +105,10 @@ impl Approvals {
         if !matches!(first, Ok(Ok(_))) {
             let me = self.clone();
             let id = id.to_string();
-            tokio::spawn(async move { me.release_durably(&id).await });
+            tokio::spawn(async move {
+                let _lease = me.keep_lease(&id);
+                me.release_durably(&id).await;
+            });
         }
     }
 

@@ -26,6 +26,7 @@
 pub mod bound;
 mod faults;
 pub mod fingerprint;
+mod lease;
 pub mod trail;
 mod void;
 mod waiters;
@@ -40,9 +41,10 @@ use crate::audit::AuditSink;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::notify::payload;
-use crate::store::{ApprovalStore, DecisionFields, HoldPageQuery, NewDelivery, StoreError};
+use crate::store::{ApprovalStore, DecisionFields, NewDelivery, StoreError};
 use crate::telemetry::Metrics;
 pub use bound::Claim;
+pub use lease::LeaseKeeper;
 // The data plane names holds through this module, never the store: the
 // store is approval's backend, and these are the records it keeps.
 pub use crate::store::{HoldRecord, HoldState, Outcome, StoredGate, StoredRequest};
@@ -192,6 +194,9 @@ impl Approvals {
                     | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         approvals.waiters.wake_all();
                     }
+                    Ok(
+                        crate::store::StoreEvent::PausesChanged | crate::store::StoreEvent::Note(_),
+                    ) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
@@ -430,54 +435,21 @@ impl Approvals {
         Ok(n)
     }
 
-    /// Holds left `executing` by a crash: the forward may or may not have
-    /// reached the upstream, so they are settled as executed with an unknown
-    /// outcome and never run again.
-    pub async fn settle_interrupted(&self) -> Result<usize, StoreError> {
-        // On a shared store an `executing` hold may be another live
-        // replica's call in flight: not settled at start.
-        if self.store.shared() {
-            return Ok(0);
-        }
-        let mut n = 0;
-        // Bounded: each page settles the holds it lists, so the next first
-        // page has moved on; 1000 pages of 500 is far beyond a real backlog.
-        for _ in 0..1000 {
-            let page = self
-                .store
-                .list(HoldPageQuery {
-                    state: Some(HoldState::Executing),
-                    after: None,
-                    limit: 500,
-                    groups: None,
-                })
-                .await?;
-            if page.holds.is_empty() {
-                break;
-            }
-            for hold in page.holds {
-                let outcome = Outcome {
-                    status: 502,
-                    reason: "airlock stopped while forwarding this approved call; its outcome is unknown and it is not repeated".into(),
-                };
-                if self.finish(&hold.id, outcome).await? {
-                    self.audit.record(&trail::interrupted(&hold)).await;
-                    n += 1;
-                }
-            }
-        }
-        Ok(n)
-    }
-
-    /// Claims the one execution of an approved call.
+    /// Claims the one execution of an approved call, with a lease on a
+    /// shared store (kept by [`Approvals::keep_lease`]).
     pub async fn claim(&self, id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let fields = DecisionFields {
+            lease_until_ms: Some(lease::until(now)),
+            ..DecisionFields::default()
+        };
         self.store
             .transition(
                 id,
                 HoldState::Approved,
                 HoldState::Executing,
-                now_ms(),
-                DecisionFields::default(),
+                now,
+                fields,
                 Vec::new(),
             )
             .await
@@ -695,7 +667,8 @@ impl Approvals {
         Ok(())
     }
 
-    /// Runs the expiry sweep every second until the process ends.
+    /// Runs the expiry sweep every second until the process ends; on a
+    /// shared store it also settles the executions whose lease ran out.
     pub fn spawn_expiry_sweep(
         self: &Arc<Self>,
         config: impl Fn() -> Arc<Config> + Send + Sync + 'static,
@@ -707,6 +680,9 @@ impl Approvals {
                 tick.tick().await;
                 if let Err(e) = me.sweep_expired(&config()).await {
                     tracing::warn!(error = %e, "expiry sweep failed");
+                }
+                if let Err(e) = me.settle_lapsed().await {
+                    tracing::warn!(error = %e, "settling lapsed executions failed");
                 }
             }
         })

@@ -47,17 +47,18 @@ pub fn executing(h: &HoldRecord) -> AuditRecord {
     rec
 }
 
-/// The record of `h` settled at start-up: Airlock stopped while it was
-/// executing, so whether the tool acted is unknown, and it is not repeated.
+/// The record of `h` settled after an interruption: the Airlock forwarding
+/// it stopped while it was executing, so whether the tool acted is unknown, and it is not repeated.
 pub fn interrupted(h: &HoldRecord) -> AuditRecord {
     let mut rec = record(h, "interrupted");
     rec.approval_status = Some(HoldState::Executed.as_str());
     rec.approver = h.decided_by.clone();
-    rec.reasons = vec![
-        "airlock stopped while forwarding this approved call; its outcome is unknown and it is not repeated".into(),
-    ];
+    rec.reasons = vec![INTERRUPTED.into()];
     rec
 }
+
+/// Why an interrupted call is settled as it is; also its stored outcome.
+pub const INTERRUPTED: &str = "airlock stopped while forwarding this approved call; its outcome is unknown and it is not repeated";
 
 /// Why a hold in state `from` expired.
 pub fn expiry_reason(from: HoldState) -> &'static str {

@@ -7,10 +7,11 @@
 //! further behind loses the oldest and is told how many, and the data plane
 //! never waits for it.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::AuditRecord;
@@ -22,13 +23,22 @@ pub const READER_BUFFER: usize = 1024;
 
 /// One event of the live view. No bodies, no headers: what was decided,
 /// for whom, by which policies.
-#[derive(Debug, Clone, Serialize)]
+///
+/// The text fields that name one of a fixed set (`verdict`, `error`,
+/// `approval_status`) are `Cow`s: borrowed from the record for this
+/// replica's events, owned for those another replica relayed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LiveEvent {
+    /// This replica's number for the event, which readers resume from.
     #[serde(skip)]
     pub id: u64,
     /// `decision`, `approval.<verdict>` or `override.<verdict>`.
     #[serde(skip)]
     pub kind: String,
+    /// Whether another replica recorded it (it came through the store).
+    #[serde(skip)]
+    pub relayed: bool,
     pub time: String,
     pub request_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,17 +49,17 @@ pub struct LiveEvent {
     pub action: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<Arc<str>>,
-    pub verdict: &'static str,
+    pub verdict: Cow<'static, str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'static str>,
+    pub error: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "is_zero")]
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub approval_status: Option<&'static str>,
+    pub approval_status: Option<Cow<'static, str>>,
     /// Who decided an approval, or paused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
@@ -82,18 +92,19 @@ impl LiveEvent {
         Some(LiveEvent {
             id: 0,
             kind,
+            relayed: false,
             time: rec.time.clone(),
             request_id: rec.request_id.clone(),
             agent: rec.agent.clone(),
             route: rec.route.clone(),
             action: rec.action.as_ref().map(|a| a.to_string()),
             resource: rec.resource.clone(),
-            verdict: rec.verdict,
+            verdict: Cow::Borrowed(rec.verdict),
             policies: rec.policies.clone(),
-            error: rec.error,
+            error: rec.error.map(Cow::Borrowed),
             status: rec.status,
             approval_id: rec.approval_id.clone(),
-            approval_status: rec.approval_status,
+            approval_status: rec.approval_status.map(Cow::Borrowed),
             by: rec.approver.clone(),
             approver_groups: rec.approver_groups.clone(),
             reasons: if human {
@@ -161,9 +172,14 @@ impl LiveFeed {
 
     /// Publishes `rec` as an event, if it is one.
     pub fn publish(&self, rec: &AuditRecord) {
-        let Some(mut event) = LiveEvent::of(rec) else {
-            return;
-        };
+        if let Some(event) = LiveEvent::of(rec) {
+            self.publish_event(event);
+        }
+    }
+
+    /// Publishes `event` (another replica's, or this one's) with the next
+    /// number.
+    pub fn publish_event(&self, mut event: LiveEvent) {
         let Ok(mut ring) = self.ring.lock() else {
             return;
         };

@@ -312,6 +312,9 @@ pub(super) async fn execute(
     let approvals = approvals.clone();
     let live = live.clone();
     let task = tokio::spawn(async move {
+        // Until the outcome is stored: on a shared store, other replicas
+        // leave the call alone while its lease lasts.
+        let _lease = approvals.keep_lease(&hold.id);
         approvals.record_executing(&hold).await;
         let snap = live.load_full();
         let result = match (snap.route_named(&hold.route), stored_parts(&hold.request)) {

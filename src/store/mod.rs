@@ -180,6 +180,9 @@ pub struct DecisionFields {
     /// Replaces the gates still to lift and their groups (a call held
     /// again).
     pub gates: Option<(Vec<StoredGate>, Vec<String>)>,
+    /// Until when an `executing` claim is the claimant's, on a shared
+    /// store (see [`ApprovalStore::renew_lease`]); not part of the record.
+    pub lease_until_ms: Option<i64>,
 }
 
 /// Applies a compare-and-set transition's changes to the record, the same
@@ -382,7 +385,34 @@ pub trait ApprovalStore: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
+
+    /// Extends the lease of `executing` hold `id` to `until_ms`; false when
+    /// it is no longer executing. A store only this process writes keeps
+    /// no leases: its `executing` holds are settled at start.
+    fn renew_lease(&self, id: &str, until_ms: i64) -> StoreFuture<'_, bool> {
+        let _ = (id, until_ms);
+        Box::pin(async { Ok(true) })
+    }
+
+    /// `executing` holds whose lease ran out by `now_ms`: the replica that
+    /// claimed them stopped renewing (it died mid-forward).
+    fn lapsed_executions(&self, now_ms: i64, limit: u32) -> StoreFuture<'_, Vec<HoldRecord>> {
+        let _ = (now_ms, limit);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Passes `note` (at most [`NOTE_MAX`] bytes) to every replica sharing
+    /// the store, this one included, as [`StoreEvent::Note`]; a no-op for a
+    /// store only this process writes.
+    fn send_note(&self, note: String) -> StoreFuture<'_, ()> {
+        let _ = note;
+        Box::pin(async { Ok(()) })
+    }
 }
+
+/// The largest note [`ApprovalStore::send_note`] passes on: what one
+/// PostgreSQL notification carries.
+pub const NOTE_MAX: usize = 7999;
 
 /// A wake-up hint from a shared store. The store stays the truth: a hint
 /// only says which rows to read again.
@@ -390,8 +420,12 @@ pub trait ApprovalStore: Send + Sync {
 pub enum StoreEvent {
     /// Hold `id` changed (in any process).
     Changed(String),
+    /// A pause was set or lifted: the pauses are read again.
+    PausesChanged,
+    /// A note a replica sent with [`ApprovalStore::send_note`].
+    Note(String),
     /// Hints may have been lost (the listener reconnected): every waiter
-    /// re-reads its hold.
+    /// re-reads its hold, and the pauses are read again.
     Resync,
 }
 

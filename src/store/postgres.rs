@@ -9,7 +9,11 @@
 //!   replicas cannot both take the last place;
 //! - each transition sends `NOTIFY airlock_holds, '<id>'` with its commit:
 //!   a hint to the other replicas' waiting agents to read the row again
-//!   ([`listen`]);
+//!   ([`listen`]); a pause set or lifted sends `NOTIFY airlock_pauses`, and
+//!   replicas pass notes (their live events) on `airlock_events`;
+//! - an `executing` claim has a lease that its replica renews while the
+//!   call is in flight; a claim whose lease ran out is another replica's
+//!   to settle;
 //! - a webhook delivery is claimed with `FOR UPDATE SKIP LOCKED` and a
 //!   lease, so one replica attempts it at a time and a dead replica's claim
 //!   runs out.
@@ -21,8 +25,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use tokio::sync::broadcast;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{AsyncMessage, Row, Socket};
+use tokio_postgres::{Row, Socket};
 
+mod listen;
 mod pause;
 
 use super::{
@@ -31,8 +36,6 @@ use super::{
     StoreError, StoreEvent, StoreFuture,
 };
 
-/// The `LISTEN`/`NOTIFY` channel of hold changes; payloads are hold ids.
-const CHANNEL: &str = "airlock_holds";
 /// Connections per replica: the proxy's store calls are short, and a
 /// database serves a few hundred connections in all (docs/replicas.md).
 const POOL_SIZE: usize = 16;
@@ -133,7 +136,7 @@ impl PostgresStore {
         postgres_schema::migrate(&mut client).await?;
         drop(client);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let listener = tokio::spawn(listen(config, tls, events.clone())).abort_handle();
+        let listener = tokio::spawn(listen::listen(config, tls, events.clone())).abort_handle();
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -162,57 +165,6 @@ fn rustls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreE
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
-}
-
-/// Forwards `NOTIFY airlock_holds` to `events` for as long as the store
-/// lives, reconnecting with backoff. After each (re)connection it sends
-/// [`StoreEvent::Resync`]: notifications sent while it was away are lost,
-/// so every waiter reads its hold again.
-async fn listen<T>(config: tokio_postgres::Config, tls: T, events: broadcast::Sender<StoreEvent>)
-where
-    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
-    T::Stream: Sync + Send,
-    T::TlsConnect: Sync + Send,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-{
-    let mut backoff = RECONNECT_MIN;
-    loop {
-        match config.connect(tls.clone()).await {
-            Ok((client, mut conn)) => {
-                let tx = events.clone();
-                // The connection is polled here, not spawned, because its
-                // notifications arrive only through `poll_message`.
-                let driver = tokio::spawn(async move {
-                    while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                        match msg {
-                            Ok(AsyncMessage::Notification(n)) => {
-                                let _ = tx.send(StoreEvent::Changed(n.payload().to_string()));
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "the store's change listener lost its connection");
-                                break;
-                            }
-                        }
-                    }
-                });
-                if client
-                    .batch_execute(&format!("LISTEN {CHANNEL}"))
-                    .await
-                    .is_ok()
-                {
-                    backoff = RECONNECT_MIN;
-                    let _ = events.send(StoreEvent::Resync);
-                }
-                let _ = driver.await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the store's change listener cannot connect");
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(RECONNECT_MAX);
-    }
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -434,12 +386,14 @@ impl ApprovalStore for PostgresStore {
                 return Ok(false);
             };
             let mut hold = hold_from(&row)?;
+            let lease = fields.lease_until_ms;
             super::apply_transition(&mut hold, to, now_ms, fields);
             let settled = to.is_settled().then_some(now_ms);
             let moved = tx
                 .execute(
                     "UPDATE holds SET state = $1, record = $2, approver_groups = $3,
-                                      settled_ms = COALESCE($4, settled_ms)
+                                      settled_ms = COALESCE($4, settled_ms),
+                                      lease_until_ms = COALESCE($7, lease_until_ms)
                      WHERE id = $5 AND state = $6",
                     &[
                         &to.as_str(),
@@ -448,6 +402,7 @@ impl ApprovalStore for PostgresStore {
                         &settled,
                         &id,
                         &from.as_str(),
+                        &lease,
                     ],
                 )
                 .await?;
@@ -456,7 +411,7 @@ impl ApprovalStore for PostgresStore {
             }
             insert_deliveries(&tx, &deliveries, Some(&id), now_ms).await?;
             // Delivered with the commit, and only if it commits.
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id])
+            tx.execute("SELECT pg_notify($1, $2)", &[&listen::HOLDS, &id])
                 .await?;
             tx.commit().await?;
             Ok(true)
@@ -626,6 +581,52 @@ impl ApprovalStore for PostgresStore {
         Box::pin(async move {
             let client = self.client().await?;
             pause::list(&client).await
+        })
+    }
+
+    fn renew_lease(&self, id: &str, until_ms: i64) -> StoreFuture<'_, bool> {
+        let id = id.to_string();
+        Box::pin(async move {
+            let client = self.client().await?;
+            let n = client
+                .execute(
+                    "UPDATE holds SET lease_until_ms = $2 WHERE id = $1 AND state = 'executing'",
+                    &[&id, &until_ms],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn lapsed_executions(&self, now_ms: i64, limit: u32) -> StoreFuture<'_, Vec<HoldRecord>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT record FROM holds
+                     WHERE state = 'executing' AND lease_until_ms <= $1
+                     ORDER BY lease_until_ms LIMIT $2",
+                    &[&now_ms, &i64::from(limit)],
+                )
+                .await?;
+            holds_from(&rows)
+        })
+    }
+
+    fn send_note(&self, note: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if note.len() > super::NOTE_MAX {
+                return Err(StoreError::Backend(format!(
+                    "a note of {} bytes is over the {} a notification carries",
+                    note.len(),
+                    super::NOTE_MAX
+                )));
+            }
+            let client = self.client().await?;
+            client
+                .execute("SELECT pg_notify($1, $2)", &[&listen::NOTES, &note])
+                .await?;
+            Ok(())
         })
     }
 

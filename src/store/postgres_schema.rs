@@ -65,6 +65,13 @@ CREATE TABLE pauses (
     record TEXT NOT NULL
 );
 ",
+    // 3: the lease of an `executing` claim. The replica forwarding the call
+    // renews it; once it runs out, any replica settles the call as run with
+    // an unknown outcome. Claims made before this migration have none, and
+    // are settled so at once.
+    "
+ALTER TABLE holds ADD COLUMN lease_until_ms BIGINT NOT NULL DEFAULT 0;
+",
 ];
 
 /// The schema version this binary writes.

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::approvals::{decide, pending_id, refund, show, CALLBACK_SECRET};
 use crate::support::replicas::{sigkill, Replicas, TwoReplicas};
+use crate::support::sse::EventReader;
 use crate::support::*;
 
 const CRM_POLICIES: &str = include_str!("../../policies/crm.cedar");
@@ -176,4 +177,152 @@ async fn a_replica_killed_with_100_waiting_agents_loses_none_and_runs_each_once(
     assert_eq!(set.schema.holds_in("executed").await, 100);
     let ids: HashSet<&String> = pending.iter().collect();
     assert_eq!(ids.len(), 100);
+}
+
+/// A refund whose forward the upstream holds for a minute.
+fn slow_refund(airlock: &Airlock) -> reqwest::RequestBuilder {
+    client()
+        .post(airlock.url("/crm/refunds?slow_ms=60000"))
+        .header("authorization", bearer(AGENT_KEY))
+        .json(&json!({"amount": 900}))
+}
+
+/// Audit records of `airlock` settling approval `id` as interrupted.
+fn interrupted(airlock: &Airlock, id: &str) -> usize {
+    airlock
+        .audit()
+        .iter()
+        .filter(|r| r["verdict"] == "interrupted" && r["approval_id"] == id)
+        .count()
+}
+
+#[tokio::test]
+async fn a_call_whose_replica_died_mid_forward_is_settled_once_by_another_and_never_rerun() {
+    let upstream = Upstream::start().await;
+    let set = crm_replicas(&upstream, "25s").await;
+    let TwoReplicas { mut a, b } = set.two();
+    let on_a = tokio::spawn(slow_refund(&a).send());
+    until_stored(&set, "pending", 1).await;
+    let list = b
+        .admin_get("/v1/approvals?status=pending", ADMIN_TOKEN)
+        .await;
+    let id = list["approvals"][0]["id"].as_str().unwrap().to_string();
+    let (s, _) = decide(&b, &id, APPROVER_TOKEN, approve()).await;
+    assert_eq!(s, 200);
+
+    // A claims the call and forwards it; the upstream holds it; A dies.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.hits() == 0 {
+        assert!(Instant::now() < deadline, "the approved call never left A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigkill(&mut a);
+    assert!(on_a.await.unwrap().is_err());
+    assert_eq!(show(&b, &id).await["status"], "executing");
+
+    // Two replicas sweep; the agent retries on one and, once A's lease has
+    // run out, is told the call's outcome is unknown rather than run again.
+    let c = set.start();
+    let retry = slow_refund(&b).send().await.unwrap();
+    assert_eq!(retry.status(), 502);
+    assert_eq!(retry.headers()["airlock-replayed"], "true");
+    let shown = show(&c, &id).await;
+    assert_eq!(shown["status"], "executed", "{shown}");
+    assert_eq!(upstream.hits(), 1, "the interrupted call was not run again");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while interrupted(&b, &id) + interrupted(&c, &id) == 0 {
+        assert!(Instant::now() < deadline, "nobody recorded the settle");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        interrupted(&b, &id) + interrupted(&c, &id),
+        1,
+        "recorded once"
+    );
+}
+
+const OPS_POLICY: &str = r#"@id("ops-open") permit(principal, action, resource == Route::"ops");"#;
+
+#[tokio::test]
+async fn a_pause_set_on_one_replica_refuses_calls_on_the_other() {
+    let upstream = Upstream::start().await;
+    let set = Replicas::new(AirlockBuilder::new().policy("ops.cedar", OPS_POLICY).route(
+        "ops",
+        "/ops",
+        &upstream.url("/api"),
+    ))
+    .await;
+    let TwoReplicas { a, b } = set.two();
+    assert_eq!(b.agent_get("/ops/items").await.status(), 200);
+
+    let resp = client()
+        .post(a.admin_url("/v1/agents/bot/pause"))
+        .header("authorization", bearer(ADMIN_TOKEN))
+        .json(&json!({"mode": "deny", "reason": "bot misbehaves"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // At once on the replica that took the pause.
+    assert_eq!(a.agent_get("/ops/items").await.status(), 403);
+    // And soon on the other (a generous bound: no timing is asserted).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = b.agent_get("/ops/items").await;
+        if resp.status() == 403 {
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["error"], "paused", "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never saw A's pause");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let resp = client()
+        .post(b.admin_url("/v1/agents/bot/resume"))
+        .header("authorization", bearer(ADMIN_TOKEN))
+        .json(&json!({"reason": "all clear"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.agent_get("/ops/items").await.status() != 200 {
+        assert!(Instant::now() < deadline, "A never saw B's resume");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_on_one_replica_shows_on_the_event_stream_of_the_other() {
+    let upstream = Upstream::start().await;
+    let set = Replicas::new(AirlockBuilder::new().policy("ops.cedar", OPS_POLICY).route(
+        "ops",
+        "/ops",
+        &upstream.url("/api"),
+    ))
+    .await;
+    let TwoReplicas { a, b } = set.two();
+    let resp = client()
+        .get(a.admin_url("/v1/events"))
+        .header("authorization", bearer(ADMIN_TOKEN))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut on_a = EventReader::new(resp);
+
+    let call = b.agent_get("/ops/items").await;
+    assert_eq!(call.status(), 200);
+    let request_id = call.headers()["x-request-id"].to_str().unwrap().to_string();
+    let event = on_a
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("A's stream stays open");
+    assert_eq!(event.name.as_deref(), Some("decision"));
+    assert_eq!(event.data["request_id"], request_id, "{}", on_a.raw);
+    assert_eq!(event.data["agent"], "bot");
+    assert_eq!(event.data["verdict"], "allow");
 }

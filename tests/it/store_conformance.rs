@@ -5,7 +5,7 @@
 use airlock::store::{
     ApprovalStore, AttemptResult, DecisionFields, HoldCursor, HoldPageQuery, HoldRecord, HoldState,
     NewDelivery, PauseMode, PauseRecord, PauseScope, PostgresStore, SqliteStore, StoreError,
-    StoredRequest,
+    StoreEvent, StoredRequest, NOTE_MAX,
 };
 
 fn hold(id: &str, fp: &str) -> HoldRecord {
@@ -315,4 +315,115 @@ async fn sqlite_pages_are_keyset_newest_first_without_gaps() {
 #[tokio::test]
 async fn postgres_pages_are_keyset_newest_first_without_gaps() {
     pages_are_keyset_newest_first_without_gaps(&postgres().await).await;
+}
+
+/// Moves hold `id` (stored pending) to `executing` with a lease until
+/// `lease_until_ms`.
+async fn executing(s: &dyn ApprovalStore, id: &str, lease_until_ms: i64) {
+    s.insert_hold(hold(id, &format!("fp-{id}")), vec![], 100)
+        .await
+        .unwrap();
+    let d = DecisionFields::default();
+    assert!(s
+        .transition(id, HoldState::Pending, HoldState::Approved, 5, d, vec![])
+        .await
+        .unwrap());
+    let lease = DecisionFields {
+        lease_until_ms: Some(lease_until_ms),
+        ..DecisionFields::default()
+    };
+    assert!(s
+        .transition(
+            id,
+            HoldState::Approved,
+            HoldState::Executing,
+            10,
+            lease,
+            vec![]
+        )
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn postgres_an_executing_claim_lapses_only_when_its_lease_runs_out() {
+    let s = postgres().await;
+    executing(&s, "l1", 100).await;
+    assert!(s.lapsed_executions(99, 10).await.unwrap().is_empty());
+    assert!(s.renew_lease("l1", 200).await.unwrap());
+    assert!(s.lapsed_executions(150, 10).await.unwrap().is_empty());
+    let lapsed = s.lapsed_executions(200, 10).await.unwrap();
+    assert_eq!(lapsed.len(), 1);
+    assert_eq!(lapsed[0].id, "l1");
+    let d = DecisionFields::default();
+    assert!(s
+        .transition(
+            "l1",
+            HoldState::Executing,
+            HoldState::Executed,
+            201,
+            d,
+            vec![]
+        )
+        .await
+        .unwrap());
+    assert!(
+        !s.renew_lease("l1", 300).await.unwrap(),
+        "settled: no lease"
+    );
+    assert!(s.lapsed_executions(1_000, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_keeps_no_leases_and_sends_no_hints() {
+    let s = SqliteStore::in_memory().unwrap();
+    executing(&s, "l1", 100).await;
+    // Its `executing` holds are settled at start instead.
+    assert!(s.lapsed_executions(i64::MAX, 10).await.unwrap().is_empty());
+    assert!(s.changes().is_none());
+    assert!(!s.shared());
+}
+
+/// Waits (a few seconds at most) for `wanted` among the store's hints.
+async fn hinted(
+    changes: &mut tokio::sync::broadcast::Receiver<StoreEvent>,
+    wanted: &StoreEvent,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while let Ok(event) = tokio::time::timeout_at(deadline, changes.recv()).await {
+        if event.as_ref() == Ok(wanted) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn postgres_hints_pause_changes_and_passes_notes() {
+    let s = postgres().await;
+    let mut changes = s.changes().unwrap();
+    let pause = PauseRecord {
+        scope: PauseScope::All,
+        mode: PauseMode::Hold,
+        reason: "look".into(),
+        by: "admin".into(),
+        since_ms: 1,
+    };
+    // The listener starts listening on its own; hints sent before that
+    // are lost (as after any reconnect), so the first ones may be tried
+    // again.
+    let mut heard = false;
+    for _ in 0..5 {
+        s.put_pause(pause.clone(), vec![]).await.unwrap();
+        if hinted(&mut changes, &StoreEvent::PausesChanged).await {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "no hint of the pause");
+    s.delete_pause(&PauseScope::All, vec![]).await.unwrap();
+    assert!(hinted(&mut changes, &StoreEvent::PausesChanged).await);
+    s.send_note("hello".into()).await.unwrap();
+    assert!(hinted(&mut changes, &StoreEvent::Note("hello".into())).await);
+    assert!(s.send_note("x".repeat(NOTE_MAX + 1)).await.is_err());
 }

@@ -4,7 +4,7 @@
 //! tokens), each in a directory of its own so that each writes its own
 //! audit trail.
 //!
-//! ```ignore
+//! ```text
 //! let set = Replicas::new(AirlockBuilder::new().policy(..).route(..)).await;
 //! let TwoReplicas { mut a, b } = set.two();
 //! sigkill(&mut a);

@@ -3,7 +3,7 @@
 
 use deadpool_postgres::Object;
 
-use super::insert_deliveries;
+use super::{insert_deliveries, listen};
 use crate::store::{NewDelivery, PauseRecord, StoreError};
 
 fn parse(text: &str) -> Result<PauseRecord, StoreError> {
@@ -28,6 +28,7 @@ pub(super) async fn put(
     )
     .await?;
     insert_deliveries(&tx, deliveries, None, pause.since_ms).await?;
+    notify_pauses(&tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -52,8 +53,18 @@ pub(super) async fn delete(
     let text: String = row.try_get(0)?;
     // Due at once (the store keeps no clock of its own).
     insert_deliveries(&tx, deliveries, None, 0).await?;
+    notify_pauses(&tx).await?;
     tx.commit().await?;
     parse(&text).map(Some)
+}
+
+/// Tells every replica to read the pauses again, with the commit and only
+/// if it commits. No payload: a scope may be longer than a notification
+/// carries, and replicas re-read every pause anyway.
+async fn notify_pauses(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_notify($1, '')", &[&listen::PAUSES])
+        .await?;
+    Ok(())
 }
 
 pub(super) async fn list(client: &Object) -> Result<Vec<PauseRecord>, StoreError> {
