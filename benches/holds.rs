@@ -7,6 +7,15 @@
 //!
 //! Needs about N+100 file descriptors in this process and in Airlock
 //! (`ulimit -n 20000`). Targets from the issue: under 200 MB, under 50 ms.
+//!
+//! `REPLICAS=2` measures the shared store instead (see `holds/replicas.rs`):
+//! holds stored per second, decisions per second, and decision → release
+//! latency, for SQLite on one replica and for PostgreSQL (a fresh schema
+//! on 127.0.0.1:5432) across two, where each agent waits on one replica
+//! and its decision is taken on the other.
+//!
+//!     REPLICAS=2 cargo bench --bench holds
+//!     REPLICAS=2 HOLDS=500 DECIDE=200 cargo bench --bench holds
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,8 +23,12 @@
     reason = "a benchmark with a broken setup stops"
 )]
 
+#[path = "holds/replicas.rs"]
+mod replicas;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -48,15 +61,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run());
+    if env_usize("REPLICAS", 1) > 1 {
+        rt.block_on(replicas::run());
+    } else {
+        rt.block_on(run());
+    }
 }
 
-async fn run() {
-    let holds = env_usize("HOLDS", 10_000);
-    // One page of the approvals list (its maximum is 500).
-    let decide_n = env_usize("DECIDE", 500).min(holds).min(500);
-
-    // A tiny upstream.
+/// A tiny upstream that answers every call with `{"ok": true}`.
+async fn upstream() -> SocketAddr {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -65,7 +78,17 @@ async fn run() {
         let app = axum::Router::new().fallback(|| async { axum::Json(json!({"ok": true})) });
         let _ = axum::serve(upstream, app).await;
     });
+    up_addr
+}
 
+/// Starts Airlock on `store` in a temp dir, with one agent that may have
+/// `max_pending` calls held and every POST held; returns the dir, the
+/// process, and its proxy and admin addresses.
+fn start_airlock(
+    store: &str,
+    up_addr: SocketAddr,
+    max_pending: usize,
+) -> (tempfile::TempDir, Child, String, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let pol = dir.path().join("policies");
     std::fs::create_dir_all(&pol).expect("dir");
@@ -85,7 +108,7 @@ async fn run() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: sqlite://airlock.db\naudit: audit.jsonl\nagents:\n  - id: bot\n    key: {AGENT_KEY}\n    groups: [support]\nroutes:\n  - name: crm\n    prefix: /crm\n    upstream: http://{up_addr}\napprovals:\n  wait: 10m\n  max_pending_per_agent: {holds}\n"
+            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\npolicies: policies\nstore: {store}\naudit: audit.jsonl\nagents:\n  - id: bot\n    key: {AGENT_KEY}\n    groups: [support]\nroutes:\n  - name: crm\n    prefix: /crm\n    upstream: http://{up_addr}\napprovals:\n  wait: 10m\n  max_pending_per_agent: {max_pending}\n"
         ),
     )
     .expect("config");
@@ -99,7 +122,6 @@ async fn run() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start airlock");
-    let pid = child.id();
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let (mut proxy, mut admin) = (None, None);
     while proxy.is_none() || admin.is_none() {
@@ -112,7 +134,41 @@ async fn run() {
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    let (proxy, admin) = (proxy.expect("proxy"), admin.expect("admin"));
+    (dir, child, proxy.expect("proxy"), admin.expect("admin"))
+}
+
+/// The `airlock_holds_pending` gauge of the Airlock at `admin`.
+async fn pending_gauge(client: &reqwest::Client, admin: &str) -> f64 {
+    let m = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    m.lines()
+        .find(|l| l.starts_with("airlock_holds_pending "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// The `amount` of a listed approval's call: its body as the approver is
+/// shown it, `{"text": "<the JSON sent>"}`.
+fn amount_of(approval: &Value) -> Option<usize> {
+    let sent: Value = serde_json::from_str(approval["body"]["text"].as_str()?).ok()?;
+    usize::try_from(sent["amount"].as_u64()?).ok()
+}
+
+async fn run() {
+    let holds = env_usize("HOLDS", 10_000);
+    // One page of the approvals list (its maximum is 500).
+    let decide_n = env_usize("DECIDE", 500).min(holds).min(500);
+    let up_addr = upstream().await;
+
+    let (_dir, mut child, proxy, admin) = start_airlock("sqlite://airlock.db", up_addr, holds);
+    let pid = child.id();
     let rss_idle = rss_mb(pid);
 
     let client = reqwest::Client::builder()
@@ -162,20 +218,7 @@ async fn run() {
     // Wait until every call is stored and waiting.
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        let m = client
-            .get(format!("http://{admin}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default();
-        let pending = m
-            .lines()
-            .find(|l| l.starts_with("airlock_holds_pending "))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let pending = pending_gauge(&client, &admin).await;
         if pending as usize >= holds {
             break;
         }
@@ -202,8 +245,8 @@ async fn run() {
         .expect("json");
     let mut by_amount = std::collections::HashMap::new();
     for a in list["approvals"].as_array().into_iter().flatten() {
-        if let (Some(id), Some(n)) = (a["id"].as_str(), a["body"]["amount"].as_u64()) {
-            by_amount.insert(n as usize, id.to_string());
+        if let (Some(id), Some(n)) = (a["id"].as_str(), amount_of(a)) {
+            by_amount.insert(n, id.to_string());
         }
     }
     let mut decided_at = Vec::new();

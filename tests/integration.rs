@@ -82,5 +82,8 @@ mod store_conformance;
 #[path = "it/takeover.rs"]
 mod takeover;
 
+#[path = "it/replica_faults.rs"]
+mod replica_faults;
+
 #[path = "it/replicas.rs"]
 mod replicas;

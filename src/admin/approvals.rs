@@ -183,7 +183,11 @@ pub async fn list(
             "next_cursor": page.next.as_ref().map(HoldCursor::encode),
         }))
         .into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
     }
 }
 
@@ -210,14 +214,22 @@ pub async fn show(
             "not_found",
             format!("no approval `{id}` among those of your groups"),
         ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
     }
 }
 
 pub async fn deliveries(State(state): State<AdminState>) -> Response {
     match state.approvals.store().list_deliveries(200).await {
         Ok(d) => Json(json!({"deliveries": d})).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
     }
 }
 

@@ -247,7 +247,7 @@ async fn verify_callback(
         Err(e) => {
             return Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "store",
+                "store_unavailable",
                 e.to_string(),
             ))
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -98,11 +98,18 @@ pub fn router(state: AdminState) -> Router {
 
 /// A JSON error in the same shape the proxy uses.
 pub fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    (
+    let mut resp = (
         status,
         Json(json!({"error": kind, "message": message.into()})),
     )
-        .into_response()
+        .into_response();
+    // A store that did not answer (restarting, locked) is worth a retry
+    // soon, as on the agents' side.
+    if kind == "store_unavailable" {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// The bearer token from a request, if any.

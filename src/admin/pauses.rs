@@ -201,7 +201,7 @@ async fn resume(
 }
 
 fn store_refusal(e: String) -> Refusal {
-    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "store", e)
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e)
 }
 
 fn respond(r: Result<Response, Refusal>) -> Response {

@@ -71,7 +71,7 @@ impl From<&ApprovalError> for Refusal {
             ApprovalError::EditDenied { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "edit_denied"),
             ApprovalError::NowDenied { .. } => (StatusCode::CONFLICT, "now_denied"),
             ApprovalError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_decision"),
-            ApprovalError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store"),
+            ApprovalError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         Refusal::new(status, kind, e.to_string())
     }

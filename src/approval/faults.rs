@@ -1,7 +1,8 @@
 //! How an approved call survives faults: a forward that never left is
 //! handed back to `approved`, an outcome the store cannot take yet is
-//! written again until it can, and a shutdown answers every waiting agent
-//! at once instead of cutting it off.
+//! written again until it can, a shutdown answers every waiting agent at
+//! once instead of cutting it off, and a store that fails during a wait
+//! answers the agent with the hold as last seen.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{trail, Approvals};
+use super::{trail, ApprovalError, Approvals};
 use crate::clock::now_ms;
 use crate::store::{DecisionFields, HoldRecord, HoldState, Outcome, StoreError};
 
@@ -143,6 +144,31 @@ fn backoff(failures: u32) -> Duration {
     (OUTCOME_RETRY_FIRST * 2u32.pow(doublings)).min(OUTCOME_RETRY_MAX)
 }
 
+/// A waiting hold as kept through the wait: without the stored request's
+/// body and headers, the largest part of a waiting call, which the store
+/// has.
+pub(super) fn slim(mut hold: HoldRecord) -> HoldRecord {
+    hold.request.body = Vec::new();
+    hold.request.headers = Vec::new();
+    hold.edited_body = None;
+    hold
+}
+
+/// The hold as last seen waiting, when the store failed after it was seen;
+/// else the error.
+pub(super) fn seen_or(
+    e: ApprovalError,
+    last_seen: Option<HoldRecord>,
+) -> Result<HoldRecord, ApprovalError> {
+    match (e, last_seen) {
+        (ApprovalError::Store(e), Some(seen)) => {
+            tracing::warn!(error = %e, approval = %seen.id, "the store cannot be read; the waiting agent is told the approval is still {}", seen.state.as_str());
+            Ok(seen)
+        }
+        (e, _) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +178,22 @@ mod tests {
         assert_eq!(backoff(1), OUTCOME_RETRY_FIRST);
         assert_eq!(backoff(2), OUTCOME_RETRY_FIRST * 2);
         assert_eq!(backoff(40), OUTCOME_RETRY_MAX);
+    }
+
+    #[test]
+    fn a_store_failure_mid_wait_answers_with_the_hold_as_last_seen() {
+        let seen = slim(crate::store::test_hold("h1"));
+        assert!(seen.request.body.is_empty() && seen.request.headers.is_empty());
+        let down = || ApprovalError::Store(StoreError::Backend("connection refused".into()));
+        let answered = seen_or(down(), Some(seen.clone())).map(|h| (h.id, h.state));
+        assert_eq!(answered.ok(), Some(("h1".to_string(), HoldState::Pending)));
+        // Before the hold was ever read there is nothing to answer with.
+        assert!(matches!(
+            seen_or(down(), None),
+            Err(ApprovalError::Store(_))
+        ));
+        // Any other error stands.
+        let gone = seen_or(ApprovalError::NotFound("h1".into()), Some(seen));
+        assert!(matches!(gone, Err(ApprovalError::NotFound(_))));
     }
 }

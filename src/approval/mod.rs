@@ -329,7 +329,10 @@ impl Approvals {
 
     /// Waits up to `max` for the hold to leave `pending` (or `executing`),
     /// expiring it when its time runs out. Dropping the future (the agent
-    /// went away) changes nothing.
+    /// went away) changes nothing. A store that fails once the hold was
+    /// seen waiting ends the wait with the hold as last seen: it is
+    /// durable, so the agent is told to come back for it rather than that
+    /// its call failed.
     pub async fn wait(
         &self,
         cfg: &Config,
@@ -337,6 +340,7 @@ impl Approvals {
         max: Duration,
     ) -> Result<HoldRecord, ApprovalError> {
         let until = tokio::time::Instant::now() + max;
+        let mut last_seen = None;
         // Bounded: each round either returns or waits for a wake-up or the
         // deadline; spurious wake-ups are rare.
         for _ in 0..10_000 {
@@ -344,14 +348,10 @@ impl Approvals {
             let bell = self.waiters.subscribe(id);
             // Before the store read, so that a wake-up sent after it counts.
             let rung = bell.as_deref().map(tokio::sync::Notify::notified);
-            let hold = self
-                .store
-                .get(id)
-                .await?
-                .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
-            // Boxed: it is brief, and its state would otherwise sit in every
-            // waiting call's future for as long as the human takes.
-            let hold = Box::pin(self.expire_if_due(cfg, hold)).await?;
+            let hold = match self.read_now(cfg, id).await {
+                Ok(hold) => hold,
+                Err(e) => return faults::seen_or(e, last_seen),
+            };
             if !matches!(hold.state, HoldState::Pending | HoldState::Executing)
                 || self.stopping.is_set()
             {
@@ -360,25 +360,33 @@ impl Approvals {
             let expires_in = Duration::from_millis(
                 u64::try_from(hold.expires_ms.saturating_sub(now_ms())).unwrap_or(0),
             );
-            // Not kept through the wait: with its stored request it is the
-            // largest part of a waiting call, and the store has it.
-            drop(hold);
+            last_seen = Some(faults::slim(hold));
             let deadline = until.min(tokio::time::Instant::now() + expires_in);
             let woke = rung_or_deadline(rung, stop, deadline).await;
             drop(bell);
             self.waiters.release(id);
             if (!woke && tokio::time::Instant::now() >= until) || self.stopping.is_set() {
-                let hold = self
-                    .store
-                    .get(id)
-                    .await?
-                    .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
-                return Box::pin(self.expire_if_due(cfg, hold)).await;
+                return self
+                    .read_now(cfg, id)
+                    .await
+                    .or_else(|e| faults::seen_or(e, last_seen));
             }
         }
         Err(ApprovalError::Invalid(
             "waiting for the approval did not settle".into(),
         ))
+    }
+
+    /// Hold `id` as stored now, expired first if its time ran out.
+    async fn read_now(&self, cfg: &Config, id: &str) -> Result<HoldRecord, ApprovalError> {
+        let hold = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
+        // Boxed: it is brief, and its state would otherwise sit in every
+        // waiting call's future for as long as the human takes.
+        Box::pin(self.expire_if_due(cfg, hold)).await
     }
 
     async fn expire_if_due(

@@ -3,9 +3,9 @@
 //! test). PostgreSQL being unreachable fails the test: it is never skipped.
 
 use airlock::store::{
-    ApprovalStore, AttemptResult, DecisionFields, HoldRecord, HoldState, NewDelivery, PauseMode,
-    PauseRecord, PauseScope, PostgresStore, SqliteStore, StoreError, StoreEvent, StoredRequest,
-    NOTE_MAX,
+    ApprovalStore, AttemptResult, DecisionFields, HoldCursor, HoldPageQuery, HoldRecord, HoldState,
+    NewDelivery, PauseMode, PauseRecord, PauseScope, PostgresStore, SqliteStore, StoreError,
+    StoreEvent, StoredRequest, NOTE_MAX,
 };
 
 fn hold(id: &str, fp: &str) -> HoldRecord {
@@ -207,6 +207,115 @@ async fn sqlite_pauses_are_kept_per_scope_and_lifted_once() {
 #[tokio::test]
 async fn postgres_pauses_are_kept_per_scope_and_lifted_once() {
     a_pause_is_kept_per_scope_and_lifted_once(&postgres().await).await;
+}
+
+/// The id of the `n`th hold created: canonical UUIDs whose text order is
+/// their creation order, as UUIDv7 ids are.
+fn nth_id(n: u128) -> String {
+    uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)
+        .hyphenated()
+        .to_string()
+}
+
+/// Every page of `query`, following the cursors as the API hands them out
+/// (encoded, then decoded); bounded by the holds the test stored.
+async fn all_pages(s: &dyn ApprovalStore, mut query: HoldPageQuery) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    for _ in 0..20 {
+        let page = s.list(query.clone()).await.unwrap();
+        pages.push(page.holds.iter().map(|h| h.id.clone()).collect());
+        match page.next {
+            Some(next) => query.after = Some(HoldCursor::decode(&next.encode()).unwrap()),
+            None => return pages,
+        }
+    }
+    panic!("pagination did not end: {pages:?}");
+}
+
+async fn pages_are_keyset_newest_first_without_gaps(s: &dyn ApprovalStore) {
+    // Seven holds: even ones for finance, odd ones for support; 0 to 2 decided.
+    for n in 0..7 {
+        let mut h = hold(&nth_id(n), &format!("page-fp-{n}"));
+        h.approver_groups = vec![if n % 2 == 0 { "finance" } else { "support" }.into()];
+        s.insert_hold(h, vec![], 100).await.unwrap();
+    }
+    for n in 0..3 {
+        let d = DecisionFields::default();
+        let id = nth_id(n);
+        assert!(s
+            .transition(&id, HoldState::Pending, HoldState::Approved, 5, d, vec![])
+            .await
+            .unwrap());
+    }
+    let ids = |ns: &[u128]| ns.iter().map(|n| nth_id(*n)).collect::<Vec<_>>();
+    let query = |state, groups, limit| HoldPageQuery {
+        state,
+        after: None,
+        limit,
+        groups,
+    };
+
+    assert_eq!(
+        all_pages(s, query(None, None, 3)).await,
+        vec![ids(&[6, 5, 4]), ids(&[3, 2, 1]), ids(&[0])]
+    );
+    // A page that ends exactly at the last hold says there is no next one.
+    assert_eq!(
+        all_pages(s, query(None, None, 7)).await,
+        vec![ids(&[6, 5, 4, 3, 2, 1, 0])]
+    );
+    assert_eq!(
+        all_pages(s, query(Some(HoldState::Pending), None, 2)).await,
+        vec![ids(&[6, 5]), ids(&[4, 3])]
+    );
+    assert_eq!(
+        all_pages(
+            s,
+            query(Some(HoldState::Approved), Some(vec!["finance".into()]), 1)
+        )
+        .await,
+        vec![ids(&[2]), ids(&[0])]
+    );
+    assert_eq!(
+        all_pages(
+            s,
+            query(None, Some(vec!["support".into(), "nobody".into()]), 2)
+        )
+        .await,
+        vec![ids(&[5, 3]), ids(&[1])]
+    );
+
+    // A hold stored between two pages is not in the later pages, and no
+    // hold is listed twice or skipped.
+    let first = s.list(query(None, None, 4)).await.unwrap();
+    s.insert_hold(hold(&nth_id(7), "page-fp-7"), vec![], 100)
+        .await
+        .unwrap();
+    let rest = s
+        .list(HoldPageQuery {
+            after: first.next,
+            ..query(None, None, 4)
+        })
+        .await
+        .unwrap();
+    let listed: Vec<String> = first
+        .holds
+        .iter()
+        .chain(&rest.holds)
+        .map(|h| h.id.clone())
+        .collect();
+    assert_eq!(listed, ids(&[6, 5, 4, 3, 2, 1, 0]));
+    assert!(rest.next.is_none());
+}
+
+#[tokio::test]
+async fn sqlite_pages_are_keyset_newest_first_without_gaps() {
+    pages_are_keyset_newest_first_without_gaps(&SqliteStore::in_memory().unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_pages_are_keyset_newest_first_without_gaps() {
+    pages_are_keyset_newest_first_without_gaps(&postgres().await).await;
 }
 
 /// Moves hold `id` (stored pending) to `executing` with a lease until

@@ -9,6 +9,7 @@ pub mod audit_receivers;
 pub mod full_disk;
 pub mod mcp;
 pub mod peers;
+pub mod pg_instance;
 pub mod reload;
 pub mod replicas;
 pub mod sse;

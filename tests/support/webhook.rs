@@ -30,6 +30,7 @@ impl Delivery {
 struct Shared {
     seen: Arc<Mutex<Vec<Delivery>>>,
     failing: Arc<AtomicBool>,
+    stalling: Arc<AtomicBool>,
     attempts: Arc<Mutex<usize>>,
 }
 
@@ -43,9 +44,15 @@ pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 impl WebhookReceiver {
     pub async fn start() -> WebhookReceiver {
+        WebhookReceiver::start_on("127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// As [`WebhookReceiver::start`], listening on `addr` (a port a config
+    /// already names, for a receiver that comes up late).
+    pub async fn start_on(addr: SocketAddr) -> WebhookReceiver {
         let shared = Shared::default();
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind webhook receiver");
         let addr = listener.local_addr().expect("addr");
@@ -69,6 +76,12 @@ impl WebhookReceiver {
 
     pub fn set_failing(&self, failing: bool) {
         self.shared.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// While set, each delivery is recorded as it arrives and its answer
+    /// held back: the sender is left mid-delivery.
+    pub fn set_stalling(&self, stalling: bool) {
+        self.shared.stalling.store(stalling, Ordering::SeqCst);
     }
 
     /// Attempts answered (delivered or refused).
@@ -126,5 +139,12 @@ async fn handle(State(shared): State<Shared>, req: Request) -> StatusCode {
         signature: h("webhook-signature"),
         body: body.to_vec(),
     });
+    // Bounded like every test wait: a stall outlives any sender's timeout.
+    for _ in 0..3000 {
+        if !shared.stalling.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     StatusCode::NO_CONTENT
 }
