@@ -326,3 +326,52 @@ async fn a_call_on_one_replica_shows_on_the_event_stream_of_the_other() {
     assert_eq!(event.data["agent"], "bot");
     assert_eq!(event.data["verdict"], "allow");
 }
+
+/// A second gate on refunds that gives a human one second.
+const BRIEF_GATE: &str = r#"
+@id("refunds-expire-fast")
+@hold("refunds need finance within a second")
+@approvers("finance")
+@timeout("1s")
+forbid (principal, action == Action::"POST", resource == Route::"crm")
+when { context.path == "/crm/refunds" };
+"#;
+
+#[tokio::test]
+async fn an_expiry_both_replicas_sweep_is_recorded_once() {
+    let upstream = Upstream::start().await;
+    let set = Replicas::new(
+        AirlockBuilder::new()
+            .policy("crm.cedar", CRM_POLICIES)
+            .policy("brief.cedar", BRIEF_GATE)
+            .route("crm", "/crm", &upstream.url("/api"))
+            .yaml(&format!(
+                "approvers:\n  - id: alice\n    token: {APPROVER_TOKEN}\n    groups: [finance]\napprovals:\n  wait: 10ms\n"
+            )),
+    )
+    .await;
+    let TwoReplicas { a, b } = set.two();
+    let mut ids = Vec::new();
+    for amount in 601..=605 {
+        ids.push(pending_id(&a, json!({"amount": amount})).await);
+    }
+    // Each replica sweeps every second; both find the same holds due.
+    until_stored(&set, "expired", 5).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &ids {
+        let expiries = |airlock: &Airlock| {
+            airlock
+                .audit()
+                .iter()
+                .filter(|r| r["verdict"] == "expired" && r["approval_id"] == id.as_str())
+                .count()
+        };
+        assert_eq!(
+            expiries(&a) + expiries(&b),
+            1,
+            "approval {id}: one expiry record across both replicas"
+        );
+        assert_eq!(show(&b, id).await["status"], "expired");
+    }
+    assert_eq!(upstream.hits(), 0);
+}
