@@ -21,6 +21,8 @@ use crate::store::{ApprovalStore, StoreEvent, NOTE_MAX};
 
 /// Events gathered into one round of notes at most.
 const BATCH: usize = 256;
+/// How often the events recorded since are passed on.
+const TICK: Duration = Duration::from_millis(50);
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// An event as it travels: its kind, which readers filter on, and the
@@ -68,36 +70,57 @@ async fn send_local(
     // At most one warning a minute: a replica that falls behind under load
     // would otherwise log on every batch.
     let mut warned: Option<Instant> = None;
+    // Taken every tick rather than awaited one by one: a receiver waiting
+    // in `recv` is woken by every publish, and that wake-up would be paid
+    // on the data plane's thread for every call (see `admin::events`).
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut batch = Vec::new();
-        match local.recv().await {
-            Ok(event) => batch.push(event),
-            Err(RecvError::Lagged(n)) => {
-                if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-                    warned = Some(Instant::now());
-                    tracing::warn!(missed = n, "events were recorded faster than they could be passed to the other replicas; these were not");
+        tick.tick().await;
+        // Bounded: each batch takes what the channel holds, which is at
+        // most its capacity.
+        for _ in 0..64 {
+            let Some(batch) = take_batch(&mut local, &mut warned) else {
+                return;
+            };
+            let full = batch.len() == BATCH;
+            let ours: Vec<_> = batch.into_iter().filter(|e| !e.relayed).collect();
+            for note in notes(&replica, &ours) {
+                if let Err(e) = store.send_note(note).await {
+                    if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                        warned = Some(Instant::now());
+                        tracing::warn!(error = %e, "cannot pass events to the other replicas");
+                    }
                 }
-                continue;
             }
-            Err(RecvError::Closed) => return,
-        }
-        while batch.len() < BATCH {
-            match local.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(TryRecvError::Lagged(_)) => {}
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
-        batch.retain(|e| !e.relayed);
-        for note in notes(&replica, &batch) {
-            if let Err(e) = store.send_note(note).await {
-                if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-                    warned = Some(Instant::now());
-                    tracing::warn!(error = %e, "cannot pass events to the other replicas");
-                }
+            if !full {
+                break;
             }
         }
     }
+}
+
+/// Up to [`BATCH`] events published since the last look; `None` once the
+/// feed has closed.
+fn take_batch(
+    local: &mut broadcast::Receiver<Arc<LiveEvent>>,
+    warned: &mut Option<Instant>,
+) -> Option<Vec<Arc<LiveEvent>>> {
+    let mut batch = Vec::new();
+    while batch.len() < BATCH {
+        match local.try_recv() {
+            Ok(event) => batch.push(event),
+            Err(TryRecvError::Lagged(n)) => {
+                if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    *warned = Some(Instant::now());
+                    tracing::warn!(missed = n, "events were recorded faster than they could be passed to the other replicas; these were not");
+                }
+            }
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Closed) => return None,
+        }
+    }
+    Some(batch)
 }
 
 /// `events` as notes of at most [`NOTE_MAX`] bytes each; an event too

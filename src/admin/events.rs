@@ -10,16 +10,18 @@
 //! how many events it missed, and never slows the data plane (see
 //! `audit::live`).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::Deserialize;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio_stream::{Stream, StreamExt};
 
 use super::approvals::require_reader;
@@ -30,6 +32,12 @@ use crate::audit::live::LiveEvent;
 
 /// The comment sent while nothing happens, so proxies keep the stream open.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// How often a reader takes what was published since its last look.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Events a reader takes in one look; the rest wait for the next.
+const TAKE: usize = 1024;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct EventFilter {
@@ -75,10 +83,15 @@ pub async fn events(
             .filter(move |e| reader.wants(e))
             .map(|e| Ok(event(&e)))
     };
-    let live = BroadcastStream::new(sub.live).filter_map(move |item| match item {
-        Ok(e) => reader.wants(&e).then(|| Ok(event(&e))),
-        Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(lagged_event(n))),
-    });
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let live = Polled {
+        rx: sub.live,
+        tick,
+        ready: VecDeque::new(),
+        reader,
+        closed: false,
+    };
     let stream = tokio_stream::iter(lagged).chain(backlog).chain(live);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
 }
@@ -89,6 +102,62 @@ fn event(e: &LiveEvent) -> Event {
         .id(e.id.to_string())
         .event(e.kind.as_str())
         .data(data)
+}
+
+/// A reader's live events, taken every [`POLL`] rather than as each is
+/// published: a reader waiting in `recv` would be woken by every publish,
+/// and that wake-up (a cross-thread unpark) would be paid on the data
+/// plane's thread for every call. Polled, a publish finds nobody to wake,
+/// and the reader writes what it took in one go.
+struct Polled {
+    rx: broadcast::Receiver<Arc<LiveEvent>>,
+    // Delay, not Burst: a reader that fell behind takes what is there at
+    // its next look, not a run of looks at once.
+    tick: tokio::time::Interval,
+    ready: VecDeque<Event>,
+    reader: Arc<Reader>,
+    closed: bool,
+}
+
+impl Polled {
+    /// Takes up to [`TAKE`] events published since the last look.
+    fn take_published(&mut self) {
+        for _ in 0..TAKE {
+            match self.rx.try_recv() {
+                Ok(e) => {
+                    if self.reader.wants(&e) {
+                        self.ready.push_back(event(&e));
+                    }
+                }
+                Err(TryRecvError::Lagged(n)) => self.ready.push_back(lagged_event(n)),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Closed) => {
+                    self.closed = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Stream for Polled {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Bounded: each round either yields, ends, or waits on the timer.
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Poll::Ready(Some(Ok(e)));
+            }
+            if self.closed {
+                return Poll::Ready(None);
+            }
+            match self.tick.poll_tick(cx) {
+                Poll::Ready(_) => self.take_published(),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// Told to a reader that missed `n` events: it fell behind, or resumed
