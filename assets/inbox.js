@@ -35,7 +35,7 @@
     events.addEventListener("decision", function (e) {
       try { if (JSON.parse(e.data).verdict === "hold") refresh(); } catch (_) {}
     });
-    ["approve", "deny", "respond", "expired", "voided", "executing", "executed",
+    ["requested", "approve", "deny", "respond", "expired", "voided", "executing", "executed",
      "interrupted", "refused"].forEach(function (verdict) {
       events.addEventListener("approval." + verdict, refresh);
     });

@@ -103,7 +103,9 @@ fn check_post(
     csrf: &str,
 ) -> Result<(Session, Decider), Response> {
     if !same_origin(&state.live.load().config, headers) {
-        return Err(forbidden("this form was not sent from the inbox's own page"));
+        return Err(forbidden(
+            "this form was not sent from the inbox's own page",
+        ));
     }
     let Some((session, decider)) = session_reader(state, headers) else {
         return Err(Redirect::to("/").into_response());
@@ -137,7 +139,10 @@ async fn sign_in(
     let ttl = cfg.admin.session_ttl;
     let id = state.sessions.start(who, ttl);
     (
-        [(header::SET_COOKIE, session::set_cookie(&id, ttl, over_tls(&cfg)))],
+        [(
+            header::SET_COOKIE,
+            session::set_cookie(&id, ttl, over_tls(&cfg)),
+        )],
         Redirect::to("/"),
     )
         .into_response()
