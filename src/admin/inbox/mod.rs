@@ -95,23 +95,40 @@ fn forbidden(why: &str) -> Response {
         .into_response()
 }
 
+/// Why a state-changing request was refused; nothing was changed.
+pub enum PostRefused {
+    /// Another origin, or a missing or stale CSRF token.
+    Forged(&'static str),
+    /// No live session: back to the sign-in page.
+    SignedOut,
+}
+
+impl IntoResponse for PostRefused {
+    fn into_response(self) -> Response {
+        match self {
+            PostRefused::Forged(why) => forbidden(why),
+            PostRefused::SignedOut => Redirect::to("/").into_response(),
+        }
+    }
+}
+
 /// Checks a state-changing request: same origin, a live session and its
 /// CSRF token.
 fn check_post(
     state: &AdminState,
     headers: &HeaderMap,
     csrf: &str,
-) -> Result<(Session, Decider), Response> {
+) -> Result<(Session, Decider), PostRefused> {
     if !same_origin(&state.live.load().config, headers) {
-        return Err(forbidden(
+        return Err(PostRefused::Forged(
             "this form was not sent from the inbox's own page",
         ));
     }
-    let Some((session, decider)) = session_reader(state, headers) else {
-        return Err(Redirect::to("/").into_response());
-    };
+    let (session, decider) = session_reader(state, headers).ok_or(PostRefused::SignedOut)?;
     if !session.csrf_matches(csrf) {
-        return Err(forbidden("this form's security token is missing or stale"));
+        return Err(PostRefused::Forged(
+            "this form's security token is missing or stale",
+        ));
     }
     Ok((session, decider))
 }
@@ -160,7 +177,7 @@ async fn sign_out(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(refused) = check_post(&state, &headers, &form.csrf) {
-        return refused;
+        return refused.into_response();
     }
     state.sessions.end(&headers);
     let secure = over_tls(&state.live.load().config);

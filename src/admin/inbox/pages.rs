@@ -213,7 +213,7 @@ pub async fn deny(
 ) -> Response {
     let (session, decider) = match check_post(&state, &headers, &form.csrf) {
         Ok(s) => s,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let Some(reason) = form.reason() else {
         let why = "a denial needs a reason: the agent is told it".to_string();
@@ -244,7 +244,7 @@ pub async fn edit(
 ) -> Response {
     let (session, decider) = match check_post(&state, &headers, &form.csrf) {
         Ok(s) => s,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let text = form.edited.clone().unwrap_or_default();
     let edited = match serde_json::from_str::<Value>(&text) {
@@ -282,7 +282,7 @@ async fn submit(
 ) -> Response {
     let (session, decider) = match check_post(state, headers, &form.csrf) {
         Ok(s) => s,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     match decide_as(state, id, &decider, input).await {
         Ok(_) => Redirect::to("/").into_response(),
