@@ -594,6 +594,14 @@ mod tests {
     }
 
     #[test]
+    fn an_inbox_session_lasts_twelve_hours_unless_configured() {
+        let c = load("listen: 127.0.0.1:8080\n").unwrap();
+        assert_eq!(c.admin.session_ttl, Duration::from_secs(12 * 3600));
+        let c = load("listen: 127.0.0.1:8080\nadmin:\n  session_ttl: 30m\n").unwrap();
+        assert_eq!(c.admin.session_ttl, Duration::from_secs(1800));
+    }
+
+    #[test]
     fn the_admin_store_timeout_is_a_duration() {
         let c = load("listen: 127.0.0.1:8080\nadmin:\n  store_timeout: 500ms\n").unwrap();
         assert_eq!(c.admin.store_timeout, Duration::from_millis(500));
