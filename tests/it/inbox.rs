@@ -247,6 +247,20 @@ async fn forged_and_tokenless_forms_change_nothing() {
     assert_eq!(forged.status(), 403);
     assert!(forged.headers().get("set-cookie").is_none());
 
+    // An agent's key, or a token nobody holds, signs nobody in.
+    for token in [AGENT_KEY, "not-a-token"] {
+        let refused = no_redirects()
+            .post(env.airlock.admin_url("/signin"))
+            .header("origin", &own)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+        assert!(refused.headers().get("set-cookie").is_none());
+        assert!(!refused.text().await.unwrap().contains(token));
+    }
+
     // The live view takes the session cookie.
     let events = client()
         .get(env.airlock.admin_url("/v1/events"))
