@@ -146,7 +146,7 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Unguessable: 32 bytes from the thread's CSPRNG, hex-encoded.
+/// Unguessable: random bytes from the thread's CSPRNG, hex-encoded.
 fn random_token() -> String {
     hex::encode(rand::rng().random::<[u8; 32]>())
 }
