@@ -198,6 +198,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         // finishes only once every sink is gone.
         overrides,
         tally: tally.clone(),
+        sessions: Arc::default(),
     };
     eprintln!(
         "airlock: admin listening on http://{}",

@@ -103,6 +103,8 @@ pub struct AdminConfig {
     /// How long an approval endpoint waits for the store before it answers
     /// 503 (the store may be locked by another process).
     pub store_timeout: Duration,
+    /// How long an inbox sign-in lasts.
+    pub session_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,6 +402,10 @@ impl Config {
             raw.admin.as_ref().and_then(|a| a.store_timeout.as_ref()),
             Duration::from_secs(2),
         );
+        let session_ttl = v.duration_or(
+            raw.admin.as_ref().and_then(|a| a.session_ttl.as_ref()),
+            Duration::from_secs(12 * 3600),
+        );
 
         let store = match raw.store.as_ref() {
             None => StoreLocation::Sqlite(resolve("airlock.db")),
@@ -493,6 +499,7 @@ impl Config {
                     token_sha256: admin_token,
                     public_url: public_url.unwrap_or_else(|| format!("http://{admin_listen}")),
                     store_timeout,
+                    session_ttl,
                 },
                 policies,
                 store,
@@ -584,6 +591,14 @@ mod tests {
         assert_eq!(c.approvals.wait, Duration::from_secs(25));
         assert_eq!(c.approvals.progress_interval, Duration::from_secs(5));
         assert_eq!(c.admin.store_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn an_inbox_session_lasts_twelve_hours_unless_configured() {
+        let c = load("listen: 127.0.0.1:8080\n").unwrap();
+        assert_eq!(c.admin.session_ttl, Duration::from_secs(12 * 3600));
+        let c = load("listen: 127.0.0.1:8080\nadmin:\n  session_ttl: 30m\n").unwrap();
+        assert_eq!(c.admin.session_ttl, Duration::from_secs(1800));
     }
 
     #[test]

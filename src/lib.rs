@@ -49,7 +49,7 @@
 //!   them in atomically.
 //! - [`watch`] reloads when the policy or config files change.
 //! - [`admin`] is the control plane (health, metrics, status, reload,
-//!   approvals, operators' pauses).
+//!   approvals, operators' pauses) and the approvers' web inbox at `/`.
 //! - [`cli`] holds code only the command line uses: `airlock init`,
 //!   `explain` ("what would happen to this call?"), `policytest` (the YAML
 //!   cases of `airlock test`), the `airlock approvals` API client, and

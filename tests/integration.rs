@@ -25,6 +25,9 @@ mod approvals;
 #[path = "it/events.rs"]
 mod events;
 
+#[path = "it/inbox.rs"]
+mod inbox;
+
 #[path = "it/approvals_restart.rs"]
 mod approvals_restart;
 

@@ -132,17 +132,55 @@ async fn try_decide(
         bound_to(named, id)?;
     }
     let input = decision_input(parsed)?;
+    let decided = take(state, &cfg, id, &decider, input, attempt).await?;
+    Ok(Json(view(&decided.hold)).into_response())
+}
+
+/// Decides approval `id` for a `decider` the inbox has already signed in,
+/// and audits the decision or its refusal exactly as the API does: the two
+/// share this path.
+pub async fn decide_as(
+    state: &AdminState,
+    id: &str,
+    decider: &Decider,
+    input: DecisionInput,
+) -> Result<Decided, Refusal> {
+    let attempt = Attempt {
+        caller: Some(decider.id.clone()),
+        decision: Some(input.kind.as_str()),
+        edit: input.edit.clone(),
+        ..Attempt::default()
+    };
+    let cfg = state.live.load().config.clone();
+    match take(state, &cfg, id, decider, input, &attempt).await {
+        Ok(decided) => Ok(decided),
+        Err(refusal) => {
+            record_refusal(state, id, &attempt, &refusal).await;
+            Err(refusal)
+        }
+    }
+}
+
+/// The decision itself, with its audit record.
+async fn take(
+    state: &AdminState,
+    cfg: &crate::config::Config,
+    id: &str,
+    decider: &Decider,
+    input: DecisionInput,
+    attempt: &Attempt,
+) -> Result<Decided, Refusal> {
     let kind = input.kind.as_str();
     let decided = state
         .approvals
-        .decide(&cfg, id, &decider, input, state.checker.as_ref())
+        .decide(cfg, id, decider, input, state.checker.as_ref())
         .await
         .map_err(|e| Refusal::from(&e))?;
     state
         .audit
-        .record(&decision_record(&decided, kind, &decider, attempt))
+        .record(&decision_record(&decided, kind, decider, attempt))
         .await;
-    Ok(Json(view(&decided.hold)).into_response())
+    Ok(decided)
 }
 
 /// The audit record of a decision taken.

@@ -1,5 +1,5 @@
 //! `GET /v1/events`: the live view as server-sent events, for the admin
-//! and approvers.
+//! and approvers (a bearer token, or the inbox's session cookie).
 //!
 //! Every audited call is a `decision` event (agent, route or tool,
 //! verdict, policies, request id; never a body), and what happens to
@@ -25,6 +25,8 @@ use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio_stream::{Stream, StreamExt};
 
 use super::approvals::require_reader;
+use super::bearer;
+use super::inbox::session_reader;
 use super::refusal::Refusal;
 use super::AdminState;
 use crate::approval::Decider;
@@ -69,7 +71,15 @@ pub async fn events(
     headers: HeaderMap,
     Query(filter): Query<EventFilter>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Refusal> {
-    let who = require_reader(&state, &headers)?;
+    // The inbox's script reads with its session cookie; a bearer token,
+    // when sent, decides alone.
+    let who = match require_reader(&state, &headers) {
+        Ok(who) => who,
+        Err(refusal) => match (bearer(&headers), session_reader(&state, &headers)) {
+            (None, Some((_, who))) => who,
+            _ => return Err(refusal),
+        },
+    };
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

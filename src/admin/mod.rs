@@ -4,12 +4,14 @@
 //! `/healthz` and `/metrics` are open; everything under `/v1` needs the
 //! admin bearer token, except the approval endpoints (see `approvals`),
 //! which approvers may use too, and the pause endpoints (see `pauses`),
-//! which operators may use too.
+//! which operators may use too. `/` and the pages under it are the
+//! approver inbox (see `inbox`), signed in with a session cookie.
 
 pub mod approvals;
 mod deadline;
 pub mod decision;
 pub mod events;
+pub mod inbox;
 pub mod pauses;
 pub mod refusal;
 
@@ -40,6 +42,8 @@ pub struct AdminState {
     pub audit: AuditSink,
     pub overrides: Arc<crate::oversight::Overrides>,
     pub tally: Arc<crate::oversight::CallTally>,
+    /// The inbox's signed-in people (see `inbox::session`).
+    pub sessions: Arc<inbox::session::Sessions>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -92,6 +96,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(v1)
+        .merge(inbox::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }

@@ -302,6 +302,9 @@ impl Approvals {
             Err(e) => return Err(e.into()),
         }
         self.metrics.holds_pending.inc();
+        self.audit
+            .live()
+            .publish_event(trail::requested_event(&hold));
         if queued {
             self.outbox_wake.notify_one();
         }

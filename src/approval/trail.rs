@@ -73,3 +73,25 @@ pub fn expiry_reason(from: HoldState) -> &'static str {
 pub fn body_shown(h: &HoldRecord, b: &[u8]) -> Value {
     shown::body(&h.request.headers, b, Audience::Redacted)
 }
+
+/// The live view's `approval.requested` event for a new hold. It is an
+/// event only, not an audit record: the held call's own `decision` record
+/// is written when the agent's wait ends, and approvers watching the live
+/// view (the inbox) must see the hold before that.
+pub fn requested_event(h: &HoldRecord) -> crate::audit::live::LiveEvent {
+    crate::audit::live::LiveEvent {
+        kind: "approval.requested".into(),
+        time: rfc3339(std::time::SystemTime::now()),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        agent: Some(h.agent.clone()),
+        route: Some(h.route.as_str().into()),
+        action: Some(h.action.clone()),
+        resource: Some(h.resource.as_str().into()),
+        verdict: "hold".into(),
+        policies: h.gates.iter().map(|g| g.policy.clone()).collect(),
+        approval_id: Some(h.id.clone()),
+        approval_status: Some(HoldState::Pending.as_str().into()),
+        approver_groups: h.approver_groups.clone(),
+        ..Default::default()
+    }
+}

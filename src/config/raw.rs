@@ -84,6 +84,7 @@ pub struct RawAdmin {
     pub token: Option<Spanned<Env>>,
     pub public_url: Option<Spanned<Env>>,
     pub store_timeout: Option<Spanned<Env>>,
+    pub session_ttl: Option<Spanned<Env>>,
 }
 
 #[derive(Debug, Deserialize)]

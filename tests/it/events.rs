@@ -105,6 +105,11 @@ async fn approvers_see_approval_events_only_for_gates_that_name_their_group() {
     // A call every reader may see, after the approval.
     assert_eq!(get(&airlock, "/crm/customers").await, 200);
 
+    // The new hold is announced at once, before the agent's wait ends.
+    let requested = next(&mut alice).await;
+    assert_eq!(requested.name.as_deref(), Some("approval.requested"));
+    assert_eq!(requested.data["approval_id"], id.as_str());
+    assert_eq!(requested.data["approver_groups"], json!(["finance"]));
     let hold = next(&mut alice).await;
     assert_eq!(hold.data["verdict"], "hold");
     assert_eq!(hold.data["approval_id"], id.as_str());
@@ -124,12 +129,14 @@ async fn approvers_see_approval_events_only_for_gates_that_name_their_group() {
         next(&mut agents).await,
         next(&mut agents).await,
         next(&mut agents).await,
+        next(&mut agents).await,
     ]
     .into_iter()
     .map(|e| e.name)
     .collect();
     assert!(
-        kinds.contains(&Some("approval.approve".into())),
+        kinds.contains(&Some("approval.requested".into()))
+            && kinds.contains(&Some("approval.approve".into())),
         "{kinds:?}"
     );
 

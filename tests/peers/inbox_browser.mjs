@@ -1,0 +1,192 @@
+// Drives the approver inbox in Debian's Chromium (playwright-core, no
+// downloaded browser) while an agent's calls are held, and prints what it
+// saw as one JSON object on stdout for tests/it/inbox.rs to assert on.
+//
+// Usage: node inbox_browser.mjs '<json>' with
+//   {admin, proxy, agent_key, approver_token, other_approver_token}
+import { chromium } from "playwright-core";
+
+const cfg = JSON.parse(process.argv[2]);
+const WAIT = 20000;
+
+// The agent's call, as a promise of what it finally got.
+function refund(body) {
+  return fetch(cfg.proxy + "/crm/refunds", {
+    method: "POST",
+    headers: { authorization: "Bearer " + cfg.agent_key, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  }).then(async (r) => ({ status: r.status, body: await r.text() }));
+}
+
+async function signIn(browser, token) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.dialogs = [];
+  page.logs = [];
+  page.on("console", (m) => page.logs.push(m.type() + ": " + m.text()));
+  page.on("response", (r) => { if (r.status() >= 400) page.logs.push(`${r.status()} ${r.url()}`); });
+  page.on("requestfailed", (r) => page.logs.push(`failed ${r.url()}`));
+  page.on("pageerror", (e) => page.logs.push("error: " + e.message));
+  page.on("dialog", (d) => { page.dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+  await page.goto(cfg.admin + "/");
+  await page.fill("#token", token);
+  await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#signin button")]);
+  await page.waitForSelector("#pending");
+  return { context, page };
+}
+
+// The held calls already handled, so that each scenario waits for its own.
+const handled = [];
+
+// Waits in the open list for a held row not seen before, while `agent`
+// waits for its answer.
+async function nextHeld(page, agent) {
+  agent.then((got) => page.logs.push(`the agent got ${got.status} ${got.body}`),
+    (e) => page.logs.push(`the agent's call failed: ${e.cause || e}`));
+  const handle = await page.waitForFunction(
+    (seen) => [...document.querySelectorAll("tr.held")].map((r) => r.dataset.id).find((id) => !seen.includes(id)),
+    handled,
+    { timeout: WAIT },
+  ).catch(async (e) => {
+    const probe = await page.evaluate(() => new Promise((done) => {
+      const got = [];
+      const es = new EventSource("/v1/events");
+      es.onopen = () => got.push("open");
+      es.onerror = () => got.push("error " + es.readyState);
+      ["decision", "approval.hold"].forEach((n) => es.addEventListener(n, (m) => got.push(n + " " + m.data)));
+      fetch("/pending").then((r) => r.text()).then((t) => got.push("pending: " + t));
+      setTimeout(() => { es.close(); done(got); }, 3000);
+    }));
+    throw new Error(`no new held call appeared (${e.message}); console: ${page.logs.join(" | ")}; probe: ${JSON.stringify(probe)}`);
+  });
+  const id = await handle.jsonValue();
+  handled.push(id);
+  return id;
+}
+
+async function openHeld(page, id) {
+  await Promise.all([page.waitForURL("**/approvals/" + id), page.click(`tr[data-id="${id}"] a`)]);
+}
+
+async function approveScenario(page, context) {
+  await page.evaluate(() => { window.stayedOpen = true; });
+  const agent = refund({ amount: 500, customer: "c-1" });
+  const id = await nextHeld(page, agent);
+  const stayedOpen = await page.evaluate(() => window.stayedOpen === true);
+  const cookie = (await context.cookies()).find((c) => c.name === "airlock_session");
+  const shownToken = (await page.content()).includes(cfg.approver_token);
+  await openHeld(page, id);
+  await page.fill("#approve-reason", "checked the order");
+  await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#approve button")]);
+  const got = await agent;
+  return {
+    id, stayedOpen, shownToken,
+    httpOnly: cookie?.httpOnly, sameSite: cookie?.sameSite,
+    agentStatus: got.status, agentBody: got.body,
+  };
+}
+
+async function denyScenario(page) {
+  const agent = refund({ amount: 600, customer: "c-2" });
+  const id = await nextHeld(page, agent);
+  await openHeld(page, id);
+  await page.click("#deny button");
+  const emptyError = await page.textContent("#error");
+  const statusAfterEmpty = await page.textContent("#status");
+  await page.fill("#deny-reason", "this customer was refunded already");
+  await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#deny button")]);
+  const got = await agent;
+  return { id, emptyError, statusAfterEmpty, agentStatus: got.status, agentBody: got.body };
+}
+
+async function scriptScenario(page) {
+  const agent = refund({
+    amount: 700,
+    note: "<script>alert(1)</script>",
+    memo: '"><img src=x onerror=window.pwned=1>',
+  });
+  const id = await nextHeld(page, agent);
+  await openHeld(page, id);
+  const seen = await page.evaluate(() => ({
+    images: document.querySelectorAll("img").length,
+    scripts: document.querySelectorAll("script").length,
+    pwned: window.pwned === 1,
+    bodyText: document.getElementById("body").textContent,
+    editText: document.getElementById("edited").value,
+  }));
+  await page.fill("#deny-reason", "cleaning up");
+  await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#deny button")]);
+  await agent;
+  return { id, dialogs: page.dialogs, ...seen };
+}
+
+// Leaves the held call pending for the other approver's attempt, and
+// answers a function that denies it.
+async function editScenario(page) {
+  const agent = refund({ amount: 800, customer: "c-4" });
+  const id = await nextHeld(page, agent);
+  await openHeld(page, id);
+  await page.fill("#edited", '{"amount": 5');
+  await page.click("#edit button");
+  const jsonError = await page.textContent("#json-error");
+  const jsonErrorShown = await page.isVisible("#json-error");
+  await page.fill("#edited", '{"amount": 5000, "customer": "c-4"}');
+  const answer = page.waitForResponse((r) => r.url().endsWith("/edit"));
+  await page.click("#edit button");
+  const editStatus = (await answer).status();
+  await page.waitForSelector("#error");
+  const refused = await page.textContent("#error");
+  const statusAfterRefusal = await page.textContent("#status");
+  const finish = async () => {
+    await page.goto(cfg.admin + "/approvals/" + id);
+    await page.fill("#deny-reason", "cleaning up");
+    await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#deny button")]);
+    return agent;
+  };
+  return { result: { id, jsonError, jsonErrorShown, editStatus, refused, statusAfterRefusal }, finish };
+}
+
+async function outsiderScenario(browser, id) {
+  const { context, page } = await signIn(browser, cfg.other_approver_token);
+  const listed = await page.$$eval("tr.held", (rows) => rows.map((r) => r.dataset.id));
+  const byUrl = await page.goto(cfg.admin + "/approvals/" + id);
+  const byUrlStatus = byUrl.status();
+  const byUrlError = await page.textContent("#error");
+  // A same-origin form post with the outsider's own CSRF token.
+  await page.goto(cfg.admin + "/");
+  const post = await page.evaluate(async (id) => {
+    const csrf = document.querySelector("input[name=csrf]").value;
+    const r = await fetch("/approvals/" + id + "/approve", {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ csrf, reason: "not mine" }),
+    });
+    return r.status;
+  }, id);
+  await context.close();
+  return { listed, byUrlStatus, byUrlError, postStatus: post };
+}
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run"],
+});
+const out = {};
+try {
+  const { context, page } = await signIn(browser, cfg.approver_token);
+  out.approve = await approveScenario(page, context);
+  out.deny = await denyScenario(page);
+  out.script = await scriptScenario(page);
+  const edit = await editScenario(page);
+  out.edit = edit.result;
+  out.outsider = await outsiderScenario(browser, edit.result.id);
+  const ended = await edit.finish();
+  out.edit.agentStatus = ended.status;
+  await context.close();
+} catch (e) {
+  out.error = String(e && e.stack || e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));
