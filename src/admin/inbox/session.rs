@@ -30,13 +30,13 @@ pub enum SignedIn {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub who: SignedIn,
-    /// Carried by every state-changing form of this session.
+    /// Carried by every state-changing form the signed-in person sends.
     pub csrf: String,
     expires_ms: i64,
 }
 
 impl Session {
-    /// The decider this session acts as, if its person is still
+    /// The decider the signed-in person acts as, if they are still
     /// configured.
     pub fn decider(&self, cfg: &Config) -> Option<Decider> {
         match &self.who {
@@ -53,7 +53,7 @@ impl Session {
         }
     }
 
-    /// Whether `sent` is this session's CSRF token.
+    /// Whether `sent` is the CSRF token issued at sign-in.
     pub fn csrf_matches(&self, sent: &str) -> bool {
         constant_time_eq(self.csrf.as_bytes(), sent.as_bytes())
     }
