@@ -202,7 +202,7 @@ impl Overrides {
             PauseMode::Hold => 0,
         };
         self.audit
-            .record(&record(&pause, "pause", &pause.by, &pause.reason))
+            .record(record(&pause, "pause", &pause.by, &pause.reason))
             .await;
         if queued {
             self.approvals.wake_outbox();
@@ -244,7 +244,7 @@ impl Overrides {
         };
         self.count("resume", &removed);
         self.audit
-            .record(&record(&removed, "resume", by, reason))
+            .record(record(&removed, "resume", by, reason))
             .await;
         if queued {
             self.approvals.wake_outbox();

@@ -174,7 +174,7 @@ async fn publish_others(
                     continue;
                 }
                 for Incoming { kind, mut event } in note.events {
-                    event.kind = kind;
+                    event.kind = kind.into();
                     event.relayed = true;
                     feed.publish_event(event);
                 }
@@ -191,7 +191,7 @@ mod tests {
 
     fn event(kind: &str, reason: &str) -> Arc<LiveEvent> {
         Arc::new(LiveEvent {
-            kind: kind.into(),
+            kind: kind.to_string().into(),
             request_id: "r1".into(),
             verdict: "allow".into(),
             reasons: vec![reason.into()],

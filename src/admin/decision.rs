@@ -178,7 +178,7 @@ async fn take(
         .map_err(|e| Refusal::from(&e))?;
     state
         .audit
-        .record(&decision_record(&decided, kind, decider, attempt))
+        .record(decision_record(&decided, kind, decider, attempt))
         .await;
     Ok(decided)
 }
@@ -460,5 +460,5 @@ async fn record_refusal(state: &AdminState, id: &str, attempt: &Attempt, refusal
     if !extra.is_empty() {
         rec.extra = Some(Value::Object(extra));
     }
-    state.audit.record(&rec).await;
+    state.audit.record(rec).await;
 }

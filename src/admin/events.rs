@@ -110,7 +110,7 @@ fn event(e: &LiveEvent) -> Event {
     let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
     Event::default()
         .id(e.id.to_string())
-        .event(e.kind.as_str())
+        .event(&*e.kind)
         .data(data)
 }
 

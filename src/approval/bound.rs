@@ -173,7 +173,7 @@ impl Approvals {
                     .collect::<Vec<_>>()
                     .join(", ")
             )];
-            self.audit.record(&rec).await;
+            self.audit.record(rec).await;
             self.waiters.wake(&hold.id);
             if queued {
                 self.outbox_wake.notify_one();

@@ -59,7 +59,7 @@ impl Approvals {
     /// Records that approved call `hold` is about to be sent; before the
     /// tool is called, so that a crash mid-call leaves its trace.
     pub async fn record_executing(&self, hold: &HoldRecord) {
-        self.audit.record(&trail::executing(hold)).await;
+        self.audit.record(trail::executing(hold)).await;
     }
 
     /// Hands a claimed execution back (`executing → approved`) when the

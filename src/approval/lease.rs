@@ -139,7 +139,7 @@ impl Approvals {
         };
         let moved = self.finish(&hold.id, outcome).await?;
         if moved {
-            self.audit.record(&trail::interrupted(hold)).await;
+            self.audit.record(trail::interrupted(hold)).await;
         }
         Ok(moved)
     }

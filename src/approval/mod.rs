@@ -438,7 +438,7 @@ impl Approvals {
             if hold.state == HoldState::Pending {
                 self.metrics.holds_pending.dec();
             }
-            self.audit.record(&trail::expired(hold)).await;
+            self.audit.record(trail::expired(hold)).await;
             self.waiters.wake(&hold.id);
             if queued {
                 self.outbox_wake.notify_one();
@@ -698,7 +698,7 @@ impl Approvals {
             rec.approver = Some(by.to_string());
             rec.approval_status = Some(HoldState::Denied.as_str());
             rec.reasons = after.reason.clone().into_iter().collect();
-            self.audit.record(&rec).await;
+            self.audit.record(rec).await;
             self.waiters.wake(&hold.id);
             self.outbox_wake.notify_one();
         }

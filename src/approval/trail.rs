@@ -85,7 +85,7 @@ pub fn requested_event(h: &HoldRecord) -> crate::audit::live::LiveEvent {
         request_id: uuid::Uuid::now_v7().to_string(),
         agent: Some(h.agent.clone()),
         route: Some(h.route.as_str().into()),
-        action: Some(h.action.clone()),
+        action: Some(h.action.clone().into()),
         resource: Some(h.resource.as_str().into()),
         verdict: "hold".into(),
         policies: h.gates.iter().map(|g| g.policy.clone()).collect(),

@@ -86,7 +86,7 @@ impl Approvals {
             rec.approver = Some(by.to_string());
             rec.approval_status = Some(HoldState::Voided.as_str());
             rec.reasons = vec![reason.to_string()];
-            self.audit.record(&rec).await;
+            self.audit.record(rec).await;
             self.waiters.wake(&hold.id);
             if queued {
                 self.outbox_wake.notify_one();

@@ -35,7 +35,7 @@ pub struct LiveEvent {
     pub id: u64,
     /// `decision`, `approval.<verdict>` or `override.<verdict>`.
     #[serde(skip)]
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// Whether another replica recorded it (it came through the store).
     #[serde(skip)]
     pub relayed: bool,
@@ -46,7 +46,7 @@ pub struct LiveEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
+    pub action: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<Arc<str>>,
     pub verdict: Cow<'static, str>,
@@ -81,11 +81,13 @@ fn is_zero(n: &u16) -> bool {
 
 impl LiveEvent {
     /// The event for `rec`, or `None` for records that are follow-ups of
-    /// an event already shown (a held stream's end, a cut response).
-    fn of(rec: &AuditRecord) -> Option<LiveEvent> {
+    /// an event already shown (a held stream's end, a cut response). Takes
+    /// the record, whose line is already written, so that its text moves
+    /// here instead of being copied.
+    fn of(rec: AuditRecord) -> Option<LiveEvent> {
         let kind = match rec.event {
-            "decision" => "decision".to_string(),
-            "approval" | "override" => format!("{}.{}", rec.event, rec.verdict),
+            "decision" => Cow::Borrowed("decision"),
+            "approval" | "override" => Cow::Owned(format!("{}.{}", rec.event, rec.verdict)),
             _ => return None,
         };
         let human = rec.event != "decision";
@@ -93,26 +95,22 @@ impl LiveEvent {
             id: 0,
             kind,
             relayed: false,
-            time: rec.time.clone(),
-            request_id: rec.request_id.clone(),
-            agent: rec.agent.clone(),
-            route: rec.route.clone(),
-            action: rec.action.as_ref().map(|a| a.to_string()),
-            resource: rec.resource.clone(),
+            time: rec.time,
+            request_id: rec.request_id,
+            agent: rec.agent,
+            route: rec.route,
+            action: rec.action,
+            resource: rec.resource,
             verdict: Cow::Borrowed(rec.verdict),
-            policies: rec.policies.clone(),
+            policies: rec.policies,
             error: rec.error.map(Cow::Borrowed),
             status: rec.status,
-            approval_id: rec.approval_id.clone(),
+            approval_id: rec.approval_id,
             approval_status: rec.approval_status.map(Cow::Borrowed),
-            by: rec.approver.clone(),
-            approver_groups: rec.approver_groups.clone(),
-            reasons: if human {
-                rec.reasons.clone()
-            } else {
-                Vec::new()
-            },
-            extra: if human { rec.extra.clone() } else { None },
+            by: rec.approver,
+            approver_groups: rec.approver_groups,
+            reasons: if human { rec.reasons } else { Vec::new() },
+            extra: if human { rec.extra } else { None },
         })
     }
 
@@ -171,7 +169,7 @@ impl LiveFeed {
     }
 
     /// Publishes `rec` as an event, if it is one.
-    pub fn publish(&self, rec: &AuditRecord) {
+    pub fn publish(&self, rec: AuditRecord) {
         if let Some(event) = LiveEvent::of(rec) {
             self.publish_event(event);
         }
@@ -242,7 +240,7 @@ mod tests {
     fn a_reader_resumes_after_the_last_event_it_saw() {
         let feed = LiveFeed::default();
         for v in ["allow", "deny", "hold"] {
-            feed.publish(&decision("bot", v));
+            feed.publish(decision("bot", v));
         }
         let sub = feed.subscribe(Some(1));
         let ids: Vec<u64> = sub.backlog.iter().map(|e| e.id).collect();
@@ -255,7 +253,7 @@ mod tests {
     fn a_reader_behind_the_ring_is_told_how_many_it_missed() {
         let feed = LiveFeed::default();
         for _ in 0..RING + 5 {
-            feed.publish(&decision("bot", "allow"));
+            feed.publish(decision("bot", "allow"));
         }
         let sub = feed.subscribe(Some(0));
         assert_eq!(sub.missed, 5);
@@ -268,7 +266,7 @@ mod tests {
         let feed = LiveFeed::new(4);
         let mut sub = feed.subscribe(None);
         for _ in 0..10 {
-            feed.publish(&decision("bot", "allow"));
+            feed.publish(decision("bot", "allow"));
         }
         match sub.live.recv().await {
             Err(broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 6),
@@ -280,11 +278,11 @@ mod tests {
     #[test]
     fn follow_up_records_are_not_events_and_approvals_name_their_kind() {
         let feed = LiveFeed::default();
-        feed.publish(&AuditRecord {
+        feed.publish(AuditRecord {
             event: "held_stream",
             ..AuditRecord::default()
         });
-        feed.publish(&AuditRecord {
+        feed.publish(AuditRecord {
             event: "approval",
             verdict: "approve",
             approver_groups: vec!["finance".into()],

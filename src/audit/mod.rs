@@ -234,13 +234,14 @@ impl AuditSink {
     /// returned future holds only the line. A caller's future reserves room
     /// for this one, and a held call's lives as long as a human takes.
     ///
-    /// Takes the record by reference: it is large, and only read here.
-    pub fn record(&self, record: &AuditRecord) -> impl std::future::Future<Output = ()> + use<'_> {
-        self.live.publish(record);
+    /// Takes the record by value: once it is written as a line, its text
+    /// moves into the live view's event instead of being copied.
+    pub fn record(&self, record: AuditRecord) -> impl std::future::Future<Output = ()> + use<'_> {
         let mut line = Vec::with_capacity(512);
-        line::write(record, &mut line);
+        line::write(&record, &mut line);
         line.push(b'\n');
         let wait = record.error != Some(UNAVAILABLE);
+        self.live.publish(record);
         self.queue(line, wait)
     }
 

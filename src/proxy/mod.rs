@@ -232,7 +232,7 @@ fn answer<'s>(
             verdict: rec.verdict,
         },
     );
-    (response, state.audit.record(&rec))
+    (response, state.audit.record(rec))
 }
 
 async fn process(

@@ -58,7 +58,7 @@ impl UpstreamBody {
         };
         let rec = incomplete(&w, self.sent, error);
         let sink = w.sink;
-        tokio::spawn(async move { sink.record(&rec).await });
+        tokio::spawn(async move { sink.record(rec).await });
     }
 }
 

@@ -166,7 +166,7 @@ impl HeldStream {
             }
             End::Gone => rec.error = Some("agent_gone"),
         }
-        self.audit.record(&rec).await;
+        self.audit.record(rec).await;
     }
 
     async fn drive(&mut self, cfg: &Config, tx: &mpsc::Sender<Bytes>) -> End {
