@@ -230,6 +230,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         approvals,
         pauses,
         tally,
+        eliciting: Default::default(),
     });
     let opts = ServeOptions {
         header_read: config.timeouts.header_read,
