@@ -280,7 +280,15 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<SourceProblem>>
 }
 
 fn policy_meta(p: &Policy, id: &str, file: &Path, line: usize) -> Result<PolicyMeta, String> {
-    let known = ["id", "hold", "approvers", "timeout", "elicit", "reason", "mode"];
+    let known = [
+        "id",
+        "hold",
+        "approvers",
+        "timeout",
+        "elicit",
+        "reason",
+        "mode",
+    ];
     for (k, _) in p.annotations() {
         if !known.contains(&k) {
             return Err(format!(

@@ -312,7 +312,8 @@ pub(super) async fn handle(
         .filter_map(|j| j.msg.request_id().cloned())
         .collect();
     if pending.is_empty() {
-        let declares_url = matches!(judged.as_slice(), [only] if elicit::initialize_declares_url(&only.msg));
+        let declares_url =
+            matches!(judged.as_slice(), [only] if elicit::initialize_declares_url(&only.msg));
         let resp = forward(&cx, parts, body, trail).await?;
         if let Some(session) = resp.headers().get(crate::mcp::SESSION_ID) {
             if declares_url {

@@ -122,7 +122,8 @@ pub fn declares_url(capabilities: Option<&Value>) -> bool {
 
 /// Whether an `initialize` request declares URL elicitation.
 pub fn initialize_declares_url(msg: &Message) -> bool {
-    msg.method() == Some("initialize") && declares_url(msg.params().and_then(|p| p.get("capabilities")))
+    msg.method() == Some("initialize")
+        && declares_url(msg.params().and_then(|p| p.get("capabilities")))
 }
 
 /// Whether a 2026-07-28 request declares URL elicitation in its `_meta`.
@@ -150,7 +151,10 @@ pub fn answer_to_airlock(messages: &[Message], body: &[u8]) -> Option<String> {
     let [Message::Response { id }] = messages else {
         return None;
     };
-    if !id.as_str().is_some_and(|s| s.starts_with(REQUEST_ID_PREFIX)) {
+    if !id
+        .as_str()
+        .is_some_and(|s| s.starts_with(REQUEST_ID_PREFIX))
+    {
         return None;
     }
     let v: Value = serde_json::from_slice(body).ok()?;
@@ -185,7 +189,12 @@ pub struct Elicitation {
 impl Elicitation {
     /// The elicitation for a held call to `tool`, when one of its gates
     /// asks for it and `admin.public_url` gives the page.
-    pub fn for_hold(admin: &AdminConfig, gates: &[Gate], hold_id: &str, tool: &str) -> Option<Self> {
+    pub fn for_hold(
+        admin: &AdminConfig,
+        gates: &[Gate],
+        hold_id: &str,
+        tool: &str,
+    ) -> Option<Self> {
         let asking: Vec<&Gate> = gates.iter().filter(|g| g.elicit).collect();
         if asking.is_empty() {
             return None;
@@ -256,7 +265,9 @@ mod tests {
 
     #[test]
     fn only_an_object_under_elicitation_url_declares_url_mode() {
-        assert!(declares_url(Some(&json!({"elicitation": {"form": {}, "url": {}}}))));
+        assert!(declares_url(Some(
+            &json!({"elicitation": {"form": {}, "url": {}}})
+        )));
         assert!(!declares_url(Some(&json!({"elicitation": {}}))));
         assert!(!declares_url(Some(&json!({"elicitation": {"url": true}}))));
         assert!(!declares_url(None));
@@ -275,7 +286,8 @@ mod tests {
 
     #[test]
     fn only_answers_to_airlock_ids_are_taken() {
-        let ours = br#"{"jsonrpc":"2.0","id":"airlock-elicitation-1","result":{"action":"decline"}}"#;
+        let ours =
+            br#"{"jsonrpc":"2.0","id":"airlock-elicitation-1","result":{"action":"decline"}}"#;
         let msgs = crate::mcp::jsonrpc::parse(ours).unwrap().messages;
         let msgs: Vec<Message> = msgs.into_iter().map(Result::unwrap).collect();
         assert_eq!(answer_to_airlock(&msgs, ours).as_deref(), Some("decline"));

@@ -35,8 +35,8 @@ use tokio::sync::mpsc;
 
 use super::elicit::Elicitation;
 use super::hold::HeldTool;
-use crate::approval::{HoldRecord, HoldState};
 use crate::approval::{ApprovalError, Approvals, Claim};
+use crate::approval::{HoldRecord, HoldState};
 use crate::audit::AuditSink;
 use crate::config::Config;
 use crate::mcp::{jsonrpc, sse};
