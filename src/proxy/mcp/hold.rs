@@ -82,15 +82,11 @@ pub(super) async fn on_tool_hold(
     };
     let asked = match ask_human(cx, parts, &params, gates, &hold, &held) {
         Asked::InputRequired(answer) => {
-            if let Some(Value::Object(extra)) = &mut trail.extra {
-                extra.insert("elicitation".into(), json!("input_required"));
-            }
+            note_elicitation(trail, "elicitation", "input_required");
             return Ok(super::rpc_answer(StatusCode::OK, &answer, cx.request_id));
         }
         Asked::OnStream(e) => {
-            if let Some(Value::Object(extra)) = &mut trail.extra {
-                extra.insert("elicitation_id".into(), json!(e.id));
-            }
+            note_elicitation(trail, "elicitation_id", &e.id);
             Some(e)
         }
         Asked::No => None,
@@ -168,13 +164,15 @@ fn ask_human(
     }
     let route = &cx.route.config.name;
     let modern = held.modern;
+    // A 2025-11-25 elicitation travels on the held call's event stream.
     let declared = if modern {
         elicit::request_declares_url(params)
     } else {
-        parts
-            .headers
-            .get(crate::mcp::SESSION_ID)
-            .is_some_and(|s| cx.state.eliciting.declared(cx.agent, route, s))
+        accepts_events(&parts.headers)
+            && parts
+                .headers
+                .get(crate::mcp::SESSION_ID)
+                .is_some_and(|s| cx.state.eliciting.declared(cx.agent, route, s))
     };
     if !declared {
         return Asked::No;
@@ -192,6 +190,13 @@ fn ask_human(
         return Asked::InputRequired(e.input_required(&held.id));
     }
     Asked::OnStream(e)
+}
+
+/// Marks the request's audit record with the elicitation it sent.
+fn note_elicitation(trail: &mut RequestTrail, key: &str, value: &str) {
+    if let Some(Value::Object(extra)) = &mut trail.extra {
+        extra.insert(key.into(), json!(value));
+    }
 }
 
 /// The `tools/call` an agent is waiting on, as its answers must name it.
