@@ -26,6 +26,9 @@
 //! - A repeated `Mcp-Method` or `Mcp-Name` header is refused (-32020), and
 //!   so is a method that is not one Airlock knows but folds to one
 //!   (`Tools/call`, -32600): a server could read either copy, or fold.
+//! - A held `tools/call` may send the client the approval's page (URL
+//!   elicitation, `elicit`); the client's answer to Airlock's own request
+//!   is taken with 202 and never forwarded, since the server never asked.
 
 mod elicit;
 mod hold;
