@@ -85,6 +85,9 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let clients = UpstreamClients::new(config.timeouts.upstream_idle, workers.count());
     let snapshot =
         GatewaySnapshot::build(Arc::new(config.clone()), &clients).map_err(AppError::Policy)?;
+    for w in snapshot.config_warnings() {
+        tracing::warn!("{w}");
+    }
     let live = Arc::new(ArcSwap::from_pointee(snapshot));
     let (audit, audit_writer) = AuditSink::start(&config.audit, metrics.clone())?;
     // logrotate's `postrotate` sends SIGHUP, which also reloads policies.
@@ -227,6 +230,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         approvals,
         pauses,
         tally,
+        eliciting: Default::default(),
     });
     let opts = ServeOptions {
         header_read: config.timeouts.header_read,

@@ -100,11 +100,24 @@ pub struct AdminConfig {
     /// The URL approvers are sent to (webhook payloads); defaults to
     /// `http://<admin.listen>`.
     pub public_url: String,
+    /// `admin.public_url` as written in the config; `None` when it was left
+    /// out. Links meant for people (an approval's page, elicitation) are
+    /// only given when someone chose the address people reach.
+    pub configured_public_url: Option<String>,
     /// How long an approval endpoint waits for the store before it answers
     /// 503 (the store may be locked by another process).
     pub store_timeout: Duration,
     /// How long an inbox sign-in lasts.
     pub session_ttl: Duration,
+}
+
+impl AdminConfig {
+    /// The inbox page of approval `id`, when `admin.public_url` is set.
+    pub fn approval_page(&self, id: &str) -> Option<String> {
+        self.configured_public_url
+            .as_ref()
+            .map(|base| format!("{base}/approvals/{id}"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -497,7 +510,10 @@ impl Config {
                 admin: AdminConfig {
                     listen: admin_listen,
                     token_sha256: admin_token,
-                    public_url: public_url.unwrap_or_else(|| format!("http://{admin_listen}")),
+                    public_url: public_url
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{admin_listen}")),
+                    configured_public_url: public_url,
                     store_timeout,
                     session_ttl,
                 },

@@ -643,6 +643,9 @@ fn check(config: &std::path::Path) -> ExitCode {
             for w in snap.policy.warnings() {
                 print_stdout(&format!("warning: {w}"));
             }
+            for w in snap.config_warnings() {
+                print_stdout(&format!("warning: {w}"));
+            }
             print_stdout(&format!(
                 "ok: {} policies, {} agents, {} routes (snapshot {})",
                 snap.policy.policy_count(),

@@ -116,4 +116,21 @@ impl GatewaySnapshot {
     pub fn route_named(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.config.name == name)
     }
+
+    /// What loads but will not work as written: `@elicit` gates without
+    /// `admin.public_url`, which have no page to send anyone to.
+    pub fn config_warnings(&self) -> Vec<String> {
+        let gates = self.policy.elicit_gates();
+        if gates.is_empty() || self.config.admin.configured_public_url.is_some() {
+            return Vec::new();
+        }
+        vec![format!(
+            "`@elicit` on {} sends no elicitation: set `admin.public_url` to the address people open the inbox at",
+            gates
+                .iter()
+                .map(|g| format!("`{g}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )]
+    }
 }

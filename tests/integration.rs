@@ -46,6 +46,9 @@ mod policy_cli;
 #[path = "it/mcp_progress.rs"]
 mod mcp_progress;
 
+#[path = "it/mcp_elicit.rs"]
+mod mcp_elicit;
+
 #[path = "it/approvals_audit.rs"]
 mod approvals_audit;
 

@@ -201,7 +201,11 @@ pub async fn show(
         Err(r) => return r.into_response(),
     };
     match state.approvals.store().get(&id).await {
-        Ok(Some(h)) if visible_to(&reader, &h) => Json(view(&h)).into_response(),
+        Ok(Some(h)) if visible_to(&reader, &h) => {
+            let mut shown = view(&h);
+            shown["links"] = crate::notify::payload::links(&state.live.load().config.admin, &h.id);
+            Json(shown).into_response()
+        }
         // Another group's approval is not there for this approver, in the
         // same words as one that does not exist.
         Ok(_) if reader.any_group => error(

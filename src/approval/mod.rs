@@ -763,7 +763,7 @@ fn deliveries(cfg: &Config, event: &str, hold: &HoldRecord) -> Vec<NewDelivery> 
     if wanted.is_empty() {
         return Vec::new();
     }
-    let body = payload::event(event, hold, &cfg.admin.public_url).to_string();
+    let body = payload::event(event, hold, &cfg.admin).to_string();
     wanted
         .into_iter()
         .map(|w| NewDelivery {

@@ -2,6 +2,7 @@
 //! (see `shown`), and where to decide.
 
 use crate::clock::ms_to_rfc3339;
+use crate::config::AdminConfig;
 use serde_json::{json, Value};
 
 use super::shown::{self, Audience};
@@ -23,7 +24,8 @@ fn decision(state: HoldState) -> Option<&'static str> {
 }
 
 /// The webhook body for `event` about `hold`.
-pub fn event(event: &str, hold: &HoldRecord, public_url: &str) -> Value {
+pub fn event(event: &str, hold: &HoldRecord, admin: &AdminConfig) -> Value {
+    let public_url = &admin.public_url;
     let headers = &hold.request.headers;
     let body = shown::body(headers, &hold.request.body, Audience::Redacted);
     let edited = hold
@@ -58,6 +60,16 @@ pub fn event(event: &str, hold: &HoldRecord, public_url: &str) -> Value {
             "reason": hold.reason,
             "answer": hold.answer.as_ref().map(|a| shown::redact_value(&json!(a))),
             "decide_url": format!("{public_url}/v1/approvals/{}/decision", hold.id),
+            "links": links(admin, &hold.id),
         }
     })
+}
+
+/// Where a person opens approval `id`: `null` without `admin.public_url`,
+/// since a guessed address (the listener's own) may reach nobody.
+pub fn links(admin: &AdminConfig, id: &str) -> Value {
+    match admin.approval_page(id) {
+        Some(inbox) => json!({ "inbox": inbox }),
+        None => Value::Null,
+    }
 }

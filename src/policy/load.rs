@@ -30,6 +30,9 @@ pub struct PolicyMeta {
     pub hold: Option<String>,
     pub approvers: Option<String>,
     pub timeout: Option<Duration>,
+    /// `@elicit("url")` on a gate: a held MCP tool call sends the agent's
+    /// client the approval's page (URL elicitation).
+    pub elicit: bool,
     /// `@reason("...")`: the text an agent sees when this forbid denies.
     pub reason: Option<String>,
     pub mode: PolicyMode,
@@ -277,7 +280,15 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<SourceProblem>>
 }
 
 fn policy_meta(p: &Policy, id: &str, file: &Path, line: usize) -> Result<PolicyMeta, String> {
-    let known = ["id", "hold", "approvers", "timeout", "reason", "mode"];
+    let known = [
+        "id",
+        "hold",
+        "approvers",
+        "timeout",
+        "elicit",
+        "reason",
+        "mode",
+    ];
     for (k, _) in p.annotations() {
         if !known.contains(&k) {
             return Err(format!(
@@ -293,7 +304,7 @@ fn policy_meta(p: &Policy, id: &str, file: &Path, line: usize) -> Result<PolicyM
             "policy `{id}`: `@hold` on a permit means nothing; put it on the forbid that gates the call"
         ));
     }
-    for k in ["approvers", "timeout"] {
+    for k in ["approvers", "timeout", "elicit"] {
         if p.annotation(k).is_some() && hold.is_none() {
             return Err(format!(
                 "policy `{id}`: `@{k}` only applies to a `@hold` forbid"
@@ -310,6 +321,15 @@ fn policy_meta(p: &Policy, id: &str, file: &Path, line: usize) -> Result<PolicyM
     let approvers = match p.annotation("approvers") {
         Some("") => return Err(format!("policy `{id}`: `@approvers` needs a group name")),
         a => a.map(str::to_string),
+    };
+    let elicit = match p.annotation("elicit") {
+        None => false,
+        Some("url") => true,
+        Some(m) => {
+            return Err(format!(
+                "policy `{id}`: `@elicit(\"{m}\")` is unknown; use `@elicit(\"url\")`"
+            ))
+        }
     };
     let mode = match p.annotation("mode") {
         None | Some("enforce") => PolicyMode::Enforce,
@@ -328,6 +348,7 @@ fn policy_meta(p: &Policy, id: &str, file: &Path, line: usize) -> Result<PolicyM
         hold,
         approvers,
         timeout,
+        elicit,
         reason: p.annotation("reason").map(str::to_string),
         mode,
     })

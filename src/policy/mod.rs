@@ -158,6 +158,9 @@ pub struct Gate {
     pub approvers: Option<String>,
     #[serde(serialize_with = "ser_opt_duration")]
     pub timeout: Option<Duration>,
+    /// `@elicit("url")`: the agent's MCP client is sent the approval's page.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub elicit: bool,
 }
 
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -452,6 +455,18 @@ impl PolicySnapshot {
         &self.warnings
     }
 
+    /// The ids of the gates annotated `@elicit`, sorted.
+    pub fn elicit_gates(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .meta
+            .values()
+            .filter(|m| m.elicit)
+            .map(|m| m.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Every policy id, sorted.
     pub fn policy_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.meta.values().map(|m| m.id.clone()).collect();
@@ -684,6 +699,7 @@ impl PolicySnapshot {
                             reason: m.hold.clone()?,
                             approvers: m.approvers.clone(),
                             timeout: m.timeout,
+                            elicit: m.elicit,
                         })
                     })
                     .collect();

@@ -26,9 +26,15 @@
 //! - A repeated `Mcp-Method` or `Mcp-Name` header is refused (-32020), and
 //!   so is a method that is not one Airlock knows but folds to one
 //!   (`Tools/call`, -32600): a server could read either copy, or fold.
+//! - A held `tools/call` may send the client the approval's page (URL
+//!   elicitation, `elicit`); the client's answer to Airlock's own request
+//!   is taken with 202 and never forwarded, since the server never asked.
 
+mod elicit;
 mod hold;
 mod progress;
+
+pub use elicit::ElicitingSessions;
 
 use std::time::Instant;
 
@@ -101,7 +107,16 @@ pub(super) async fn handle(
         let decision = super::decide(cx.state, cx.snap, &call, plan(cx.snap, &call)?)?;
         note_decision(trail, &decision);
         return match decision.verdict {
-            Verdict::Allow => forward(&cx, parts, body, trail).await,
+            Verdict::Allow => {
+                let ended = (parts.method == Method::DELETE)
+                    .then(|| parts.headers.get(crate::mcp::SESSION_ID).cloned())
+                    .flatten();
+                let resp = forward(&cx, parts, body, trail).await?;
+                if let Some(session) = ended.filter(|_| resp.status().is_success()) {
+                    cx.state.eliciting.forget(cx.agent, route_name, &session);
+                }
+                Ok(resp)
+            }
             Verdict::Deny { reasons } => Err(ProxyError::Denied {
                 reasons,
                 policies: decision.policies,
@@ -164,6 +179,17 @@ pub(super) async fn handle(
             answers.swap_remove(0)
         };
         return Ok(rpc_answer(StatusCode::BAD_REQUEST, &answer, cx.request_id));
+    }
+
+    // Phase: the client's answer to Airlock's own elicitation is Airlock's
+    // to take; the server never asked.
+    if let Some(action) = elicit::answer_to_airlock(&messages, &body) {
+        tracing::info!(agent = cx.agent, %action, "the agent's client answered an elicitation; the approver decides");
+        trail.verdict = "allow";
+        trail.extra = Some(json!({"elicitation_answer": action}));
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
+        *resp.status_mut() = StatusCode::ACCEPTED;
+        return Ok(resp);
     }
 
     // Phase: headers must agree with the body.
@@ -289,7 +315,15 @@ pub(super) async fn handle(
         .filter_map(|j| j.msg.request_id().cloned())
         .collect();
     if pending.is_empty() {
-        return forward(&cx, parts, body, trail).await;
+        let declares_url =
+            matches!(judged.as_slice(), [only] if elicit::initialize_declares_url(&only.msg));
+        let resp = forward(&cx, parts, body, trail).await?;
+        if let Some(session) = resp.headers().get(crate::mcp::SESSION_ID) {
+            if declares_url {
+                cx.state.eliciting.remember(cx.agent, route_name, session);
+            }
+        }
+        return Ok(resp);
     }
     // The answer is rewritten, so it must arrive uncompressed.
     parts.headers.remove(header::ACCEPT_ENCODING);

@@ -89,6 +89,8 @@ pub struct ProxyState {
     pub pauses: Arc<crate::oversight::PauseBoard>,
     /// Each agent's calls of the last hour, for `GET /v1/agents`.
     pub tally: Arc<crate::oversight::CallTally>,
+    /// The MCP sessions whose client can be sent an approval's page.
+    pub eliciting: Arc<mcp::ElicitingSessions>,
 }
 
 /// Airlock's request id, on the upstream request and the agent's response.

@@ -54,6 +54,7 @@ fn gate(cfg: &Config, p: &PauseRecord) -> Gate {
         ),
         approvers: Some(cfg.pause.approvers.clone()),
         timeout: None,
+        elicit: false,
     }
 }
 

@@ -100,6 +100,27 @@ fn check_reports_a_malformed_timeout() {
 }
 
 #[test]
+fn check_accepts_only_url_elicitation_and_only_on_a_gate() {
+    let (code, out) = check(
+        "permit (principal, action, resource);\n@id(\"gate\")\n@hold(\"why\")\n@elicit(\"form\")\nforbid (principal, action, resource);\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains(
+            "p.cedar:2:1: policy `gate`: `@elicit(\"form\")` is unknown; use `@elicit(\"url\")`"
+        ),
+        "{out}"
+    );
+    let (code, out) =
+        check("@id(\"plain\")\n@elicit(\"url\")\nforbid (principal, action, resource);\n");
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("policy `plain`: `@elicit` only applies to a `@hold` forbid"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_reports_a_duplicate_id_with_both_places() {
     let (code, out) = check(
         "@id(\"same\")\npermit (principal, action, resource);\n@id(\"same\")\nforbid (principal, action, resource);\n",

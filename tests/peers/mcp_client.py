@@ -6,6 +6,10 @@ PLAN_JSON: {"mode": "auto" | "legacy", "calls": [{"name": ..., "args": {...}, "p
             "signal_file": path?}]}
 A call's `signal_file`, when given, is created at its first progress notification,
 so a test can act (approve a held call) once the client has seen progress.
+`elicit_file` in the plan, when given, makes the client declare elicitation (form
+and url): each `elicitation/create` it is sent is appended to that file as one JSON
+line and accepted. The notifications the session surfaces are listed under
+`notifications` by method.
 Prints one JSON object: the negotiated protocol version, the listed tools
 with the list's cacheScope, and each call's result (or the error raised);
 `session_error` when the session itself failed (a refused key, say).
@@ -16,18 +20,39 @@ import sys
 import time
 
 import anyio
+import mcp.types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 async def main(url: str, key: str, plan: dict) -> dict:
-    out: dict = {"calls": []}
+    out: dict = {"calls": [], "notifications": []}
     try:
         await session(url, key, plan, out)
     except Exception as e:  # a failed session: the test asserts on what the client saw
         out["session_error"] = describe(e)
     return out
+
+
+def elicitation_callback(path: str):
+    """Records each elicitation the server sends, then accepts it."""
+
+    async def on_elicit(_context, params):
+        with open(path, "a") as f:
+            f.write(json.dumps(params.model_dump(by_alias=True, mode="json", exclude_none=True)) + "\n")
+        return types.ElicitResult(action="accept")
+
+    return on_elicit
+
+
+def notification_recorder(into: list):
+    async def on_message(message) -> None:
+        method = getattr(getattr(message, "root", message), "method", None)
+        if method:
+            into.append(method)
+
+    return on_message
 
 
 def describe(e: BaseException) -> str:
@@ -41,7 +66,13 @@ async def session(url: str, key: str, plan: dict, out: dict) -> None:
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
     async with http:
         transport = streamable_http_client(url, http_client=http)
-        async with Client(transport, mode=plan.get("mode", "auto"), cache=None) as client:
+        async with Client(
+            transport,
+            mode=plan.get("mode", "auto"),
+            cache=None,
+            elicitation_callback=elicitation_callback(plan["elicit_file"]) if plan.get("elicit_file") else None,
+            message_handler=notification_recorder(out["notifications"]),
+        ) as client:
             out["protocol_version"] = client.protocol_version
             listed = await client.list_tools()
             out["tools"] = [t.name for t in listed.tools]

@@ -14,12 +14,15 @@
 //! A client that accepts `text/event-stream` and sent a `progressToken` gets
 //! all of this as an event stream with progress while it waits (see
 //! `mcp::progress`); any other client gets one JSON answer after the wait.
+//! A gate with `@elicit("url")` also sends a client that declared URL
+//! elicitation the approval's page (see `mcp::elicit`).
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::elicit::{self, Elicitation};
 use super::{Judged, McpRequest};
 use crate::approval::fingerprint::fingerprint;
 use crate::approval::Claim;
@@ -77,8 +80,21 @@ pub(super) async fn on_tool_hold(
         request_id: cx.request_id.to_string(),
         session: parts.headers.get(crate::mcp::SESSION_ID).cloned(),
     };
-    if held.progress_token.is_some() && accepts_events(&parts.headers) {
-        return Ok(super::progress::respond(cx.state, hold.id, held, trail));
+    let asked = match ask_human(cx, parts, &params, gates, &hold, &held) {
+        Asked::InputRequired(answer) => {
+            note_elicitation(trail, "elicitation", "input_required");
+            return Ok(super::rpc_answer(StatusCode::OK, &answer, cx.request_id));
+        }
+        Asked::OnStream(e) => {
+            note_elicitation(trail, "elicitation_id", &e.id);
+            Some(e)
+        }
+        Asked::No => None,
+    };
+    if (held.progress_token.is_some() || asked.is_some()) && accepts_events(&parts.headers) {
+        return Ok(super::progress::respond(
+            cx.state, hold.id, held, asked, trail,
+        ));
     }
 
     // Bounded like the REST side: an approved call settles within a round
@@ -121,6 +137,66 @@ pub(super) async fn on_tool_hold(
     Err(ProxyError::Internal(
         "the approved call did not settle; call the tool again".into(),
     ))
+}
+
+/// How the human at the agent's client is sent to the approval's page.
+enum Asked {
+    /// The 2026-07-28 answer to the first attempt (see `mcp::elicit`).
+    InputRequired(Value),
+    /// A 2025-11-25 request on the held call's event stream.
+    OnStream(Elicitation),
+    No,
+}
+
+/// Whether, and how, this held call sends its client the approval's page:
+/// a gate asks for it, `admin.public_url` gives the page, the client
+/// declared URL elicitation, and the approval still waits.
+fn ask_human(
+    cx: &McpRequest<'_>,
+    parts: &Parts,
+    params: &Value,
+    gates: &[Gate],
+    hold: &HoldRecord,
+    held: &HeldTool,
+) -> Asked {
+    if hold.state != HoldState::Pending {
+        return Asked::No;
+    }
+    let route = &cx.route.config.name;
+    let modern = held.modern;
+    // A 2025-11-25 elicitation travels on the held call's event stream.
+    let declared = if modern {
+        elicit::request_declares_url(params)
+    } else {
+        accepts_events(&parts.headers)
+            && parts
+                .headers
+                .get(crate::mcp::SESSION_ID)
+                .is_some_and(|s| cx.state.eliciting.declared(cx.agent, route, s))
+    };
+    if !declared {
+        return Asked::No;
+    }
+    if modern && elicit::is_retry(params) {
+        let action = elicit::retry_action(params).unwrap_or("none");
+        tracing::info!(agent = cx.agent, approval = %hold.id, %action, "the agent's client answered an elicitation; the approver decides");
+        return Asked::No;
+    }
+    let Some(e) = Elicitation::for_hold(&cx.snap.config.admin, gates, &hold.id, &held.tool) else {
+        return Asked::No;
+    };
+    tracing::info!(agent = cx.agent, approval = %hold.id, elicitation = %e.id, "sending the agent's client the approval's page");
+    if modern {
+        return Asked::InputRequired(e.input_required(&held.id));
+    }
+    Asked::OnStream(e)
+}
+
+/// Marks the request's audit record with the elicitation it sent.
+fn note_elicitation(trail: &mut RequestTrail, key: &str, value: &str) {
+    if let Some(Value::Object(extra)) = &mut trail.extra {
+        extra.insert(key.into(), json!(value));
+    }
 }
 
 /// The `tools/call` an agent is waiting on, as its answers must name it.

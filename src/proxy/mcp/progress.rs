@@ -1,6 +1,10 @@
 //! A held `tools/call` answered as an event stream: for clients that accept
 //! `text/event-stream` and sent a `progressToken`, so that a client which
-//! resets its timeout on progress keeps waiting for the human.
+//! resets its timeout on progress keeps waiting for the human, and for
+//! clients sent the approval's page (`mcp::elicit`): the stream then starts
+//! with the `elicitation/create` request and carries
+//! `notifications/elicitation/complete` once the approval is decided.
+//! Progress is only sent to a client that gave a token.
 //!
 //! The POST is answered at once with `200` and `text/event-stream`. A task
 //! then waits on the approval, sending `notifications/progress` (with the
@@ -29,9 +33,10 @@ use http_body_util::{BodyExt, Either};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::elicit::Elicitation;
 use super::hold::HeldTool;
-use crate::approval::HoldRecord;
 use crate::approval::{ApprovalError, Approvals, Claim};
+use crate::approval::{HoldRecord, HoldState};
 use crate::audit::AuditSink;
 use crate::config::Config;
 use crate::mcp::{jsonrpc, sse};
@@ -55,6 +60,7 @@ pub(super) fn respond(
     state: &ProxyState,
     hold_id: String,
     held: HeldTool,
+    elicitation: Option<Elicitation>,
     trail: &RequestTrail,
 ) -> Response<ProxyBody> {
     let (tx, body) = event_body::channel();
@@ -65,10 +71,11 @@ pub(super) fn respond(
         audit: state.audit.clone(),
         hold_id,
         progress: Progress {
-            token: held.progress_token.clone().unwrap_or(Value::Null),
+            token: held.progress_token.clone(),
             sent: 0,
         },
         held,
+        elicitation,
         trail: trail.clone(),
         started: Instant::now(),
     };
@@ -105,6 +112,9 @@ struct HeldStream {
     hold_id: String,
     held: HeldTool,
     progress: Progress,
+    /// The approval's page, sent to the client at the start and marked
+    /// complete once the approval is decided (see `mcp::elicit`).
+    elicitation: Option<Elicitation>,
     /// A copy of the request's trail, for the outcome record.
     trail: RequestTrail,
     started: Instant,
@@ -113,14 +123,17 @@ struct HeldStream {
 /// The progress notifications of one stream: `progress` increases with
 /// each one, as the protocol requires.
 struct Progress {
-    token: Value,
+    /// `None` when the client sent no token: it is then sent no progress
+    /// of Airlock's own.
+    token: Option<Value>,
     sent: u64,
 }
 
 impl Progress {
     fn next(&mut self, message: Option<String>) -> Bytes {
         self.sent += 1;
-        let mut params = json!({"progressToken": self.token, "progress": self.sent});
+        let token = self.token.clone().unwrap_or(Value::Null);
+        let mut params = json!({"progressToken": token, "progress": self.sent});
         if let Some(m) = message {
             params["message"] = json!(m);
         }
@@ -170,6 +183,11 @@ impl HeldStream {
     }
 
     async fn drive(&mut self, cfg: &Config, tx: &mpsc::Sender<Bytes>) -> End {
+        if let Some(e) = &self.elicitation {
+            if tx.send(sse::message(&e.request())).await.is_err() {
+                return End::Gone;
+            }
+        }
         // Bounded like the plain path: an approved call settles within a
         // round or two, whoever claims it.
         for _ in 0..3 {
@@ -178,6 +196,9 @@ impl HeldStream {
                 Some(Ok(h)) => h,
                 Some(Err(e)) => return End::Answer(self.error(&ProxyError::from(e).to_string())),
             };
+            if hold.state != HoldState::Pending {
+                self.elicitation_complete(tx);
+            }
             self.trail.approver = hold.decided_by.clone();
             if let Some(answer) = self.held.answer_for(&hold) {
                 return End::Answer(answer);
@@ -221,7 +242,7 @@ impl HeldStream {
             tokio::select! {
                 hold = &mut waiting => return Some(hold),
                 () = tx.closed() => return None,
-                _ = ticks.tick() => {
+                _ = ticks.tick(), if self.progress.token.is_some() => {
                     // A client that does not read misses a beat instead of
                     // stalling the wait.
                     let frame = self.progress.next(Some(message.clone()));
@@ -230,6 +251,16 @@ impl HeldStream {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the client the approval's page has done its part, once: the
+    /// 2025-11-25 revision's `notifications/elicitation/complete`.
+    fn elicitation_complete(&mut self, tx: &mpsc::Sender<Bytes>) {
+        if let Some(e) = self.elicitation.take() {
+            // A client that does not read misses the notice; the answer
+            // that follows says the same.
+            let _ = tx.try_send(sse::message(&e.complete()));
         }
     }
 
