@@ -18,6 +18,7 @@ fn run_browser(admin: String, proxy: String) -> Value {
         "admin": admin,
         "proxy": proxy,
         "agent_key": AGENT_KEY,
+        "admin_token": ADMIN_TOKEN,
         "approver_token": APPROVER_TOKEN,
         "other_approver_token": BOB_TOKEN,
     });
@@ -135,15 +136,33 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
     assert_eq!(edit["agentStatus"], 403, "denied once the outsider gave up");
     let after = show(&env.airlock, edit_id).await;
     assert_eq!(after["decided_by"], "alice");
+
+    // 7: an operator pauses the agent from the Agents tab; its next call
+    // gets the paused refusal, audited as the API's pause is.
+    let pause = &seen["pause"];
+    assert!(
+        pause["shown"].as_str().unwrap().contains("runaway refunds"),
+        "{pause}"
+    );
+    assert_eq!(pause["agentStatus"], 403, "{pause}");
+    let refused: Value = serde_json::from_str(pause["agentBody"].as_str().unwrap()).unwrap();
+    assert_eq!(refused["error"], "paused", "{refused}");
+    assert_eq!(refused["reasons"], json!(["runaway refunds"]));
+    let audited = env.airlock.audit_where("the inbox's pause", |r| {
+        r["event"] == "override" && r["verdict"] == "pause"
+    });
+    assert_eq!(audited["approver"], "admin");
+    assert_eq!(audited["agent"], "bot");
+    assert!(pause["afterResume"].as_str().unwrap().contains("Running"));
 }
 
 /// A signed-in session: its cookie and its CSRF token.
-struct SignedIn {
-    cookie: String,
-    csrf: String,
+pub(crate) struct SignedIn {
+    pub cookie: String,
+    pub csrf: String,
 }
 
-async fn sign_in(airlock: &Airlock, token: &str) -> SignedIn {
+pub(crate) async fn sign_in(airlock: &Airlock, token: &str) -> SignedIn {
     let resp = no_redirects()
         .post(airlock.admin_url("/signin"))
         .header("origin", origin(airlock))
@@ -164,18 +183,18 @@ async fn sign_in(airlock: &Airlock, token: &str) -> SignedIn {
     SignedIn { cookie, csrf }
 }
 
-fn origin(airlock: &Airlock) -> String {
+pub(crate) fn origin(airlock: &Airlock) -> String {
     airlock.admin_url("").trim_end_matches('/').to_string()
 }
 
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
 }
 
-async fn page(airlock: &Airlock, cookie: &str, path: &str) -> String {
+pub(crate) async fn page(airlock: &Airlock, cookie: &str, path: &str) -> String {
     client()
         .get(airlock.admin_url(path))
         .header("cookie", cookie)
@@ -185,6 +204,28 @@ async fn page(airlock: &Airlock, cookie: &str, path: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Posts a form from the inbox's own origin with the session's cookie and
+/// CSRF token; answers the status and the page.
+pub(crate) async fn post_form(
+    airlock: &Airlock,
+    s: &SignedIn,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let mut form = vec![("csrf", s.csrf.as_str())];
+    form.extend_from_slice(fields);
+    let resp = no_redirects()
+        .post(airlock.admin_url(path))
+        .header("cookie", &s.cookie)
+        .header("origin", origin(airlock))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
 }
 
 async fn post_approve(

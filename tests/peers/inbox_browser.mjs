@@ -3,7 +3,7 @@
 // saw as one JSON object on stdout for tests/it/inbox.rs to assert on.
 //
 // Usage: node inbox_browser.mjs '<json>' with
-//   {admin, proxy, agent_key, approver_token, other_approver_token}
+//   {admin, proxy, agent_key, admin_token, approver_token, other_approver_token}
 import { chromium } from "playwright-core";
 
 const cfg = JSON.parse(process.argv[2]);
@@ -167,6 +167,23 @@ async function outsiderScenario(browser, id) {
   return { listed, byUrlStatus, byUrlError, postStatus: post };
 }
 
+// Pauses the agent from the Agents tab, signed in with the admin token;
+// its next call is refused. Resumes it after.
+async function pauseScenario(browser) {
+  const { context, page } = await signIn(browser, cfg.admin_token);
+  await Promise.all([page.waitForURL(cfg.admin + "/agents"), page.click("nav a[href='/agents']")]);
+  await page.selectOption("#pause-mode-bot", "deny");
+  await page.fill("#pause-reason-bot", "runaway refunds");
+  await Promise.all([page.waitForURL(cfg.admin + "/agents"), page.click("#agent-bot form.pause button")]);
+  const shown = await page.textContent("#agent-bot .paused");
+  const got = await refund({ amount: 10, customer: "c-7" });
+  await page.fill("#resume-reason-bot", "looked into it");
+  await Promise.all([page.waitForURL(cfg.admin + "/agents"), page.click("#agent-bot form.resume button")]);
+  const afterResume = await page.textContent("#agent-bot");
+  await context.close();
+  return { shown, agentStatus: got.status, agentBody: got.body, afterResume };
+}
+
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -184,6 +201,7 @@ try {
   const ended = await edit.finish();
   out.edit.agentStatus = ended.status;
   await context.close();
+  out.pause = await pauseScenario(browser);
 } catch (e) {
   out.error = String(e && e.stack || e);
 } finally {

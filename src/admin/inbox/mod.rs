@@ -7,6 +7,9 @@
 //!   cookie (see `session`); sign-out ends the session on the server;
 //! - `GET /approvals/{id}`: one held call; `POST /approvals/{id}/approve`,
 //!   `/deny` and `/edit` decide it through the API's own decision path;
+//! - `GET /agents`: each agent's calls of the last hour by verdict and its
+//!   pause; `POST /agents/{id}/pause` and `/resume` for operators, through
+//!   the API's own pause path (see `agents`);
 //! - `GET /pending`: the pending list alone, which the script swaps in when
 //!   `GET /v1/events` says an approval changed;
 //! - `GET /assets/inbox.js`: the script.
@@ -15,6 +18,7 @@
 //! the listener's, or to `admin.public_url`'s) and carry the session's
 //! CSRF token; anything else is a 403 that changes nothing.
 
+mod agents;
 mod pages;
 pub mod session;
 mod view;
@@ -44,6 +48,9 @@ pub fn routes() -> Router<AdminState> {
         .route("/approvals/{id}/approve", post(pages::approve))
         .route("/approvals/{id}/deny", post(pages::deny))
         .route("/approvals/{id}/edit", post(pages::edit))
+        .route("/agents", get(agents::page))
+        .route("/agents/{id}/pause", post(agents::pause))
+        .route("/agents/{id}/resume", post(agents::resume))
         .route("/assets/inbox.js", get(script))
 }
 
