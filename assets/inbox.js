@@ -44,16 +44,20 @@
     events.addEventListener("lagged", refresh);
   }
 
-  function checkEdits(form) {
-    var box = form.querySelector("textarea");
-    var shown = form.querySelector("#json-error");
+  // Every JSON box (`data-json` names what it holds) is checked before
+  // its form is sent; the server checks again.
+  function checkJson(form) {
+    var box = form.querySelector("textarea[data-json]");
+    var shown = form.querySelector(".json-error");
+    if (!box || !shown) return;
     form.addEventListener("submit", function (e) {
+      if (box.hasAttribute("data-empty-ok") && box.value.trim() === "") { shown.hidden = true; return; }
       try {
         JSON.parse(box.value);
         shown.hidden = true;
       } catch (err) {
         e.preventDefault();
-        shown.textContent = "the edit is not valid JSON: " + err.message;
+        shown.textContent = box.getAttribute("data-json") + " is not valid JSON: " + err.message;
         shown.hidden = false;
       }
     });
@@ -62,8 +66,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     var list = document.getElementById("pending");
     if (list && window.EventSource) followPending(list);
-    var edit = document.getElementById("edit");
-    if (edit) checkEdits(edit);
+    document.querySelectorAll("form").forEach(checkJson);
     countDown();
     setInterval(countDown, 1000);
   });

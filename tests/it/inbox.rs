@@ -105,6 +105,31 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
         "{body}"
     );
 
+    // Respond in the tool's place: invalid JSON is caught in the page, the
+    // server's refusal shows inline, and the agent gets the human's answer.
+    let respond = &seen["respond"];
+    assert_eq!(respond["jsonErrorShown"], true, "{respond}");
+    assert!(respond["jsonError"]
+        .as_str()
+        .unwrap()
+        .contains("the body is not valid JSON"));
+    assert_eq!(respond["refusedStatus"], 400);
+    assert!(
+        respond["refused"]
+            .as_str()
+            .unwrap()
+            .contains("from 200 to 599"),
+        "{respond}"
+    );
+    assert_eq!(respond["keptAnswer"], r#"{"refund_id": "manual-1"}"#);
+    assert_eq!(respond["agentStatus"], 201, "{respond}");
+    let answered: Value = serde_json::from_str(respond["agentBody"].as_str().unwrap()).unwrap();
+    assert_eq!(answered, json!({"refund_id": "manual-1"}));
+    let responded = show(&env.airlock, respond["id"].as_str().unwrap()).await;
+    assert_eq!(responded["status"], "responded");
+    assert_eq!(responded["decided_by"], "alice");
+    assert_eq!(responded["reason"], "issued by hand");
+
     // 2: invalid JSON is caught inline; an edit the policies refuse shows
     // the server's 422 and leaves the approval pending.
     let edit = &seen["edit"];

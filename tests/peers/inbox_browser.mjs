@@ -120,6 +120,37 @@ async function scriptScenario(page) {
   return { id, dialogs: page.dialogs, ...seen };
 }
 
+// Answers in the tool's place: invalid JSON is caught in the page, a
+// status the server refuses comes back inline, then the agent gets the
+// human's answer.
+async function respondScenario(page) {
+  const agent = refund({ amount: 300, customer: "c-5" });
+  const id = await nextHeld(page, agent);
+  await openHeld(page, id);
+  await page.fill("#answer", "{\"refund_id\": ");
+  await page.click("#respond button");
+  const jsonError = await page.textContent("#answer-json-error");
+  const jsonErrorShown = await page.isVisible("#answer-json-error");
+  // The browser would stop a status out of range; the server must too.
+  await page.$eval("#answer-status", (el) => el.removeAttribute("max"));
+  await page.fill("#answer-status", "700");
+  await page.fill("#answer", '{"refund_id": "manual-1"}');
+  const answer = page.waitForResponse((r) => r.url().endsWith("/respond"));
+  await page.click("#respond button");
+  const refusedStatus = (await answer).status();
+  await page.waitForSelector("#error");
+  const refused = await page.textContent("#error");
+  const keptAnswer = await page.inputValue("#answer");
+  await page.fill("#answer-status", "201");
+  await page.fill("#respond-reason", "issued by hand");
+  await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#respond button")]);
+  const got = await agent;
+  return {
+    id, jsonError, jsonErrorShown, refusedStatus, refused, keptAnswer,
+    agentStatus: got.status, agentBody: got.body,
+  };
+}
+
 // Leaves the held call pending for the other approver's attempt, and
 // answers a function that denies it.
 async function editScenario(page) {
@@ -195,6 +226,7 @@ try {
   out.approve = await approveScenario(page, context);
   out.deny = await denyScenario(page);
   out.script = await scriptScenario(page);
+  out.respond = await respondScenario(page);
   const edit = await editScenario(page);
   out.edit = edit.result;
   out.outsider = await outsiderScenario(browser, edit.result.id);
