@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::approvals::{env_with, pending_id};
+use crate::approvals::{decide, env_with, pending_id, refund, BOB_TOKEN};
 use crate::inbox::{page, post_form, sign_in};
 use crate::support::*;
 
@@ -90,4 +90,118 @@ async fn only_operators_pause_from_the_agents_tab_and_a_pause_needs_a_reason() {
     let (status, again) = post_form(&env.airlock, &admin, "/agents/bot/resume", &[]).await;
     assert_eq!(status, 404);
     assert!(again.contains("agent `bot` is not paused"), "{again}");
+}
+
+/// The one pending approval, once the agent's call is held.
+async fn held_now(airlock: &Airlock) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = airlock
+            .admin_get("/v1/approvals?status=pending", ADMIN_TOKEN)
+            .await;
+        if let Some(id) = v["approvals"][0]["id"].as_str() {
+            return id.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no call was held");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A refund held, decided by alice with `decision`; answers its approval
+/// id once the agent has its answer.
+async fn decided_refund(airlock: &Airlock, amount: u32, decision: Value) -> String {
+    let waiting = tokio::spawn(refund(airlock, json!({"amount": amount})).send());
+    let id = held_now(airlock).await;
+    let (status, v) = decide(airlock, &id, APPROVER_TOKEN, decision).await;
+    assert_eq!(status, 200, "{v}");
+    waiting.await.unwrap().unwrap();
+    id
+}
+
+/// The history rows of a page, each as its id and its HTML.
+fn history_rows(html: &str) -> Vec<(String, String)> {
+    html.split("<tr class=\"decided\" data-id=\"")
+        .skip(1)
+        .map(|row| {
+            let (id, rest) = row.split_once('"').unwrap();
+            (
+                id.to_string(),
+                rest.split("</tr>").next().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn history_pages_decided_approvals_newest_first_with_their_outcome() {
+    let env = env_with("20s", None).await;
+    let approved = decided_refund(
+        &env.airlock,
+        500,
+        json!({"decision": "approve", "reason": "checked"}),
+    )
+    .await;
+    let denied = decided_refund(
+        &env.airlock,
+        600,
+        json!({"decision": "deny", "reason": "paid twice"}),
+    )
+    .await;
+    let answered = decided_refund(
+        &env.airlock,
+        700,
+        json!({"decision": "respond", "status": 201, "body": {"refund_id": "r-9"}}),
+    )
+    .await;
+    let still_pending = pending_in_background(&env.airlock).await;
+
+    let alice = sign_in(&env.airlock, APPROVER_TOKEN).await;
+    let first = page(&env.airlock, &alice.cookie, "/history?limit=3").await;
+    let rows = history_rows(&first);
+    let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, [answered.as_str(), denied.as_str()], "{first}");
+    assert!(!first.contains(&still_pending), "pending is not history");
+    let (_, respond_row) = &rows[0];
+    assert!(respond_row.contains("<td data-label=\"What\" class=\"what\">respond</td>"));
+    assert!(
+        respond_row.contains("answered 201 by a human"),
+        "{respond_row}"
+    );
+    let (_, deny_row) = &rows[1];
+    assert!(deny_row.contains("class=\"by\">alice<"), "{deny_row}");
+    assert!(deny_row.contains("class=\"what\">deny<") && deny_row.contains("paid twice"));
+
+    // The next page follows the API's cursor.
+    let older = first
+        .split("id=\"older\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("an Older link")
+        .replace("&amp;", "&");
+    let second = page(&env.airlock, &alice.cookie, &older).await;
+    let rows = history_rows(&second);
+    assert_eq!(rows.len(), 1, "{second}");
+    assert_eq!(rows[0].0, approved);
+    assert!(
+        rows[0].1.contains("executed: the tool answered 200"),
+        "{}",
+        rows[0].1
+    );
+    assert!(!second.contains("id=\"older\""));
+
+    // Another group's approver sees none of them.
+    let bob = sign_in(&env.airlock, BOB_TOKEN).await;
+    let theirs = page(&env.airlock, &bob.cookie, "/history").await;
+    assert!(history_rows(&theirs).is_empty(), "{theirs}");
+    let bad = page(&env.airlock, &alice.cookie, "/history?cursor=nonsense").await;
+    assert!(bad.contains("not a cursor this server issued"), "{bad}");
+}
+
+/// A refund left held (its agent still waiting); answers its id.
+async fn pending_in_background(airlock: &Airlock) -> String {
+    let call = refund(airlock, json!({"amount": 800})).send();
+    tokio::spawn(async move {
+        let _ = call.await;
+    });
+    held_now(airlock).await
 }

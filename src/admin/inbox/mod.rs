@@ -8,6 +8,8 @@
 //! - `GET /approvals/{id}`: one held call; `POST /approvals/{id}/approve`,
 //!   `/deny`, `/edit` and `/respond` (in the tool's place) decide it
 //!   through the API's own decision path (see `held`);
+//! - `GET /history?cursor=&limit=`: decided approvals, newest first, paged
+//!   like `GET /v1/approvals` (see `history`);
 //! - `GET /agents`: each agent's calls of the last hour by verdict and its
 //!   pause; `POST /agents/{id}/pause` and `/resume` for operators, through
 //!   the API's own pause path (see `agents`);
@@ -21,6 +23,7 @@
 
 mod agents;
 mod held;
+mod history;
 mod pages;
 pub mod session;
 mod view;
@@ -51,6 +54,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/approvals/{id}/deny", post(held::deny))
         .route("/approvals/{id}/edit", post(held::edit))
         .route("/approvals/{id}/respond", post(held::respond))
+        .route("/history", get(history::page))
         .route("/agents", get(agents::page))
         .route("/agents/{id}/pause", post(agents::pause))
         .route("/agents/{id}/resume", post(agents::resume))
