@@ -1,6 +1,7 @@
 // The inbox's only script, served by Airlock itself (no CDN): it keeps the
-// pending list live from `GET /v1/events`, counts time left down, and
-// checks an edit's JSON before it is sent. Every page works without it.
+// pending list live from `GET /v1/events`, counts time left down, checks
+// JSON before it is sent, and shows an edit's diff against the original.
+// Every page works without it.
 (function () {
   "use strict";
 
@@ -63,10 +64,62 @@
     });
   }
 
+  // A line diff (longest common subsequence) of two texts: a list of
+  // [mark, line] with mark " ", "-" or "+". Past a size where the table
+  // would be large, every line of both is shown as changed.
+  function lineDiff(a, b) {
+    var x = a.split("\n"), y = b.split("\n"), n = x.length, m = y.length, i, j;
+    if (n * m > 1000000) {
+      return x.map(function (l) { return ["-", l]; }).concat(y.map(function (l) { return ["+", l]; }));
+    }
+    var common = [];
+    for (i = 0; i <= n; i++) common.push(new Int32Array(m + 1));
+    for (i = n - 1; i >= 0; i--) {
+      for (j = m - 1; j >= 0; j--) {
+        common[i][j] = x[i] === y[j] ? common[i + 1][j + 1] + 1
+          : Math.max(common[i + 1][j], common[i][j + 1]);
+      }
+    }
+    var out = [];
+    i = 0; j = 0;
+    while (i < n && j < m) {
+      if (x[i] === y[j]) { out.push([" ", x[i]]); i++; j++; }
+      else if (common[i + 1][j] >= common[i][j + 1]) { out.push(["-", x[i]]); i++; }
+      else { out.push(["+", y[j]]); j++; }
+    }
+    for (; i < n; i++) out.push(["-", x[i]]);
+    for (; j < m; j++) out.push(["+", y[j]]);
+    return out;
+  }
+
+  // Shows the edit against the original as it is typed. Lines are added
+  // as text nodes: the payload is never parsed as markup.
+  function showDiff(box, original, wrap, out) {
+    function update() {
+      var lines = lineDiff(original.textContent, box.value);
+      var changed = lines.some(function (l) { return l[0] !== " "; });
+      wrap.hidden = !changed;
+      out.textContent = "";
+      if (!changed) return;
+      lines.forEach(function (l) {
+        var span = document.createElement("span");
+        span.className = l[0] === "+" ? "add" : l[0] === "-" ? "del" : "same";
+        span.textContent = l[0] + " " + l[1] + "\n";
+        out.appendChild(span);
+      });
+    }
+    box.addEventListener("input", update);
+    update();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var list = document.getElementById("pending");
     if (list && window.EventSource) followPending(list);
     document.querySelectorAll("form").forEach(checkJson);
+    var edited = document.getElementById("edited"), original = document.getElementById("original");
+    if (edited && original) {
+      showDiff(edited, original, document.getElementById("diff-box"), document.getElementById("diff"));
+    }
     countDown();
     setInterval(countDown, 1000);
   });

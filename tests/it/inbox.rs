@@ -138,6 +138,16 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
         .as_str()
         .unwrap()
         .contains("not valid JSON"));
+    // The edit's diff against the original, line by line.
+    assert_eq!(edit["diffShown"], true, "{edit}");
+    let diff = edit["diff"].as_str().unwrap();
+    assert!(diff.contains("-   \"amount\": 800,\n"), "{diff}");
+    assert!(diff.contains("+   \"amount\": 5000,\n"), "{diff}");
+    assert!(diff.contains("    \"customer\": \"c-4\"\n"), "{diff}");
+    // The agent's last calls, newest first: those decided before this one.
+    let recent = edit["recent"].as_array().unwrap();
+    assert!(recent.len() >= 4 && recent.len() <= 10, "{recent:?}");
+    assert_eq!(recent[0], "hold", "{recent:?}");
     assert_eq!(edit["editStatus"], 422);
     assert!(
         edit["refused"]

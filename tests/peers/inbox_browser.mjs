@@ -161,7 +161,9 @@ async function editScenario(page) {
   await page.click("#edit button");
   const jsonError = await page.textContent("#json-error");
   const jsonErrorShown = await page.isVisible("#json-error");
-  await page.fill("#edited", '{"amount": 5000, "customer": "c-4"}');
+  await page.fill("#edited", '{\n  "amount": 5000,\n  "customer": "c-4"\n}');
+  const diff = await page.textContent("#diff");
+  const diffShown = await page.isVisible("#diff");
   const answer = page.waitForResponse((r) => r.url().endsWith("/edit"));
   await page.click("#edit button");
   const editStatus = (await answer).status();
@@ -174,7 +176,11 @@ async function editScenario(page) {
     await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#deny button")]);
     return agent;
   };
-  return { result: { id, jsonError, jsonErrorShown, editStatus, refused, statusAfterRefusal }, finish };
+  const recent = await page.$$eval("tr.recent .verdict", (cells) => cells.map((c) => c.textContent));
+  return {
+    result: { id, jsonError, jsonErrorShown, diff, diffShown, editStatus, refused, statusAfterRefusal, recent },
+    finish,
+  };
 }
 
 async function outsiderScenario(browser, id) {

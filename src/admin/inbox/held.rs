@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::pages::render;
 use super::session::Session;
-use super::view::HeldCall;
+use super::view::{HeldCall, RecentCall, RECENT_CALLS};
 use super::{check_post, session_reader, signed_in_label};
 use crate::admin::decision::decide_as;
 use crate::admin::AdminState;
@@ -25,6 +25,8 @@ struct HeldPage {
     who: String,
     csrf: String,
     call: HeldCall,
+    /// The agent's last calls that this process saw, newest first.
+    recent: Vec<RecentCall>,
     /// Why the last form was refused, shown beside the forms.
     error: Option<String>,
     /// What the edit box holds: the call's payload, or the rejected edit.
@@ -107,7 +109,15 @@ async fn held_page(
         }
     };
     let call = HeldCall::of(&hold);
+    let recent = state
+        .audit
+        .live()
+        .recent(RECENT_CALLS, |e| RecentCall::is_call_of(&hold.agent, e))
+        .iter()
+        .map(|e| RecentCall::of(e))
+        .collect();
     let page = HeldPage {
+        recent,
         who,
         csrf: session.csrf.clone(),
         edit_text: refused.edit_text.unwrap_or_else(|| call.editable.clone()),
