@@ -2,6 +2,7 @@
 //! (tests/peers/inbox_browser.mjs, playwright-core), and its forms posted
 //! by hand where a browser would never send them.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
@@ -12,9 +13,10 @@ use crate::support::*;
 
 /// Runs the browser script against an Airlock's admin and proxy URLs;
 /// answers what it printed.
-fn run_browser(admin: String, proxy: String) -> Value {
+fn run_browser(admin: String, proxy: String, screenshots: &Path) -> Value {
     node_modules();
     let args = json!({
+        "screenshots": screenshots,
         "admin": admin,
         "proxy": proxy,
         "agent_key": AGENT_KEY,
@@ -49,7 +51,9 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
     let env = env_with("30s", Some(("big.cedar", BIG_REFUNDS))).await;
     // The script blocks while the in-process upstream answers the agent.
     let (admin, proxy) = (origin(&env.airlock), env.airlock.url(""));
-    let seen = tokio::task::spawn_blocking(move || run_browser(admin, proxy))
+    let shots = screenshots_dir();
+    let dir = shots.path().to_path_buf();
+    let seen = tokio::task::spawn_blocking(move || run_browser(admin, proxy, &dir))
         .await
         .unwrap();
 
@@ -86,6 +90,8 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
         "{deny}"
     );
     assert_eq!(deny["statusAfterEmpty"], "pending");
+    assert_eq!(deny["typed"], "ade", "keys typed in a field are text");
+    assert_eq!(deny["stayedOnPage"], true);
     assert_eq!(deny["agentStatus"], 403);
     assert!(deny["agentBody"]
         .as_str()
@@ -172,6 +178,30 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
     let after = show(&env.airlock, edit_id).await;
     assert_eq!(after["decided_by"], "alice");
 
+    // Keyboard: `j` selects the held call, `a` approves it; at 375 px no
+    // page scrolls sideways; both screenshots are saved.
+    let keys = &seen["keyboard"];
+    assert_eq!(keys["selected"], keys["id"], "{keys}");
+    assert_eq!(keys["agentStatus"], 200, "{keys}");
+    assert_eq!(
+        show(&env.airlock, keys["id"].as_str().unwrap()).await["decided_by"],
+        "alice"
+    );
+    assert_eq!(
+        (keys["helpShown"].as_bool(), keys["helpHidden"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        keys["wide"],
+        json!({"held": false, "history": false, "pending": false}),
+        "{keys}"
+    );
+    assert!(keys["scrollWidth"].as_u64().unwrap() <= 375, "{keys}");
+    for name in ["inbox-pending.png", "inbox-held.png"] {
+        let png = std::fs::read(shots.path().join(name)).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
+    }
+
     // 7: an operator pauses the agent from the Agents tab; its next call
     // gets the paused refusal, audited as the API's pause is.
     let pause = &seen["pause"];
@@ -189,6 +219,29 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
     assert_eq!(audited["approver"], "admin");
     assert_eq!(audited["agent"], "bot");
     assert!(pause["afterResume"].as_str().unwrap().contains("Running"));
+}
+
+/// Where the screenshots go: docs/img with `AIRLOCK_SCREENSHOTS=1` (to
+/// refresh the README's), a scratch directory otherwise.
+enum Screenshots {
+    Docs(PathBuf),
+    Scratch(tempfile::TempDir),
+}
+
+impl Screenshots {
+    fn path(&self) -> &Path {
+        match self {
+            Screenshots::Docs(p) => p,
+            Screenshots::Scratch(t) => t.path(),
+        }
+    }
+}
+
+fn screenshots_dir() -> Screenshots {
+    if std::env::var_os("AIRLOCK_SCREENSHOTS").is_some() {
+        return Screenshots::Docs(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img"));
+    }
+    Screenshots::Scratch(tempfile::tempdir().unwrap())
 }
 
 /// A signed-in session: its cookie and its CSRF token.

@@ -3,17 +3,19 @@
 // saw as one JSON object on stdout for tests/it/inbox.rs to assert on.
 //
 // Usage: node inbox_browser.mjs '<json>' with
-//   {admin, proxy, agent_key, admin_token, approver_token, other_approver_token}
+//   {admin, proxy, agent_key, admin_token, approver_token, other_approver_token,
+//    screenshots}: the directory the pending list's and a held call's
+//   screenshots are saved to.
 import { chromium } from "playwright-core";
 
 const cfg = JSON.parse(process.argv[2]);
 const WAIT = 20000;
 
 // The agent's call, as a promise of what it finally got.
-function refund(body) {
+function refund(body, headers = {}) {
   return fetch(cfg.proxy + "/crm/refunds", {
     method: "POST",
-    headers: { authorization: "Bearer " + cfg.agent_key, "content-type": "application/json" },
+    headers: { authorization: "Bearer " + cfg.agent_key, "content-type": "application/json", ...headers },
     body: JSON.stringify(body),
   }).then(async (r) => ({ status: r.status, body: await r.text() }));
 }
@@ -90,13 +92,21 @@ async function denyScenario(page) {
   const agent = refund({ amount: 600, customer: "c-2" });
   const id = await nextHeld(page, agent);
   await openHeld(page, id);
+  // Keys typed into a field are text, not shortcuts.
+  await page.type("#approve-reason", "ade");
+  const typed = await page.inputValue("#approve-reason");
+  const urlAfterTyping = page.url();
+  await page.fill("#approve-reason", "");
   await page.click("#deny button");
   const emptyError = await page.textContent("#error");
   const statusAfterEmpty = await page.textContent("#status");
   await page.fill("#deny-reason", "this customer was refunded already");
   await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#deny button")]);
   const got = await agent;
-  return { id, emptyError, statusAfterEmpty, agentStatus: got.status, agentBody: got.body };
+  return {
+    id, emptyError, statusAfterEmpty, typed, stayedOnPage: urlAfterTyping.endsWith("/approvals/" + id),
+    agentStatus: got.status, agentBody: got.body,
+  };
 }
 
 async function scriptScenario(page) {
@@ -204,6 +214,51 @@ async function outsiderScenario(browser, id) {
   return { listed, byUrlStatus, byUrlError, postStatus: post };
 }
 
+// Whether the page scrolls sideways at its current width.
+function sideways(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+}
+
+// Screenshots of the pending list and the held call, at a laptop's width;
+// then at 375 px wide no page scrolls sideways, and j then a approves the
+// selected call from the list.
+async function keyboardScenario(page) {
+  await page.setViewportSize({ width: 1000, height: 700 });
+  const agent = refund(
+    { amount: 450, customer: "c-8", order: "o-1138" },
+    { "airlock-confidence": "0.62", "airlock-reason": "the customer was charged twice for order o-1138" },
+  );
+  const id = await nextHeld(page, agent);
+  await page.screenshot({ path: cfg.screenshots + "/inbox-pending.png" });
+  await openHeld(page, id);
+  await page.fill("#edited", '{\n  "amount": 400,\n  "customer": "c-8",\n  "order": "o-1138"\n}');
+  await page.screenshot({ path: cfg.screenshots + "/inbox-held.png", fullPage: true });
+
+  await page.setViewportSize({ width: 375, height: 700 });
+  const wide = {};
+  wide.held = await sideways(page);
+  await page.goto(cfg.admin + "/history");
+  wide.history = await sideways(page);
+  await page.goto(cfg.admin + "/");
+  await page.waitForSelector(`tr[data-id="${id}"]`);
+  wide.pending = await sideways(page);
+  const scrollWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+
+  await page.keyboard.press("?");
+  const helpShown = await page.isVisible("#help");
+  await page.keyboard.press("Escape");
+  const helpHidden = await page.isHidden("#help");
+  await page.keyboard.press("j");
+  const selected = await page.$eval("tr.selected", (r) => r.dataset.id);
+  await Promise.all([page.waitForURL(cfg.admin + "/"), page.keyboard.press("a")]);
+  const got = await agent;
+  await page.setViewportSize({ width: 1000, height: 700 });
+  return {
+    id, selected, helpShown, helpHidden, wide, scrollWidth,
+    agentStatus: got.status, agentBody: got.body,
+  };
+}
+
 // Pauses the agent from the Agents tab, signed in with the admin token;
 // its next call is refused. Resumes it after.
 async function pauseScenario(browser) {
@@ -238,6 +293,7 @@ try {
   out.outsider = await outsiderScenario(browser, edit.result.id);
   const ended = await edit.finish();
   out.edit.agentStatus = ended.status;
+  out.keyboard = await keyboardScenario(page);
   await context.close();
   out.pause = await pauseScenario(browser);
 } catch (e) {
