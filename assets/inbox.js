@@ -141,7 +141,8 @@
   // that it carries the session's CSRF token and the page's origin.
   function approveSelected() {
     var csrf = document.querySelector("input[name=csrf]");
-    if (!selected || !csrf) return;
+    var listed = rows().some(function (r) { return r.dataset.id === selected; });
+    if (!listed || !csrf) return;
     var form = document.createElement("form");
     form.method = "post";
     form.action = "/approvals/" + encodeURIComponent(selected) + "/approve";

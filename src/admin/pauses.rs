@@ -182,14 +182,14 @@ async fn pause(
     body: Bytes,
 ) -> Result<Response, Refusal> {
     let by = require_operator(&state, &headers)?;
-    check_scope(&state, &scope)?;
     let (mode, reason) = parse_pause(&body)?;
     let done = pause_as(&state, by, scope, mode, reason).await?;
     Ok(Json(json!({"paused": pause_json(&done.pause), "voided": done.voided})).into_response())
 }
 
-/// Pauses `scope` for operator `by`, whose right to has been checked: the
-/// path of the API and of the inbox's Agents tab alike.
+/// Pauses `scope` for operator `by`, whose right to has been checked, once
+/// the configuration has what `scope` names: the path of the API and of
+/// the inbox's Agents tab alike.
 pub async fn pause_as(
     state: &AdminState,
     by: String,

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::pages::render;
-use super::view::PendingRow;
+use super::view::call_label;
 use super::{session_reader, signed_in_label};
 use crate::admin::approvals::MAX_LIMIT;
 use crate::admin::AdminState;
@@ -53,7 +53,7 @@ impl DecidedRow {
         DecidedRow {
             id: h.id.clone(),
             agent: h.agent.clone(),
-            call: PendingRow::of(h).call,
+            call: call_label(h),
             by: h.decided_by.clone().unwrap_or_else(|| "-".into()),
             when: ms_to_rfc3339(h.decided_ms.unwrap_or(h.expires_ms)),
             what,

@@ -77,14 +77,10 @@ impl RecentCall {
 
 impl PendingRow {
     pub fn of(h: &HoldRecord) -> PendingRow {
-        let call = match tool_name(h) {
-            Some(tool) => format!("{} · tool {tool}", h.route),
-            None => format!("{} {}", h.request.method, h.request.path),
-        };
         PendingRow {
             id: h.id.clone(),
             agent: h.agent.clone(),
-            call,
+            call: call_label(h),
             reasons: h
                 .gates
                 .iter()
@@ -132,6 +128,14 @@ impl HeldCall {
                 })
                 .collect(),
         }
+    }
+}
+
+/// A held call in a few words: method and path, or route and tool.
+pub fn call_label(h: &HoldRecord) -> String {
+    match tool_name(h) {
+        Some(tool) => format!("{} · tool {tool}", h.route),
+        None => format!("{} {}", h.request.method, h.request.path),
     }
 }
 
