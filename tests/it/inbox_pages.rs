@@ -5,6 +5,8 @@ use serde_json::{json, Value};
 
 use crate::approvals::{decide, env_with, pending_id, refund, BOB_TOKEN};
 use crate::inbox::{page, post_form, sign_in};
+use crate::mcp::{call, crm};
+use crate::support::mcp::{python_agent, McpServer};
 use crate::support::*;
 
 async fn bot_pause(airlock: &Airlock) -> Value {
@@ -204,4 +206,47 @@ async fn pending_in_background(airlock: &Airlock) -> String {
         let _ = call.await;
     });
     held_now(airlock).await
+}
+
+#[tokio::test]
+async fn a_held_tool_call_is_answered_in_the_tools_place_from_its_page() {
+    let server = McpServer::python();
+    let airlock = crm(&server);
+    let url = airlock.url("/mcp/crm");
+    let refund = json!({"calls": [
+        {"name": "issue_refund", "args": {"customer_id": "c-1", "amount": 500}},
+    ]});
+    let first = python_agent(&url, refund.clone()).await;
+    assert_eq!(call(&first, "issue_refund")["is_error"], true, "{first}");
+    let id = held_now(&airlock).await;
+
+    // An MCP call's page asks for a result, not a status.
+    let admin = sign_in(&airlock, ADMIN_TOKEN).await;
+    let held = page(&airlock, &admin.cookie, &format!("/approvals/{id}")).await;
+    assert!(held.contains("Tool result (JSON)"), "{held}");
+    assert!(!held.contains("id=\"answer-status\""));
+
+    // A result that is no tool result is the API's 400, shown inline.
+    let respond = format!("/approvals/{id}/respond");
+    let (status, refused) =
+        post_form(&airlock, &admin, &respond, &[("answer", r#"{"ok": true}"#)]).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("id=\"error\""), "{refused}");
+    // What was typed stays in the box, escaped.
+    assert!(refused.contains("{&#34;ok&#34;: true}"), "{refused}");
+
+    let result = r#"{"content": [{"type": "text", "text": "refund R-8 issued by hand"}],
+        "structuredContent": {"result": "refund R-8 issued by hand"}}"#;
+    let (status, _) = post_form(
+        &airlock,
+        &admin,
+        &respond,
+        &[("answer", result), ("reason", "done by phone")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let again = python_agent(&url, refund).await;
+    let answered = call(&again, "issue_refund");
+    assert_eq!(answered["is_error"], false, "{again}");
+    assert_eq!(answered["text"], "refund R-8 issued by hand");
 }
