@@ -45,10 +45,11 @@ struct MissingPage {
     id: String,
 }
 
-/// What a refused form leaves on the page: its status, why, and what was
-/// typed, so that nothing has to be typed again.
+/// What the last form leaves on the page: nothing (the default), or, when
+/// it was refused, the status, why, and what was typed, so that nothing
+/// has to be typed again.
 #[derive(Default)]
-struct Refused {
+struct LastForm {
     status: StatusCode,
     error: Option<String>,
     edit_text: Option<String>,
@@ -56,9 +57,9 @@ struct Refused {
     answer_status: Option<String>,
 }
 
-impl Refused {
-    fn because(status: StatusCode, why: String, form: &DecisionForm) -> Refused {
-        Refused {
+impl LastForm {
+    fn refused(status: StatusCode, why: String, form: &DecisionForm) -> LastForm {
+        LastForm {
             status,
             error: Some(why),
             edit_text: form.edited.clone(),
@@ -76,7 +77,7 @@ pub async fn held(
     let Some((session, decider)) = session_reader(&state, &headers) else {
         return Redirect::to("/").into_response();
     };
-    held_page(&state, &session, &decider, &id, Refused::default()).await
+    held_page(&state, &session, &decider, &id, LastForm::default()).await
 }
 
 /// The held call's page, with the refusal of the last form if any.
@@ -85,7 +86,7 @@ async fn held_page(
     session: &Session,
     decider: &Decider,
     id: &str,
-    refused: Refused,
+    last: LastForm,
 ) -> Response {
     let who = signed_in_label(&session.who);
     let hold = match state.approvals.store().get(id).await {
@@ -120,13 +121,13 @@ async fn held_page(
         recent,
         who,
         csrf: session.csrf.clone(),
-        edit_text: refused.edit_text.unwrap_or_else(|| call.editable.clone()),
-        answer_text: refused.answer_text.unwrap_or_default(),
-        answer_status: refused.answer_status.unwrap_or_else(|| "200".into()),
+        edit_text: last.edit_text.unwrap_or_else(|| call.editable.clone()),
+        answer_text: last.answer_text.unwrap_or_default(),
+        answer_status: last.answer_status.unwrap_or_else(|| "200".into()),
         call,
-        error: refused.error,
+        error: last.error,
     };
-    render(refused.status, &page)
+    render(last.status, &page)
 }
 
 #[derive(Deserialize)]
@@ -251,14 +252,14 @@ async fn submit(
         Ok(s) => s,
         Err(refused) => return refused.into_response(),
     };
-    let refused = match input {
-        Err(why) => Refused::because(StatusCode::BAD_REQUEST, why, form),
+    let last = match input {
+        Err(why) => LastForm::refused(StatusCode::BAD_REQUEST, why, form),
         Ok(input) => match decide_as(state, id, &decider, input).await {
             Ok(_) => return Redirect::to("/").into_response(),
-            Err(r) => Refused::because(r.status, r.message, form),
+            Err(r) => LastForm::refused(r.status, r.message, form),
         },
     };
-    held_page(state, &session, &decider, id, refused).await
+    held_page(state, &session, &decider, id, last).await
 }
 
 #[cfg(test)]
