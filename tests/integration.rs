@@ -27,6 +27,8 @@ mod events;
 
 #[path = "it/inbox.rs"]
 mod inbox;
+#[path = "it/inbox_pages.rs"]
+mod inbox_pages;
 
 #[path = "it/approvals_restart.rs"]
 mod approvals_restart;

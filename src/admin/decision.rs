@@ -145,10 +145,16 @@ pub async fn decide_as(
     decider: &Decider,
     input: DecisionInput,
 ) -> Result<Decided, Refusal> {
+    let answer = match &input.kind {
+        DecisionKind::Respond(HumanAnswer::Http { body, .. }) => body.clone(),
+        DecisionKind::Respond(HumanAnswer::Mcp { result }) => Some(result.clone()),
+        _ => None,
+    };
     let attempt = Attempt {
         caller: Some(decider.id.clone()),
         decision: Some(input.kind.as_str()),
         edit: input.edit.clone(),
+        answer,
         ..Attempt::default()
     };
     let cfg = state.live.load().config.clone();

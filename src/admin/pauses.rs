@@ -24,9 +24,10 @@ use serde_json::{json, Value};
 use super::approvals::{bearer_caller, Caller};
 use super::refusal::Refusal;
 use super::AdminState;
+use crate::approval::Decider;
 use crate::clock::{ms_to_rfc3339, now_ms};
 use crate::config::{Protocol, OPERATORS_GROUP};
-use crate::oversight::VERDICTS;
+use crate::oversight::{Paused, VERDICTS};
 use crate::store::{HoldPageQuery, HoldState, PauseMode, PauseRecord, PauseScope};
 
 /// The longest reason kept with a pause.
@@ -121,33 +122,57 @@ fn read_json<T: serde::de::DeserializeOwned + Default>(
 
 fn parse_pause(body: &[u8]) -> Result<(PauseMode, String), Refusal> {
     let body: PauseBody = read_json(body, false)?;
-    let mode = match body.mode.as_deref() {
-        Some("hold") => PauseMode::Hold,
-        Some("deny") => PauseMode::Deny,
-        Some(other) => {
-            return Err(Refusal::bad_request(
-                "bad_mode",
-                format!(
-                    "unknown mode `{}`; use `hold` or `deny`",
-                    other.chars().take(40).collect::<String>()
-                ),
-            ))
-        }
-        None => {
-            return Err(Refusal::bad_request(
-                "bad_mode",
-                "`mode` is required: `hold` or `deny`",
-            ))
-        }
-    };
-    let reason = body.reason.unwrap_or_default().trim().to_string();
+    Ok((
+        pause_mode(body.mode.as_deref())?,
+        pause_reason(body.reason)?,
+    ))
+}
+
+/// The mode a pause names: `hold` or `deny`.
+pub fn pause_mode(mode: Option<&str>) -> Result<PauseMode, Refusal> {
+    match mode {
+        Some("hold") => Ok(PauseMode::Hold),
+        Some("deny") => Ok(PauseMode::Deny),
+        Some(other) => Err(Refusal::bad_request(
+            "bad_mode",
+            format!(
+                "unknown mode `{}`; use `hold` or `deny`",
+                other.chars().take(40).collect::<String>()
+            ),
+        )),
+        None => Err(Refusal::bad_request(
+            "bad_mode",
+            "`mode` is required: `hold` or `deny`",
+        )),
+    }
+}
+
+/// A pause's reason, trimmed: required, and at most [`MAX_REASON`] bytes.
+pub fn pause_reason(reason: Option<String>) -> Result<String, Refusal> {
+    let reason = reason.unwrap_or_default().trim().to_string();
     if reason.is_empty() || reason.len() > MAX_REASON {
         return Err(Refusal::bad_request(
             "bad_reason",
             format!("a pause needs a `reason` (at most {MAX_REASON} bytes) the agents and approvers will read"),
         ));
     }
-    Ok((mode, reason))
+    Ok(reason)
+}
+
+/// A resume's reason, trimmed and cut to [`MAX_REASON`]; `resumed` when
+/// none is given.
+pub fn resume_reason(reason: Option<String>) -> String {
+    reason
+        .map(|r| r.trim().chars().take(MAX_REASON).collect::<String>())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "resumed".into())
+}
+
+/// Whether a signed-in decider may pause and resume: the admin, or an
+/// approver with `operator: true`, as [`require_operator`] decides for a
+/// bearer token.
+pub fn is_operator(d: &Decider) -> bool {
+    d.any_group || d.groups.iter().any(|g| g == OPERATORS_GROUP)
 }
 
 async fn pause(
@@ -157,17 +182,30 @@ async fn pause(
     body: Bytes,
 ) -> Result<Response, Refusal> {
     let by = require_operator(&state, &headers)?;
-    check_scope(&state, &scope)?;
     let (mode, reason) = parse_pause(&body)?;
+    let done = pause_as(&state, by, scope, mode, reason).await?;
+    Ok(Json(json!({"paused": pause_json(&done.pause), "voided": done.voided})).into_response())
+}
+
+/// Pauses `scope` for operator `by`, whose right to has been checked, once
+/// the configuration has what `scope` names: the path of the API and of
+/// the inbox's Agents tab alike.
+pub async fn pause_as(
+    state: &AdminState,
+    by: String,
+    scope: PauseScope,
+    mode: PauseMode,
+    reason: String,
+) -> Result<Paused, Refusal> {
+    check_scope(state, &scope)?;
     let cfg = state.live.load().config.clone();
     // Spawned: once the pause is stored it must reach the board too, even
     // if the caller hangs up or the store timeout cuts the answer off.
     let overrides = state.overrides.clone();
-    let done = tokio::spawn(async move { overrides.pause(&cfg, scope, mode, reason, by).await })
+    tokio::spawn(async move { overrides.pause(&cfg, scope, mode, reason, by).await })
         .await
         .map_err(|e| store_refusal(e.to_string()))?
-        .map_err(|e| store_refusal(e.to_string()))?;
-    Ok(Json(json!({"paused": pause_json(&done.pause), "voided": done.voided})).into_response())
+        .map_err(|e| store_refusal(e.to_string()))
 }
 
 async fn resume(
@@ -178,11 +216,18 @@ async fn resume(
 ) -> Result<Response, Refusal> {
     let by = require_operator(&state, &headers)?;
     let body: ResumeBody = read_json(&body, true)?;
-    let reason = body
-        .reason
-        .map(|r| r.trim().chars().take(MAX_REASON).collect::<String>())
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| "resumed".into());
+    let lifted = resume_as(&state, by, scope, resume_reason(body.reason)).await?;
+    Ok(Json(json!({"resumed": pause_json(&lifted)})).into_response())
+}
+
+/// Lifts the pause of `scope` for operator `by`, whose right to has been
+/// checked; 404 when `scope` is not paused.
+pub async fn resume_as(
+    state: &AdminState,
+    by: String,
+    scope: PauseScope,
+    reason: String,
+) -> Result<PauseRecord, Refusal> {
     let cfg = state.live.load().config.clone();
     let overrides = state.overrides.clone();
     let what = crate::oversight::describe(&scope);
@@ -190,14 +235,13 @@ async fn resume(
         .await
         .map_err(|e| store_refusal(e.to_string()))?
         .map_err(|e| store_refusal(e.to_string()))?;
-    match lifted {
-        Some(p) => Ok(Json(json!({"resumed": pause_json(&p)})).into_response()),
-        None => Err(Refusal::new(
+    lifted.ok_or_else(|| {
+        Refusal::new(
             StatusCode::NOT_FOUND,
             "not_paused",
             format!("{what} is not paused"),
-        )),
-    }
+        )
+    })
 }
 
 fn store_refusal(e: String) -> Refusal {
@@ -277,41 +321,66 @@ pub async fn agents(State(state): State<AdminState>, headers: HeaderMap) -> Resp
 
 async fn list_agents(state: &AdminState, headers: &HeaderMap) -> Result<Response, Refusal> {
     require_operator(state, headers)?;
+    let (agents, pauses) = agents_overview(state).await?;
+    let agents: Vec<Value> = agents
+        .iter()
+        .map(|a| {
+            let calls: serde_json::Map<String, Value> = VERDICTS
+                .iter()
+                .zip(a.calls_last_hour)
+                .map(|(v, n)| ((*v).to_string(), n.into()))
+                .collect();
+            json!({
+                "id": a.id,
+                "paused": a.paused.as_ref().map(pause_json),
+                "calls_last_hour": calls,
+                "pending_holds": a.pending_holds,
+            })
+        })
+        .collect();
+    let all: Vec<Value> = pauses.iter().map(pause_json).collect();
+    Ok(Json(json!({"agents": agents, "pauses": all})).into_response())
+}
+
+/// One configured agent as operators see it.
+pub struct AgentOverview {
+    pub id: String,
+    /// The pause that covers every call of the agent: its own or
+    /// everyone's (route and tool pauses are only in the list of pauses).
+    pub paused: Option<PauseRecord>,
+    /// Per verdict of [`VERDICTS`].
+    pub calls_last_hour: [u64; VERDICTS.len()],
+    pub pending_holds: u64,
+}
+
+/// Every configured agent, and every pause in force: what `GET /v1/agents`
+/// and the inbox's Agents tab show.
+pub async fn agents_overview(
+    state: &AdminState,
+) -> Result<(Vec<AgentOverview>, Vec<PauseRecord>), Refusal> {
     let pending = pending_by_agent(state).await?;
     let snap = state.live.load();
     let pauses = state.overrides.board.all();
     let now = now_ms();
-    let agents: Vec<Value> = snap
+    let agents = snap
         .config
         .agents
         .iter()
-        .map(|a| {
-            // The pause that covers every call of the agent: its own or
-            // everyone's (route and tool pauses are listed under `pauses`).
-            let paused = pauses
+        .map(|a| AgentOverview {
+            id: a.id.clone(),
+            paused: pauses
                 .iter()
                 .filter(|p| {
                     matches!(&p.scope, PauseScope::All)
                         || matches!(&p.scope, PauseScope::Agent { agent } if agent == &a.id)
                 })
                 .max_by_key(|p| p.mode == PauseMode::Deny)
-                .map(pause_json);
-            let counts = state.tally.last_hour(&a.id, now);
-            let calls: serde_json::Map<String, Value> = VERDICTS
-                .iter()
-                .zip(counts)
-                .map(|(v, n)| ((*v).to_string(), n.into()))
-                .collect();
-            json!({
-                "id": a.id,
-                "paused": paused,
-                "calls_last_hour": calls,
-                "pending_holds": pending.get(&a.id).copied().unwrap_or(0),
-            })
+                .cloned(),
+            calls_last_hour: state.tally.last_hour(&a.id, now),
+            pending_holds: pending.get(&a.id).copied().unwrap_or(0),
         })
         .collect();
-    let all: Vec<Value> = pauses.iter().map(pause_json).collect();
-    Ok(Json(json!({"agents": agents, "pauses": all})).into_response())
+    Ok((agents, pauses.to_vec()))
 }
 
 /// Pending holds per agent, read page by page.

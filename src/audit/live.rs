@@ -135,7 +135,8 @@ pub struct Subscription {
 /// The ring and the channel every reader follows.
 pub struct LiveFeed {
     // A std Mutex: held only to number, push and send one event (or to copy
-    // the backlog for a new reader), never across an await. Publishing and
+    // the backlog for a new reader, or to pick an agent's recent calls),
+    // never across an await. Publishing and
     // subscribing under one lock means a new reader's backlog and its live
     // events neither overlap nor leave a gap.
     ring: Mutex<Ring>,
@@ -190,6 +191,24 @@ impl LiveFeed {
         ring.events.push_back(event.clone());
         // No reader is not an error: the ring keeps the event.
         let _ = self.tx.send(event);
+    }
+
+    /// The newest `limit` events of the ring that `keep` accepts, newest
+    /// first: what the inbox shows of an agent's recent calls. The scan
+    /// holds the ring's lock, as a publish does, for at most [`RING`]
+    /// cheap checks.
+    pub fn recent(&self, limit: usize, keep: impl Fn(&LiveEvent) -> bool) -> Vec<Arc<LiveEvent>> {
+        let ring = match self.ring.lock() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        ring.events
+            .iter()
+            .rev()
+            .filter(|e| keep(e))
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// Subscribes a reader that last saw event `after` (0: none; it gets
@@ -247,6 +266,25 @@ mod tests {
         assert_eq!(ids, [2, 3]);
         assert_eq!(sub.missed, 0);
         assert!(feed.subscribe(None).backlog.is_empty());
+    }
+
+    #[test]
+    fn recent_events_are_the_newest_that_match_newest_first() {
+        let feed = LiveFeed::default();
+        for (agent, verdict) in [
+            ("bot", "allow"),
+            ("other", "deny"),
+            ("bot", "deny"),
+            ("bot", "hold"),
+        ] {
+            feed.publish(&decision(agent, verdict));
+        }
+        let bots = feed.recent(2, |e| e.agent.as_deref() == Some("bot"));
+        let verdicts: Vec<&str> = bots.iter().map(|e| e.verdict.as_ref()).collect();
+        assert_eq!(verdicts, ["hold", "deny"]);
+        assert!(feed
+            .recent(10, |e| e.agent.as_deref() == Some("nobody"))
+            .is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (tests/peers/inbox_browser.mjs, playwright-core), and its forms posted
 //! by hand where a browser would never send them.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
@@ -12,12 +13,14 @@ use crate::support::*;
 
 /// Runs the browser script against an Airlock's admin and proxy URLs;
 /// answers what it printed.
-fn run_browser(admin: String, proxy: String) -> Value {
+fn run_browser(admin: String, proxy: String, screenshots: &Path) -> Value {
     node_modules();
     let args = json!({
+        "screenshots": screenshots,
         "admin": admin,
         "proxy": proxy,
         "agent_key": AGENT_KEY,
+        "admin_token": ADMIN_TOKEN,
         "approver_token": APPROVER_TOKEN,
         "other_approver_token": BOB_TOKEN,
     });
@@ -48,7 +51,9 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
     let env = env_with("30s", Some(("big.cedar", BIG_REFUNDS))).await;
     // The script blocks while the in-process upstream answers the agent.
     let (admin, proxy) = (origin(&env.airlock), env.airlock.url(""));
-    let seen = tokio::task::spawn_blocking(move || run_browser(admin, proxy))
+    let shots = screenshots_dir();
+    let dir = shots.path().to_path_buf();
+    let seen = tokio::task::spawn_blocking(move || run_browser(admin, proxy, &dir))
         .await
         .unwrap();
 
@@ -85,6 +90,8 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
         "{deny}"
     );
     assert_eq!(deny["statusAfterEmpty"], "pending");
+    assert_eq!(deny["typed"], "ade", "keys typed in a field are text");
+    assert_eq!(deny["stayedOnPage"], true);
     assert_eq!(deny["agentStatus"], 403);
     assert!(deny["agentBody"]
         .as_str()
@@ -104,6 +111,31 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
         "{body}"
     );
 
+    // Respond in the tool's place: invalid JSON is caught in the page, the
+    // server's refusal shows inline, and the agent gets the human's answer.
+    let respond = &seen["respond"];
+    assert_eq!(respond["jsonErrorShown"], true, "{respond}");
+    assert!(respond["jsonError"]
+        .as_str()
+        .unwrap()
+        .contains("the body is not valid JSON"));
+    assert_eq!(respond["refusedStatus"], 400);
+    assert!(
+        respond["refused"]
+            .as_str()
+            .unwrap()
+            .contains("from 200 to 599"),
+        "{respond}"
+    );
+    assert_eq!(respond["keptAnswer"], r#"{"refund_id": "manual-1"}"#);
+    assert_eq!(respond["agentStatus"], 201, "{respond}");
+    let answered: Value = serde_json::from_str(respond["agentBody"].as_str().unwrap()).unwrap();
+    assert_eq!(answered, json!({"refund_id": "manual-1"}));
+    let responded = show(&env.airlock, respond["id"].as_str().unwrap()).await;
+    assert_eq!(responded["status"], "responded");
+    assert_eq!(responded["decided_by"], "alice");
+    assert_eq!(responded["reason"], "issued by hand");
+
     // 2: invalid JSON is caught inline; an edit the policies refuse shows
     // the server's 422 and leaves the approval pending.
     let edit = &seen["edit"];
@@ -112,6 +144,16 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
         .as_str()
         .unwrap()
         .contains("not valid JSON"));
+    // The edit's diff against the original, line by line.
+    assert_eq!(edit["diffShown"], true, "{edit}");
+    let diff = edit["diff"].as_str().unwrap();
+    assert!(diff.contains("-   \"amount\": 800,\n"), "{diff}");
+    assert!(diff.contains("+   \"amount\": 5000,\n"), "{diff}");
+    assert!(diff.contains("    \"customer\": \"c-4\"\n"), "{diff}");
+    // The agent's last calls, newest first: those decided before this one.
+    let recent = edit["recent"].as_array().unwrap();
+    assert!(recent.len() >= 4 && recent.len() <= 10, "{recent:?}");
+    assert_eq!(recent[0], "hold", "{recent:?}");
     assert_eq!(edit["editStatus"], 422);
     assert!(
         edit["refused"]
@@ -135,15 +177,80 @@ async fn approvers_decide_held_calls_in_a_real_browser() {
     assert_eq!(edit["agentStatus"], 403, "denied once the outsider gave up");
     let after = show(&env.airlock, edit_id).await;
     assert_eq!(after["decided_by"], "alice");
+
+    // Keyboard: `j` selects the held call, `a` approves it; at 375 px no
+    // page scrolls sideways; both screenshots are saved.
+    let keys = &seen["keyboard"];
+    assert_eq!(keys["selected"], keys["id"], "{keys}");
+    assert_eq!(keys["agentStatus"], 200, "{keys}");
+    assert_eq!(
+        show(&env.airlock, keys["id"].as_str().unwrap()).await["decided_by"],
+        "alice"
+    );
+    assert_eq!(
+        (keys["helpShown"].as_bool(), keys["helpHidden"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        keys["wide"],
+        json!({"held": false, "history": false, "pending": false}),
+        "{keys}"
+    );
+    assert!(keys["scrollWidth"].as_u64().unwrap() <= 375, "{keys}");
+    for name in ["inbox-pending.png", "inbox-held.png"] {
+        let png = std::fs::read(shots.path().join(name)).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
+    }
+
+    // 7: an operator pauses the agent from the Agents tab; its next call
+    // gets the paused refusal, audited as the API's pause is.
+    let pause = &seen["pause"];
+    assert!(
+        pause["shown"].as_str().unwrap().contains("runaway refunds"),
+        "{pause}"
+    );
+    assert_eq!(pause["agentStatus"], 403, "{pause}");
+    let refused: Value = serde_json::from_str(pause["agentBody"].as_str().unwrap()).unwrap();
+    assert_eq!(refused["error"], "paused", "{refused}");
+    assert_eq!(refused["reasons"], json!(["runaway refunds"]));
+    let audited = env.airlock.audit_where("the inbox's pause", |r| {
+        r["event"] == "override" && r["verdict"] == "pause"
+    });
+    assert_eq!(audited["approver"], "admin");
+    assert_eq!(audited["agent"], "bot");
+    assert!(pause["afterResume"].as_str().unwrap().contains("Running"));
+}
+
+/// Where the screenshots go: docs/img with `AIRLOCK_SCREENSHOTS=1` (to
+/// refresh the README's), a scratch directory otherwise.
+enum Screenshots {
+    Docs(PathBuf),
+    Scratch(tempfile::TempDir),
+}
+
+impl Screenshots {
+    fn path(&self) -> &Path {
+        match self {
+            Screenshots::Docs(p) => p,
+            Screenshots::Scratch(t) => t.path(),
+        }
+    }
+}
+
+fn screenshots_dir() -> Screenshots {
+    if std::env::var_os("AIRLOCK_SCREENSHOTS").is_some() {
+        return Screenshots::Docs(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img"));
+    }
+    Screenshots::Scratch(tempfile::tempdir().unwrap())
 }
 
 /// A signed-in session: its cookie and its CSRF token.
-struct SignedIn {
-    cookie: String,
-    csrf: String,
+pub(crate) struct SignedIn {
+    pub cookie: String,
+    pub csrf: String,
 }
 
-async fn sign_in(airlock: &Airlock, token: &str) -> SignedIn {
+pub(crate) async fn sign_in(airlock: &Airlock, token: &str) -> SignedIn {
     let resp = no_redirects()
         .post(airlock.admin_url("/signin"))
         .header("origin", origin(airlock))
@@ -164,18 +271,18 @@ async fn sign_in(airlock: &Airlock, token: &str) -> SignedIn {
     SignedIn { cookie, csrf }
 }
 
-fn origin(airlock: &Airlock) -> String {
+pub(crate) fn origin(airlock: &Airlock) -> String {
     airlock.admin_url("").trim_end_matches('/').to_string()
 }
 
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
 }
 
-async fn page(airlock: &Airlock, cookie: &str, path: &str) -> String {
+pub(crate) async fn page(airlock: &Airlock, cookie: &str, path: &str) -> String {
     client()
         .get(airlock.admin_url(path))
         .header("cookie", cookie)
@@ -185,6 +292,28 @@ async fn page(airlock: &Airlock, cookie: &str, path: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Posts a form from the inbox's own origin with the session's cookie and
+/// CSRF token; answers the status and the page.
+pub(crate) async fn post_form(
+    airlock: &Airlock,
+    s: &SignedIn,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let mut form = vec![("csrf", s.csrf.as_str())];
+    form.extend_from_slice(fields);
+    let resp = no_redirects()
+        .post(airlock.admin_url(path))
+        .header("cookie", &s.cookie)
+        .header("origin", origin(airlock))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
 }
 
 async fn post_approve(

@@ -3,17 +3,19 @@
 // saw as one JSON object on stdout for tests/it/inbox.rs to assert on.
 //
 // Usage: node inbox_browser.mjs '<json>' with
-//   {admin, proxy, agent_key, approver_token, other_approver_token}
+//   {admin, proxy, agent_key, admin_token, approver_token, other_approver_token,
+//    screenshots}: the directory the pending list's and a held call's
+//   screenshots are saved to.
 import { chromium } from "playwright-core";
 
 const cfg = JSON.parse(process.argv[2]);
 const WAIT = 20000;
 
 // The agent's call, as a promise of what it finally got.
-function refund(body) {
+function refund(body, headers = {}) {
   return fetch(cfg.proxy + "/crm/refunds", {
     method: "POST",
-    headers: { authorization: "Bearer " + cfg.agent_key, "content-type": "application/json" },
+    headers: { authorization: "Bearer " + cfg.agent_key, "content-type": "application/json", ...headers },
     body: JSON.stringify(body),
   }).then(async (r) => ({ status: r.status, body: await r.text() }));
 }
@@ -90,13 +92,21 @@ async function denyScenario(page) {
   const agent = refund({ amount: 600, customer: "c-2" });
   const id = await nextHeld(page, agent);
   await openHeld(page, id);
+  // Keys typed into a field are text, not shortcuts.
+  await page.type("#approve-reason", "ade");
+  const typed = await page.inputValue("#approve-reason");
+  const urlAfterTyping = page.url();
+  await page.fill("#approve-reason", "");
   await page.click("#deny button");
   const emptyError = await page.textContent("#error");
   const statusAfterEmpty = await page.textContent("#status");
   await page.fill("#deny-reason", "this customer was refunded already");
   await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#deny button")]);
   const got = await agent;
-  return { id, emptyError, statusAfterEmpty, agentStatus: got.status, agentBody: got.body };
+  return {
+    id, emptyError, statusAfterEmpty, typed, stayedOnPage: urlAfterTyping.endsWith("/approvals/" + id),
+    agentStatus: got.status, agentBody: got.body,
+  };
 }
 
 async function scriptScenario(page) {
@@ -120,6 +130,37 @@ async function scriptScenario(page) {
   return { id, dialogs: page.dialogs, ...seen };
 }
 
+// Answers in the tool's place: invalid JSON is caught in the page, a
+// status the server refuses comes back inline, then the agent gets the
+// human's answer.
+async function respondScenario(page) {
+  const agent = refund({ amount: 300, customer: "c-5" });
+  const id = await nextHeld(page, agent);
+  await openHeld(page, id);
+  await page.fill("#answer", "{\"refund_id\": ");
+  await page.click("#respond button");
+  const jsonError = await page.textContent("#answer-json-error");
+  const jsonErrorShown = await page.isVisible("#answer-json-error");
+  // The browser would stop a status out of range; the server must too.
+  await page.$eval("#answer-status", (el) => el.removeAttribute("max"));
+  await page.fill("#answer-status", "700");
+  await page.fill("#answer", '{"refund_id": "manual-1"}');
+  const answer = page.waitForResponse((r) => r.url().endsWith("/respond"));
+  await page.click("#respond button");
+  const refusedStatus = (await answer).status();
+  await page.waitForSelector("#error");
+  const refused = await page.textContent("#error");
+  const keptAnswer = await page.inputValue("#answer");
+  await page.fill("#answer-status", "201");
+  await page.fill("#respond-reason", "issued by hand");
+  await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#respond button")]);
+  const got = await agent;
+  return {
+    id, jsonError, jsonErrorShown, refusedStatus, refused, keptAnswer,
+    agentStatus: got.status, agentBody: got.body,
+  };
+}
+
 // Leaves the held call pending for the other approver's attempt, and
 // answers a function that denies it.
 async function editScenario(page) {
@@ -130,7 +171,9 @@ async function editScenario(page) {
   await page.click("#edit button");
   const jsonError = await page.textContent("#json-error");
   const jsonErrorShown = await page.isVisible("#json-error");
-  await page.fill("#edited", '{"amount": 5000, "customer": "c-4"}');
+  await page.fill("#edited", '{\n  "amount": 5000,\n  "customer": "c-4"\n}');
+  const diff = await page.textContent("#diff");
+  const diffShown = await page.isVisible("#diff");
   const answer = page.waitForResponse((r) => r.url().endsWith("/edit"));
   await page.click("#edit button");
   const editStatus = (await answer).status();
@@ -143,7 +186,11 @@ async function editScenario(page) {
     await Promise.all([page.waitForURL(cfg.admin + "/"), page.click("#deny button")]);
     return agent;
   };
-  return { result: { id, jsonError, jsonErrorShown, editStatus, refused, statusAfterRefusal }, finish };
+  const recent = await page.$$eval("tr.recent .verdict", (cells) => cells.map((c) => c.textContent));
+  return {
+    result: { id, jsonError, jsonErrorShown, diff, diffShown, editStatus, refused, statusAfterRefusal, recent },
+    finish,
+  };
 }
 
 async function outsiderScenario(browser, id) {
@@ -167,6 +214,68 @@ async function outsiderScenario(browser, id) {
   return { listed, byUrlStatus, byUrlError, postStatus: post };
 }
 
+// Whether the page scrolls sideways at its current width.
+function sideways(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+}
+
+// Screenshots of the pending list and the held call, at a laptop's width;
+// then at 375 px wide no page scrolls sideways, and j then a approves the
+// selected call from the list.
+async function keyboardScenario(page) {
+  await page.setViewportSize({ width: 1000, height: 700 });
+  const agent = refund(
+    { amount: 450, customer: "c-8", order: "o-1138" },
+    { "airlock-confidence": "0.62", "airlock-reason": "the customer was charged twice for order o-1138" },
+  );
+  const id = await nextHeld(page, agent);
+  await page.screenshot({ path: cfg.screenshots + "/inbox-pending.png" });
+  await openHeld(page, id);
+  await page.fill("#edited", '{\n  "amount": 400,\n  "customer": "c-8",\n  "order": "o-1138"\n}');
+  await page.screenshot({ path: cfg.screenshots + "/inbox-held.png", fullPage: true });
+
+  await page.setViewportSize({ width: 375, height: 700 });
+  const wide = {};
+  wide.held = await sideways(page);
+  await page.goto(cfg.admin + "/history");
+  wide.history = await sideways(page);
+  await page.goto(cfg.admin + "/");
+  await page.waitForSelector(`tr[data-id="${id}"]`);
+  wide.pending = await sideways(page);
+  const scrollWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+
+  await page.keyboard.press("?");
+  const helpShown = await page.isVisible("#help");
+  await page.keyboard.press("Escape");
+  const helpHidden = await page.isHidden("#help");
+  await page.keyboard.press("j");
+  const selected = await page.$eval("tr.selected", (r) => r.dataset.id);
+  await Promise.all([page.waitForURL(cfg.admin + "/"), page.keyboard.press("a")]);
+  const got = await agent;
+  await page.setViewportSize({ width: 1000, height: 700 });
+  return {
+    id, selected, helpShown, helpHidden, wide, scrollWidth,
+    agentStatus: got.status, agentBody: got.body,
+  };
+}
+
+// Pauses the agent from the Agents tab, signed in with the admin token;
+// its next call is refused. Resumes it after.
+async function pauseScenario(browser) {
+  const { context, page } = await signIn(browser, cfg.admin_token);
+  await Promise.all([page.waitForURL(cfg.admin + "/agents"), page.click("nav a[href='/agents']")]);
+  await page.selectOption("#pause-mode-bot", "deny");
+  await page.fill("#pause-reason-bot", "runaway refunds");
+  await Promise.all([page.waitForURL(cfg.admin + "/agents"), page.click("#agent-bot form.pause button")]);
+  const shown = await page.textContent("#agent-bot .paused");
+  const got = await refund({ amount: 10, customer: "c-7" });
+  await page.fill("#resume-reason-bot", "looked into it");
+  await Promise.all([page.waitForURL(cfg.admin + "/agents"), page.click("#agent-bot form.resume button")]);
+  const afterResume = await page.textContent("#agent-bot");
+  await context.close();
+  return { shown, agentStatus: got.status, agentBody: got.body, afterResume };
+}
+
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -178,12 +287,15 @@ try {
   out.approve = await approveScenario(page, context);
   out.deny = await denyScenario(page);
   out.script = await scriptScenario(page);
+  out.respond = await respondScenario(page);
   const edit = await editScenario(page);
   out.edit = edit.result;
   out.outsider = await outsiderScenario(browser, edit.result.id);
   const ended = await edit.finish();
   out.edit.agentStatus = ended.status;
+  out.keyboard = await keyboardScenario(page);
   await context.close();
+  out.pause = await pauseScenario(browser);
 } catch (e) {
   out.error = String(e && e.stack || e);
 } finally {

@@ -6,7 +6,13 @@
 //! - `POST /signin`, `POST /signout`: a token typed once becomes a session
 //!   cookie (see `session`); sign-out ends the session on the server;
 //! - `GET /approvals/{id}`: one held call; `POST /approvals/{id}/approve`,
-//!   `/deny` and `/edit` decide it through the API's own decision path;
+//!   `/deny`, `/edit` and `/respond` (in the tool's place) decide it
+//!   through the API's own decision path (see `held`);
+//! - `GET /history?cursor=&limit=`: decided approvals, newest first, paged
+//!   like `GET /v1/approvals` (see `history`);
+//! - `GET /agents`: each agent's calls of the last hour by verdict and its
+//!   pause; `POST /agents/{id}/pause` and `/resume` for operators, through
+//!   the API's own pause path (see `agents`);
 //! - `GET /pending`: the pending list alone, which the script swaps in when
 //!   `GET /v1/events` says an approval changed;
 //! - `GET /assets/inbox.js`: the script.
@@ -15,6 +21,9 @@
 //! the listener's, or to `admin.public_url`'s) and carry the session's
 //! CSRF token; anything else is a 403 that changes nothing.
 
+mod agents;
+mod held;
+mod history;
 mod pages;
 pub mod session;
 mod view;
@@ -40,10 +49,15 @@ pub fn routes() -> Router<AdminState> {
         .route("/pending", get(pages::pending_fragment))
         .route("/signin", post(sign_in))
         .route("/signout", post(sign_out))
-        .route("/approvals/{id}", get(pages::held))
-        .route("/approvals/{id}/approve", post(pages::approve))
-        .route("/approvals/{id}/deny", post(pages::deny))
-        .route("/approvals/{id}/edit", post(pages::edit))
+        .route("/approvals/{id}", get(held::held))
+        .route("/approvals/{id}/approve", post(held::approve))
+        .route("/approvals/{id}/deny", post(held::deny))
+        .route("/approvals/{id}/edit", post(held::edit))
+        .route("/approvals/{id}/respond", post(held::respond))
+        .route("/history", get(history::page))
+        .route("/agents", get(agents::page))
+        .route("/agents/{id}/pause", post(agents::pause))
+        .route("/agents/{id}/resume", post(agents::resume))
         .route("/assets/inbox.js", get(script))
 }
 

@@ -3,8 +3,12 @@
 
 use serde_json::Value;
 
+use crate::audit::live::LiveEvent;
 use crate::clock::now_ms;
 use crate::store::HoldRecord;
+
+/// How many of an agent's calls a held call's page lists.
+pub const RECENT_CALLS: usize = 10;
 
 /// One row of the pending list.
 pub struct PendingRow {
@@ -38,16 +42,45 @@ pub struct GateShown {
     pub approvers: String,
 }
 
+/// One of the agent's recent calls, from the live feed's ring.
+pub struct RecentCall {
+    pub time: String,
+    pub verdict: String,
+    /// The Cedar action and resource it was judged as.
+    pub what: String,
+    pub status: String,
+}
+
+impl RecentCall {
+    /// The agent's calls: `decision` events (a held call's comes when its
+    /// wait ends).
+    pub fn is_call_of(agent: &str, e: &LiveEvent) -> bool {
+        e.kind == "decision" && e.agent.as_deref() == Some(agent)
+    }
+
+    pub fn of(e: &LiveEvent) -> RecentCall {
+        RecentCall {
+            time: e.time.clone(),
+            verdict: e.verdict.to_string(),
+            what: format!(
+                "{} {}",
+                e.action.as_deref().unwrap_or("-"),
+                e.resource.as_deref().unwrap_or("-")
+            ),
+            status: match e.status {
+                0 => "-".into(),
+                s => s.to_string(),
+            },
+        }
+    }
+}
+
 impl PendingRow {
     pub fn of(h: &HoldRecord) -> PendingRow {
-        let call = match tool_name(h) {
-            Some(tool) => format!("{} · tool {tool}", h.route),
-            None => format!("{} {}", h.request.method, h.request.path),
-        };
         PendingRow {
             id: h.id.clone(),
             agent: h.agent.clone(),
-            call,
+            call: call_label(h),
             reasons: h
                 .gates
                 .iter()
@@ -95,6 +128,14 @@ impl HeldCall {
                 })
                 .collect(),
         }
+    }
+}
+
+/// A held call in a few words: method and path, or route and tool.
+pub fn call_label(h: &HoldRecord) -> String {
+    match tool_name(h) {
+        Some(tool) => format!("{} · tool {tool}", h.route),
+        None => format!("{} {}", h.request.method, h.request.path),
     }
 }
 
