@@ -44,6 +44,9 @@ pub struct AdminState {
     pub tally: Arc<crate::oversight::CallTally>,
     /// The inbox's signed-in people (see `inbox::session`).
     pub sessions: Arc<inbox::session::Sessions>,
+    /// Sampled calls on their way to the store: `/healthz` reports those
+    /// dropped.
+    pub reviews: crate::sampling::ReviewQueue,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -154,9 +157,14 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// 503 with the reason while the audit sink cannot take records: a load
 /// balancer then steers calls to a replica that can record them.
+/// Sampled calls dropped (queue full, store refused) are reported too,
+/// without failing the check: calls are still served and audited.
 async fn healthz(State(state): State<AdminState>) -> Response {
     match state.audit.trouble() {
-        None => "ok\n".into_response(),
+        None => match state.reviews.dropped() {
+            0 => "ok\n".into_response(),
+            n => format!("ok\nsampling: {n} sampled calls were not kept for review (the review queue was full or the store refused them)\n").into_response(),
+        },
         Some(why) => error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", why),
     }
 }
