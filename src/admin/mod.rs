@@ -14,6 +14,7 @@ pub mod events;
 pub mod inbox;
 pub mod pauses;
 pub mod refusal;
+pub mod reviews;
 
 use std::sync::Arc;
 
@@ -65,6 +66,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/decision", post(decision::decide))
+        // Reviewers are checked by the handlers (`reviews`).
+        .route("/v1/reviews", get(reviews::list))
+        .route("/v1/reviews/next", post(reviews::claim_next))
+        .route("/v1/reviews/{id}", get(reviews::show))
+        .route("/v1/reviews/{id}/claim", post(reviews::claim))
+        .route("/v1/reviews/{id}/verdict", post(reviews::verdict))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             deadline::within_store_timeout,

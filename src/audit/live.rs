@@ -86,6 +86,7 @@ impl LiveEvent {
         let kind = match rec.event {
             "decision" => "decision".to_string(),
             "approval" | "override" => format!("{}.{}", rec.event, rec.verdict),
+            "review" => "review.completed".to_string(),
             _ => return None,
         };
         let human = rec.event != "decision";
