@@ -84,7 +84,9 @@ mod tests {
         assert_eq!(Rate::parse("1"), Ok(Rate::ALL));
         assert_eq!(Rate::parse("0%"), Ok(Rate::NONE));
         assert!((Rate::parse("12.5%").unwrap().share() - 0.125).abs() < 1e-12);
-        for bad in ["", "%", "5", "101%", "-1%", "1.5", "1e-2", "NaN", "inf", "5%%", "0.0.1"] {
+        for bad in [
+            "", "%", "5", "101%", "-1%", "1.5", "1e-2", "NaN", "inf", "5%%", "0.0.1",
+        ] {
             assert!(Rate::parse(bad).is_err(), "{bad}");
         }
     }

@@ -32,8 +32,8 @@ use crate::audit::AuditRecord;
 use crate::clock::{ms_to_rfc3339, now_ms, rfc3339};
 use crate::config::Config;
 use crate::store::{
-    NewDelivery, ReviewChange, ReviewCursor, ReviewItem, ReviewQuery, ReviewStatus,
-    ReviewVerdict, StoreError, VerdictKind,
+    NewDelivery, ReviewChange, ReviewCursor, ReviewItem, ReviewQuery, ReviewStatus, ReviewVerdict,
+    StoreError, VerdictKind,
 };
 use crate::telemetry::ReviewLabels;
 
@@ -66,7 +66,9 @@ fn require_reviewer(state: &AdminState, headers: &HeaderMap) -> Result<String, R
                 Some(group) => Err(Refusal::new(
                     StatusCode::FORBIDDEN,
                     "not_a_reviewer",
-                    format!("reviewing sampled calls takes the group `{group}` (`sampling.reviewers`)"),
+                    format!(
+                        "reviewing sampled calls takes the group `{group}` (`sampling.reviewers`)"
+                    ),
                 )),
                 None => Err(Refusal::new(
                     StatusCode::FORBIDDEN,
@@ -300,16 +302,19 @@ pub async fn verdict(
 /// The verdict in `body`, or a 400 that says what is wrong with it.
 fn parse_verdict(body: &[u8], by: String, now: i64) -> Result<ReviewVerdict, Refusal> {
     let bad = |m: String| Refusal::bad_request("bad_verdict", m);
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
     let Value::Object(mut fields) = value else {
         return Err(bad("the body must be a JSON object with `verdict`".into()));
     };
     let kind = match fields.remove("verdict") {
-        Some(Value::String(v)) => VerdictKind::parse(&v).ok_or_else(|| {
-            bad(format!("unknown verdict `{v}`; use ok, bad or policy_gap"))
-        })?,
-        Some(_) => return Err(bad("`verdict` must be a string: ok, bad or policy_gap".into())),
+        Some(Value::String(v)) => VerdictKind::parse(&v)
+            .ok_or_else(|| bad(format!("unknown verdict `{v}`; use ok, bad or policy_gap")))?,
+        Some(_) => {
+            return Err(bad(
+                "`verdict` must be a string: ok, bad or policy_gap".into()
+            ))
+        }
         None => return Err(bad("`verdict` is missing; use ok, bad or policy_gap".into())),
     };
     let note = match fields.remove("note") {
@@ -387,7 +392,11 @@ fn deliveries(cfg: &Config, item: &ReviewItem, verdict: &ReviewVerdict) -> Vec<N
     .to_string();
     cfg.webhooks
         .iter()
-        .filter(|w| w.events.as_ref().is_none_or(|e| e.iter().any(|x| x == EVENT)))
+        .filter(|w| {
+            w.events
+                .as_ref()
+                .is_none_or(|e| e.iter().any(|x| x == EVENT))
+        })
         .map(|w| NewDelivery {
             id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
             url: w.url.clone(),

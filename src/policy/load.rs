@@ -280,7 +280,15 @@ pub(crate) fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<SourceProblem>>
 }
 
 fn policy_meta(p: &Policy, id: &str, file: &Path, line: usize) -> Result<PolicyMeta, String> {
-    let known = ["id", "hold", "approvers", "timeout", "reason", "mode", "sample"];
+    let known = [
+        "id",
+        "hold",
+        "approvers",
+        "timeout",
+        "reason",
+        "mode",
+        "sample",
+    ];
     for (k, _) in p.annotations() {
         if !known.contains(&k) {
             return Err(format!(

@@ -98,14 +98,20 @@ mod tests {
             rules: vec![rule(None, 0.0), rule(Some("bot"), 1.0)],
             ..SamplingConfig::default()
         };
-        assert_eq!(choose(&cfg, None, "bot", "r", None, "id"), Some(Picked::Rule));
+        assert_eq!(
+            choose(&cfg, None, "bot", "r", None, "id"),
+            Some(Picked::Rule)
+        );
         assert_eq!(choose(&cfg, None, "other", "r", None, "id"), None);
         let all = Some(Rate::ALL);
         assert_eq!(
             choose(&cfg, all, "other", "r", None, "id"),
             Some(Picked::Policy)
         );
-        assert_eq!(choose(&SamplingConfig::default(), None, "a", "r", None, "id"), None);
+        assert_eq!(
+            choose(&SamplingConfig::default(), None, "a", "r", None, "id"),
+            None
+        );
     }
 
     #[test]

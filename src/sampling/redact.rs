@@ -98,7 +98,12 @@ pub fn body(kept: &[u8], seen: u64, max: usize, pointers: &[String]) -> Captured
     }
     let take = kept.len().min(max);
     let text = String::from_utf8_lossy(&kept[..take]).into_owned();
-    kept_body("text", Some(Value::String(text)), seen, !whole || take < kept.len())
+    kept_body(
+        "text",
+        Some(Value::String(text)),
+        seen,
+        !whole || take < kept.len(),
+    )
 }
 
 fn kept_body(kind: &str, content: Option<Value>, seen: u64, truncated: bool) -> CapturedBody {
@@ -134,7 +139,9 @@ mod tests {
         assert_eq!(whole.kind, "json");
         assert_eq!(
             whole.content,
-            Some(json!({"card_number": REDACTED, "items": [{"sku": REDACTED}], "note": "xxxxxxxxxxxxxxxxxxxx"}))
+            Some(
+                json!({"card_number": REDACTED, "items": [{"sku": REDACTED}], "note": "xxxxxxxxxxxxxxxxxxxx"})
+            )
         );
         let cut = body(raw, raw.len() as u64, 40, &pointers);
         assert!(cut.truncated);

@@ -231,7 +231,10 @@ pub enum ReviewChange {
     Made(ReviewItem),
     Missing,
     /// Another reviewer's claim runs until `until_ms`.
-    Taken { by: String, until_ms: i64 },
+    Taken {
+        by: String,
+        until_ms: i64,
+    },
     /// A verdict was stored already.
     Finished,
 }
@@ -279,8 +282,7 @@ pub trait ReviewStore: Send + Sync {
 
     /// Items given a verdict at or after `since_ms`, oldest verdict first
     /// (for the feedback export).
-    fn reviews_decided_since(&self, since_ms: i64, limit: u32)
-        -> StoreFuture<'_, Vec<ReviewItem>>;
+    fn reviews_decided_since(&self, since_ms: i64, limit: u32) -> StoreFuture<'_, Vec<ReviewItem>>;
 }
 
 pub(super) fn encode(item: &ReviewItem) -> Result<String, super::StoreError> {
@@ -309,7 +311,9 @@ mod tests {
     #[test]
     fn a_review_cursor_round_trips_and_refuses_a_hold_cursor() {
         let id = uuid::Uuid::now_v7().to_string();
-        let c = ReviewCursor { after_id: id.clone() };
+        let c = ReviewCursor {
+            after_id: id.clone(),
+        };
         assert_eq!(ReviewCursor::decode(&c.encode()).unwrap(), c);
         assert!(ReviewCursor::decode(&URL_SAFE_NO_PAD.encode(format!("h1.{id}"))).is_err());
     }

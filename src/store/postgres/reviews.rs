@@ -221,11 +221,7 @@ impl ReviewStore for PostgresStore {
         })
     }
 
-    fn reviews_decided_since(
-        &self,
-        since_ms: i64,
-        limit: u32,
-    ) -> StoreFuture<'_, Vec<ReviewItem>> {
+    fn reviews_decided_since(&self, since_ms: i64, limit: u32) -> StoreFuture<'_, Vec<ReviewItem>> {
         Box::pin(async move {
             let client = self.client().await?;
             let rows = client

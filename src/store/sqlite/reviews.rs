@@ -42,7 +42,9 @@ fn get(c: &Connection, id: &str) -> Result<Option<ReviewItem>, StoreError> {
             row,
         )
         .optional()?;
-    found.map(|(t, by, until)| decode(&t, by, until)).transpose()
+    found
+        .map(|(t, by, until)| decode(&t, by, until))
+        .transpose()
 }
 
 /// Why a claim or verdict on `id` was not made.
@@ -255,11 +257,7 @@ impl ReviewStore for SqliteStore {
         })
     }
 
-    fn reviews_decided_since(
-        &self,
-        since_ms: i64,
-        limit: u32,
-    ) -> StoreFuture<'_, Vec<ReviewItem>> {
+    fn reviews_decided_since(&self, since_ms: i64, limit: u32) -> StoreFuture<'_, Vec<ReviewItem>> {
         self.run(move |c| decided_since(c, since_ms, limit))
     }
 }
