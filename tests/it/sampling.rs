@@ -346,3 +346,86 @@ async fn a_claimed_item_is_judged_by_its_claimer_audited_announced_and_counted()
     );
     assert_eq!(reviews(&airlock, "&status=done", SAM).await.len(), 1);
 }
+
+/// What `airlock check` prints for `builder`'s files; it must fail.
+fn check_fails(builder: &AirlockBuilder) -> String {
+    let config = builder.write();
+    let (code, out, _) = run_cli(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    out
+}
+
+#[test]
+fn check_refuses_a_malformed_rate_and_a_sample_on_a_forbid() {
+    let policies = AirlockBuilder::new().policy(
+        "sampled.cedar",
+        "@id(\"often\")\n@sample(\"5 percent\")\npermit(principal, action, resource);\n@id(\"gate\")\n@sample(\"5%\")\nforbid(principal, action == Action::\"DELETE\", resource);\n",
+    );
+    let config = AirlockBuilder::permitting_everything()
+        .yaml("sampling:\n  rules:\n    - route: crm\n      rate: 150%\n  redact: [card_number]");
+    let out = check_fails(&policies) + &check_fails(&config);
+    for expected in [
+        "policy `often`: malformed `@sample`: `5 percent` is not a rate; write a share from 0 to 1 as `5%` or `0.05`",
+        "policy `gate`: `@sample` only applies to a permit",
+        "airlock.yaml:20:13: `sampling.rules`: `150%` is not a rate",
+        "`sampling.redact`: `card_number` is not a JSON pointer",
+    ] {
+        assert!(out.contains(expected), "no `{expected}` in:\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn a_reviewer_works_the_queue_from_the_command_line() {
+    let upstream = Upstream::start().await;
+    let airlock = AirlockBuilder::permitting_everything()
+        .route("crm", "/crm", &upstream.url("/api"))
+        .yaml("sampling:\n  reviewers: reviewers\n  rules:\n    - rate: 100%")
+        .yaml(&reviewers_yaml())
+        .start();
+    assert_eq!(airlock.agent_get("/crm/orders/1").await.status(), 200);
+    assert_eq!(wait_reviews(&airlock, 1).await.len(), 1);
+    let admin = airlock.admin_url("");
+    let cli = |args: &[&str]| {
+        let mut all = vec!["reviews", "--admin", &admin, "--token", RITA];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.into_iter().map(str::to_string).collect();
+        std::thread::spawn(move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_cli(&refs)
+        })
+        .join()
+        .unwrap()
+    };
+    let (code, out, err) = cli(&["list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("open") && out.contains("GET /crm/orders/1"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["next"]);
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["claimed_by"], "rita");
+    let id = shown["id"].as_str().unwrap();
+    let correction = airlock.dir.path().join("correction.json");
+    std::fs::write(&correction, r#"{"path": "/crm/orders/2"}"#).unwrap();
+    let (code, out, err) = cli(&[
+        "verdict",
+        id,
+        "policy_gap",
+        "--note",
+        "should have been held",
+        "--correction",
+        correction.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("policy_gap (by rita)"), "{out}");
+    let done = reviews(&airlock, "&status=done", RITA).await;
+    assert_eq!(
+        done[0]["verdict"]["correction"],
+        json!({"path": "/crm/orders/2"})
+    );
+    let (code, _, err) = cli(&["next"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no review item is open"), "{err}");
+}
