@@ -227,8 +227,8 @@ impl ReviewCursor {
 /// What a claim or a verdict found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReviewChange {
-    /// Made: the item as it is now.
-    Made(ReviewItem),
+    /// Made: the item as it is now (boxed: the other outcomes are small).
+    Made(Box<ReviewItem>),
     Missing,
     /// Another reviewer's claim runs until `until_ms`.
     Taken {

@@ -503,7 +503,7 @@ async fn reviews_are_claimed_once_and_judged_once(s: &dyn ApprovalStore) {
     }
     assert_eq!(
         listed(s, Some(ReviewStatus::Open), 0).await,
-        [c.clone(), b.clone(), a.clone()]
+        [c.as_str(), b.as_str(), a.as_str()]
     );
 
     // A claim is a lease: another reviewer gets it only once it runs out.
@@ -524,11 +524,11 @@ async fn reviews_are_claimed_once_and_judged_once(s: &dyn ApprovalStore) {
     ));
     assert_eq!(
         listed(s, Some(ReviewStatus::Claimed), 250).await,
-        [a.clone()]
+        [a.as_str()]
     );
     assert_eq!(
         listed(s, Some(ReviewStatus::Open), 250).await,
-        [c.clone(), b.clone()]
+        [c.as_str(), b.as_str()]
     );
 
     // The verdict is the claimer's while the claim runs, and is given once.
@@ -570,11 +570,11 @@ async fn reviews_are_claimed_once_and_judged_once(s: &dyn ApprovalStore) {
         s.claim_review("nope", "carol", 400, 500).await.unwrap(),
         ReviewChange::Missing
     );
-    assert_eq!(listed(s, Some(ReviewStatus::Done), 270).await, [a.clone()]);
+    assert_eq!(listed(s, Some(ReviewStatus::Done), 270).await, [a.as_str()]);
     let since = s.reviews_decided_since(0, 10).await.unwrap();
     assert_eq!(
         since.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
-        [a.clone()]
+        [a.as_str()]
     );
     assert!(s.reviews_decided_since(261, 10).await.unwrap().is_empty());
 
@@ -598,7 +598,7 @@ async fn reviews_are_claimed_once_and_judged_once(s: &dyn ApprovalStore) {
         .into_iter()
         .map(|i| i.id)
         .collect();
-    assert_eq!(other, [c.clone()]);
+    assert_eq!(other, [c.as_str()]);
 
     // Pages of one walk every item once.
     let mut seen = Vec::new();
@@ -616,11 +616,11 @@ async fn reviews_are_claimed_once_and_judged_once(s: &dyn ApprovalStore) {
             None => break,
         }
     }
-    assert_eq!(seen, [c.clone(), b.clone(), a.clone()]);
+    assert_eq!(seen, [c.as_str(), b.as_str(), a.as_str()]);
 
     // Pruning removes what was created before the limit.
     assert_eq!(s.prune_reviews(25).await.unwrap(), 2);
-    assert_eq!(listed(s, None, 0).await, [c.clone()]);
+    assert_eq!(listed(s, None, 0).await, [c.as_str()]);
 }
 
 #[tokio::test]

@@ -136,7 +136,7 @@ impl ReviewStore for PostgresStore {
                 )
                 .await?;
             match r {
-                Some(r) => item(&r).map(ReviewChange::Made),
+                Some(r) => item(&r).map(|i| ReviewChange::Made(Box::new(i))),
                 None => refusal(&**client, &id).await,
             }
         })
@@ -208,7 +208,7 @@ impl ReviewStore for PostgresStore {
             .await?;
             insert_deliveries(&tx, &deliveries, None, now_ms).await?;
             tx.commit().await?;
-            Ok(ReviewChange::Made(found))
+            Ok(ReviewChange::Made(Box::new(found)))
         })
     }
 

@@ -115,7 +115,7 @@ fn claim(
         params![id, by, now_ms, until_ms],
     )?;
     if n == 1 {
-        return Ok(get(c, id)?.map_or(ReviewChange::Missing, ReviewChange::Made));
+        return Ok(get(c, id)?.map_or(ReviewChange::Missing, |i| ReviewChange::Made(Box::new(i))));
     }
     refusal(c, id)
 }
@@ -175,7 +175,7 @@ fn finish(
     )?;
     insert_deliveries(&tx, deliveries, None, now_ms)?;
     tx.commit()?;
-    Ok(ReviewChange::Made(item))
+    Ok(ReviewChange::Made(Box::new(item)))
 }
 
 fn decided_since(c: &Connection, since_ms: i64, limit: u32) -> Result<Vec<ReviewItem>, StoreError> {
