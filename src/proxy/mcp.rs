@@ -289,7 +289,18 @@ pub(super) async fn handle(
         .filter_map(|j| j.msg.request_id().cloned())
         .collect();
     if pending.is_empty() {
-        return forward(&cx, parts, body, trail).await;
+        // A lone allowed tool call may be sampled for review.
+        let capture = match judged.as_slice() {
+            [only] if !parsed.batch && only.msg.method() == Some("tools/call") => {
+                let tool = only.msg.params().and_then(|p| p.get("name"));
+                let tool = tool.and_then(Value::as_str);
+                super::sample(cx.state, cx.snap, cx.route, trail, tool, &parts, &body)
+            }
+            _ => None,
+        };
+        let mut resp = forward(&cx, parts, body, trail).await?;
+        super::attach_capture(&mut resp, capture);
+        return Ok(resp);
     }
     // The answer is rewritten, so it must arrive uncompressed.
     parts.headers.remove(header::ACCEPT_ENCODING);

@@ -354,27 +354,34 @@ async fn process(
     }
 
     // Sampled calls are copied before `forward` takes the headers.
-    let capture = sample(state, snap, route, trail, &parts, &body);
+    let capture = sample(state, snap, route, trail, None, &parts, &body);
     // Phase: forward. Boxed: a held MCP call waits inside this future, which
     // would otherwise carry room for the forward's 2.6 KB all that time.
     let mut resp = Box::pin(forward(route, &rest, parts, body, request_id, Some(conn))).await?;
     trail.upstream_status = Some(resp.status().as_u16());
+    attach_capture(&mut resp, capture);
+    Ok(Reply::Now(resp))
+}
+
+/// Hands `capture` the upstream's answer: its head now, its body's chunks
+/// as they pass.
+fn attach_capture(resp: &mut Response<ProxyBody>, capture: Option<Box<crate::sampling::Capture>>) {
     if let Some(mut capture) = capture {
         capture.response_head(resp.status().as_u16(), resp.headers());
         if let Either::Left(Either::Left(body)) = resp.body_mut() {
             body.capture(capture);
         }
     }
-    Ok(Reply::Now(resp))
 }
 
-/// A copy of the allowed call when it is sampled (`sampling::choose`);
-/// `None`, having allocated nothing, for the others.
+/// A copy of the allowed call (of MCP `tool`, if one) when it is sampled
+/// (`sampling::choose`); `None`, having allocated nothing, for the others.
 fn sample(
     state: &ProxyState,
     snap: &GatewaySnapshot,
     route: &Route,
     trail: &RequestTrail,
+    tool: Option<&str>,
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Option<Box<crate::sampling::Capture>> {
@@ -385,7 +392,7 @@ fn sample(
         snap.policy.sample_rate(&trail.policies),
         agent,
         &route.config.name,
-        None,
+        tool,
         &trail.request_id,
     )?;
     let said = crate::policy::Escalation::from_headers(&parts.headers).unwrap_or_default();
@@ -393,7 +400,7 @@ fn sample(
         request_id: &trail.request_id,
         agent,
         route: &route.config.name,
-        tool: None,
+        tool,
         policies: &trail.policies,
         picked,
         confidence: said.confidence.as_deref(),

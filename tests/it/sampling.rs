@@ -429,3 +429,66 @@ async fn a_reviewer_works_the_queue_from_the_command_line() {
     assert_ne!(code, 0);
     assert!(err.contains("no review item is open"), "{err}");
 }
+
+/// An MCP server that answers every POST with one JSON-RPC result.
+async fn answering_mcp_upstream() -> String {
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|body: axum::Json<Value>| async move {
+            axum::Json(json!({
+                "jsonrpc": "2.0",
+                "id": body["id"],
+                "result": {"content": [{"type": "text", "text": "customer c-1: Ada"}]},
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/mcp")
+}
+
+#[tokio::test]
+async fn a_sampled_tool_call_is_kept_with_its_tool_and_answer() {
+    let upstream = answering_mcp_upstream().await;
+    let airlock = AirlockBuilder::permitting_everything()
+        .route_yaml(&format!(
+            "  - name: crm\n    prefix: /mcp/crm\n    upstream: {upstream}\n    protocol: mcp"
+        ))
+        .yaml("sampling:\n  rules:\n    - tool: lookup_customer\n      rate: 100%")
+        .start();
+    let call = |tool: &str, id: u32| {
+        client()
+            .post(airlock.url("/mcp/crm"))
+            .header("authorization", bearer(AGENT_KEY))
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": tool, "arguments": {"customer_id": "c-1"}}}))
+            .send()
+    };
+    let resp = call("lookup_customer", 1).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(call("delete_customer", 2).await.unwrap().status(), 200);
+    let items = wait_reviews(&airlock, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = if items.len() == 1 {
+        reviews(&airlock, "", ADMIN_TOKEN).await
+    } else {
+        items
+    };
+    assert_eq!(items.len(), 1, "only the sampled tool: {items:?}");
+    let item = &items[0];
+    assert_eq!(item["tool"], "lookup_customer");
+    assert_eq!(item["request_id"], request_id.as_str());
+    assert_eq!(
+        item["request"]["body"]["content"]["params"]["name"],
+        "lookup_customer"
+    );
+    assert_eq!(
+        item["response"]["body"]["content"]["result"]["content"][0]["text"],
+        "customer c-1: Ada"
+    );
+    let by_tool = reviews(&airlock, "&tool=lookup_customer", ADMIN_TOKEN).await;
+    assert_eq!(by_tool.len(), 1);
+}
