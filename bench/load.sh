@@ -11,6 +11,9 @@
 #                                       # decision is ever repeated
 #   PIN=1 bench/load.sh                 # per core: each proxy alone on CPU 0,
 #                                       # wrk and the upstream on CPU 1
+#   SAMPLE=5 bench/load.sh              # a second Airlock with a 5% sampling
+#                                       # rule (airlock+sN) beside the one
+#                                       # without sampling, every round
 #   EVENTS=1 bench/load.sh              # Airlock also runs with one live-view
 #                                       # reader (GET /v1/events) that reads
 #                                       # everything (airlock+ev), and with one
@@ -147,6 +150,21 @@ pids+=($!)
 BARE_PID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$AD/healthz" >/dev/null && break; sleep 0.1; done
 kill -0 "$AIRLOCK_PID" 2>/dev/null || { echo "airlock did not start:" >&2; cat "$work/airlock.err" >&2; exit 1; }
+# SAMPLE=N: the same Airlock with a sampling rule of N% (captures stored in
+# its own in-memory store), measured in the same rounds.
+SAMPLE=${SAMPLE:-}
+if [[ -n $SAMPLE ]]; then
+  ALS=$(free_port); ADS=$(free_port)
+  mkdir -p "$work/sampled"
+  cp -r "$work/policies" "$work/sampled/policies"
+  write_airlock_config "$work/sampled/airlock.yaml" "$ALS" "$ADS" "$UP" "$work/sampled/audit.jsonl"
+  printf 'sampling:\n  rules:\n    - rate: %s%%\n' "$SAMPLE" >> "$work/sampled/airlock.yaml"
+  AIRLOCK_WORKERS=$PROXY_THREADS "${ON_PROXY_CPU[@]}" setsid ./target/release/airlock serve --config "$work/sampled/airlock.yaml" >"$work/sampled.out" 2>"$work/sampled.err" &
+  pids+=($!)
+  SAMPLED_PID=$!
+  for _ in $(seq 100); do curl -sf "127.0.0.1:$ADS/healthz" >/dev/null && break; sleep 0.1; done
+  kill -0 "$SAMPLED_PID" 2>/dev/null || { echo "the sampled airlock did not start:" >&2; cat "$work/sampled.err" >&2; exit 1; }
+fi
 # Live-view readers for EVENTS=1, started around one run each: one that
 # takes every event as it comes, and one that sends its request and then
 # never reads (its buffers fill, and Airlock must drop events for it alone).
@@ -244,6 +262,9 @@ for r in $(seq "$ROUNDS"); do
   run airlock "http://127.0.0.1:$AL/tool/x" "$AIRLOCK_PID"
   # Only the sampler: a bare `wait` would wait for the servers too.
   wait "$sampler"
+  if [[ -n $SAMPLE ]]; then
+    run "airlock+s$SAMPLE" "http://127.0.0.1:$ALS/tool/x" "$SAMPLED_PID"
+  fi
   if [[ -n ${EVENTS:-} ]]; then
     start_reader; sleep 0.2
     run airlock+ev "http://127.0.0.1:$AL/tool/x" "$AIRLOCK_PID"
@@ -293,6 +314,12 @@ else
     'BEGIN { printf "~%.1f us user + %.1f us sys (its CPU minus the upstream'"'"'s)", pu - du, ps - ds }')
 fi
 echo "cpu per request (median): airlock $(cpu airlock); bare $(cpu bare); nginx as proxy $nginx_proxy"
+if [[ -n $SAMPLE ]]; then
+  t="airlock+s$SAMPLE"
+  printf '  %-10s %10s req/s   p50 %8s ms   p99 %8s ms\n' "$t" "$(median "${RPS[$t]}")" "$(median "${P50[$t]}")" "$(median "${P99[$t]}")"
+  echo "per round, median: sampling $SAMPLE% / no sampling $(median "$(per_round "$t" airlock)")x (target >= 0.95x); cpu/request with sampling $(cpu "$t")"
+  echo "review items queued: $(curl -s "127.0.0.1:$ADS/metrics" | awk '/^airlock_reviews_sampled_total/ {print $2}'), $(curl -s "127.0.0.1:$ADS/metrics" | awk '/^airlock_reviews_dropped_total/ {print $2}') dropped"
+fi
 echo "airlock resident memory: idle $((idle_rss / 1024)) MiB, under load $((peak_rss / 1024)) MiB ($POLICIES policies)"
 echo "audit records written: $(wc -l < "$work/audit.jsonl")"
 if [[ -n ${KEEP:-} ]]; then

@@ -122,6 +122,16 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     overrides.follow_store_changes();
     crate::relay::start(&store, audit.live());
     let tally = Arc::new(crate::oversight::CallTally::default());
+    // Sampled calls reach the store through one writer, off the data plane.
+    let (reviews, review_writer) = crate::sampling::ReviewQueue::start(
+        store.clone(),
+        metrics.clone(),
+        config.sampling.queue,
+        {
+            let live = live.clone();
+            move || live.load().config.sampling.retain
+        },
+    );
     let pauses = overrides.board.clone();
     let config_of = {
         let live = live.clone();
@@ -202,6 +212,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         overrides,
         tally: tally.clone(),
         sessions: Arc::default(),
+        reviews: reviews.clone(),
     };
     eprintln!(
         "airlock: admin listening on http://{}",
@@ -231,6 +242,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         pauses,
         tally,
         eliciting: Default::default(),
+        reviews,
     });
     let opts = ServeOptions {
         header_read: config.timeouts.header_read,
@@ -248,6 +260,9 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     // Every sink clone lived in the proxy state and the admin state, which
     // are gone now; the writer drains what is queued and exits.
     audit_writer.finish();
+    // Every queue clone is gone with the states: the writer stores what is
+    // queued and ends.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), review_writer).await;
     eprintln!("airlock: stopped");
     Ok(())
 }

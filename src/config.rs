@@ -11,6 +11,7 @@
 //! variable is a load error, never an empty string.
 
 mod raw;
+mod sampling;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 pub use crate::duration::parse_duration;
 pub use crate::problem::SourceProblem;
+pub use sampling::{SampleRule, SamplingConfig};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,8 @@ pub struct Config {
     pub pause: PauseSettings,
     pub webhooks: Vec<WebhookConfig>,
     pub demo: Option<DemoConfig>,
+    /// Calls kept for review after the fact (docs/feedback.md).
+    pub sampling: SamplingConfig,
 }
 
 /// The group every approver with `operator: true` is in, besides its own.
@@ -467,6 +471,7 @@ impl Config {
                 .unwrap_or(1024 * 1024),
         };
         let approvals = v.approvals(raw.approvals.as_ref());
+        let sampling = v.sampling(raw.sampling.as_ref());
         let approvers = raw
             .approvers
             .unwrap_or_default()
@@ -529,6 +534,7 @@ impl Config {
                 pause,
                 webhooks,
                 demo,
+                sampling,
             }),
             _ => Err(ConfigError::Invalid(problems)),
         }

@@ -9,11 +9,11 @@
 //! ## A tour
 //!
 //! - [`config`] reads YAML into validated types. It reads files and uses
-//!   nothing else of ours but [`duration`] and [`problem`].
+//!   nothing else of ours but [`duration`], [`problem`] and [`rate`].
 //! - [`policy`] is the only module that speaks Cedar: it loads and validates
 //!   the policies, builds the entities, and turns Cedar's Allow/Deny into a
 //!   [`policy::Verdict`] of allow, deny or hold. It uses nothing else of ours
-//!   but [`duration`] and [`problem`].
+//!   but [`duration`], [`problem`] and [`rate`].
 //! - [`upstream`] builds pooled HTTP(S) clients for the tools, a pool per
 //!   data-plane worker, and the paired lanes that give an HTTP/1.1 agent
 //!   connection an upstream connection of its own.
@@ -38,6 +38,9 @@
 //! - [`oversight`] lets operators pause an agent, a route, a tool or
 //!   everything: the pause board the data plane reads, and the per-agent
 //!   call counts of the last hour.
+//! - [`sampling`] picks a share of allowed calls (`@sample`,
+//!   `sampling.rules`), copies them as they pass and stores them, redacted,
+//!   through a bounded writer for reviewers; [`rate`] is the share.
 //! - [`notify`] signs and delivers webhooks from the store's outbox.
 //! - [`audit`] writes one JSON record per decision off the request path, to
 //!   a file, stdout, syslog or an OTLP collector, keeping and retrying what
@@ -49,7 +52,8 @@
 //!   them in atomically.
 //! - [`watch`] reloads when the policy or config files change.
 //! - [`admin`] is the control plane (health, metrics, status, reload,
-//!   approvals, operators' pauses) and the approvers' web inbox at `/`.
+//!   approvals, operators' pauses, the review queue) and the approvers'
+//!   web inbox at `/`.
 //! - [`cli`] holds code only the command line uses: `airlock init`,
 //!   `explain` ("what would happen to this call?"), `policytest` (the YAML
 //!   cases of `airlock test`), the `airlock approvals` API client, and
@@ -80,8 +84,10 @@ pub mod path;
 pub mod policy;
 pub mod problem;
 pub mod proxy;
+pub mod rate;
 pub mod relay;
 pub mod reload;
+pub mod sampling;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;

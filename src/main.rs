@@ -137,6 +137,22 @@ enum Command {
         #[command(subcommand)]
         command: ApprovalsCmd,
     },
+    /// Review sampled calls through the admin API (docs/feedback.md).
+    Reviews {
+        /// The admin API's base URL.
+        #[arg(
+            long,
+            global = true,
+            env = "AIRLOCK_ADMIN",
+            default_value = "http://127.0.0.1:9090"
+        )]
+        admin: String,
+        /// A reviewer's (or the admin) bearer token.
+        #[arg(long, global = true, env = "AIRLOCK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: ReviewsCmd,
+    },
     /// List agents (pause, calls of the last hour, pending holds); pause
     /// or resume one. Operators' commands, through the admin API.
     Agents {
@@ -287,6 +303,39 @@ enum SchemaCommand {
         /// a JSON object.
         #[arg(long, default_value = airlock::cli::schema_pull::AGENT_CAPABILITIES)]
         capabilities: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReviewsCmd {
+    /// List review items, newest first (open unless `--status` says otherwise).
+    List {
+        /// open, claimed, done or all.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        /// Items per page (1 to 500).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Claim the oldest open item (for 10 minutes) and show it.
+    Next,
+    /// Judge an item: ok, bad or policy_gap.
+    Verdict {
+        id: String,
+        #[arg(value_parser = ["ok", "bad", "policy_gap"])]
+        verdict: String,
+        #[arg(long)]
+        note: Option<String>,
+        /// A JSON file (`-` for stdin): what the call or its answer should
+        /// have been.
+        #[arg(long)]
+        correction: Option<PathBuf>,
     },
 }
 
@@ -512,6 +561,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let client = ApprovalsClient::new(&admin, token)?;
             let out = rt.block_on(client.run(cmd))?;
+            print_stdout(out.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reviews {
+            admin,
+            token,
+            command,
+        } => {
+            use airlock::cli::approvals_client::{ApprovalsClient, ReviewsCommand};
+            let cmd = match command {
+                ReviewsCmd::List {
+                    status,
+                    agent,
+                    route,
+                    tool,
+                    limit,
+                } => ReviewsCommand::List {
+                    status,
+                    agent,
+                    route,
+                    tool,
+                    limit,
+                },
+                ReviewsCmd::Next => ReviewsCommand::Next,
+                ReviewsCmd::Verdict {
+                    id,
+                    verdict,
+                    note,
+                    correction,
+                } => ReviewsCommand::Verdict {
+                    id,
+                    verdict,
+                    note,
+                    correction: correction.map(|f| read_input(&f)).transpose()?,
+                },
+            };
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let client = ApprovalsClient::new(&admin, token)?;
+            let out = rt.block_on(client.run_reviews(cmd))?;
             print_stdout(out.trim_end());
             Ok(ExitCode::SUCCESS)
         }

@@ -37,6 +37,12 @@ pub struct ShadowLabels {
     pub verdict: String,
 }
 
+/// A reviewer's verdict on a sampled call: `ok`, `bad` or `policy_gap`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub verdict: &'static str,
+}
+
 /// Every metric Airlock exports. Counters and the decision histogram are
 /// atomics inside; a family takes a read lock to find its series, so the
 /// request path keeps the series it uses (see `AgentConnection`).
@@ -55,6 +61,9 @@ pub struct Metrics {
     pub webhook_deliveries: Family<ResultLabels, Counter>,
     pub overrides: Family<OverrideLabels, Counter>,
     pub pauses_active: Gauge,
+    pub reviews: Family<ReviewLabels, Counter>,
+    pub reviews_sampled: Counter,
+    pub reviews_dropped: Counter,
 }
 
 /// Decision times in buckets of 1 µs, 2 µs, 4 µs ... 2^19 µs (about half a
@@ -202,7 +211,28 @@ impl Metrics {
             "Pauses in force (agents, routes, tools, everything)",
             pauses_active.clone(),
         );
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "reviews",
+            "Reviewers' verdicts on sampled calls",
+            reviews.clone(),
+        );
+        let reviews_sampled = Counter::default();
+        registry.register(
+            "reviews_sampled",
+            "Sampled calls queued for the store as review items",
+            reviews_sampled.clone(),
+        );
+        let reviews_dropped = Counter::default();
+        registry.register(
+            "reviews_dropped",
+            "Sampled calls not kept: the review queue was full or the store refused them",
+            reviews_dropped.clone(),
+        );
         Metrics {
+            reviews,
+            reviews_sampled,
+            reviews_dropped,
             registry,
             requests,
             decision_seconds,

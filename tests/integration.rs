@@ -87,6 +87,9 @@ mod architecture;
 #[path = "it/store_conformance.rs"]
 mod store_conformance;
 
+#[path = "it/sampling.rs"]
+mod sampling;
+
 #[path = "it/takeover.rs"]
 mod takeover;
 

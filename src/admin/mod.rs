@@ -14,6 +14,7 @@ pub mod events;
 pub mod inbox;
 pub mod pauses;
 pub mod refusal;
+pub mod reviews;
 
 use std::sync::Arc;
 
@@ -44,6 +45,9 @@ pub struct AdminState {
     pub tally: Arc<crate::oversight::CallTally>,
     /// The inbox's signed-in people (see `inbox::session`).
     pub sessions: Arc<inbox::session::Sessions>,
+    /// Sampled calls on their way to the store: `/healthz` reports those
+    /// dropped.
+    pub reviews: crate::sampling::ReviewQueue,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -62,6 +66,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/decision", post(decision::decide))
+        // Reviewers are checked by the handlers (`reviews`).
+        .route("/v1/reviews", get(reviews::list))
+        .route("/v1/reviews/next", post(reviews::claim_next))
+        .route("/v1/reviews/{id}", get(reviews::show))
+        .route("/v1/reviews/{id}/claim", post(reviews::claim))
+        .route("/v1/reviews/{id}/verdict", post(reviews::verdict))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             deadline::within_store_timeout,
@@ -154,9 +164,14 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// 503 with the reason while the audit sink cannot take records: a load
 /// balancer then steers calls to a replica that can record them.
+/// Sampled calls dropped (queue full, store refused) are reported too,
+/// without failing the check: calls are still served and audited.
 async fn healthz(State(state): State<AdminState>) -> Response {
     match state.audit.trouble() {
-        None => "ok\n".into_response(),
+        None => match state.reviews.dropped() {
+            0 => "ok\n".into_response(),
+            n => format!("ok\nsampling: {n} sampled calls were not kept for review (the review queue was full or the store refused them)\n").into_response(),
+        },
         Some(why) => error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", why),
     }
 }

@@ -88,6 +88,7 @@ impl LiveEvent {
         let kind = match rec.event {
             "decision" => Cow::Borrowed("decision"),
             "approval" | "override" => Cow::Owned(format!("{}.{}", rec.event, rec.verdict)),
+            "review" => Cow::Borrowed("review.completed"),
             _ => return None,
         };
         let human = rec.event != "decision";

@@ -3,6 +3,7 @@
 //! commands.
 
 mod pauses;
+mod reviews;
 mod watch;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::upstream::{UpstreamClient, UpstreamClients};
 pub use pauses::{OverrideCommand, PauseTarget};
+pub use reviews::ReviewsCommand;
 pub use watch::WatchFilter;
 
 #[derive(Debug, thiserror::Error)]

@@ -68,6 +68,7 @@ pub struct RawConfig {
     pub pause: Option<RawPause>,
     pub webhooks: Option<Vec<RawWebhook>>,
     pub demo: Option<RawDemo>,
+    pub sampling: Option<super::sampling::RawSampling>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,7 +229,7 @@ impl Validator {
         self.problems
     }
 
-    fn problem<T>(&mut self, at: &Spanned<T>, message: String) {
+    pub(super) fn problem<T>(&mut self, at: &Spanned<T>, message: String) {
         self.problems.push(SourceProblem {
             file: self.file.clone(),
             line: SourceProblem::at(at.referenced.line()),

@@ -36,6 +36,9 @@ pub struct PolicyMeta {
     /// `@reason("...")`: the text an agent sees when this forbid denies.
     pub reason: Option<String>,
     pub mode: PolicyMode,
+    /// `@sample("5%")` on a permit: the share of the calls it allows that
+    /// are kept for review.
+    pub sample: Option<crate::rate::Rate>,
 }
 
 pub(crate) struct LoadedPolicies {
@@ -288,6 +291,7 @@ fn policy_meta(p: &Policy, id: &str, file: &Path, line: usize) -> Result<PolicyM
         "elicit",
         "reason",
         "mode",
+        "sample",
     ];
     for (k, _) in p.annotations() {
         if !known.contains(&k) {
@@ -311,6 +315,17 @@ fn policy_meta(p: &Policy, id: &str, file: &Path, line: usize) -> Result<PolicyM
             ));
         }
     }
+    let sample = match p.annotation("sample") {
+        None => None,
+        Some(_) if effect != Effect::Permit => {
+            return Err(format!(
+                "policy `{id}`: `@sample` only applies to a permit: it samples the calls a permit allows"
+            ))
+        }
+        Some(r) => Some(
+            crate::rate::Rate::parse(r).map_err(|e| format!("policy `{id}`: malformed `@sample`: {e}"))?,
+        ),
+    };
     let timeout = match p.annotation("timeout") {
         None => None,
         Some(t) => Some(
@@ -351,6 +366,7 @@ fn policy_meta(p: &Policy, id: &str, file: &Path, line: usize) -> Result<PolicyM
         elicit,
         reason: p.annotation("reason").map(str::to_string),
         mode,
+        sample,
     })
 }
 

@@ -305,6 +305,8 @@ pub struct PolicySnapshot {
     warnings: Vec<SourceProblem>,
     /// Recent decisions of this snapshot (see `memo`).
     memo: DecisionMemo,
+    /// The permits with `@sample`, few enough that a scan beats a hash.
+    sampled: Box<[(Box<str>, crate::rate::Rate)]>,
 }
 
 /// A `@hold` gate without `@approvers` is lifted by the admin token alone:
@@ -397,7 +399,12 @@ impl PolicySnapshot {
             })
             .collect();
         warnings.extend(gates_without_approvers(&meta));
+        let sampled = meta
+            .values()
+            .filter_map(|m| Some((m.id.as_str().into(), m.sample?)))
+            .collect();
         Ok(PolicySnapshot {
+            sampled,
             scope: loaded.scope,
             warnings,
             memo: DecisionMemo::default(),
@@ -438,6 +445,19 @@ impl PolicySnapshot {
 
     pub fn policy_count(&self) -> usize {
         self.policy_count
+    }
+
+    /// The highest `@sample` rate among `policies` (a decision's
+    /// determining permits); `None` when none of them samples.
+    pub fn sample_rate(&self, policies: &[String]) -> Option<crate::rate::Rate> {
+        if self.sampled.is_empty() {
+            return None;
+        }
+        self.sampled
+            .iter()
+            .filter(|(id, _)| policies.iter().any(|p| p.as_str() == &**id))
+            .map(|(_, r)| *r)
+            .max()
     }
 
     pub fn meta(&self, id: &str) -> Option<&PolicyMeta> {

@@ -317,7 +317,17 @@ pub(super) async fn handle(
     if pending.is_empty() {
         let declares_url =
             matches!(judged.as_slice(), [only] if elicit::initialize_declares_url(&only.msg));
-        let resp = forward(&cx, parts, body, trail).await?;
+        // A lone allowed tool call may be sampled for review.
+        let capture = match judged.as_slice() {
+            [only] if !parsed.batch && only.msg.method() == Some("tools/call") => {
+                let tool = only.msg.params().and_then(|p| p.get("name"));
+                let tool = tool.and_then(Value::as_str);
+                super::sample(cx.state, cx.snap, cx.route, trail, tool, &parts, &body)
+            }
+            _ => None,
+        };
+        let mut resp = forward(&cx, parts, body, trail).await?;
+        super::attach_capture(&mut resp, capture);
         if let Some(session) = resp.headers().get(crate::mcp::SESSION_ID) {
             if declares_url {
                 cx.state.eliciting.remember(cx.agent, route_name, session);

@@ -91,6 +91,8 @@ pub struct ProxyState {
     pub tally: Arc<crate::oversight::CallTally>,
     /// The MCP sessions whose client can be sent an approval's page.
     pub eliciting: Arc<mcp::ElicitingSessions>,
+    /// Where sampled calls go once their response ends (`sampling`).
+    pub reviews: crate::sampling::ReviewQueue,
 }
 
 /// Airlock's request id, on the upstream request and the agent's response.
@@ -353,11 +355,70 @@ async fn process(
         }
     }
 
+    // Sampled calls are copied before `forward` takes the headers.
+    let capture = sample(state, snap, route, trail, None, &parts, &body);
     // Phase: forward. Boxed: a held MCP call waits inside this future, which
     // would otherwise carry room for the forward's 2.6 KB all that time.
-    let resp = Box::pin(forward(route, &rest, parts, body, request_id, Some(conn))).await?;
+    let mut resp = Box::pin(forward(route, &rest, parts, body, request_id, Some(conn))).await?;
     trail.upstream_status = Some(resp.status().as_u16());
+    attach_capture(&mut resp, capture);
     Ok(Reply::Now(resp))
+}
+
+/// Hands `capture` the upstream's answer: its head now, its body's chunks
+/// as they pass.
+fn attach_capture(resp: &mut Response<ProxyBody>, capture: Option<Box<crate::sampling::Capture>>) {
+    if let Some(mut capture) = capture {
+        capture.response_head(resp.status().as_u16(), resp.headers());
+        if let Either::Left(Either::Left(body)) = resp.body_mut() {
+            body.capture(capture);
+        }
+    }
+}
+
+/// A copy of the allowed call (of MCP `tool`, if one) when it is sampled
+/// (`sampling::choose`); `None`, having allocated nothing, for the others.
+fn sample(
+    state: &ProxyState,
+    snap: &GatewaySnapshot,
+    route: &Route,
+    trail: &RequestTrail,
+    tool: Option<&str>,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Option<Box<crate::sampling::Capture>> {
+    let cfg = &snap.config.sampling;
+    let agent = trail.agent.as_deref()?;
+    let picked = crate::sampling::choose(
+        cfg,
+        snap.policy.sample_rate(&trail.policies),
+        agent,
+        &route.config.name,
+        tool,
+        &trail.request_id,
+    )?;
+    let said = crate::policy::Escalation::from_headers(&parts.headers).unwrap_or_default();
+    let facts = crate::sampling::CallFacts {
+        request_id: &trail.request_id,
+        agent,
+        route: &route.config.name,
+        tool,
+        policies: &trail.policies,
+        picked,
+        confidence: said.confidence.as_deref(),
+        reason: said.reason.as_deref(),
+        method: parts.method.as_str(),
+        path: &trail.path,
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        body,
+        injected: &route.config.headers,
+    };
+    Some(Box::new(crate::sampling::Capture::new(
+        facts,
+        cfg,
+        &state.reviews,
+    )))
 }
 
 /// The request's screen, authentication and route: who calls, the route

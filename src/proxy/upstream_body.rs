@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::audit::{AuditRecord, AuditSink, Fault};
 use crate::clock::rfc3339;
+use crate::sampling::Capture;
 
 pub struct UpstreamBody {
     inner: Incoming,
@@ -21,6 +22,9 @@ pub struct UpstreamBody {
     /// Set once the call's record is written; boxed so that a body nobody
     /// watches stays small.
     watch: Option<Box<Watch>>,
+    /// A sampled call's copy, fed each chunk as it passes; boxed, as
+    /// `watch`, for the calls nobody samples.
+    capture: Option<Box<Capture>>,
 }
 
 /// Enough of the call's record to name it in a follow-up record.
@@ -38,7 +42,18 @@ impl UpstreamBody {
             inner,
             sent: 0,
             watch: None,
+            capture: None,
         }
+    }
+
+    /// From now on, each chunk is copied into `capture` as it passes; the
+    /// capture is queued when the body ends or is dropped.
+    pub fn capture(&mut self, mut capture: Box<Capture>) {
+        if self.inner.is_end_stream() {
+            capture.complete();
+            return;
+        }
+        self.capture = Some(capture);
     }
 
     /// From now on, a cut is recorded to `sink` as a follow-up of `rec`.
@@ -98,10 +113,27 @@ impl Body for UpstreamBody {
                     self.sent = self
                         .sent
                         .saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
+                    let ended = self.inner.is_end_stream();
+                    if let Some(c) = &mut self.capture {
+                        c.chunk(data);
+                        if ended {
+                            c.complete();
+                            self.capture = None;
+                        }
+                    }
                 }
             }
-            Poll::Ready(Some(Err(e))) => self.report_cut(e),
-            _ => {}
+            Poll::Ready(Some(Err(e))) => {
+                // Dropped incomplete: queued as far as it went.
+                self.capture = None;
+                self.report_cut(e);
+            }
+            Poll::Ready(None) => {
+                if let Some(mut c) = self.capture.take() {
+                    c.complete();
+                }
+            }
+            Poll::Pending => {}
         }
         polled
     }

@@ -13,6 +13,7 @@ mod page;
 mod pause;
 mod postgres;
 mod postgres_schema;
+mod reviews;
 mod sqlite;
 
 use std::future::Future;
@@ -23,6 +24,10 @@ use serde::{Deserialize, Serialize};
 pub use page::{CursorError, HoldCursor, HoldPage, HoldPageQuery};
 pub use pause::{PauseMode, PauseRecord, PauseScope};
 pub use postgres::PostgresStore;
+pub use reviews::{
+    CapturedBody, CapturedRequest, CapturedResponse, ReviewChange, ReviewCursor, ReviewItem,
+    ReviewPage, ReviewQuery, ReviewStatus, ReviewStore, ReviewVerdict, VerdictKind,
+};
 #[cfg(test)]
 pub(crate) use sqlite::tests::hold as test_hold;
 pub use sqlite::SqliteStore;
@@ -330,7 +335,10 @@ impl From<rusqlite::Error> for StoreError {
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Durable approvals. All state changes are compare-and-set.
-pub trait ApprovalStore: Send + Sync {
+///
+/// Every backend keeps review items too ([`ReviewStore`]), so that one
+/// opened store serves both.
+pub trait ApprovalStore: ReviewStore + Send + Sync {
     /// Stores a new pending hold together with the deliveries announcing it;
     /// [`StoreError::Conflict`] when an open hold for the same agent and
     /// fingerprint exists (a racing identical call won),

@@ -29,6 +29,7 @@ use tokio_postgres::{Row, Socket};
 
 mod listen;
 mod pause;
+mod reviews;
 
 use super::{
     postgres_schema, ApprovalStore, AttemptResult, DecisionFields, Delivery, DeliveryState,

@@ -72,6 +72,23 @@ CREATE TABLE pauses (
     "
 ALTER TABLE holds ADD COLUMN lease_until_ms BIGINT NOT NULL DEFAULT 0;
 ",
+    // 4: sampled calls kept for review, and their claims and verdicts.
+    "
+CREATE TABLE reviews (
+    id TEXT COLLATE \"C\" PRIMARY KEY,
+    agent TEXT NOT NULL,
+    route TEXT NOT NULL,
+    tool TEXT,
+    created_ms BIGINT NOT NULL,
+    claimed_by TEXT,
+    claimed_until_ms BIGINT NOT NULL DEFAULT 0,
+    done_ms BIGINT,
+    verdict TEXT,
+    record TEXT NOT NULL
+);
+CREATE INDEX reviews_by_created ON reviews (created_ms);
+CREATE INDEX reviews_by_done ON reviews (done_ms);
+",
 ];
 
 /// The schema version this binary writes.

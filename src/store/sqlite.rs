@@ -16,6 +16,7 @@ use super::{
 };
 
 mod pause;
+mod reviews;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS holds (
@@ -97,6 +98,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(reviews::SCHEMA)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             slots: Arc::new(tokio::sync::Semaphore::new(2)),

@@ -7,6 +7,10 @@ use airlock::store::{
     NewDelivery, PauseMode, PauseRecord, PauseScope, PostgresStore, SqliteStore, StoreError,
     StoreEvent, StoredRequest, NOTE_MAX,
 };
+use airlock::store::{
+    CapturedBody, CapturedRequest, CapturedResponse, ReviewChange, ReviewItem, ReviewQuery,
+    ReviewStatus, ReviewVerdict, VerdictKind,
+};
 
 fn hold(id: &str, fp: &str) -> HoldRecord {
     HoldRecord {
@@ -427,4 +431,204 @@ async fn postgres_hints_pause_changes_and_passes_notes() {
     s.send_note("hello".into()).await.unwrap();
     assert!(hinted(&mut changes, &StoreEvent::Note("hello".into())).await);
     assert!(s.send_note("x".repeat(NOTE_MAX + 1)).await.is_err());
+}
+
+fn review(id: &str, agent: &str, created_ms: i64) -> ReviewItem {
+    let body = CapturedBody {
+        kind: "empty".into(),
+        content: None,
+        bytes: 0,
+        truncated: false,
+        note: None,
+    };
+    ReviewItem {
+        id: id.into(),
+        request_id: format!("req-{id}"),
+        agent: agent.into(),
+        route: "crm".into(),
+        tool: None,
+        policies: vec!["open".into()],
+        confidence: Some("0.7".into()),
+        reason: None,
+        sampled_by: "rule".into(),
+        created_ms,
+        request: CapturedRequest {
+            method: "GET".into(),
+            path: "/crm/items".into(),
+            query: None,
+            headers: vec![],
+            body: body.clone(),
+        },
+        response: CapturedResponse {
+            status: 200,
+            headers: vec![],
+            body,
+            complete: true,
+        },
+        claimed_by: None,
+        claimed_until_ms: None,
+        verdict: None,
+    }
+}
+
+fn judged(by: &str, verdict: VerdictKind) -> ReviewVerdict {
+    ReviewVerdict {
+        verdict,
+        note: Some("checked".into()),
+        correction: None,
+        by: by.into(),
+        at_ms: 0,
+    }
+}
+
+async fn listed(s: &dyn ApprovalStore, status: Option<ReviewStatus>, now_ms: i64) -> Vec<String> {
+    let q = ReviewQuery {
+        status,
+        limit: 100,
+        now_ms,
+        ..ReviewQuery::default()
+    };
+    let page = s.list_reviews(q).await.unwrap();
+    page.items.into_iter().map(|i| i.id).collect()
+}
+
+async fn reviews_are_claimed_once_and_judged_once(s: &dyn ApprovalStore) {
+    let ids: Vec<String> = (0..3).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let (a, b, c) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    for (n, id) in ids.iter().enumerate() {
+        let agent = if n == 2 { "other" } else { "bot" };
+        s.insert_review(review(id, agent, 10 * (n as i64 + 1)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        listed(s, Some(ReviewStatus::Open), 0).await,
+        [c.as_str(), b.as_str(), a.as_str()]
+    );
+
+    // A claim is a lease: another reviewer gets it only once it runs out.
+    let claimed = s.claim_review(&a, "alice", 100, 200).await.unwrap();
+    assert!(
+        matches!(claimed, ReviewChange::Made(ref i) if i.claimed_by.as_deref() == Some("alice"))
+    );
+    assert_eq!(
+        s.claim_review(&a, "bob", 150, 250).await.unwrap(),
+        ReviewChange::Taken {
+            by: "alice".into(),
+            until_ms: 200
+        }
+    );
+    assert!(matches!(
+        s.claim_review(&a, "bob", 200, 300).await.unwrap(),
+        ReviewChange::Made(_)
+    ));
+    assert_eq!(
+        listed(s, Some(ReviewStatus::Claimed), 250).await,
+        [a.as_str()]
+    );
+    assert_eq!(
+        listed(s, Some(ReviewStatus::Open), 250).await,
+        [c.as_str(), b.as_str()]
+    );
+
+    // The verdict is the claimer's while the claim runs, and is given once.
+    assert_eq!(
+        s.finish_review(&a, judged("alice", VerdictKind::Ok), 250, vec![])
+            .await
+            .unwrap(),
+        ReviewChange::Taken {
+            by: "bob".into(),
+            until_ms: 300
+        }
+    );
+    let hook = NewDelivery {
+        id: "msg_review".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        event: "review.completed".into(),
+        payload: "{}".into(),
+    };
+    let done = s
+        .finish_review(&a, judged("bob", VerdictKind::Bad), 260, vec![hook])
+        .await
+        .unwrap();
+    let ReviewChange::Made(done) = done else {
+        panic!("{done:?}")
+    };
+    assert_eq!(done.verdict.map(|v| v.verdict), Some(VerdictKind::Bad));
+    assert_eq!(s.list_deliveries(10).await.unwrap().len(), 1);
+    assert_eq!(
+        s.finish_review(&a, judged("bob", VerdictKind::Ok), 270, vec![])
+            .await
+            .unwrap(),
+        ReviewChange::Finished
+    );
+    assert_eq!(
+        s.claim_review(&a, "carol", 400, 500).await.unwrap(),
+        ReviewChange::Finished
+    );
+    assert_eq!(
+        s.claim_review("nope", "carol", 400, 500).await.unwrap(),
+        ReviewChange::Missing
+    );
+    assert_eq!(listed(s, Some(ReviewStatus::Done), 270).await, [a.as_str()]);
+    let since = s.reviews_decided_since(0, 10).await.unwrap();
+    assert_eq!(
+        since.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        [a.as_str()]
+    );
+    assert!(s.reviews_decided_since(261, 10).await.unwrap().is_empty());
+
+    // The oldest open item is claimed next; an agent filter narrows lists.
+    let next = s
+        .claim_next_review("carol", 270, 900)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.id, b);
+    let q = ReviewQuery {
+        agent: Some("other".into()),
+        limit: 100,
+        ..ReviewQuery::default()
+    };
+    let other: Vec<String> = s
+        .list_reviews(q)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(other, [c.as_str()]);
+
+    // Pages of one walk every item once.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let q = ReviewQuery {
+            limit: 1,
+            after,
+            ..ReviewQuery::default()
+        };
+        let page = s.list_reviews(q).await.unwrap();
+        seen.extend(page.items.into_iter().map(|i| i.id));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [c.as_str(), b.as_str(), a.as_str()]);
+
+    // Pruning removes what was created before the limit.
+    assert_eq!(s.prune_reviews(25).await.unwrap(), 2);
+    assert_eq!(listed(s, None, 0).await, [c.as_str()]);
+}
+
+#[tokio::test]
+async fn sqlite_reviews_are_claimed_once_and_judged_once() {
+    reviews_are_claimed_once_and_judged_once(&SqliteStore::in_memory().unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_reviews_are_claimed_once_and_judged_once() {
+    reviews_are_claimed_once_and_judged_once(&postgres().await).await;
 }
