@@ -167,6 +167,23 @@ enum Command {
         #[arg(long)]
         verdict: Option<String>,
     },
+    /// Print the daily counters per policy and route or tool, with
+    /// suggestions where the evidence is strong (docs/feedback.md).
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How far back: the UTC days from this long ago to today.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Human judgments as data for evaluating agents.
+    Feedback {
+        #[command(subcommand)]
+        command: FeedbackCmd,
+    },
     /// Pause every agent's every call (`--all`).
     Pause {
         #[command(flatten)]
@@ -187,6 +204,22 @@ enum Command {
         /// Why, for the audit trail.
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FeedbackCmd {
+    /// Write one JSON line per human judgment to stdout.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How far back.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// A JSON pointer (`/card_number`) whose values are redacted;
+        /// repeatable.
+        #[arg(long, value_name = "POINTER")]
+        redact: Vec<String>,
     },
 }
 
@@ -411,6 +444,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config.path()?)),
+        Command::Report {
+            config,
+            since,
+            json,
+        } => feedback(&config.path()?, &since, |stores, snap, since, now| {
+            Box::pin(async move {
+                let policy = &snap.policy;
+                airlock::cli::feedback::report(stores.1.as_ref(), policy, since, now, json).await
+            })
+        }),
+        Command::Feedback {
+            command:
+                FeedbackCmd::Export {
+                    config,
+                    since,
+                    redact,
+                },
+        } => feedback(&config.path()?, &since, |stores, snap, since, now| {
+            Box::pin(async move {
+                let cfg = &snap.config;
+                airlock::cli::feedback::export(stores.0.as_ref(), cfg, since, now, redact).await
+            })
+        }),
         Command::Schema {
             command:
                 SchemaCommand::Pull {
@@ -634,6 +690,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+type Stores = (
+    std::sync::Arc<dyn airlock::store::ApprovalStore>,
+    std::sync::Arc<dyn airlock::store::CounterStore>,
+);
+type FeedbackFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<String, airlock::cli::feedback::FeedbackError>>
+            + 'a,
+    >,
+>;
+
+/// Loads the configuration and policies, opens the store they name, and
+/// prints what `run` makes of them (`report`, `feedback export`).
+fn feedback(
+    config: &std::path::Path,
+    since: &str,
+    run: impl for<'a> FnOnce(
+        &'a Stores,
+        &'a airlock::snapshot::GatewaySnapshot,
+        std::time::Duration,
+        i64,
+    ) -> FeedbackFuture<'a>,
+) -> anyhow::Result<ExitCode> {
+    let since =
+        airlock::duration::parse_duration(since).map_err(|e| anyhow::anyhow!("`--since`: {e}"))?;
+    let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
+    let snap = match app::load_snapshot(config, &clients) {
+        Ok(s) => s,
+        Err(e) => {
+            print_load_error(&e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    airlock::cli::feedback::check_store(&snap.config)?;
+    let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let out = rt.block_on(async {
+        let stores = app::open_stores(&snap.config.store).await?;
+        anyhow::Ok(run(&stores, &snap, since, airlock::clock::now_ms()).await?)
+    })?;
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(config: &std::path::Path) -> ExitCode {

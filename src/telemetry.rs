@@ -55,6 +55,7 @@ pub struct Metrics {
     pub webhook_deliveries: Family<ResultLabels, Counter>,
     pub overrides: Family<OverrideLabels, Counter>,
     pub pauses_active: Gauge,
+    pub counter_flush_failures: Counter,
 }
 
 /// Decision times in buckets of 1 µs, 2 µs, 4 µs ... 2^19 µs (about half a
@@ -202,6 +203,12 @@ impl Metrics {
             "Pauses in force (agents, routes, tools, everything)",
             pauses_active.clone(),
         );
+        let counter_flush_failures = Counter::default();
+        registry.register(
+            "counter_flush_failures",
+            "Failed attempts to store the daily counters (the sums stay in memory and are retried)",
+            counter_flush_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -217,6 +224,7 @@ impl Metrics {
             webhook_deliveries,
             overrides,
             pauses_active,
+            counter_flush_failures,
         }
     }
 

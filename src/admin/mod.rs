@@ -44,6 +44,8 @@ pub struct AdminState {
     pub tally: Arc<crate::oversight::CallTally>,
     /// The inbox's signed-in people (see `inbox::session`).
     pub sessions: Arc<inbox::session::Sessions>,
+    /// The daily counters, whose failing flushes `/healthz` reports.
+    pub counters: Arc<crate::feedback::DailyCounters>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -155,9 +157,21 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// 503 with the reason while the audit sink cannot take records: a load
 /// balancer then steers calls to a replica that can record them.
 async fn healthz(State(state): State<AdminState>) -> Response {
-    match state.audit.trouble() {
+    if let Some(why) = state.audit.trouble() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", why);
+    }
+    // Still 200: calls are served and audited, and the counts wait in
+    // memory for the store; taking the replica out of rotation would not
+    // bring the store back.
+    match state.counters.trouble() {
         None => "ok\n".into_response(),
-        Some(why) => error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", why),
+        Some(t) => format!(
+            "ok, degraded: daily counters not stored since {} ({}); {} counts kept in memory and retried\n",
+            crate::clock::ms_to_rfc3339(t.since_ms),
+            t.error,
+            t.kept
+        )
+        .into_response(),
     }
 }
 

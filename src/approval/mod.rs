@@ -41,8 +41,9 @@ use tokio::sync::Notify;
 use crate::audit::AuditSink;
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::feedback::DailyCounters;
 use crate::notify::payload;
-use crate::store::{ApprovalStore, DecisionFields, NewDelivery, StoreError};
+use crate::store::{ApprovalStore, CounterKind, DecisionFields, NewDelivery, StoreError};
 use crate::telemetry::Metrics;
 pub use bound::Claim;
 pub use lease::LeaseKeeper;
@@ -170,6 +171,8 @@ pub struct Approvals {
     /// Set on shutdown: every wait returns at once (see
     /// [`Approvals::stop_waiting`]).
     stopping: faults::StopBell,
+    /// Where decisions and expiries are counted per gate and route or tool.
+    counters: Arc<DailyCounters>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -184,6 +187,7 @@ impl Approvals {
         metrics: Arc<Metrics>,
         outbox_wake: Arc<Notify>,
         audit: AuditSink,
+        counters: Arc<DailyCounters>,
     ) -> Approvals {
         Approvals {
             store,
@@ -192,7 +196,22 @@ impl Approvals {
             outbox_wake,
             audit,
             stopping: faults::StopBell::default(),
+            counters,
         }
+    }
+
+    /// Counts what became of `hold` (`outcome`), with the time a human
+    /// took when one decided it.
+    fn count_outcome(&self, hold: &HoldRecord, outcome: CounterKind, now: i64, human: bool) {
+        let gates: Vec<String> = hold.gates.iter().map(|g| g.policy.clone()).collect();
+        let took = human.then(|| now - hold.created_ms);
+        self.counters.count_hold_outcome(
+            now,
+            &gates,
+            crate::feedback::target_of_resource(&hold.resource),
+            outcome,
+            took,
+        );
     }
 
     pub fn store(&self) -> &Arc<dyn ApprovalStore> {
@@ -437,6 +456,8 @@ impl Approvals {
         if moved {
             if hold.state == HoldState::Pending {
                 self.metrics.holds_pending.dec();
+                // An approved call that expires unrun was counted approved.
+                self.count_outcome(hold, CounterKind::Expired, now_ms(), false);
             }
             self.audit.record(&trail::expired(hold)).await;
             self.waiters.wake(&hold.id);
@@ -604,6 +625,13 @@ impl Approvals {
             return Err(ApprovalError::AlreadyDecided { id, state });
         }
         self.metrics.holds_pending.dec();
+        let outcome = match to {
+            HoldState::Approved if after.edited_body.is_some() => CounterKind::Edited,
+            HoldState::Approved => CounterKind::Approved,
+            HoldState::Responded => CounterKind::Responded,
+            _ => CounterKind::Refused,
+        };
+        self.count_outcome(&after, outcome, now, true);
         self.waiters.wake(&id);
         if queued {
             self.outbox_wake.notify_one();

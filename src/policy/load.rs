@@ -35,6 +35,13 @@ pub struct PolicyMeta {
     pub mode: PolicyMode,
 }
 
+impl PolicyMeta {
+    /// Whether the policy is a permit (else a forbid, perhaps a gate).
+    pub fn is_permit(&self) -> bool {
+        self.effect == Effect::Permit
+    }
+}
+
 pub(crate) struct LoadedPolicies {
     pub schema: Schema,
     pub policies: Vec<Policy>,

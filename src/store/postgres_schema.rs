@@ -72,6 +72,17 @@ CREATE TABLE pauses (
     "
 ALTER TABLE holds ADD COLUMN lease_until_ms BIGINT NOT NULL DEFAULT 0;
 ",
+    // 4: daily counters (`store::counters`), summed into by every replica.
+    "
+CREATE TABLE daily_counts (
+    day BIGINT NOT NULL,
+    policy TEXT NOT NULL,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (day, policy, target, kind)
+);
+",
 ];
 
 /// The schema version this binary writes.

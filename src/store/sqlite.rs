@@ -15,6 +15,7 @@ use super::{
     HoldRecord, HoldState, NewDelivery, PauseRecord, PauseScope, StoreError, StoreFuture,
 };
 
+mod counters;
 mod pause;
 
 const SCHEMA: &str = "
@@ -97,6 +98,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(counters::SCHEMA)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             slots: Arc::new(tokio::sync::Semaphore::new(2)),
