@@ -66,7 +66,8 @@ pub async fn report(
     // Far enough back for the unused-permit rule too.
     let read_from = since_day.min(today - report::UNUSED_DAYS);
     let rows = counters.counts_since(read_from).await?;
-    let built = report::build(&rows, &policy_infos(policy), since_day, today);
+    let first_day = counters.first_day().await?;
+    let built = report::build(&rows, first_day, &policy_infos(policy), since_day, today);
     Ok(if json {
         let mut text = serde_json::to_string_pretty(&built)?;
         text.push('\n');

@@ -151,9 +151,17 @@ fn row(policy: &str, target: &str, c: &[u64; COUNTER_KINDS], place: Option<Strin
     }
 }
 
-/// The report of days `since_day..=today` from `rows`, which must reach
-/// back at least [`UNUSED_DAYS`] for the unused-permit rule to speak.
-pub fn build(rows: &[CounterRow], policies: &[PolicyInfo], since_day: i64, today: i64) -> Report {
+/// The report of days `since_day..=today` from `rows`, which must hold the
+/// last [`UNUSED_DAYS`] days too; `first_day` is the first day the store
+/// counted anything: the unused-permit rule speaks only when the counts
+/// reach back that far.
+pub fn build(
+    rows: &[CounterRow],
+    first_day: Option<i64>,
+    policies: &[PolicyInfo],
+    since_day: i64,
+    today: i64,
+) -> Report {
     let by_id: BTreeMap<&str, &PolicyInfo> = policies.iter().map(|p| (p.id.as_str(), p)).collect();
     let mut cells: BTreeMap<(&str, &str), [u64; COUNTER_KINDS]> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.day >= since_day && r.day <= today) {
@@ -171,7 +179,7 @@ pub fn build(rows: &[CounterRow], policies: &[PolicyInfo], since_day: i64, today
         .collect();
     let mut suggestions = gate_suggestions(&cells, &by_id);
     suggestions.extend(review_suggestions(&cells, &by_id));
-    suggestions.extend(unused_permits(rows, policies, today));
+    suggestions.extend(unused_permits(rows, first_day, policies, today));
     Report {
         since: date_of(since_day),
         until: date_of(today),
@@ -265,14 +273,16 @@ fn review_suggestions(cells: &Cells<'_>, by_id: &BTreeMap<&str, &PolicyInfo>) ->
 
 /// Enforced permits that allowed nothing in the last [`UNUSED_DAYS`] days,
 /// said only when the counters reach back that far.
-fn unused_permits(rows: &[CounterRow], policies: &[PolicyInfo], today: i64) -> Vec<Suggestion> {
+fn unused_permits(
+    rows: &[CounterRow],
+    first_day: Option<i64>,
+    policies: &[PolicyInfo],
+    today: i64,
+) -> Vec<Suggestion> {
     let from = today - (UNUSED_DAYS - 1);
-    let Some(first) = rows.iter().map(|r| r.day).min() else {
+    let Some(first) = first_day.filter(|d| *d <= from) else {
         return Vec::new();
     };
-    if first > from {
-        return Vec::new();
-    }
     let matched: std::collections::BTreeSet<&str> = rows
         .iter()
         .filter(|r| r.day >= from && r.kind == CounterKind::Allowed && r.count > 0)
@@ -443,7 +453,7 @@ mod tests {
             info("idle", PolicyRole::Permit),
         ];
         // 19 decisions: not enough to speak.
-        let rep = build(&rows, &policies, today - 6, today);
+        let rep = build(&rows, Some(today - 40), &policies, today - 6, today);
         let rules: Vec<_> = rep
             .suggestions
             .iter()
@@ -452,14 +462,14 @@ mod tests {
         assert_eq!(rules, vec![("unused_permit", "idle")]);
         let mut more = rows.clone();
         more.push(r(today, "gate", "crm/x", CounterKind::Approved, 1));
-        let rep = build(&more, &policies, today - 6, today);
+        let rep = build(&more, Some(today - 40), &policies, today - 6, today);
         assert_eq!(rep.suggestions[0].rule, "narrow_gate");
         assert_eq!(
             rep.suggestions[0].evidence,
             "approved unedited in 19 of 20 decisions (95%)"
         );
         // Without counts from 30 days ago, nothing is called unused.
-        let rep = build(&rows[..2], &policies, today - 6, today);
+        let rep = build(&rows[..2], Some(today), &policies, today - 6, today);
         assert!(rep.suggestions.is_empty());
     }
 }

@@ -336,6 +336,10 @@ mod tests {
         fn counts_since(&self, day: i64) -> crate::store::StoreFuture<'_, Vec<CounterRow>> {
             self.inner.counts_since(day)
         }
+
+        fn first_day(&self) -> crate::store::StoreFuture<'_, Option<i64>> {
+            self.inner.first_day()
+        }
     }
 
     #[tokio::test]

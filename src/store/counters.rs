@@ -150,6 +150,9 @@ pub trait CounterStore: Send + Sync {
 
     /// Every row of day `since_day` and later.
     fn counts_since(&self, since_day: i64) -> StoreFuture<'_, Vec<CounterRow>>;
+
+    /// The first day anything was counted, if any.
+    fn first_day(&self) -> StoreFuture<'_, Option<i64>>;
 }
 
 /// The UTC day of `ms` (Unix milliseconds).

@@ -68,4 +68,14 @@ impl CounterStore for PostgresStore {
     fn counts_since(&self, since_day: i64) -> StoreFuture<'_, Vec<CounterRow>> {
         Box::pin(since(self, since_day))
     }
+
+    fn first_day(&self) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT MIN(day) FROM daily_counts", &[])
+                .await?;
+            Ok(row.try_get::<_, Option<i64>>(0)?)
+        })
+    }
 }

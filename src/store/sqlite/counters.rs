@@ -71,4 +71,12 @@ impl CounterStore for SqliteStore {
     fn counts_since(&self, since_day: i64) -> StoreFuture<'_, Vec<CounterRow>> {
         self.run(move |c| since(c, since_day))
     }
+
+    fn first_day(&self) -> StoreFuture<'_, Option<i64>> {
+        self.run(|c| {
+            Ok(c.query_row("SELECT MIN(day) FROM daily_counts", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?)
+        })
+    }
 }
