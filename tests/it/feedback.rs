@@ -117,7 +117,7 @@ async fn decide_four_ways(airlock: &Airlock) -> [String; 4] {
 #[tokio::test]
 async fn the_report_counts_verdicts_and_decisions_across_restarts_and_suggests_on_strong_evidence()
 {
-    let Env { mut airlock, .. } = env_with("1s", Some(("leads.cedar", LEADS))).await;
+    let Env { airlock, .. } = env_with("1s", Some(("leads.cedar", LEADS))).await;
     for _ in 0..3 {
         assert_eq!(
             call(&airlock, reqwest::Method::GET, "/crm/customers").await,
