@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use airlock::app::{self, AppError};
+use airlock::cli::feedback::FeedbackRun;
 use airlock::config::ConfigError;
 use airlock::upstream::UpstreamClients;
 
@@ -448,12 +449,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             since,
             json,
-        } => feedback(&config.path()?, &since, |stores, snap, since, now| {
-            Box::pin(async move {
-                let policy = &snap.policy;
-                airlock::cli::feedback::report(stores.1.as_ref(), policy, since, now, json).await
-            })
-        }),
+        } => feedback(&config.path()?, &since, FeedbackRun::Report { json }),
         Command::Feedback {
             command:
                 FeedbackCmd::Export {
@@ -461,12 +457,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     since,
                     redact,
                 },
-        } => feedback(&config.path()?, &since, |stores, snap, since, now| {
-            Box::pin(async move {
-                let cfg = &snap.config;
-                airlock::cli::feedback::export(stores.0.as_ref(), cfg, since, now, redact).await
-            })
-        }),
+        } => feedback(&config.path()?, &since, FeedbackRun::Export { redact }),
         Command::Schema {
             command:
                 SchemaCommand::Pull {
@@ -692,29 +683,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-type Stores = (
-    std::sync::Arc<dyn airlock::store::ApprovalStore>,
-    std::sync::Arc<dyn airlock::store::CounterStore>,
-);
-type FeedbackFuture<'a> = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<String, airlock::cli::feedback::FeedbackError>>
-            + 'a,
-    >,
->;
-
 /// Loads the configuration and policies, opens the store they name, and
-/// prints what `run` makes of them (`report`, `feedback export`).
-fn feedback(
-    config: &std::path::Path,
-    since: &str,
-    run: impl for<'a> FnOnce(
-        &'a Stores,
-        &'a airlock::snapshot::GatewaySnapshot,
-        std::time::Duration,
-        i64,
-    ) -> FeedbackFuture<'a>,
-) -> anyhow::Result<ExitCode> {
+/// prints what `what` makes of them (`report`, `feedback export`).
+fn feedback(config: &std::path::Path, since: &str, what: FeedbackRun) -> anyhow::Result<ExitCode> {
     let since =
         airlock::duration::parse_duration(since).map_err(|e| anyhow::anyhow!("`--since`: {e}"))?;
     let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
@@ -728,8 +699,10 @@ fn feedback(
     airlock::cli::feedback::check_store(&snap.config)?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     let out = rt.block_on(async {
-        let stores = app::open_stores(&snap.config.store).await?;
-        anyhow::Ok(run(&stores, &snap, since, airlock::clock::now_ms()).await?)
+        let (holds, counters) = app::open_stores(&snap.config.store).await?;
+        let now = airlock::clock::now_ms();
+        let stores = (holds.as_ref(), counters.as_ref());
+        anyhow::Ok(airlock::cli::feedback::run(what, &snap, stores, since, now).await?)
     })?;
     use std::io::Write as _;
     let _ = std::io::stdout().lock().write_all(out.as_bytes());

@@ -24,6 +24,7 @@
 //!    edited) call against the current policies.
 
 pub mod bound;
+mod counted;
 mod faults;
 pub mod fingerprint;
 mod lease;
@@ -43,7 +44,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::feedback::DailyCounters;
 use crate::notify::payload;
-use crate::store::{ApprovalStore, CounterKind, DecisionFields, NewDelivery, StoreError};
+use crate::store::{ApprovalStore, DecisionFields, NewDelivery, StoreError};
 use crate::telemetry::Metrics;
 pub use bound::Claim;
 pub use lease::LeaseKeeper;
@@ -198,20 +199,6 @@ impl Approvals {
             stopping: faults::StopBell::default(),
             counters,
         }
-    }
-
-    /// Counts what became of `hold` (`outcome`), with the time a human
-    /// took when one decided it.
-    fn count_outcome(&self, hold: &HoldRecord, outcome: CounterKind, now: i64, human: bool) {
-        let gates: Vec<String> = hold.gates.iter().map(|g| g.policy.clone()).collect();
-        let took = human.then(|| now - hold.created_ms);
-        self.counters.count_hold_outcome(
-            now,
-            &gates,
-            crate::feedback::target_of_resource(&hold.resource),
-            outcome,
-            took,
-        );
     }
 
     pub fn store(&self) -> &Arc<dyn ApprovalStore> {
@@ -457,7 +444,7 @@ impl Approvals {
             if hold.state == HoldState::Pending {
                 self.metrics.holds_pending.dec();
                 // An approved call that expires unrun was counted approved.
-                self.count_outcome(hold, CounterKind::Expired, now_ms(), false);
+                self.count_expiry(hold, now_ms());
             }
             self.audit.record(&trail::expired(hold)).await;
             self.waiters.wake(&hold.id);
@@ -625,13 +612,7 @@ impl Approvals {
             return Err(ApprovalError::AlreadyDecided { id, state });
         }
         self.metrics.holds_pending.dec();
-        let outcome = match to {
-            HoldState::Approved if after.edited_body.is_some() => CounterKind::Edited,
-            HoldState::Approved => CounterKind::Approved,
-            HoldState::Responded => CounterKind::Responded,
-            _ => CounterKind::Refused,
-        };
-        self.count_outcome(&after, outcome, now, true);
+        self.count_decision(&after, now);
         self.waiters.wake(&id);
         if queued {
             self.outbox_wake.notify_one();

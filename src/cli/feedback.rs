@@ -11,6 +11,7 @@ use crate::config::{Config, StoreLocation};
 use crate::feedback::export::{hold_lines, Redaction};
 use crate::feedback::report::{self, PolicyInfo, PolicyRole};
 use crate::policy::{PolicyMode, PolicySnapshot};
+use crate::snapshot::GatewaySnapshot;
 use crate::store::counters::{day_of_ms, CounterStore};
 use crate::store::{ApprovalStore, StoreError};
 
@@ -102,4 +103,27 @@ pub async fn export(
         out.push('\n');
     }
     Ok(out)
+}
+
+/// What to make of the store.
+pub enum FeedbackRun {
+    /// `airlock report`.
+    Report { json: bool },
+    /// `airlock feedback export`, with JSON pointers to redact.
+    Export { redact: Vec<String> },
+}
+
+/// Runs `what` over the window from `since` ago to `now_ms`, reading the
+/// approvals' and the counters' store.
+pub async fn run(
+    what: FeedbackRun,
+    snap: &GatewaySnapshot,
+    (holds, counters): (&dyn ApprovalStore, &dyn CounterStore),
+    since: Duration,
+    now_ms: i64,
+) -> Result<String, FeedbackError> {
+    match what {
+        FeedbackRun::Report { json } => report(counters, &snap.policy, since, now_ms, json).await,
+        FeedbackRun::Export { redact } => export(holds, &snap.config, since, now_ms, redact).await,
+    }
 }
