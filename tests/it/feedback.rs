@@ -381,3 +381,41 @@ async fn feedback_export_writes_one_redacted_line_per_human_judgment() {
     assert_eq!(code, 0);
     assert_eq!(out, "");
 }
+
+#[tokio::test]
+async fn mcp_tool_calls_are_counted_per_tool() {
+    let server = crate::support::mcp::McpServer::python();
+    let mut airlock = crate::mcp::crm(&server);
+    let plan = json!({"mode": "auto", "calls": [
+        {"name": "lookup_customer", "args": {"customer_id": "c-1"}},
+        {"name": "delete_customer", "args": {"customer_id": "c-1"}},
+        {"name": "issue_refund", "args": {"customer_id": "c-1", "amount": 500}},
+    ]});
+    let out = tokio::task::spawn_blocking({
+        let url = airlock.url("/mcp/crm");
+        move || crate::support::mcp::python_client(&url, AGENT_KEY, &plan)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        crate::mcp::call(&out, "lookup_customer")["is_error"],
+        false,
+        "{out}"
+    );
+    stop(&mut airlock);
+
+    let rep: Value = serde_json::from_str(&report(&airlock, &["--json"])).unwrap();
+    let allowed = row(&rep, "support-calls-crm-tools", "crm/lookup_customer");
+    assert_eq!(counts(allowed), [1, 0, 0, 0, 0, 0, 0, 0]);
+    let denied = row(&rep, "no-deletes", "crm/delete_customer");
+    assert_eq!(counts(denied), [0, 1, 0, 0, 0, 0, 0, 0]);
+    let held = row(&rep, "large-refunds-held", "crm/issue_refund");
+    assert_eq!(counts(held), [0, 0, 1, 0, 0, 0, 0, 0]);
+    // The protocol's own messages count under the route.
+    assert!(
+        row(&rep, "crm-housekeeping", "crm")["allowed"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+}
