@@ -419,3 +419,87 @@ async fn mcp_tool_calls_are_counted_per_tool() {
             >= 2
     );
 }
+
+async fn healthz(airlock: &Airlock) -> (u16, String) {
+    let resp = client()
+        .get(airlock.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Polls `/healthz` until its body satisfies `wanted`.
+async fn healthz_until(airlock: &Airlock, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, body) = healthz(airlock).await;
+        assert_eq!(status, 200, "{body}");
+        if wanted(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never said {what}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_flush_is_said_on_healthz_and_its_counts_are_stored_when_the_store_is_back() {
+    let pg = crate::support::replicas::PgSchema::fresh().await;
+    let upstream = Upstream::start().await;
+    let airlock = AirlockBuilder::new()
+        .policy(
+            "open.cedar",
+            "@id(\"open\")\npermit (principal, action, resource);",
+        )
+        .route("crm", "/crm", &upstream.url("/api"))
+        .store(&pg.url)
+        .start();
+    let db = pg.client().await;
+    db.batch_execute("ALTER TABLE daily_counts RENAME TO daily_counts_away")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            call(&airlock, reqwest::Method::GET, "/crm/customers").await,
+            200
+        );
+    }
+    let said = healthz_until(&airlock, "degraded", |b| b.contains("degraded")).await;
+    assert!(said.contains("daily counters not stored since"), "{said}");
+    assert!(said.contains("3 counts kept in memory"), "{said}");
+    let metrics = client()
+        .get(airlock.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("airlock_counter_flush_failures_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    db.batch_execute("ALTER TABLE daily_counts_away RENAME TO daily_counts")
+        .await
+        .unwrap();
+    healthz_until(&airlock, "ok", |b| b == "ok\n").await;
+    let rows = db
+        .query(
+            "SELECT target, kind, count FROM daily_counts WHERE policy = 'open'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(rows, vec![("crm".to_string(), "allowed".to_string(), 3)]);
+}
