@@ -137,8 +137,8 @@ async fn the_report_counts_verdicts_and_decisions_across_restarts_and_suggests_o
     );
     decide_four_ways(&airlock).await;
 
-    // Flushed at shutdown: nothing was stored before (the flush runs every
-    // 10 s), and every count must be there after.
+    // Whatever the periodic flush has not stored yet is stored at
+    // shutdown: every count must be there after each restart.
     let mut airlock = restart(airlock);
     assert_eq!(
         call(&airlock, reqwest::Method::GET, "/crm/customers").await,
@@ -184,7 +184,9 @@ async fn the_report_counts_verdicts_and_decisions_across_restarts_and_suggests_o
     assert_eq!(rep["rows"].as_array().unwrap().len(), 5, "{rep:#}");
     let g = row(&rep, gate, "crm");
     assert_eq!(g["decisions_timed"], 4);
-    assert_eq!(g["median_decision_within_s"], 10);
+    // Decided within seconds of being held; the bucket depends on the
+    // machine's pace.
+    assert!(g["median_decision_within_s"].as_u64().unwrap() <= 60, "{g}");
     assert!(g["place"]
         .as_str()
         .unwrap()
