@@ -261,8 +261,11 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     }
     sweep.abort();
     outbox.abort();
-    flusher.abort();
+    // The last flush waits for one in flight (the flusher's lock), and the
+    // flusher stops only after it: a flush cut short after its write
+    // committed would send the same sums again.
     flush_at_exit(&counters, counter_store.as_ref()).await;
+    flusher.abort();
     // Every sink clone lived in the proxy state and the admin state, which
     // are gone now; the writer drains what is queued and exits.
     audit_writer.finish();
