@@ -12,12 +12,13 @@ use crate::admin::{self, AdminState};
 use crate::approval::Approvals;
 use crate::audit::AuditSink;
 use crate::config::{Config, ConfigError, StoreLocation};
+use crate::feedback::DailyCounters;
 use crate::notify::WebhookOutbox;
 use crate::problem::SourceProblem;
 use crate::proxy::{self, ProxyState, ServeOptions};
 use crate::reload::Reloader;
 use crate::snapshot::GatewaySnapshot;
-use crate::store::{ApprovalStore, PostgresStore, SqliteStore};
+use crate::store::{ApprovalStore, CounterStore, PostgresStore, SqliteStore};
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamClients;
 
@@ -52,10 +53,24 @@ pub enum AppError {
 pub async fn open_store(
     location: &StoreLocation,
 ) -> Result<Arc<dyn ApprovalStore>, crate::store::StoreError> {
+    Ok(open_stores(location).await?.0)
+}
+
+/// Opens the configured store, as the approvals' store and the daily
+/// counters' (one database, one connection or pool).
+pub async fn open_stores(
+    location: &StoreLocation,
+) -> Result<(Arc<dyn ApprovalStore>, Arc<dyn CounterStore>), crate::store::StoreError> {
+    fn both<S: ApprovalStore + CounterStore + 'static>(
+        s: S,
+    ) -> (Arc<dyn ApprovalStore>, Arc<dyn CounterStore>) {
+        let s = Arc::new(s);
+        (s.clone(), s)
+    }
     Ok(match location {
-        StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
-        StoreLocation::SqliteMemory => Arc::new(SqliteStore::in_memory()?),
-        StoreLocation::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
+        StoreLocation::Sqlite(path) => both(SqliteStore::open(path)?),
+        StoreLocation::SqliteMemory => both(SqliteStore::in_memory()?),
+        StoreLocation::Postgres(url) => both(PostgresStore::connect(url).await?),
     })
 }
 
@@ -95,13 +110,16 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
 
     // Approvals: settle what a crash interrupted, expire what ran out while
     // we were down, then resume the outbox, before any agent is served.
-    let store = open_store(&config.store).await?;
+    let (store, counter_store) = open_stores(&config.store).await?;
+    let counters = Arc::new(DailyCounters::new(workers.count(), metrics.clone()));
+    let flusher = counters.spawn_flusher(counter_store.clone());
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let approvals = Arc::new(Approvals::new(
         store.clone(),
         metrics.clone(),
         outbox_wake.clone(),
         audit.clone(),
+        counters.clone(),
     ));
     approvals.follow_store_changes();
     approvals.settle_interrupted().await?;
@@ -213,6 +231,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         tally: tally.clone(),
         sessions: Arc::default(),
         reviews: reviews.clone(),
+        counters: counters.clone(),
     };
     eprintln!(
         "airlock: admin listening on http://{}",
@@ -243,6 +262,7 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         tally,
         eliciting: Default::default(),
         reviews,
+        counters: counters.clone(),
     });
     let opts = ServeOptions {
         header_read: config.timeouts.header_read,
@@ -257,6 +277,11 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     }
     sweep.abort();
     outbox.abort();
+    // The last flush waits for one in flight (the flusher's lock), and the
+    // flusher stops only after it: a flush cut short after its write
+    // committed would send the same sums again.
+    flush_at_exit(&counters, counter_store.as_ref()).await;
+    flusher.abort();
     // Every sink clone lived in the proxy state and the admin state, which
     // are gone now; the writer drains what is queued and exits.
     audit_writer.finish();
@@ -273,6 +298,28 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
 async fn stop_waits_on(shutdown: impl std::future::Future<Output = ()>, approvals: Arc<Approvals>) {
     shutdown.await;
     approvals.stop_waiting();
+}
+
+/// The last flush of the daily counters, retried briefly (a store that
+/// restarts); counts that still cannot be stored are said, not dropped
+/// silently.
+async fn flush_at_exit(counters: &DailyCounters, store: &dyn CounterStore) {
+    let mut last = None;
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        match counters.flush(store).await {
+            Ok(_) => return,
+            Err(e) => last = Some(e),
+        }
+    }
+    if let (Some(e), Some(t)) = (last, counters.trouble()) {
+        eprintln!(
+            "airlock: {} daily counts were not stored and are lost: {e}",
+            t.kept
+        );
+    }
 }
 
 fn local(l: &TcpListener) -> String {

@@ -41,6 +41,10 @@
 //! - [`sampling`] picks a share of allowed calls (`@sample`,
 //!   `sampling.rules`), copies them as they pass and stores them, redacted,
 //!   through a bounded writer for reviewers; [`rate`] is the share.
+//! - [`feedback`] counts, per day, policy and route or tool, the calls'
+//!   verdicts, what became of holds, how long humans took and what
+//!   reviewers said (in memory, flushed to the [`store`]); `airlock report`
+//!   reads the counts and `airlock feedback export` the human judgments.
 //! - [`notify`] signs and delivers webhooks from the store's outbox.
 //! - [`audit`] writes one JSON record per decision off the request path, to
 //!   a file, stdout, syslog or an OTLP collector, keeping and retrying what
@@ -77,6 +81,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod duration;
+pub mod feedback;
 pub mod mcp;
 pub mod notify;
 pub mod oversight;

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use airlock::app::{self, AppError};
+use airlock::cli::feedback::FeedbackRun;
 use airlock::config::ConfigError;
 use airlock::upstream::UpstreamClients;
 
@@ -183,6 +184,23 @@ enum Command {
         #[arg(long)]
         verdict: Option<String>,
     },
+    /// Print the daily counters per policy and route or tool, with
+    /// suggestions where the evidence is strong (docs/feedback.md).
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How far back: the UTC days from this long ago to today.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Human judgments as data for evaluating agents.
+    Feedback {
+        #[command(subcommand)]
+        command: FeedbackCmd,
+    },
     /// Pause every agent's every call (`--all`).
     Pause {
         #[command(flatten)]
@@ -203,6 +221,22 @@ enum Command {
         /// Why, for the audit trail.
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FeedbackCmd {
+    /// Write one JSON line per human judgment to stdout.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How far back.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// A JSON pointer (`/card_number`) whose values are redacted;
+        /// repeatable.
+        #[arg(long, value_name = "POINTER")]
+        redact: Vec<String>,
     },
 }
 
@@ -460,6 +494,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config.path()?)),
+        Command::Report {
+            config,
+            since,
+            json,
+        } => feedback(&config.path()?, &since, FeedbackRun::Report { json }),
+        Command::Feedback {
+            command:
+                FeedbackCmd::Export {
+                    config,
+                    since,
+                    redact,
+                },
+        } => feedback(&config.path()?, &since, FeedbackRun::Export { redact }),
         Command::Schema {
             command:
                 SchemaCommand::Pull {
@@ -722,6 +769,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Loads the configuration and policies, opens the store they name, and
+/// prints what `what` makes of them (`report`, `feedback export`).
+fn feedback(config: &std::path::Path, since: &str, what: FeedbackRun) -> anyhow::Result<ExitCode> {
+    let since =
+        airlock::duration::parse_duration(since).map_err(|e| anyhow::anyhow!("`--since`: {e}"))?;
+    let clients = UpstreamClients::new(std::time::Duration::from_secs(1), 0);
+    let snap = match app::load_snapshot(config, &clients) {
+        Ok(s) => s,
+        Err(e) => {
+            print_load_error(&e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    airlock::cli::feedback::check_store(&snap.config)?;
+    let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let out = rt.block_on(async {
+        let (holds, counters) = app::open_stores(&snap.config.store).await?;
+        let now = airlock::clock::now_ms();
+        let stores = (holds.as_ref(), counters.as_ref());
+        anyhow::Ok(airlock::cli::feedback::run(what, &snap, stores, since, now).await?)
+    })?;
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(config: &std::path::Path) -> ExitCode {

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub reviews: Family<ReviewLabels, Counter>,
     pub reviews_sampled: Counter,
     pub reviews_dropped: Counter,
+    pub counter_flush_failures: Counter,
 }
 
 /// Decision times in buckets of 1 µs, 2 µs, 4 µs ... 2^19 µs (about half a
@@ -229,6 +230,12 @@ impl Metrics {
             "Sampled calls not kept: the review queue was full or the store refused them",
             reviews_dropped.clone(),
         );
+        let counter_flush_failures = Counter::default();
+        registry.register(
+            "counter_flush_failures",
+            "Failed attempts to store the daily counters (the sums stay in memory and are retried)",
+            counter_flush_failures.clone(),
+        );
         Metrics {
             reviews,
             reviews_sampled,
@@ -247,6 +254,7 @@ impl Metrics {
             webhook_deliveries,
             overrides,
             pauses_active,
+            counter_flush_failures,
         }
     }
 

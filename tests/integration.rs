@@ -98,3 +98,6 @@ mod replica_faults;
 
 #[path = "it/replicas.rs"]
 mod replicas;
+
+#[path = "it/feedback.rs"]
+mod feedback;

@@ -48,6 +48,8 @@ pub struct AdminState {
     /// Sampled calls on their way to the store: `/healthz` reports those
     /// dropped.
     pub reviews: crate::sampling::ReviewQueue,
+    /// The daily counters, whose failing flushes `/healthz` reports.
+    pub counters: Arc<crate::feedback::DailyCounters>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -167,12 +169,25 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Sampled calls dropped (queue full, store refused) are reported too,
 /// without failing the check: calls are still served and audited.
 async fn healthz(State(state): State<AdminState>) -> Response {
-    match state.audit.trouble() {
-        None => match state.reviews.dropped() {
-            0 => "ok\n".into_response(),
-            n => format!("ok\nsampling: {n} sampled calls were not kept for review (the review queue was full or the store refused them)\n").into_response(),
-        },
-        Some(why) => error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", why),
+    if let Some(why) = state.audit.trouble() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", why);
+    }
+    // Still 200 with a loss or a delay said: calls are served and audited;
+    // taking the replica out of rotation would not bring the store back.
+    let mut body = String::from("ok\n");
+    let dropped = state.reviews.dropped();
+    if dropped > 0 {
+        body.push_str(&format!("sampling: {dropped} sampled calls were not kept for review (the review queue was full or the store refused them)\n"));
+    }
+    if let Some(t) = state.counters.trouble() {
+        body.push_str(&format!(
+            "degraded: daily counters not stored since {} ({}); {} counts kept in memory and retried\n",
+            crate::clock::ms_to_rfc3339(t.since_ms),
+            t.error,
+            t.kept
+        ));
+    }
+    body.into_response()
     }
 }
 

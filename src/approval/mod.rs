@@ -24,6 +24,7 @@
 //!    edited) call against the current policies.
 
 pub mod bound;
+mod counted;
 mod faults;
 pub mod fingerprint;
 mod lease;
@@ -41,6 +42,7 @@ use tokio::sync::Notify;
 use crate::audit::AuditSink;
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::feedback::DailyCounters;
 use crate::notify::payload;
 use crate::store::{ApprovalStore, DecisionFields, NewDelivery, StoreError};
 use crate::telemetry::Metrics;
@@ -170,6 +172,8 @@ pub struct Approvals {
     /// Set on shutdown: every wait returns at once (see
     /// [`Approvals::stop_waiting`]).
     stopping: faults::StopBell,
+    /// Where decisions and expiries are counted per gate and route or tool.
+    counters: Arc<DailyCounters>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -184,6 +188,7 @@ impl Approvals {
         metrics: Arc<Metrics>,
         outbox_wake: Arc<Notify>,
         audit: AuditSink,
+        counters: Arc<DailyCounters>,
     ) -> Approvals {
         Approvals {
             store,
@@ -192,6 +197,7 @@ impl Approvals {
             outbox_wake,
             audit,
             stopping: faults::StopBell::default(),
+            counters,
         }
     }
 
@@ -437,6 +443,8 @@ impl Approvals {
         if moved {
             if hold.state == HoldState::Pending {
                 self.metrics.holds_pending.dec();
+                // An approved call that expires unrun was counted approved.
+                self.count_expiry(hold, now_ms());
             }
             self.audit.record(trail::expired(hold)).await;
             self.waiters.wake(&hold.id);
@@ -604,6 +612,7 @@ impl Approvals {
             return Err(ApprovalError::AlreadyDecided { id, state });
         }
         self.metrics.holds_pending.dec();
+        self.count_decision(&after, now);
         self.waiters.wake(&id);
         if queued {
             self.outbox_wake.notify_one();

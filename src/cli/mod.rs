@@ -2,6 +2,7 @@
 
 pub mod approvals_client;
 pub mod explain;
+pub mod feedback;
 pub mod init;
 pub mod policytest;
 pub mod schema_pull;

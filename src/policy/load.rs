@@ -41,6 +41,13 @@ pub struct PolicyMeta {
     pub sample: Option<crate::rate::Rate>,
 }
 
+impl PolicyMeta {
+    /// Whether the policy is a permit (else a forbid, perhaps a gate).
+    pub fn is_permit(&self) -> bool {
+        self.effect == Effect::Permit
+    }
+}
+
 pub(crate) struct LoadedPolicies {
     pub schema: Schema,
     pub policies: Vec<Policy>,

@@ -93,6 +93,8 @@ pub struct ProxyState {
     pub eliciting: Arc<mcp::ElicitingSessions>,
     /// Where sampled calls go once their response ends (`sampling`).
     pub reviews: crate::sampling::ReviewQueue,
+    /// Calls per day, policy and route or tool, for `airlock report`.
+    pub counters: Arc<crate::feedback::DailyCounters>,
 }
 
 /// Airlock's request id, on the upstream request and the agent's response.
@@ -491,6 +493,7 @@ fn decide(
 ) -> Result<crate::policy::Decision, ProxyError> {
     let decision = snap.policy.decide(call, plan).map_err(decide_error)?;
     let decision = paused::apply(&state.pauses, snap, call, decision)?;
+    count_verdict(state, call, &decision);
     let metrics = &state.metrics;
     metrics
         .decision_seconds
@@ -507,6 +510,30 @@ fn decide(
             .inc();
     }
     Ok(decision)
+}
+
+/// Counts the verdict in the daily counters under its route, or
+/// `route/tool` for an MCP tool.
+fn count_verdict(
+    state: &ProxyState,
+    call: &crate::policy::CallRequest,
+    decision: &crate::policy::Decision,
+) {
+    let now = crate::clock::now_ms();
+    let verdict = decision.verdict.name();
+    match &call.resource {
+        crate::policy::Resource::Route(route) => {
+            state
+                .counters
+                .count_call(now, &decision.policies, route, verdict);
+        }
+        crate::policy::Resource::Tool { route, tool } => {
+            let target = format!("{route}/{tool}");
+            state
+                .counters
+                .count_call(now, &decision.policies, &target, verdict);
+        }
+    }
 }
 
 fn decide_error(e: crate::policy::DecideError) -> ProxyError {

@@ -9,6 +9,7 @@
 //! the state change they announce, so a notification is never sent for a
 //! change that was not stored, and never lost for one that was.
 
+pub mod counters;
 mod page;
 mod pause;
 mod postgres;
@@ -21,6 +22,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
+pub use counters::{CounterKind, CounterRow, CounterStore};
 pub use page::{CursorError, HoldCursor, HoldPage, HoldPageQuery};
 pub use pause::{PauseMode, PauseRecord, PauseScope};
 pub use postgres::PostgresStore;

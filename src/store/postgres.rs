@@ -27,6 +27,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Row, Socket};
 
+mod counters;
 mod listen;
 mod pause;
 mod reviews;

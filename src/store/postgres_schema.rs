@@ -89,6 +89,17 @@ CREATE TABLE reviews (
 CREATE INDEX reviews_by_created ON reviews (created_ms);
 CREATE INDEX reviews_by_done ON reviews (done_ms);
 ",
+    // 5: daily counters (`store::counters`), summed into by every replica.
+    "
+CREATE TABLE daily_counts (
+    day BIGINT NOT NULL,
+    policy TEXT NOT NULL,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (day, policy, target, kind)
+);
+",
 ];
 
 /// The schema version this binary writes.

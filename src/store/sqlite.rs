@@ -15,6 +15,7 @@ use super::{
     HoldRecord, HoldState, NewDelivery, PauseRecord, PauseScope, StoreError, StoreFuture,
 };
 
+mod counters;
 mod pause;
 mod reviews;
 
@@ -99,6 +100,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(reviews::SCHEMA)?;
+        conn.execute_batch(counters::SCHEMA)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             slots: Arc::new(tokio::sync::Semaphore::new(2)),

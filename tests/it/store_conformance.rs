@@ -3,9 +3,9 @@
 //! test). PostgreSQL being unreachable fails the test: it is never skipped.
 
 use airlock::store::{
-    ApprovalStore, AttemptResult, DecisionFields, HoldCursor, HoldPageQuery, HoldRecord, HoldState,
-    NewDelivery, PauseMode, PauseRecord, PauseScope, PostgresStore, SqliteStore, StoreError,
-    StoreEvent, StoredRequest, NOTE_MAX,
+    ApprovalStore, AttemptResult, CounterKind, CounterRow, CounterStore, DecisionFields,
+    HoldCursor, HoldPageQuery, HoldRecord, HoldState, NewDelivery, PauseMode, PauseRecord,
+    PauseScope, PostgresStore, SqliteStore, StoreError, StoreEvent, StoredRequest, NOTE_MAX,
 };
 use airlock::store::{
     CapturedBody, CapturedRequest, CapturedResponse, ReviewChange, ReviewItem, ReviewQuery,
@@ -631,4 +631,52 @@ async fn sqlite_reviews_are_claimed_once_and_judged_once() {
 #[tokio::test]
 async fn postgres_reviews_are_claimed_once_and_judged_once() {
     reviews_are_claimed_once_and_judged_once(&postgres().await).await;
+}
+
+async fn counts_add_up_per_day_policy_target_and_kind(s: &dyn CounterStore) {
+    let row = |day: i64, policy: &str, target: &str, kind: CounterKind, count: u64| CounterRow {
+        day,
+        policy: policy.into(),
+        target: target.into(),
+        kind,
+        count,
+    };
+    let first = vec![
+        row(10, "gate", "crm", CounterKind::Held, 2),
+        row(10, "gate", "crm", CounterKind::DecidedWithin(3), 1),
+        row(11, "", "crm/lookup", CounterKind::Denied, 1),
+    ];
+    assert_eq!(s.first_day().await.unwrap(), None);
+    s.add_counts(first.clone()).await.unwrap();
+    // A second replica's (or a retried) flush adds to the same rows.
+    s.add_counts(vec![
+        row(10, "gate", "crm", CounterKind::Held, 3),
+        row(11, "permit", "crm", CounterKind::Allowed, 7),
+    ])
+    .await
+    .unwrap();
+    let mut got = s.counts_since(10).await.unwrap();
+    got.sort_by_key(|r| (r.day, r.policy.clone(), r.target.clone(), r.kind.index()));
+    assert_eq!(
+        got,
+        vec![
+            row(10, "gate", "crm", CounterKind::Held, 5),
+            row(10, "gate", "crm", CounterKind::DecidedWithin(3), 1),
+            row(11, "", "crm/lookup", CounterKind::Denied, 1),
+            row(11, "permit", "crm", CounterKind::Allowed, 7),
+        ]
+    );
+    assert_eq!(s.counts_since(11).await.unwrap().len(), 2);
+    assert_eq!(s.first_day().await.unwrap(), Some(10));
+    assert!(s.counts_since(12).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_counts_add_up_per_day_policy_target_and_kind() {
+    counts_add_up_per_day_policy_target_and_kind(&SqliteStore::in_memory().unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_counts_add_up_per_day_policy_target_and_kind() {
+    counts_add_up_per_day_policy_target_and_kind(&postgres().await).await;
 }
