@@ -166,8 +166,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// 503 with the reason while the audit sink cannot take records: a load
 /// balancer then steers calls to a replica that can record them.
-/// Sampled calls dropped (queue full, store refused) are reported too,
-/// without failing the check: calls are still served and audited.
+/// Sampled calls dropped (queue full, store refused) and daily counters
+/// the store has not taken are reported too, without failing the check.
 async fn healthz(State(state): State<AdminState>) -> Response {
     if let Some(why) = state.audit.trouble() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", why);
@@ -188,7 +188,6 @@ async fn healthz(State(state): State<AdminState>) -> Response {
         ));
     }
     body.into_response()
-    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

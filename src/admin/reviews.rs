@@ -294,7 +294,14 @@ pub async fn verdict(
             .reviews
             .get_or_create(&ReviewLabels { verdict: kind })
             .inc();
-        state.audit.record(&audit_record(done, kind)).await;
+        let target = match &done.tool {
+            Some(tool) => format!("{}/{tool}", done.route),
+            None => done.route.clone(),
+        };
+        state
+            .counters
+            .count_review(now, &done.policies, &target, kind);
+        state.audit.record(audit_record(done, kind)).await;
     }
     change_response(&id, change)
 }

@@ -278,7 +278,7 @@ mod tests {
             ("bot", "deny"),
             ("bot", "hold"),
         ] {
-            feed.publish(&decision(agent, verdict));
+            feed.publish(decision(agent, verdict));
         }
         let bots = feed.recent(2, |e| e.agent.as_deref() == Some("bot"));
         let verdicts: Vec<&str> = bots.iter().map(|e| e.verdict.as_ref()).collect();

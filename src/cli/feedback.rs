@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::config::{Config, StoreLocation};
-use crate::feedback::export::{hold_lines, Redaction};
+use crate::feedback::export::{hold_lines, CallPayload, FeedbackLine, Redaction, ReviewJudgment};
 use crate::feedback::report::{self, PolicyInfo, PolicyRole};
 use crate::policy::{PolicyMode, PolicySnapshot};
 use crate::snapshot::GatewaySnapshot;
@@ -98,11 +98,84 @@ pub async fn export(
     };
     let since_ms = now_ms.saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
     let mut out = String::new();
-    for line in hold_lines(store, since_ms, &redaction).await? {
+    let holds = hold_lines(store, since_ms, &redaction).await?;
+    let reviews = review_lines(store, since_ms, &redaction).await?;
+    for line in holds.into_iter().chain(reviews) {
         out.push_str(&serde_json::to_string(&line)?);
         out.push('\n');
     }
     Ok(out)
+}
+
+/// Reviews read from the store at once.
+const REVIEW_PAGE: u32 = 1000;
+
+/// Every review given since `since_ms`, oldest first. The store pages by
+/// the time of the verdict; a page starts at the last one's millisecond,
+/// and what was seen there already is skipped.
+async fn reviews_since(
+    store: &dyn ApprovalStore,
+    mut since_ms: i64,
+) -> Result<Vec<crate::store::ReviewItem>, StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut all = Vec::new();
+    loop {
+        let page = store.reviews_decided_since(since_ms, REVIEW_PAGE).await?;
+        let full = page.len() == REVIEW_PAGE as usize;
+        let before = all.len();
+        for item in page {
+            if let Some(v) = &item.verdict {
+                since_ms = since_ms.max(v.at_ms);
+            }
+            if seen.insert(item.id.clone()) {
+                all.push(item);
+            }
+        }
+        if !full || all.len() == before {
+            return Ok(all);
+        }
+    }
+}
+
+/// Reviews given since `since_ms`: one line each, oldest first.
+async fn review_lines(
+    store: &dyn ApprovalStore,
+    since_ms: i64,
+    redaction: &Redaction,
+) -> Result<Vec<FeedbackLine>, FeedbackError> {
+    let items = reviews_since(store, since_ms).await?;
+    Ok(items
+        .into_iter()
+        .filter_map(|item| {
+            let verdict = item.verdict?;
+            let body = item.request.body.content.unwrap_or(serde_json::Value::Null);
+            Some(FeedbackLine::review(
+                ReviewJudgment {
+                    id: item.id,
+                    agent: item.agent,
+                    route: item.route,
+                    tool: item.tool,
+                    policies: item.policies,
+                    requested_ms: item.created_ms,
+                    judged_ms: verdict.at_ms,
+                    reviewer: verdict.by,
+                    confidence: item.confidence,
+                    agent_reason: item.reason,
+                    request: CallPayload {
+                        method: item.request.method,
+                        path: item.request.path,
+                        query: item.request.query,
+                        headers: item.request.headers,
+                        body,
+                    },
+                    verdict: verdict.verdict.as_str().to_string(),
+                    note: verdict.note,
+                    correction: verdict.correction,
+                },
+                redaction,
+            ))
+        })
+        .collect())
 }
 
 /// What to make of the store.

@@ -492,3 +492,65 @@ async fn a_sampled_tool_call_is_kept_with_its_tool_and_answer() {
     let by_tool = reviews(&airlock, "&tool=lookup_customer", ADMIN_TOKEN).await;
     assert_eq!(by_tool.len(), 1);
 }
+
+#[tokio::test]
+async fn a_review_verdict_is_counted_in_the_report_and_written_by_feedback_export() {
+    let upstream = Upstream::start().await;
+    let mut airlock = AirlockBuilder::permitting_everything()
+        .route("crm", "/crm", &upstream.url("/api"))
+        .yaml("sampling:\n  reviewers: reviewers\n  rules:\n    - agent: bot\n      rate: 100%")
+        .yaml(&reviewers_yaml())
+        .start();
+    assert_eq!(airlock.agent_get("/crm/items/7").await.status(), 200);
+    let items = wait_reviews(&airlock, 1).await;
+    let id = items[0]["id"].as_str().unwrap().to_string();
+    let (status, _) = post(&airlock, "/v1/reviews/next", RITA, json!({})).await;
+    assert_eq!(status, 200);
+    let judgment =
+        json!({"verdict": "bad", "note": "wrong customer", "correction": {"customer_id": "c-2"}});
+    let (status, done) = post(
+        &airlock,
+        &format!("/v1/reviews/{id}/verdict"),
+        RITA,
+        judgment,
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+
+    // The counters reach the store at the latest when Airlock stops.
+    airlock.sigterm();
+    assert!(airlock.wait_exit(Duration::from_secs(15)), "clean exit");
+    let config = airlock.config.to_str().unwrap().to_string();
+    let (code, out, err) = run_cli(&["report", "--config", &config, "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let bad: u64 = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["target"] == "crm")
+        .map(|r| r["reviews_bad"].as_u64().unwrap())
+        .sum();
+    assert_eq!(bad, 1, "{report:#}");
+
+    let (code, out, err) = run_cli(&["feedback", "export", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    let reviews: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["judgment"] == "review")
+        .collect();
+    assert_eq!(reviews.len(), 1, "{out}");
+    let line = &reviews[0];
+    assert_eq!(line["id"], id.as_str());
+    assert_eq!(line["agent"], "bot");
+    assert_eq!(line["verdict"], "bad");
+    assert_eq!(line["reason"], "wrong customer");
+    assert_eq!(line["judged_by"], "rita");
+    assert_eq!(line["correction"], json!({"customer_id": "c-2"}));
+    assert_eq!(line["request"]["path"], "/crm/items/7");
+    assert!(
+        !out.contains(AGENT_KEY),
+        "the agent's key never reaches the export"
+    );
+}
