@@ -554,3 +554,33 @@ async fn a_review_verdict_is_counted_in_the_report_and_written_by_feedback_expor
         "the agent's key never reaches the export"
     );
 }
+
+#[tokio::test]
+async fn a_capture_the_store_refuses_is_counted_and_reported_on_healthz() {
+    let upstream = Upstream::start().await;
+    let airlock = AirlockBuilder::permitting_everything()
+        .route("crm", "/crm", &upstream.url("/api"))
+        .yaml("sampling:\n  rules:\n    - rate: 100%")
+        .start();
+    // The store loses its table behind Airlock's back: the writer's insert
+    // fails, and the capture must be counted, not lost silently.
+    let db = rusqlite::Connection::open(airlock.dir.path().join("airlock.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute_batch("DROP TABLE reviews").unwrap();
+    assert_eq!(airlock.agent_get("/crm/items/1").await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let resp = reqwest::get(airlock.admin_url("/healthz")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        if text.contains("sampling:") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        text.contains("sampling: 1 sampled calls were not kept"),
+        "{text}"
+    );
+    assert_eq!(counter(&airlock, "airlock_reviews_dropped_total").await, 1);
+}
