@@ -11,6 +11,10 @@ use super::capture::Pending;
 use crate::store::ReviewStore;
 use crate::telemetry::Metrics;
 
+/// Captures stored in one transaction at most: whatever the queue holds
+/// when the writer wakes, up to this.
+const BATCH: usize = 64;
+
 /// How often items past `sampling.retain` are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -90,14 +94,19 @@ async fn write(
     retain: impl Fn() -> Duration,
 ) {
     let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
-            pending = rx.recv() => {
-                let Some(pending) = pending else { return };
-                let item = pending.into_item();
-                if let Err(e) = store.insert_review(item).await {
-                    tracing::warn!("a sampled call was not stored for review: {e}");
-                    counts.drop_one();
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                let items = batch.drain(..).map(Pending::into_item).collect::<Vec<_>>();
+                if let Err(e) = store.insert_reviews(items).await {
+                    tracing::warn!("{n} sampled calls were not stored for review: {e}");
+                    for _ in 0..n {
+                        counts.drop_one();
+                    }
                 }
             }
             _ = prune.tick() => {

@@ -241,7 +241,14 @@ pub enum ReviewChange {
 
 /// Durable review items; claims and verdicts are compare-and-set.
 pub trait ReviewStore: Send + Sync {
-    fn insert_review(&self, item: ReviewItem) -> StoreFuture<'_, ()>;
+    /// Stores `items` in one transaction: all of them or, on an error,
+    /// none. The writer batches what the queue holds, so that a burst of
+    /// sampled calls costs one commit rather than one each.
+    fn insert_reviews(&self, items: Vec<ReviewItem>) -> StoreFuture<'_, ()>;
+
+    fn insert_review(&self, item: ReviewItem) -> StoreFuture<'_, ()> {
+        self.insert_reviews(vec![item])
+    }
 
     fn get_review(&self, id: &str) -> StoreFuture<'_, Option<ReviewItem>>;
 

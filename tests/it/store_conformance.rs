@@ -505,6 +505,14 @@ async fn reviews_are_claimed_once_and_judged_once(s: &dyn ApprovalStore) {
         listed(s, Some(ReviewStatus::Open), 0).await,
         [c.as_str(), b.as_str(), a.as_str()]
     );
+    // A batch is stored whole or not at all.
+    let fresh = uuid::Uuid::now_v7().to_string();
+    let batch = vec![review(&fresh, "bot", 5), review(&a, "bot", 5)];
+    assert!(
+        s.insert_reviews(batch).await.is_err(),
+        "`{a}` is stored already"
+    );
+    assert!(s.get_review(&fresh).await.unwrap().is_none());
 
     // A claim is a lease: another reviewer gets it only once it runs out.
     let claimed = s.claim_review(&a, "alice", 100, 200).await.unwrap();

@@ -44,23 +44,31 @@ async fn refusal(
 }
 
 impl ReviewStore for PostgresStore {
-    fn insert_review(&self, item: ReviewItem) -> StoreFuture<'_, ()> {
+    fn insert_reviews(&self, items: Vec<ReviewItem>) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let client = self.client().await?;
-            client
-                .execute(
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let st = tx
+                .prepare(
                     "INSERT INTO reviews (id, agent, route, tool, created_ms, record)
                      VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await?;
+            for item in &items {
+                tx.execute(
+                    &st,
                     &[
                         &item.id,
                         &item.agent,
                         &item.route,
                         &item.tool,
                         &item.created_ms,
-                        &encode(&item)?,
+                        &encode(item)?,
                     ],
                 )
                 .await?;
+            }
+            tx.commit().await?;
             Ok(())
         })
     }

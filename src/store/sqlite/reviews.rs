@@ -191,20 +191,26 @@ fn decided_since(c: &Connection, since_ms: i64, limit: u32) -> Result<Vec<Review
 }
 
 impl ReviewStore for SqliteStore {
-    fn insert_review(&self, item: ReviewItem) -> StoreFuture<'_, ()> {
+    fn insert_reviews(&self, items: Vec<ReviewItem>) -> StoreFuture<'_, ()> {
         self.run(move |c| {
-            c.execute(
-                "INSERT INTO reviews (id, agent, route, tool, created_ms, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    item.id,
-                    item.agent,
-                    item.route,
-                    item.tool,
-                    item.created_ms,
-                    encode(&item)?
-                ],
-            )?;
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO reviews (id, agent, route, tool, created_ms, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for item in &items {
+                    st.execute(params![
+                        item.id,
+                        item.agent,
+                        item.route,
+                        item.tool,
+                        item.created_ms,
+                        encode(item)?
+                    ])?;
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
     }
