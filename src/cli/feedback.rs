@@ -197,6 +197,10 @@ pub async fn run(
 ) -> Result<String, FeedbackError> {
     match what {
         FeedbackRun::Report { json } => report(counters, &snap.policy, since, now_ms, json).await,
-        FeedbackRun::Export { redact } => export(holds, &snap.config, since, now_ms, redact).await,
+        FeedbackRun::Export { mut redact } => {
+            // The pointers reviewers never see are kept out of the export too.
+            redact.extend(snap.config.sampling.redact.iter().cloned());
+            export(holds, &snap.config, since, now_ms, redact).await
+        }
     }
 }
