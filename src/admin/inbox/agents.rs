@@ -114,7 +114,7 @@ async fn agents_page(
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
-    let who = signed_in_label(&state, &session.who);
+    let who = signed_in_label(state, &session.who);
     let csrf = session.csrf.clone();
     if !is_operator(decider) {
         return render(StatusCode::FORBIDDEN, &NotOperatorPage { who, csrf });

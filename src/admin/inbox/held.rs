@@ -88,7 +88,7 @@ async fn held_page(
     id: &str,
     last: LastForm,
 ) -> Response {
-    let who = signed_in_label(&state, &session.who);
+    let who = signed_in_label(state, &session.who);
     let hold = match state.approvals.store().get(id).await {
         Ok(Some(h)) if visible_to(decider, &h) => h,
         // Another group's approval is not there for this approver, as on

@@ -100,15 +100,19 @@ struct NotReviewerPage {
     why: String,
 }
 
-/// The reviewer's name, or the refusal page.
-fn reviewer(state: &AdminState, session: &Session, decider: &Decider) -> Result<String, Response> {
+/// The reviewer's name, or the refusal page (boxed: a response is large).
+fn reviewer(
+    state: &AdminState,
+    session: &Session,
+    decider: &Decider,
+) -> Result<String, Box<Response>> {
     reviewer_name(state, decider).map_err(|r| {
         let page = NotReviewerPage {
             who: signed_in_label(state, &session.who),
             csrf: session.csrf.clone(),
             why: r.message,
         };
-        render(r.status, &page)
+        Box::new(render(r.status, &page))
     })
 }
 
@@ -128,7 +132,7 @@ async fn reviews_page(
 ) -> Response {
     let by = match reviewer(state, session, decider) {
         Ok(by) => by,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let now = now_ms();
     let (rows, error, status) = match queue(state, &by, LISTED).await {
@@ -171,7 +175,7 @@ pub async fn claim_next(
     };
     let by = match reviewer(&state, &session, &decider) {
         Ok(by) => by,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match claim_next_as(&state, &by).await {
         Ok(item) => Redirect::to(&format!("/reviews/{}", item.id)).into_response(),
@@ -209,7 +213,7 @@ async fn item_page(
 ) -> Response {
     let by = match reviewer(state, session, decider) {
         Ok(by) => by,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let item = match find(state, id).await {
         Ok(item) => item,
@@ -280,7 +284,7 @@ pub async fn verdict(
     };
     let by = match reviewer(&state, &session, &decider) {
         Ok(by) => by,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let judged = match verdict_value(&form) {
         Ok(value) => match verdict_of(value, by, now_ms()) {
