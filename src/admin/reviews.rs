@@ -27,7 +27,8 @@ use serde_json::{json, Value};
 
 use super::approvals::{bearer_caller, Caller, MAX_LIMIT};
 use super::refusal::Refusal;
-use super::{error, AdminState};
+use super::AdminState;
+use crate::approval::Decider;
 use crate::audit::AuditRecord;
 use crate::clock::{ms_to_rfc3339, now_ms, rfc3339};
 use crate::config::Config;
@@ -59,31 +60,36 @@ pub struct ListQuery {
 fn require_reviewer(state: &AdminState, headers: &HeaderMap) -> Result<String, Refusal> {
     match bearer_caller(state, headers)? {
         Some(Caller::Admin) => Ok("admin".into()),
-        Some(Caller::Approver(d)) => {
-            let snap = state.live.load();
-            match &snap.config.sampling.reviewers {
-                Some(group) if d.groups.contains(group) => Ok(d.id),
-                Some(group) => Err(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    "not_a_reviewer",
-                    format!(
-                        "reviewing sampled calls takes the group `{group}` (`sampling.reviewers`)"
-                    ),
-                )),
-                None => Err(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    "not_a_reviewer",
-                    "no `sampling.reviewers` group is configured: only the admin token reviews",
-                )),
-            }
-        }
+        Some(Caller::Approver(d)) => reviewer_name(state, &d),
         Some(Caller::Agent(_)) => Err(Refusal::agent_key()),
         None => Err(Refusal::unauthenticated()),
     }
 }
 
-fn unavailable(e: &StoreError) -> Response {
-    error(
+/// `decider`'s name when they may review, the one rule for the API and
+/// the inbox: the admin (any group), or a member of `sampling.reviewers`.
+pub fn reviewer_name(state: &AdminState, decider: &Decider) -> Result<String, Refusal> {
+    if decider.any_group {
+        return Ok(decider.id.clone());
+    }
+    let snap = state.live.load();
+    match &snap.config.sampling.reviewers {
+        Some(group) if decider.groups.contains(group) => Ok(decider.id.clone()),
+        Some(group) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "not_a_reviewer",
+            format!("reviewing sampled calls takes the group `{group}` (`sampling.reviewers`)"),
+        )),
+        None => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "not_a_reviewer",
+            "no `sampling.reviewers` group is configured: only the admin token reviews",
+        )),
+    }
+}
+
+fn unavailable(e: &StoreError) -> Refusal {
+    Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "store_unavailable",
         e.to_string(),
@@ -164,7 +170,7 @@ pub async fn list(
             "next_cursor": page.next.as_ref().map(ReviewCursor::encode),
         }))
         .into_response(),
-        Err(e) => unavailable(&e),
+        Err(e) => unavailable(&e).into_response(),
     }
 }
 
@@ -178,36 +184,45 @@ pub async fn show(
     }
     match state.approvals.store().get_review(&id).await {
         Ok(Some(item)) => Json(view(&item, now_ms())).into_response(),
-        Ok(None) => missing(&id),
-        Err(e) => unavailable(&e),
+        Ok(None) => missing(&id).into_response(),
+        Err(e) => unavailable(&e).into_response(),
     }
 }
 
-fn missing(id: &str) -> Response {
-    error(
+fn missing(id: &str) -> Refusal {
+    Refusal::new(
         StatusCode::NOT_FOUND,
         "not_found",
         format!("no review item `{id}`"),
     )
 }
 
-fn change_response(id: &str, change: ReviewChange) -> Response {
+/// The item a claim or verdict changed, or why it did not change.
+fn changed(id: &str, change: ReviewChange) -> Result<ReviewItem, Refusal> {
     match change {
-        ReviewChange::Made(item) => Json(view(&item, now_ms())).into_response(),
-        ReviewChange::Missing => missing(id),
-        ReviewChange::Taken { by, until_ms } => error(
+        ReviewChange::Made(item) => Ok(*item),
+        ReviewChange::Missing => Err(missing(id)),
+        ReviewChange::Taken { by, until_ms } => Err(Refusal::new(
             StatusCode::CONFLICT,
             "claimed",
             format!(
                 "review item `{id}` is claimed by `{by}` until {}",
                 ms_to_rfc3339(until_ms)
             ),
-        ),
-        ReviewChange::Finished => error(
+        )),
+        ReviewChange::Finished => Err(Refusal::new(
             StatusCode::CONFLICT,
             "reviewed",
             format!("review item `{id}` has a verdict already"),
-        ),
+        )),
+    }
+}
+
+/// The API's answer: the item's view, or the refusal.
+fn answer(done: Result<ReviewItem, Refusal>) -> Response {
+    match done {
+        Ok(item) => Json(view(&item, now_ms())).into_response(),
+        Err(r) => r.into_response(),
     }
 }
 
@@ -221,37 +236,79 @@ pub async fn claim(
         Err(r) => return r.into_response(),
     };
     let now = now_ms();
-    match state
+    let change = state
         .approvals
         .store()
         .claim_review(&id, &by, now, now + CLAIM_FOR_MS)
-        .await
-    {
-        Ok(change) => change_response(&id, change),
-        Err(e) => unavailable(&e),
-    }
+        .await;
+    answer(
+        change
+            .map_err(|e| unavailable(&e))
+            .and_then(|c| changed(&id, c)),
+    )
 }
 
 pub async fn claim_next(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    let by = match require_reviewer(&state, &headers) {
-        Ok(by) => by,
-        Err(r) => return r.into_response(),
-    };
+    match require_reviewer(&state, &headers) {
+        Ok(by) => answer(claim_next_as(&state, &by).await),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// Claims the oldest open item for reviewer `by`: the API's and the
+/// inbox's one path.
+pub async fn claim_next_as(state: &AdminState, by: &str) -> Result<ReviewItem, Refusal> {
     let now = now_ms();
     match state
         .approvals
         .store()
-        .claim_next_review(&by, now, now + CLAIM_FOR_MS)
+        .claim_next_review(by, now, now + CLAIM_FOR_MS)
         .await
     {
-        Ok(Some(item)) => Json(view(&item, now)).into_response(),
-        Ok(None) => error(
+        Ok(Some(item)) => Ok(item),
+        Ok(None) => Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "queue_empty",
             "no review item is open",
-        ),
-        Err(e) => unavailable(&e),
+        )),
+        Err(e) => Err(unavailable(&e)),
     }
+}
+
+/// One review item, for the inbox.
+pub async fn find(state: &AdminState, id: &str) -> Result<ReviewItem, Refusal> {
+    match state.approvals.store().get_review(id).await {
+        Ok(Some(item)) => Ok(item),
+        Ok(None) => Err(missing(id)),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+/// The items `by` has claimed, then the open ones, newest first, for the
+/// inbox.
+pub async fn queue(state: &AdminState, by: &str, limit: u32) -> Result<Vec<ReviewItem>, Refusal> {
+    let now = now_ms();
+    let mut items = Vec::new();
+    for status in [ReviewStatus::Claimed, ReviewStatus::Open] {
+        let query = ReviewQuery {
+            status: Some(status),
+            limit,
+            now_ms: now,
+            ..ReviewQuery::default()
+        };
+        let page = state
+            .approvals
+            .store()
+            .list_reviews(query)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        items.extend(
+            page.items
+                .into_iter()
+                .filter(|i| status == ReviewStatus::Open || i.claimed_by.as_deref() == Some(by)),
+        );
+    }
+    Ok(items)
 }
 
 pub async fn verdict(
@@ -264,53 +321,59 @@ pub async fn verdict(
         Ok(by) => by,
         Err(r) => return r.into_response(),
     };
-    let now = now_ms();
-    let verdict = match parse_verdict(&body, by, now) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
+    let judged = match parse_verdict(&body, by, now_ms()) {
+        Ok(v) => verdict_as(&state, &id, v).await,
+        Err(r) => Err(r),
     };
-    let Some(item) = (match state.approvals.store().get_review(&id).await {
-        Ok(found) => found,
-        Err(e) => return unavailable(&e),
-    }) else {
-        return missing(&id);
-    };
+    answer(judged)
+}
+
+/// Stores `verdict` on item `id`, then audits, announces and counts it:
+/// the API's and the inbox's one path.
+pub async fn verdict_as(
+    state: &AdminState,
+    id: &str,
+    verdict: ReviewVerdict,
+) -> Result<ReviewItem, Refusal> {
+    let item = find(state, id).await?;
     let config = state.live.load().config.clone();
     let deliveries = deliveries(&config, &item, &verdict);
     let kind = verdict.verdict.as_str();
-    let change = match state
+    let now = verdict.at_ms;
+    let change = state
         .approvals
         .store()
-        .finish_review(&id, verdict, now, deliveries)
+        .finish_review(id, verdict, now, deliveries)
         .await
-    {
-        Ok(c) => c,
-        Err(e) => return unavailable(&e),
+        .map_err(|e| unavailable(&e))?;
+    let done = changed(id, change)?;
+    state.approvals.wake_outbox();
+    state
+        .metrics
+        .reviews
+        .get_or_create(&ReviewLabels { verdict: kind })
+        .inc();
+    let target = match &done.tool {
+        Some(tool) => format!("{}/{tool}", done.route),
+        None => done.route.clone(),
     };
-    if let ReviewChange::Made(done) = &change {
-        state.approvals.wake_outbox();
-        state
-            .metrics
-            .reviews
-            .get_or_create(&ReviewLabels { verdict: kind })
-            .inc();
-        let target = match &done.tool {
-            Some(tool) => format!("{}/{tool}", done.route),
-            None => done.route.clone(),
-        };
-        state
-            .counters
-            .count_review(now, &done.policies, &target, kind);
-        state.audit.record(audit_record(done, kind)).await;
-    }
-    change_response(&id, change)
+    state
+        .counters
+        .count_review(now, &done.policies, &target, kind);
+    state.audit.record(audit_record(&done, kind)).await;
+    Ok(done)
 }
 
 /// The verdict in `body`, or a 400 that says what is wrong with it.
 fn parse_verdict(body: &[u8], by: String, now: i64) -> Result<ReviewVerdict, Refusal> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Refusal::bad_request("bad_verdict", format!("the body is not JSON: {e}")))?;
+    verdict_of(value, by, now)
+}
+
+/// The verdict a JSON object states, checked as the API checks it.
+pub fn verdict_of(value: Value, by: String, now: i64) -> Result<ReviewVerdict, Refusal> {
     let bad = |m: String| Refusal::bad_request("bad_verdict", m);
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
     let Value::Object(mut fields) = value else {
         return Err(bad("the body must be a JSON object with `verdict`".into()));
     };

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::approvals::{decide, env_with, pending_id, refund, BOB_TOKEN};
-use crate::inbox::{page, post_form, sign_in};
+use crate::inbox::{no_redirects, origin, page, post_form, sign_in};
 use crate::mcp::{call, crm};
 use crate::support::mcp::{python_agent, McpServer};
 use crate::support::*;
@@ -249,4 +249,111 @@ async fn a_held_tool_call_is_answered_in_the_tools_place_from_its_page() {
     let answered = call(&again, "issue_refund");
     assert_eq!(answered["is_error"], false, "{again}");
     assert_eq!(answered["text"], "refund R-8 issued by hand");
+}
+
+const RITA: &str = "reviewer-token-rita";
+
+/// An airlock sampling every call of `bot` to `crm`, with reviewer rita and
+/// alice, an approver who is not one; one call made and sampled.
+async fn sampled_call(upstream: &Upstream) -> (Airlock, String) {
+    let airlock = AirlockBuilder::permitting_everything()
+        .route("crm", "/crm", &upstream.url("/api"))
+        .yaml("sampling:\n  reviewers: reviewers\n  rules:\n    - agent: bot\n      rate: 100%")
+        .yaml(&format!(
+            "approvers:\n  - id: rita\n    token: {RITA}\n    groups: [reviewers]\n  - id: alice\n    token: {APPROVER_TOKEN}\n    groups: [finance]\n"
+        ))
+        .start();
+    assert_eq!(airlock.agent_get("/crm/items/7?full=1").await.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = airlock.admin_get("/v1/reviews", ADMIN_TOKEN).await;
+        if let Some(id) = v["reviews"][0]["id"].as_str() {
+            return (airlock, id.to_string());
+        }
+        assert!(std::time::Instant::now() < deadline, "no call was sampled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reviewer_claims_the_next_call_from_the_reviews_tab_and_judges_it() {
+    let upstream = Upstream::start().await;
+    let (airlock, id) = sampled_call(&upstream).await;
+    let rita = sign_in(&airlock, RITA).await;
+    let tab = page(&airlock, &rita.cookie, "/reviews").await;
+    assert!(tab.contains("<a href=\"/reviews\">Reviews</a>"), "{tab}");
+    assert!(tab.contains(&format!("data-id=\"{id}\"")), "{tab}");
+    assert!(tab.contains("crm"), "{tab}");
+
+    // A form without the CSRF token claims nothing.
+    let forged = no_redirects()
+        .post(airlock.admin_url("/reviews/next"))
+        .header("cookie", &rita.cookie)
+        .header("origin", origin(&airlock))
+        .form(&[("csrf", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let shown = airlock
+        .admin_get(&format!("/v1/reviews/{id}"), ADMIN_TOKEN)
+        .await;
+    assert_eq!(shown["status"], "open");
+
+    let (status, _) = post_form(&airlock, &rita, "/reviews/next", &[]).await;
+    assert_eq!(status, 303);
+    let item = page(&airlock, &rita.cookie, &format!("/reviews/{id}")).await;
+    assert!(item.contains("GET /crm/items/7?full=1"), "{item}");
+    assert!(item.contains("Status 200"), "{item}");
+    assert!(item.contains("value=\"policy_gap\""), "{item}");
+
+    // A correction that is not JSON is refused inline and changes nothing.
+    let verdict = format!("/reviews/{id}/verdict");
+    let (status, refused) = post_form(
+        &airlock,
+        &rita,
+        &verdict,
+        &[("verdict", "bad"), ("correction", "{nope")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(refused.contains("the correction is not JSON"), "{refused}");
+
+    let (status, _) = post_form(
+        &airlock,
+        &rita,
+        &verdict,
+        &[("verdict", "bad"), ("note", "wrong <customer>")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let done = airlock
+        .admin_get(&format!("/v1/reviews/{id}"), ADMIN_TOKEN)
+        .await;
+    assert_eq!(done["status"], "done");
+    assert_eq!(done["verdict"]["verdict"], "bad");
+    assert_eq!(done["verdict"]["by"], "rita");
+    assert_eq!(done["verdict"]["note"], "wrong <customer>");
+    let rec = airlock.audit_where("the inbox's verdict", |r| r["event"] == "review");
+    assert_eq!(rec["approver"], "rita");
+    let shown = page(&airlock, &rita.cookie, &format!("/reviews/{id}")).await;
+    assert!(shown.contains("wrong &#60;customer&#62;"), "{shown}");
+}
+
+#[tokio::test]
+async fn an_approver_who_is_not_a_reviewer_gets_no_reviews_tab() {
+    let upstream = Upstream::start().await;
+    let (airlock, id) = sampled_call(&upstream).await;
+    let alice = sign_in(&airlock, APPROVER_TOKEN).await;
+    let home = page(&airlock, &alice.cookie, "/").await;
+    assert!(!home.contains("href=\"/reviews\""), "{home}");
+    assert!(page(&airlock, &alice.cookie, "/reviews")
+        .await
+        .contains("Only reviewers"));
+    let (status, _) = post_form(&airlock, &alice, "/reviews/next", &[]).await;
+    assert_eq!(status, 403);
+    let shown = airlock
+        .admin_get(&format!("/v1/reviews/{id}"), ADMIN_TOKEN)
+        .await;
+    assert_eq!(shown["status"], "open");
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::pages::render;
 use super::session::Session;
-use super::{check_post, session_reader, signed_in_label};
+use super::{check_post, session_reader, signed_in_label, Who};
 use crate::admin::pauses::{
     agents_overview, is_operator, pause_as, pause_mode, pause_reason, resume_as, resume_reason,
     AgentOverview,
@@ -85,7 +85,7 @@ impl PauseShown {
 #[derive(Template)]
 #[template(path = "inbox/agents.html")]
 struct AgentsPage {
-    who: String,
+    who: Who,
     csrf: String,
     rows: Vec<AgentRow>,
     error: Option<String>,
@@ -94,7 +94,7 @@ struct AgentsPage {
 #[derive(Template)]
 #[template(path = "inbox/not_operator.html")]
 struct NotOperatorPage {
-    who: String,
+    who: Who,
     csrf: String,
 }
 
@@ -114,7 +114,7 @@ async fn agents_page(
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
-    let who = signed_in_label(&session.who);
+    let who = signed_in_label(state, &session.who);
     let csrf = session.csrf.clone();
     if !is_operator(decider) {
         return render(StatusCode::FORBIDDEN, &NotOperatorPage { who, csrf });

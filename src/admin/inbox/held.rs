@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::pages::render;
 use super::session::Session;
 use super::view::{HeldCall, RecentCall, RECENT_CALLS};
-use super::{check_post, session_reader, signed_in_label};
+use super::{check_post, session_reader, signed_in_label, Who};
 use crate::admin::decision::decide_as;
 use crate::admin::AdminState;
 use crate::approval::bound::visible_to;
@@ -22,7 +22,7 @@ use crate::approval::{Decider, DecisionInput, DecisionKind, HumanAnswer};
 #[derive(Template)]
 #[template(path = "inbox/held.html")]
 struct HeldPage {
-    who: String,
+    who: Who,
     csrf: String,
     call: HeldCall,
     /// The agent's last calls that this process saw, newest first.
@@ -40,7 +40,7 @@ struct HeldPage {
 #[derive(Template)]
 #[template(path = "inbox/missing.html")]
 struct MissingPage {
-    who: String,
+    who: Who,
     csrf: String,
     id: String,
 }
@@ -88,7 +88,7 @@ async fn held_page(
     id: &str,
     last: LastForm,
 ) -> Response {
-    let who = signed_in_label(&session.who);
+    let who = signed_in_label(state, &session.who);
     let hold = match state.approvals.store().get(id).await {
         Ok(Some(h)) if visible_to(decider, &h) => h,
         // Another group's approval is not there for this approver, as on

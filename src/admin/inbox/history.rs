@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::pages::render;
 use super::view::call_label;
-use super::{session_reader, signed_in_label};
+use super::{session_reader, signed_in_label, Who};
 use crate::admin::approvals::MAX_LIMIT;
 use crate::admin::AdminState;
 use crate::clock::ms_to_rfc3339;
@@ -86,7 +86,7 @@ pub struct HistoryQuery {
 #[derive(Template)]
 #[template(path = "inbox/history.html")]
 struct HistoryPage {
-    who: String,
+    who: Who,
     csrf: String,
     rows: Vec<DecidedRow>,
     /// The link to the next, older page.
@@ -103,7 +103,7 @@ pub async fn page(
         return Redirect::to("/").into_response();
     };
     let mut page = HistoryPage {
-        who: signed_in_label(&session.who),
+        who: signed_in_label(&state, &session.who),
         csrf: session.csrf,
         rows: Vec::new(),
         older: None,

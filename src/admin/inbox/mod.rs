@@ -13,6 +13,10 @@
 //! - `GET /agents`: each agent's calls of the last hour by verdict and its
 //!   pause; `POST /agents/{id}/pause` and `/resume` for operators, through
 //!   the API's own pause path (see `agents`);
+//! - `GET /reviews`: for reviewers, the sampled calls they claimed and the
+//!   open ones; `POST /reviews/next` claims the oldest, `GET /reviews/{id}`
+//!   shows one and `POST /reviews/{id}/verdict` judges it, through the
+//!   API's own review path (see `reviews`);
 //! - `GET /pending`: the pending list alone, which the script swaps in when
 //!   `GET /v1/events` says an approval changed;
 //! - `GET /assets/inbox.js`: the script.
@@ -25,6 +29,7 @@ mod agents;
 mod held;
 mod history;
 mod pages;
+mod reviews;
 pub mod session;
 mod view;
 
@@ -35,6 +40,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
+use super::reviews::reviewer_name;
 use super::AdminState;
 use crate::approval::Decider;
 use crate::config::Config;
@@ -58,6 +64,10 @@ pub fn routes() -> Router<AdminState> {
         .route("/agents", get(agents::page))
         .route("/agents/{id}/pause", post(agents::pause))
         .route("/agents/{id}/resume", post(agents::resume))
+        .route("/reviews", get(reviews::page))
+        .route("/reviews/next", post(reviews::claim_next))
+        .route("/reviews/{id}", get(reviews::item))
+        .route("/reviews/{id}/verdict", post(reviews::verdict))
         .route("/assets/inbox.js", get(script))
 }
 
@@ -213,12 +223,27 @@ async fn script() -> Response {
         .into_response()
 }
 
-/// Who a page is for, as the templates show them.
-fn signed_in_label(who: &SignedIn) -> String {
-    match who {
+/// Who a page is for: their name as the templates show it, and whether
+/// the Reviews tab is theirs.
+pub struct Who {
+    name: String,
+    reviewer: bool,
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+fn signed_in_label(state: &AdminState, who: &SignedIn) -> Who {
+    let name = match who {
         SignedIn::Admin => "admin".into(),
         SignedIn::Approver(id) => id.clone(),
-    }
+    };
+    let reviewer = session::Session::decider_of(who, &state.live.load().config)
+        .is_some_and(|d| reviewer_name(state, &d).is_ok());
+    Who { name, reviewer }
 }
 
 #[cfg(test)]

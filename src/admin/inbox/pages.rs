@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::view::PendingRow;
-use super::{session_reader, signed_in_label};
+use super::{session_reader, signed_in_label, Who};
 use crate::admin::approvals::MAX_LIMIT;
 use crate::admin::AdminState;
 use crate::approval::Decider;
@@ -22,7 +22,7 @@ struct SignInPage<'a> {
 #[derive(Template)]
 #[template(path = "inbox/pending.html")]
 struct PendingPage {
-    who: String,
+    who: Who,
     csrf: String,
     rows: Vec<PendingRow>,
     error: Option<String>,
@@ -75,7 +75,7 @@ pub async fn home(State(state): State<AdminState>, headers: HeaderMap) -> Respon
         Err(e) => (Vec::new(), Some(e)),
     };
     let page = PendingPage {
-        who: signed_in_label(&session.who),
+        who: signed_in_label(&state, &session.who),
         csrf: session.csrf,
         rows,
         error,

@@ -39,7 +39,12 @@ impl Session {
     /// The decider the signed-in person acts as, if they are still
     /// configured.
     pub fn decider(&self, cfg: &Config) -> Option<Decider> {
-        match &self.who {
+        Session::decider_of(&self.who, cfg)
+    }
+
+    /// The decider `who` acts as, while the config still has them.
+    pub fn decider_of(who: &SignedIn, cfg: &Config) -> Option<Decider> {
+        match who {
             SignedIn::Admin => cfg.admin.token_sha256.map(|_| Decider {
                 id: "admin".into(),
                 groups: Vec::new(),
