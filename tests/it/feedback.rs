@@ -326,8 +326,9 @@ async fn feedback_export_writes_one_redacted_line_per_human_judgment() {
         !out.contains(AGENT_KEY) && !out.contains("injected-secret"),
         "{out}"
     );
+    // Quoted: an approval's id may hold `c-1` (`…aac-13bd…`).
     assert!(
-        !out.contains("c-1") && !out.contains("c-2") && !out.contains("c-4"),
+        !out.contains("\"c-1\"") && !out.contains("\"c-2\"") && !out.contains("\"c-4\""),
         "{out}"
     );
     let lines: Vec<Value> = out
