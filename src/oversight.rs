@@ -349,32 +349,20 @@ fn record(pause: &PauseRecord, verdict: &'static str, by: &str, reason: &str) ->
 
 /// One delivery per configured webhook that wants `event`.
 fn deliveries(cfg: &Config, event: &str, pause: &PauseRecord) -> Vec<NewDelivery> {
-    let payload = json!({
-        "type": event,
-        "timestamp": rfc3339(std::time::SystemTime::now()),
-        "data": {
-            "scope": pause.scope,
-            "mode": pause.mode,
-            "reason": pause.reason,
-            "by": pause.by,
-            "since": ms_to_rfc3339(pause.since_ms),
-        }
+    crate::notify::deliveries(cfg, event, || {
+        json!({
+            "type": event,
+            "timestamp": rfc3339(std::time::SystemTime::now()),
+            "data": {
+                "scope": pause.scope,
+                "mode": pause.mode,
+                "reason": pause.reason,
+                "by": pause.by,
+                "since": ms_to_rfc3339(pause.since_ms),
+            }
+        })
+        .to_string()
     })
-    .to_string();
-    cfg.webhooks
-        .iter()
-        .filter(|w| {
-            w.events
-                .as_ref()
-                .is_none_or(|e| e.iter().any(|x| x == event))
-        })
-        .map(|w| NewDelivery {
-            id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
-            url: w.url.clone(),
-            event: event.to_string(),
-            payload: payload.clone(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

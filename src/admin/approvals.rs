@@ -111,6 +111,24 @@ pub(super) fn require_reader(state: &AdminState, headers: &HeaderMap) -> Result<
     }
 }
 
+/// A list's `limit` parameter: [`DEFAULT_LIMIT`] when absent, else a
+/// whole number from 1 to [`MAX_LIMIT`].
+pub(super) fn page_limit(text: Option<&str>) -> Result<u32, Refusal> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    match text.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(Refusal::bad_request(
+            "bad_limit",
+            format!(
+                "`limit` must be a whole number from 1 to {MAX_LIMIT}, not `{}`",
+                text.chars().take(40).collect::<String>()
+            ),
+        )),
+    }
+}
+
 /// The validated list parameters, for `reader`'s approvals only.
 fn page_query(q: ListQuery, reader: &Decider) -> Result<HoldPageQuery, Refusal> {
     let state = match q.status.as_deref() {
@@ -122,21 +140,7 @@ fn page_query(q: ListQuery, reader: &Decider) -> Result<HoldPageQuery, Refusal> 
             )
         })?),
     };
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(text) => match text.trim().parse::<u32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(Refusal::bad_request(
-                    "bad_limit",
-                    format!(
-                        "`limit` must be a whole number from 1 to {MAX_LIMIT}, not `{}`",
-                        text.chars().take(40).collect::<String>()
-                    ),
-                ))
-            }
-        },
-    };
+    let limit = page_limit(q.limit.as_deref())?;
     let after = match q.cursor.as_deref() {
         None | Some("") => None,
         Some(text) => Some(HoldCursor::decode(text).map_err(|e| {

@@ -25,7 +25,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::approvals::{bearer_caller, Caller, MAX_LIMIT};
+use super::approvals::{bearer_caller, page_limit, Caller};
 use super::refusal::Refusal;
 use super::AdminState;
 use crate::approval::Decider;
@@ -40,7 +40,6 @@ use crate::telemetry::ReviewLabels;
 
 /// How long a claim reserves an item.
 pub const CLAIM_FOR_MS: i64 = 10 * 60 * 1000;
-const DEFAULT_LIMIT: u32 = 100;
 /// The longest note kept with a verdict, in bytes.
 const MAX_NOTE: usize = 4096;
 
@@ -106,21 +105,7 @@ fn page_query(q: ListQuery) -> Result<ReviewQuery, Refusal> {
             )
         })?),
     };
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(text) => match text.trim().parse::<u32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(Refusal::bad_request(
-                    "bad_limit",
-                    format!(
-                        "`limit` must be a whole number from 1 to {MAX_LIMIT}, not `{}`",
-                        text.chars().take(40).collect::<String>()
-                    ),
-                ))
-            }
-        },
-    };
+    let limit = page_limit(q.limit.as_deref())?;
     let after = match q.cursor.as_deref() {
         None | Some("") => None,
         Some(text) => Some(ReviewCursor::decode(text).map_err(|e| {
@@ -443,37 +428,25 @@ fn audit_record(item: &ReviewItem, kind: &'static str) -> AuditRecord {
 /// One `review.completed` delivery per webhook that wants it.
 fn deliveries(cfg: &Config, item: &ReviewItem, verdict: &ReviewVerdict) -> Vec<NewDelivery> {
     const EVENT: &str = "review.completed";
-    let payload = json!({
-        "type": EVENT,
-        "timestamp": rfc3339(std::time::SystemTime::now()),
-        "data": {
-            "id": item.id,
-            "request_id": item.request_id,
-            "agent": item.agent,
-            "route": item.route,
-            "tool": item.tool,
-            "policies": item.policies,
-            "verdict": verdict.verdict.as_str(),
-            "note": verdict.note,
-            "correction": verdict.correction,
-            "by": verdict.by,
-        }
+    crate::notify::deliveries(cfg, EVENT, || {
+        json!({
+            "type": EVENT,
+            "timestamp": rfc3339(std::time::SystemTime::now()),
+            "data": {
+                "id": item.id,
+                "request_id": item.request_id,
+                "agent": item.agent,
+                "route": item.route,
+                "tool": item.tool,
+                "policies": item.policies,
+                "verdict": verdict.verdict.as_str(),
+                "note": verdict.note,
+                "correction": verdict.correction,
+                "by": verdict.by,
+            }
+        })
+        .to_string()
     })
-    .to_string();
-    cfg.webhooks
-        .iter()
-        .filter(|w| {
-            w.events
-                .as_ref()
-                .is_none_or(|e| e.iter().any(|x| x == EVENT))
-        })
-        .map(|w| NewDelivery {
-            id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
-            url: w.url.clone(),
-            event: EVENT.to_string(),
-            payload: payload.clone(),
-        })
-        .collect()
 }
 
 /// The API's view of a review item.

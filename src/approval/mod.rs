@@ -760,28 +760,9 @@ fn check_gates(who: &Decider, id: &str, gates: &[StoredGate]) -> Result<(), Appr
 
 /// One delivery per configured webhook that wants `event`.
 fn deliveries(cfg: &Config, event: &str, hold: &HoldRecord) -> Vec<NewDelivery> {
-    let wanted: Vec<_> = cfg
-        .webhooks
-        .iter()
-        .filter(|w| {
-            w.events
-                .as_ref()
-                .is_none_or(|e| e.iter().any(|x| x == event))
-        })
-        .collect();
-    if wanted.is_empty() {
-        return Vec::new();
-    }
-    let body = payload::event(event, hold, &cfg.admin).to_string();
-    wanted
-        .into_iter()
-        .map(|w| NewDelivery {
-            id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
-            url: w.url.clone(),
-            event: event.to_string(),
-            payload: body.clone(),
-        })
-        .collect()
+    crate::notify::deliveries(cfg, event, || {
+        payload::event(event, hold, &cfg.admin).to_string()
+    })
 }
 
 /// Whether `rung` sounded before `deadline`. Takes the `Notified` by value,

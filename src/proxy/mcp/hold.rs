@@ -283,8 +283,8 @@ impl HeldTool {
         };
         let mut result = result.clone();
         if let Some(obj) = result.as_object_mut() {
-            // Framed for the revision this session speaks, as the tool's
-            // own answer would be.
+            // Framed for the revision the agent's session speaks, as the
+            // tool's own answer would be.
             if self.modern {
                 obj.entry("resultType").or_insert_with(|| json!("complete"));
             }
