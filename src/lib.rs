@@ -58,13 +58,15 @@
 //! - [`admin`] is the control plane (health, metrics, status, reload,
 //!   approvals, operators' pauses, the review queue) and the approvers'
 //!   web inbox at `/`.
-//! - [`cli`] holds code only the command line uses: `airlock init`,
-//!   `explain` ("what would happen to this call?"), `policytest` (the YAML
-//!   cases of `airlock test`), the `airlock approvals` API client, and
+//! - [`cli`] holds code only the command line uses: its arguments
+//!   (`args`), `airlock init`, `explain` ("what would happen to this
+//!   call?"), `policytest` (the YAML cases of `airlock test`), the admin
+//!   API client of `approvals`, `reviews`, `agents` and `watch`, and
 //!   `airlock schema pull`.
 //! - [`clock`] is the one clock: epoch milliseconds and RFC 3339 text.
 //! - [`demo`] is a small tool server for the quickstart.
-//! - [`app`] wires everything together; `main.rs` is only the CLI.
+//! - [`app`] wires everything together; `main.rs` only sends each
+//!   subcommand to the call that does it.
 //!
 //! Dependencies flow one way: `proxy` → (`approval`, `snapshot`) →
 //! (`policy`, `config`, `upstream`, `path`); `approval` → (`store`,

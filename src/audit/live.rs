@@ -84,6 +84,7 @@ impl LiveEvent {
     /// an event already shown (a held stream's end, a cut response). Takes
     /// the record, whose line is already written, so that its text moves
     /// here instead of being copied.
+    #[inline]
     fn of(rec: AuditRecord) -> Option<LiveEvent> {
         let kind = match rec.event {
             "decision" => Cow::Borrowed("decision"),
@@ -170,28 +171,38 @@ impl LiveFeed {
         }
     }
 
-    /// Publishes `rec` as an event, if it is one.
-    pub fn publish(&self, rec: AuditRecord) {
-        if let Some(event) = LiveEvent::of(rec) {
-            self.publish_event(event);
-        }
+    /// Publishes `rec` as an event, if it is one, and returns the event.
+    ///
+    /// Inlined, as [`LiveEvent::of`] is, so that the record's fields move
+    /// once, into the event's allocation, rather than the whole record
+    /// being copied from frame to frame on every call.
+    #[inline]
+    pub fn publish(&self, rec: AuditRecord) -> Option<Arc<LiveEvent>> {
+        let event = LiveEvent::of(rec)?;
+        Some(self.publish_shared(Arc::new(event)))
     }
 
     /// Publishes `event` (another replica's, or this one's) with the next
     /// number.
-    pub fn publish_event(&self, mut event: LiveEvent) {
+    pub fn publish_event(&self, event: LiveEvent) {
+        self.publish_shared(Arc::new(event));
+    }
+
+    fn publish_shared(&self, mut event: Arc<LiveEvent>) -> Arc<LiveEvent> {
         let Ok(mut ring) = self.ring.lock() else {
-            return;
+            return event;
         };
-        event.id = ring.next_id;
+        // INVARIANT: `event` is a fresh `Arc` nobody else holds yet, so
+        // `make_mut` numbers it in place and never clones.
+        Arc::make_mut(&mut event).id = ring.next_id;
         ring.next_id += 1;
-        let event = Arc::new(event);
         if ring.events.len() == RING {
             ring.events.pop_front();
         }
         ring.events.push_back(event.clone());
         // No reader is not an error: the ring keeps the event.
-        let _ = self.tx.send(event);
+        let _ = self.tx.send(event.clone());
+        event
     }
 
     /// The newest `limit` events of the ring that `keep` accepts, newest

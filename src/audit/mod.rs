@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 
 use crate::config::AuditConfig;
 use crate::telemetry::Metrics;
+use live::LiveEvent;
 
 /// One decision, as written to the audit log.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -235,14 +236,29 @@ impl AuditSink {
     /// for this one, and a held call's lives as long as a human takes.
     ///
     /// Takes the record by value: once it is written as a line, its text
-    /// moves into the live view's event instead of being copied.
+    /// moves into the live view's event instead of being copied. Inlined,
+    /// so that the record is not copied whole into this frame first.
+    #[inline]
     pub fn record(&self, record: AuditRecord) -> impl std::future::Future<Output = ()> + use<'_> {
+        self.record_published(record).1
+    }
+
+    /// As [`Self::record`], and the live view's event of the record: what a
+    /// follow-up record of the same call names, shared rather than copied.
+    #[inline]
+    pub fn record_published(
+        &self,
+        record: AuditRecord,
+    ) -> (
+        Option<Arc<LiveEvent>>,
+        impl std::future::Future<Output = ()> + use<'_>,
+    ) {
         let mut line = Vec::with_capacity(512);
         line::write(&record, &mut line);
         line.push(b'\n');
         let wait = record.error != Some(UNAVAILABLE);
-        self.live.publish(record);
-        self.queue(line, wait)
+        let event = self.live.publish(record);
+        (event, self.queue(line, wait))
     }
 
     async fn queue(&self, line: Vec<u8>, wait: bool) {

@@ -1,6 +1,7 @@
 //! Code only the command line uses.
 
 pub mod approvals_client;
+pub mod args;
 pub mod explain;
 pub mod feedback;
 pub mod init;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
-use super::raw::{Env, Validator};
+use super::raw::Env;
+use super::validate::Validator;
 use crate::rate::Rate;
 
 /// The `sampling` section as written.

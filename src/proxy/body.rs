@@ -98,10 +98,11 @@ fn readable_kind(headers: &HeaderMap, body: &[u8]) -> Result<BodyKind, String> {
             .to_str()
             .map_err(|_| "`Content-Type` is not text".to_string())?,
     };
-    let kind = media_kind(declared).ok_or_else(|| {
+    let (essence, params) = split_media_type(declared);
+    let kind = media_kind(essence).ok_or_else(|| {
         format!("`Content-Type: {declared}` is neither JSON nor a form, and this route does not forward other bodies")
     })?;
-    if let Some(charset) = charset(declared).filter(|c| !is_utf8(c)) {
+    if let Some(charset) = charset(params).filter(|c| !is_utf8(c)) {
         return Err(format!(
             "charset `{charset}` is not read; send the body as UTF-8"
         ));
@@ -115,9 +116,16 @@ fn readable_kind(headers: &HeaderMap, body: &[u8]) -> Result<BodyKind, String> {
     Ok(kind)
 }
 
-/// The kind a declared media type is read as, when Airlock reads it.
-fn media_kind(content_type: &str) -> Option<BodyKind> {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
+/// A `Content-Type` split once at its first `;`: the media type, and its
+/// parameters.
+fn split_media_type(content_type: &str) -> (&str, &str) {
+    super::split_once_ascii(content_type, b';').unwrap_or((content_type, ""))
+}
+
+/// The kind a declared media type (without parameters) is read as, when
+/// Airlock reads it.
+fn media_kind(essence: &str) -> Option<BodyKind> {
+    let essence = essence.trim();
     if essence.eq_ignore_ascii_case("application/json") {
         return Some(BodyKind::Json);
     }
@@ -132,9 +140,12 @@ fn media_kind(content_type: &str) -> Option<BodyKind> {
     (!kind.is_empty() && json_suffix && !subtype.contains('/')).then_some(BodyKind::Json)
 }
 
-/// The `charset` parameter, unquoted.
-fn charset(content_type: &str) -> Option<&str> {
-    content_type.split(';').skip(1).find_map(|p| {
+/// The `charset` parameter of a media type's `params`, unquoted.
+fn charset(params: &str) -> Option<&str> {
+    if params.is_empty() {
+        return None;
+    }
+    params.split(';').find_map(|p| {
         let (name, value) = p.split_once('=')?;
         name.trim()
             .eq_ignore_ascii_case("charset")

@@ -155,7 +155,7 @@ pub fn handle(
             }
             Err(e) => Err(e),
         };
-        let (response, recorded) = answer(&state, &conn, request_id, trail, result, jsonrpc);
+        let (response, recorded) = answer(&state, &conn, request_id, &mut trail, result, jsonrpc);
         recorded.await;
         Ok(response)
     }
@@ -201,31 +201,27 @@ fn answer<'s>(
     state: &'s ProxyState,
     conn: &AgentConnection,
     request_id: &str,
-    trail: RequestTrail,
+    trail: &mut RequestTrail,
     result: Result<Response<ProxyBody>, ProxyError>,
     jsonrpc: bool,
 ) -> (
     Response<ProxyBody>,
     impl std::future::Future<Output = ()> + use<'s>,
 ) {
-    let (response, rec) = match result {
-        Ok(mut resp) => {
-            let rec = trail.into_record(resp.status().as_u16(), None);
-            if let Either::Left(Either::Left(body)) = resp.body_mut() {
-                body.watch(&state.audit, &rec);
-            }
-            (resp, rec)
-        }
+    // The record is built once, in place, after the answer is known: moved
+    // through a tuple with the response it would be copied whole.
+    let (mut response, refused) = match result {
+        Ok(resp) => (resp, None),
         Err(e) => {
             let resp = if jsonrpc {
                 e.to_jsonrpc_response(request_id)
             } else {
                 e.to_response(request_id)
             };
-            let rec = trail.into_record(resp.status().as_u16(), Some(&e));
-            (resp.map(Either::Right), rec)
+            (resp.map(Either::Right), Some(e))
         }
     };
+    let rec = trail.take_record(response.status().as_u16(), refused.as_ref());
     if let Some(agent) = &rec.agent {
         state
             .tally
@@ -238,7 +234,11 @@ fn answer<'s>(
             verdict: rec.verdict,
         },
     );
-    (response, state.audit.record(rec))
+    let (published, recorded) = state.audit.record_published(rec);
+    if let (Either::Left(Either::Left(body)), Some(call)) = (response.body_mut(), published) {
+        body.watch(&state.audit, call);
+    }
+    (response, recorded)
 }
 
 async fn process(
@@ -561,6 +561,16 @@ fn detached(parts: http::request::Parts) -> http::request::Parts {
     out
 }
 
+/// `s` split at the first `byte`, an ASCII one, by a plain byte scan: for
+/// the short header values of every request, cheaper than `split_once`'s
+/// general search.
+pub(crate) fn split_once_ascii(s: &str, byte: u8) -> Option<(&str, &str)> {
+    debug_assert!(byte.is_ascii());
+    let i = s.bytes().position(|b| b == byte)?;
+    // INVARIANT: `byte` is ASCII, so `i` and `i + 1` are char boundaries.
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
 fn authenticate<'a>(
     snap: &'a GatewaySnapshot,
     conn: &AgentConnection,
@@ -570,7 +580,7 @@ fn authenticate<'a>(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or(ProxyError::Unauthenticated)?;
-    let (scheme, key) = value.split_once(' ').ok_or(ProxyError::Unauthenticated)?;
+    let (scheme, key) = split_once_ascii(value, b' ').ok_or(ProxyError::Unauthenticated)?;
     if !scheme.eq_ignore_ascii_case("bearer") || key.trim().is_empty() {
         return Err(ProxyError::Unauthenticated);
     }

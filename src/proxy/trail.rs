@@ -2,11 +2,12 @@
 //!
 //! Each phase fills in what it found out (who calls, which route, the call
 //! as judged, the verdict, the approval, the upstream's status); none of
-//! them writes the audit record. [`RequestTrail::into_record`] builds that
+//! them writes the audit record. [`RequestTrail::take_record`] builds that
 //! record once, at the end, from the trail and the outcome: the status
 //! answered and, for a refusal, the error that caused it.
 
 use std::borrow::Cow;
+use std::mem::take;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -89,35 +90,41 @@ impl RequestTrail {
     }
 
     /// The request's audit record: what the trail learned, the `status`
-    /// answered and, when the request was refused, why.
-    pub fn into_record(self, status: u16, refused: Option<&ProxyError>) -> AuditRecord {
+    /// answered and, when the request was refused, why. The trail's text
+    /// moves into the record, leaving the trail empty; it stays where it
+    /// lives (a request's future) rather than being copied whole to here.
+    pub fn take_record(&mut self, status: u16, refused: Option<&ProxyError>) -> AuditRecord {
         let mut rec = AuditRecord {
             time: rfc3339(self.time),
-            request_id: self.request_id,
+            request_id: take(&mut self.request_id),
             event: "decision",
-            agent: self.agent,
-            route: self.route,
-            method: self.method,
-            path: self.path,
-            action: self.action,
-            resource: self.resource,
+            agent: self.agent.take(),
+            route: self.route.take(),
+            method: take(&mut self.method),
+            path: take(&mut self.path),
+            action: self.action.take(),
+            resource: self.resource.take(),
             verdict: self.verdict,
-            policies: self.policies,
-            reasons: self.reasons,
-            eval_errors: self.eval_errors,
-            shadow: self.shadow,
+            policies: take(&mut self.policies),
+            reasons: take(&mut self.reasons),
+            eval_errors: take(&mut self.eval_errors),
+            shadow: self.shadow.take(),
             error: self.error,
             fault: self.fault,
-            snapshot: Some(self.snapshot),
+            snapshot: Some(self.snapshot.clone()),
             decision_us: self.decision_us,
             upstream_status: self.upstream_status,
             status,
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
-            approval_id: self.approval_id,
-            approver: self.approver,
-            approver_groups: self.approver_groups,
-            extra: self.extra,
-            ..AuditRecord::default()
+            approval_id: self.approval_id.take(),
+            approver: self.approver.take(),
+            approver_groups: take(&mut self.approver_groups),
+            extra: self.extra.take(),
+            // Named rather than `..AuditRecord::default()`, which builds a
+            // whole default record to copy these three from.
+            approval_status: None,
+            decision: None,
+            caller: None,
         };
         if let Some(e) = refused {
             if rec.verdict.is_empty() {

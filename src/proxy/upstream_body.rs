@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use crate::audit::live::LiveEvent;
 use crate::audit::{AuditRecord, AuditSink, Fault};
 use crate::clock::rfc3339;
 use crate::sampling::Capture;
@@ -19,21 +20,18 @@ use crate::sampling::Capture;
 pub struct UpstreamBody {
     inner: Incoming,
     sent: u64,
-    /// Set once the call's record is written; boxed so that a body nobody
-    /// watches stays small.
-    watch: Option<Box<Watch>>,
+    /// Set once the call's record is written.
+    watch: Option<Watch>,
     /// A sampled call's copy, fed each chunk as it passes; boxed, as
     /// `watch`, for the calls nobody samples.
     capture: Option<Box<Capture>>,
 }
 
-/// Enough of the call's record to name it in a follow-up record.
+/// Where a follow-up record goes, and the live view's event of the call's
+/// record, which names the call (shared, so that watching copies no text).
 struct Watch {
     sink: AuditSink,
-    request_id: String,
-    agent: Option<String>,
-    route: Option<Arc<str>>,
-    status: u16,
+    call: Arc<LiveEvent>,
 }
 
 impl UpstreamBody {
@@ -56,40 +54,38 @@ impl UpstreamBody {
         self.capture = Some(capture);
     }
 
-    /// From now on, a cut is recorded to `sink` as a follow-up of `rec`.
-    pub fn watch(&mut self, sink: &AuditSink, rec: &AuditRecord) {
-        self.watch = Some(Box::new(Watch {
+    /// From now on, a cut is recorded to `sink` as a follow-up of the call
+    /// whose record became the live event `call`.
+    pub fn watch(&mut self, sink: &AuditSink, call: Arc<LiveEvent>) {
+        self.watch = Some(Watch {
             sink: sink.clone(),
-            request_id: rec.request_id.clone(),
-            agent: rec.agent.clone(),
-            route: rec.route.clone(),
-            status: rec.status,
-        }));
+            call,
+        });
     }
 
     fn report_cut(&mut self, error: &hyper::Error) {
         let Some(w) = self.watch.take() else {
             return;
         };
-        let rec = incomplete(&w, self.sent, error);
+        let rec = incomplete(&w.call, self.sent, error);
         let sink = w.sink;
         tokio::spawn(async move { sink.record(rec).await });
     }
 }
 
 /// The follow-up record of a response cut after `sent` bytes.
-fn incomplete(w: &Watch, sent: u64, error: &hyper::Error) -> AuditRecord {
+fn incomplete(call: &LiveEvent, sent: u64, error: &hyper::Error) -> AuditRecord {
     AuditRecord {
         time: rfc3339(std::time::SystemTime::now()),
-        request_id: w.request_id.clone(),
+        request_id: call.request_id.clone(),
         event: "response_incomplete",
-        agent: w.agent.clone(),
-        route: w.route.clone(),
+        agent: call.agent.clone(),
+        route: call.route.clone(),
         verdict: "error",
         error: Some("response_incomplete"),
         fault: Some(Fault::Upstream),
-        status: w.status,
-        upstream_status: Some(w.status),
+        status: call.status,
+        upstream_status: Some(call.status),
         reasons: vec![format!(
             "the upstream's response broke off after {sent} bytes of its body: {error}"
         )],

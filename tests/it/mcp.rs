@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::mcp::{python_agent, python_client, ts_client, McpServer};
+use crate::support::mcp::{python_agent, python_client, ts_client, with_pulled_tools, McpServer};
 use crate::support::*;
 
 const POLICIES: &str = r#"
@@ -33,14 +33,8 @@ pub(crate) fn crm(server: &McpServer) -> Airlock {
 fn crm_with(server: &McpServer, extra: &str) -> Airlock {
     let builder = AirlockBuilder::new()
         .policy("mcp.cedar", &format!("{POLICIES}\n{extra}"))
-        .yaml("approvals:\n  wait: 1s")
-        .route_yaml(&format!(
-            "  - name: crm\n    prefix: /mcp/crm\n    upstream: {}\n    protocol: mcp",
-            server.url()
-        ));
-    let config = builder.write();
-    let (code, out, err) = run_cli(&["schema", "pull", "--config", config.to_str().unwrap()]);
-    assert_eq!(code, 0, "schema pull failed: {out}\n{err}");
+        .yaml("approvals:\n  wait: 1s");
+    let builder = with_pulled_tools(builder, "crm", "/mcp/crm", server);
     let pulled = std::fs::read_to_string(builder.dir().join("policies/tools.cedarschema")).unwrap();
     assert!(
         pulled.contains("action \"crm/issue_refund\" in [\"call_tool\"]"),
@@ -542,15 +536,8 @@ async fn the_shipped_mcp_policies_hold_large_refunds() {
     let server = McpServer::python();
     let builder = AirlockBuilder::new()
         .policy("mcp.cedar", include_str!("../../policies/mcp.cedar"))
-        .yaml("approvals:\n  wait: 1s")
-        .route_yaml(&format!(
-            "  - name: crm-mcp\n    prefix: /mcp/crm\n    upstream: {}\n    protocol: mcp",
-            server.url()
-        ));
-    let config = builder.write();
-    let (code, out, err) = run_cli(&["schema", "pull", "--config", config.to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let airlock = builder.start();
+        .yaml("approvals:\n  wait: 1s");
+    let airlock = with_pulled_tools(builder, "crm-mcp", "/mcp/crm", &server).start();
     let plan = json!({"calls": [
         {"name": "issue_refund", "args": {"customer_id": "c-1", "amount": 100}},
         {"name": "issue_refund", "args": {"customer_id": "c-1", "amount": 101}},

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::approvals::{env_with, pending_id, show};
-use crate::support::mcp::{free_port, python_agent, McpServer};
+use crate::support::mcp::{free_port, python_agent, with_pulled_tools, McpServer};
 use crate::support::peers::{node_modules, peers_dir};
 use crate::support::webhook::WebhookReceiver;
 use crate::support::*;
@@ -60,14 +60,8 @@ fn crm(server: &McpServer, public_url: bool) -> Airlock {
     let builder = AirlockBuilder::new()
         .policy("mcp.cedar", POLICIES)
         .yaml(APPROVERS)
-        .yaml(LONG_WAIT)
-        .route_yaml(&format!(
-            "  - name: crm\n    prefix: /mcp/crm\n    upstream: {}\n    protocol: mcp",
-            server.url()
-        ));
-    let config = builder.write();
-    let (code, out, err) = run_cli(&["schema", "pull", "--config", config.to_str().unwrap()]);
-    assert_eq!(code, 0, "schema pull failed: {out}\n{err}");
+        .yaml(LONG_WAIT);
+    let builder = with_pulled_tools(builder, "crm", "/mcp/crm", server);
     if public_url {
         start_with_public_url(builder)
     } else {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::approvals::{decide, show};
-use crate::support::mcp::{python_client, McpServer};
+use crate::support::mcp::{python_client, with_pulled_tools, McpServer};
 use crate::support::sse::EventReader;
 use crate::support::*;
 
@@ -38,15 +38,8 @@ const EVENT: Duration = Duration::from_secs(10);
 fn crm(server: &McpServer) -> Airlock {
     let builder = AirlockBuilder::new()
         .policy("mcp.cedar", POLICIES)
-        .yaml(APPROVALS)
-        .route_yaml(&format!(
-            "  - name: crm\n    prefix: /mcp/crm\n    upstream: {}\n    protocol: mcp",
-            server.url()
-        ));
-    let config = builder.write();
-    let (code, out, err) = run_cli(&["schema", "pull", "--config", config.to_str().unwrap()]);
-    assert_eq!(code, 0, "schema pull failed: {out}\n{err}");
-    builder.start()
+        .yaml(APPROVALS);
+    with_pulled_tools(builder, "crm", "/mcp/crm", server).start()
 }
 
 /// The one pending approval, once it is stored.

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::peers::{node_modules, Peer};
 pub use super::peers::{peers_dir, python};
+use super::{run_cli, AirlockBuilder};
 
 /// A free loopback port, for peers that cannot report the port they bound.
 pub fn free_port() -> u16 {
@@ -58,6 +59,25 @@ impl McpServer {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
+}
+
+/// `builder` with the MCP route `name` at `prefix` in front of `server`,
+/// and the server's tools declared as an operator declares them: `airlock
+/// schema pull` writes `policies/tools.cedarschema`.
+pub fn with_pulled_tools(
+    builder: AirlockBuilder,
+    name: &str,
+    prefix: &str,
+    server: &McpServer,
+) -> AirlockBuilder {
+    let builder = builder.route_yaml(&format!(
+        "  - name: {name}\n    prefix: {prefix}\n    upstream: {}\n    protocol: mcp",
+        server.url()
+    ));
+    let config = builder.write();
+    let (code, out, err) = run_cli(&["schema", "pull", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "schema pull failed: {out}\n{err}");
+    builder
 }
 
 /// Runs the Python SDK client (`tests/peers/mcp_client.py`) with a plan and

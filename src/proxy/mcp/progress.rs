@@ -169,7 +169,7 @@ impl HeldStream {
         // moment ago, and the wait's settings come from the same config.
         let snap = self.live.load_full();
         let end = self.drive(&snap.config, &tx).await;
-        let mut rec = self.trail.into_record(StatusCode::OK.as_u16(), None);
+        let mut rec = self.trail.take_record(StatusCode::OK.as_u16(), None);
         rec.event = "held_stream";
         rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         match end {
