@@ -5,9 +5,29 @@
 # Chromium, /usr/bin/chromium, and downloads no browser). The tests run
 # this themselves, once, under a lock; it is quick when everything is
 # already there.
-# Needs python3 with venv, and node with npm.
+# The system packages it needs (python3 with venv, node with npm, Debian's
+# chromium) are installed with apt-get when missing, as root or through
+# sudo without a password; otherwise it stops and names the command.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+missing=()
+{ command -v node && command -v npm; } >/dev/null || missing+=(nodejs npm)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+  elif sudo -n true 2>/dev/null; then
+    as_root=(sudo -n)
+  else
+    echo "peers: missing system packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "peers: installing ${missing[*]} with apt-get (once)" >&2
+  "${as_root[@]}" apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${missing[@]}" >&2
+fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "peers: creating the Python venv in tests/peers/.venv" >&2

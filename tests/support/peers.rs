@@ -52,8 +52,9 @@ fn provision() -> Result<(), String> {
     }
     Err(format!(
         "the test peers could not be installed: `{SETUP}` {}.\n\
-         It needs python3 with venv, and node with npm \
-         (Debian: apt-get install python3-venv nodejs npm).\n--- its stderr ---\n{}",
+         It needs python3 with venv, node with npm and Debian's chromium, \
+         which it installs with apt-get as root or through `sudo -n` \
+         (Debian: apt-get install python3-venv nodejs npm chromium).\n--- its stderr ---\n{}",
         describe(out.status),
         String::from_utf8_lossy(&out.stderr)
     ))
