@@ -79,22 +79,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => feedback(&config.path()?, &since, FeedbackRun::Export { redact }),
         Command::Schema { command } => schema_pull(command),
         Command::Test { config, files } => test(config, files),
-        Command::Approvals {
-            admin,
-            token,
-            command,
-        } => {
+        Command::Approvals { admin, command } => {
             let cmd = approvals_command(command)?;
-            let client = ApprovalsClient::new(&admin, token)?;
+            let client = ApprovalsClient::new(&admin.admin, admin.token)?;
             print_answer(runtime()?.block_on(client.run(cmd))?)
         }
-        Command::Reviews {
-            admin,
-            token,
-            command,
-        } => {
+        Command::Reviews { admin, command } => {
             let cmd = reviews_command(command)?;
-            let client = ApprovalsClient::new(&admin, token)?;
+            let client = ApprovalsClient::new(&admin.admin, admin.token)?;
             print_answer(runtime()?.block_on(client.run_reviews(cmd))?)
         }
         Command::Agents { admin, command } => run_override(admin, command.into_override()),

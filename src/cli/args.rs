@@ -95,33 +95,15 @@ pub enum Command {
     },
     /// List and decide held calls through the admin API.
     Approvals {
-        /// The admin API's base URL.
-        #[arg(
-            long,
-            global = true,
-            env = "AIRLOCK_ADMIN",
-            default_value = "http://127.0.0.1:9090"
-        )]
-        admin: String,
-        /// An approver's (or the admin) bearer token.
-        #[arg(long, global = true, env = "AIRLOCK_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArg,
         #[command(subcommand)]
         command: ApprovalsCmd,
     },
     /// Review sampled calls through the admin API (docs/feedback.md).
     Reviews {
-        /// The admin API's base URL.
-        #[arg(
-            long,
-            global = true,
-            env = "AIRLOCK_ADMIN",
-            default_value = "http://127.0.0.1:9090"
-        )]
-        admin: String,
-        /// A reviewer's (or the admin) bearer token.
-        #[arg(long, global = true, env = "AIRLOCK_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArg,
         #[command(subcommand)]
         command: ReviewsCmd,
     },
@@ -222,7 +204,8 @@ pub struct AdminArg {
         default_value = "http://127.0.0.1:9090"
     )]
     pub admin: String,
-    /// An operator's (or the admin) bearer token.
+    /// The bearer token: an approver's for `approvals`, a reviewer's for
+    /// `reviews`, an operator's for pauses, or the admin token.
     #[arg(long, global = true, env = "AIRLOCK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
@@ -318,10 +301,13 @@ pub enum ReviewsCmd {
         /// open, claimed, done or all.
         #[arg(long)]
         status: Option<String>,
+        /// Only this agent's calls.
         #[arg(long)]
         agent: Option<String>,
+        /// Only this route's calls.
         #[arg(long)]
         route: Option<String>,
+        /// Only calls of this MCP tool.
         #[arg(long)]
         tool: Option<String>,
         /// Items per page (1 to 500).
@@ -332,9 +318,13 @@ pub enum ReviewsCmd {
     Next,
     /// Judge an item: ok, bad or policy_gap.
     Verdict {
+        /// The review item's id.
         id: String,
+        /// `ok` (the call was fine), `bad` (the agent should not have made
+        /// it) or `policy_gap` (a policy should have stopped or held it).
         #[arg(value_parser = ["ok", "bad", "policy_gap"])]
         verdict: String,
+        /// What the reviewer saw, for the export and the audit trail.
         #[arg(long)]
         note: Option<String>,
         /// A JSON file (`-` for stdin): what the call or its answer should
@@ -470,4 +460,38 @@ pub struct ExplainArgs {
     /// The reason the agent gives for the call.
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// Every subcommand and every option `--help` lists says what it is for.
+    #[test]
+    fn every_subcommand_and_option_has_a_description() {
+        let mut cli = Cli::command();
+        cli.build();
+        cli.clone().debug_assert();
+        let mut undescribed = Vec::new();
+        let mut stack = vec![(String::from("airlock"), cli)];
+        while let Some((path, cmd)) = stack.pop() {
+            if cmd.get_about().is_none() && path != "airlock" {
+                undescribed.push(path.clone());
+            }
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    undescribed.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() != "help" {
+                    stack.push((format!("{path} {}", sub.get_name()), sub.clone()));
+                }
+            }
+        }
+        assert!(undescribed.is_empty(), "no description: {undescribed:?}");
+    }
 }
