@@ -209,7 +209,7 @@ fn answer<'s>(
     impl std::future::Future<Output = ()> + use<'s>,
 ) {
     // The record is built once, in place, after the answer is known: moved
-    // through a tuple with the response it would be copied whole.
+    // through a tuple with the response, it would be copied whole.
     let (mut response, refused) = match result {
         Ok(resp) => (resp, None),
         Err(e) => {
@@ -561,13 +561,13 @@ fn detached(parts: http::request::Parts) -> http::request::Parts {
     out
 }
 
-/// `s` split at the first `byte`, an ASCII one, by a plain byte scan: for
-/// the short header values of every request, cheaper than `split_once`'s
-/// general search.
+/// `s` split at the first `byte`, which is ASCII, by a plain byte scan:
+/// for the short header values of every request, cheaper than
+/// `split_once`'s general search.
 pub(crate) fn split_once_ascii(s: &str, byte: u8) -> Option<(&str, &str)> {
-    debug_assert!(byte.is_ascii());
     let i = s.bytes().position(|b| b == byte)?;
-    // INVARIANT: `byte` is ASCII, so `i` and `i + 1` are char boundaries.
+    // INVARIANT: `byte` is ASCII, so `i` and `i + 1` are char boundaries
+    // and neither `get` fails.
     Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
@@ -655,5 +655,20 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(secs, since.as_secs());
         assert_eq!(nanos / 1_000_000, since.subsec_millis());
+    }
+
+    #[test]
+    fn a_header_value_splits_at_its_first_ascii_separator_only() {
+        assert_eq!(
+            split_once_ascii("Bearer k ey", b' '),
+            Some(("Bearer", "k ey"))
+        );
+        assert_eq!(
+            split_once_ascii("tëxt/jsön;charset=utf-8;q", b';'),
+            Some(("tëxt/jsön", "charset=utf-8;q"))
+        );
+        assert_eq!(split_once_ascii(";", b';'), Some(("", "")));
+        assert_eq!(split_once_ascii("application/json", b';'), None);
+        assert_eq!(split_once_ascii("", b' '), None);
     }
 }
